@@ -1,0 +1,75 @@
+"""Domain errors. The HTTP layer maps each to one status code in one place."""
+
+from __future__ import annotations
+
+
+class WalletError(Exception):
+    """Base of every error the wallet raises on purpose."""
+
+    title = "Wallet error"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class InvalidInput(WalletError):
+    """A request value is malformed or outside the policy (HTTP 422)."""
+
+    title = "Invalid input"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+
+
+class NotFound(WalletError):
+    title = "Not found"
+
+
+class IdempotencyConflict(WalletError):
+    """The idempotency key was used before for a different request (HTTP 409)."""
+
+    title = "Idempotency key reused"
+
+
+class PaymentsNotConfigured(WalletError):
+    """Stripe keys are missing, so no payment can be taken (HTTP 503)."""
+
+    title = "Payments not configured"
+
+
+class WebhooksNotConfigured(WalletError):
+    """No webhook signing secret is set and unsigned events are not allowed (HTTP 503)."""
+
+    title = "Webhooks not configured"
+
+
+class PaymentGatewayFailed(WalletError):
+    """Stripe failed or could not be reached; nothing was recorded (HTTP 502)."""
+
+    title = "Payment provider error"
+
+
+class InvalidWebhook(WalletError):
+    """The webhook signature is missing, wrong or stale, or the payload is unreadable (HTTP 400)."""
+
+    title = "Invalid webhook"
+
+
+class DuplicateReference(WalletError):
+    """A ledger entry with this reference id exists already: the movement happened before."""
+
+    title = "Duplicate reference"
+
+
+class DuplicateTopUp(WalletError):
+    """A top-up with this idempotency key exists already for this user."""
+
+    title = "Duplicate top-up"
+
+
+class StorageUnavailable(WalletError):
+    """The database cannot be reached or is locked; nothing was written (HTTP 503)."""
+
+    title = "Storage unavailable"

@@ -1,0 +1,53 @@
+"""Identifiers: new ids, and the checks every id from outside must pass."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+from wallet_core.errors import InvalidInput
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,127}$")
+_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def derived_id(prefix: str, *parts: str) -> str:
+    """An id that is the same every time for the same parts (used for idempotent retries)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    return f"{prefix}_{digest}"
+
+
+def check_user_id(value: object, field: str = "user_id") -> str:
+    """User ids are 1-128 characters: letters, digits and _ . : @ | + - (no spaces or controls)."""
+    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+        raise InvalidInput(
+            field, "must be 1-128 characters of letters, digits and _ . : @ | + - "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def check_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _KEY_PATTERN.match(value):
+        raise InvalidInput("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+    return value
+
+
+def check_reason(value: object, field: str = "reason", *, required: bool = True) -> str | None:
+    """Free text for the audit trail: 1-500 characters, no control characters."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(field, "is required: say why, in 1-500 characters")
+    if len(value) > 500:
+        raise InvalidInput(field, "must be at most 500 characters")
+    if any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in value):
+        raise InvalidInput(field, "must not contain control characters")
+    return value.strip()

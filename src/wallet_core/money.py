@@ -1,0 +1,100 @@
+"""Exact amounts: US dollars in cents and credits in hundredths of a credit. Never float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from wallet_core.errors import InvalidInput
+
+_CENT = Decimal("0.01")
+# Amounts above this are refused before any arithmetic: a trillion units is no real payment.
+_MAX_ABS_MINOR = 10**14
+
+
+def parse_decimal(value: object, field: str) -> Decimal:
+    """Turn a JSON string/number (already a Decimal when parsed by us) into an exact Decimal.
+
+    Floats are refused because they cannot say what the caller meant; booleans are not numbers.
+    """
+    if isinstance(value, bool) or value is None:
+        raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
+    if isinstance(value, float):
+        raise InvalidInput(field, "must be an exact decimal, not a binary float")
+    if isinstance(value, (int, Decimal)):
+        number = Decimal(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 32:
+            raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise InvalidInput(field, "must be a decimal number such as \"10.00\"") from None
+    else:
+        raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
+    if not number.is_finite():
+        raise InvalidInput(field, "must be a finite number")
+    if abs(number) >= Decimal(_MAX_ABS_MINOR) / 100:
+        raise InvalidInput(field, "is far too large")
+    if number != number.quantize(_CENT):
+        raise InvalidInput(field, "must have at most 2 decimal places")
+    return number.quantize(_CENT)
+
+
+@dataclass(frozen=True, order=True)
+class Usd:
+    """An amount of US dollars, held as integer cents."""
+
+    cents: int
+
+    @classmethod
+    def parse(cls, value: object, field: str = "amount_usd") -> Usd:
+        return cls(int(parse_decimal(value, field) * 100))
+
+    @property
+    def decimal(self) -> Decimal:
+        return (Decimal(self.cents) / 100).quantize(_CENT)
+
+    def __str__(self) -> str:
+        return str(self.decimal)
+
+
+@dataclass(frozen=True, order=True)
+class Credits:
+    """An amount of credits, held as integer hundredths of a credit."""
+
+    minor: int
+
+    @classmethod
+    def parse(cls, value: object, field: str = "credits") -> Credits:
+        return cls(int(parse_decimal(value, field) * 100))
+
+    @classmethod
+    def zero(cls) -> Credits:
+        return cls(0)
+
+    @property
+    def decimal(self) -> Decimal:
+        return (Decimal(self.minor) / 100).quantize(_CENT)
+
+    def __str__(self) -> str:
+        return str(self.decimal)
+
+    def __add__(self, other: Credits) -> Credits:
+        return Credits(self.minor + other.minor)
+
+    def __sub__(self, other: Credits) -> Credits:
+        return Credits(self.minor - other.minor)
+
+    def __neg__(self) -> Credits:
+        return Credits(-self.minor)
+
+    def is_positive(self) -> bool:
+        return self.minor > 0
+
+
+def credits_for(amount: Usd, credits_per_usd: Decimal) -> Credits:
+    """Credits bought by `amount`: amount * rate, rounded half-up to 2 places (hundredths)."""
+    exact = amount.decimal * credits_per_usd
+    return Credits(int(exact.quantize(_CENT, rounding=ROUND_HALF_UP) * 100))
