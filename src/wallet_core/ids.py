@@ -8,8 +8,8 @@ import uuid
 
 from wallet_core.errors import InvalidInput
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,127}$")
-_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,127}")
+_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def new_id(prefix: str) -> str:
@@ -24,7 +24,7 @@ def derived_id(prefix: str, *parts: str) -> str:
 
 def check_user_id(value: object, field: str = "user_id") -> str:
     """User ids are 1-128 characters: letters, digits and _ . : @ | + - (no spaces or controls)."""
-    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
         raise InvalidInput(
             field, "must be 1-128 characters of letters, digits and _ . : @ | + - "
             "starting with a letter or digit"
@@ -35,7 +35,7 @@ def check_user_id(value: object, field: str = "user_id") -> str:
 def check_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
-    if not _KEY_PATTERN.match(value):
+    if not _KEY_PATTERN.fullmatch(value):
         raise InvalidInput("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     return value
 

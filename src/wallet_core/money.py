@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from wallet_core.errors import InvalidInput
 
 _CENT = Decimal("0.01")
+# Plain ASCII decimal notation only: no exponents, underscores, or non-ASCII digits.
+_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]{1,20}(\.[0-9]{1,20})?")
 # Amounts above this are refused before any arithmetic: a trillion units is no real payment.
 _MAX_ABS_MINOR = 10**14
 
@@ -25,12 +28,11 @@ def parse_decimal(value: object, field: str) -> Decimal:
         number = Decimal(value)
     elif isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > 32:
+        if text.lower().lstrip("+-") in ("nan", "inf", "infinity", "snan"):
+            raise InvalidInput(field, "must be a finite number")
+        if not _DECIMAL_TEXT.fullmatch(text):
             raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            raise InvalidInput(field, "must be a decimal number such as \"10.00\"") from None
+        number = Decimal(text)
     else:
         raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
     if not number.is_finite():

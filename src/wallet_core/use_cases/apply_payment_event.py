@@ -47,6 +47,9 @@ def apply_payment_event(event: PaymentEvent, *, uow: UnitOfWorkFactory, now: Clo
             return WebhookOutcome(event.id, event.type, "unknown_top_up" if ours else "ignored")
         if top_up.status is TopUpStatus.SUCCEEDED:
             return WebhookOutcome(event.id, event.type, "already_granted", top_up.id)
+        if top_up.status is TopUpStatus.NEEDS_REVIEW:
+            # Stripe once reported a different amount; a person decides, not a later event.
+            return WebhookOutcome(event.id, event.type, "needs_review", top_up.id)
 
         received = intent.amount_received if intent.amount_received is not None else intent.amount
         if received != top_up.amount or intent.currency.lower() != top_up.currency:

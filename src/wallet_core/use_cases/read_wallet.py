@@ -14,5 +14,5 @@ def read_wallet(*, user_id: str, uow: UnitOfWorkFactory, recent: int = RECENT) -
         return WalletView(
             user_id=user_id,
             balance=tx.ledger.balance(user_id),
-            transactions=tx.ledger.recent_transactions(user_id, recent),
+            transactions=tx.ledger.recent_transactions(user_id, max(0, recent)) if recent > 0 else [],
         )

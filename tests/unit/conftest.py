@@ -1,0 +1,45 @@
+"""Fixtures for the pure unit tests: an in-memory store, its unit-of-work factory, a fake Stripe, a policy."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from adapters.fake_gateway import FakePaymentGateway
+from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from wallet_core.money import Usd
+from wallet_core.topups import TopUpPolicy
+
+
+@pytest.fixture
+def store() -> InMemoryStore:
+    return InMemoryStore()
+
+
+@pytest.fixture
+def uow(store: InMemoryStore) -> Callable[[], InMemoryUnitOfWork]:
+    """The zero-argument unit-of-work factory every use case takes."""
+    return lambda: InMemoryUnitOfWork(store)
+
+
+@pytest.fixture
+def gateway() -> FakePaymentGateway:
+    return FakePaymentGateway()
+
+
+@pytest.fixture
+def policy() -> TopUpPolicy:
+    """The default product policy: 1.00 to 500.00 USD per top-up, 100 credits per USD."""
+    return TopUpPolicy(min_amount=Usd(100), max_amount=Usd(50_000), credits_per_usd=Decimal(100))
+
+
+@pytest.fixture
+def clock() -> Callable[[], datetime]:
+    """A clock that moves one second forward on every reading, so entries have distinct times."""
+    start = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    ticks = itertools.count()
+    return lambda: start + timedelta(seconds=next(ticks))

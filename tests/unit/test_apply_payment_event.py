@@ -1,0 +1,354 @@
+"""Stripe says a payment succeeded: the top-up's credits are granted exactly once, or flagged for review."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from adapters.fake_gateway import FakePaymentGateway
+from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from wallet_core.ledger import TransactionKind
+from wallet_core.money import Credits, Usd
+from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentEvent, PaymentIntent
+from wallet_core.topups import TopUpPolicy, TopUpStatus
+from wallet_core.use_cases import (
+    TopUpResult,
+    WebhookOutcome,
+    apply_payment_event,
+    read_wallet,
+    request_top_up,
+)
+
+UowFactory = Callable[[], InMemoryUnitOfWork]
+
+
+@pytest.fixture
+def pending(policy: TopUpPolicy, gateway: FakePaymentGateway, uow: UowFactory) -> TopUpResult:
+    """A pending 10.00 USD top-up for alice (1000 credits)."""
+    return request_top_up(user_id="alice", amount_usd="10.00", policy=policy, gateway=gateway, uow=uow)
+
+
+@pytest.fixture
+def deliver(gateway: FakePaymentGateway, uow: UowFactory) -> Callable[[tuple[bytes, str]], WebhookOutcome]:
+    """Verify a signed webhook the way the HTTP endpoint does, then apply it."""
+
+    def call(signed: tuple[bytes, str]) -> WebhookOutcome:
+        payload, header = signed
+        return apply_payment_event(gateway.parse_webhook(payload, header), uow=uow)
+
+    return call
+
+
+def _balance(uow: UowFactory, user_id: str = "alice") -> Credits:
+    return read_wallet(user_id=user_id, uow=uow).balance
+
+
+def test_succeeded_payment_grants_the_top_up_credits(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    signed = gateway.succeed(pending.payment_intent_id)
+    outcome = deliver(signed)
+
+    assert outcome.outcome == "granted"
+    assert outcome.event_type == "payment_intent.succeeded"
+    assert outcome.event_id.startswith("evt_")
+    assert outcome.top_up_id == pending.top_up_id
+    assert outcome.credits_granted == Credits.parse("1000")
+    assert _balance(uow) == Credits.parse("1000")
+    assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.SUCCEEDED
+
+    [booked] = store.state.transactions
+    assert booked.user_id == "alice"
+    assert booked.kind is TransactionKind.TOP_UP
+    assert booked.credits == Credits.parse("1000")
+    assert booked.balance_after == Credits.parse("1000")
+    assert booked.reference_id == pending.payment_intent_id
+    assert booked.actor == "stripe"
+    assert pending.top_up_id in (booked.reason or "")
+
+
+def test_redelivery_of_the_same_event_grants_nothing_more(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    signed = gateway.succeed(pending.payment_intent_id)
+    assert deliver(signed).outcome == "granted"
+    commits = store.commits
+
+    again = deliver(signed)
+
+    assert again.outcome == "already_granted"
+    assert again.top_up_id == pending.top_up_id
+    assert again.credits_granted is None
+    assert _balance(uow) == Credits.parse("1000")
+    assert len(store.state.transactions) == 1
+    assert store.commits == commits
+
+
+def test_a_second_event_for_the_same_payment_grants_nothing_more(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    first = gateway.succeed(pending.payment_intent_id)
+    second = gateway.succeed(pending.payment_intent_id)
+    assert gateway.parse_webhook(*first).id != gateway.parse_webhook(*second).id
+
+    assert deliver(first).outcome == "granted"
+    assert deliver(second).outcome == "already_granted"
+    assert _balance(uow) == Credits.parse("1000")
+    assert len(store.state.transactions) == 1
+
+
+def test_ledger_refuses_a_second_grant_even_if_the_top_up_still_looks_pending(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    # The ledger's unique reference is the last line of defence, not the top-up status.
+    assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "granted"
+    with uow() as tx:
+        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING)
+        tx.commit()
+
+    assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "already_granted"
+    assert _balance(uow) == Credits.parse("1000")
+    assert len(store.state.transactions) == 1
+
+
+@pytest.mark.parametrize("received_cents", [999, 1001, 100, 0, 100_000])
+def test_amount_received_different_from_the_top_up_needs_review(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+    received_cents: int,
+) -> None:
+    outcome = deliver(gateway.succeed(pending.payment_intent_id, amount_received=received_cents))
+
+    assert outcome.outcome == "needs_review"
+    assert outcome.top_up_id == pending.top_up_id
+    assert outcome.credits_granted is None
+    assert _balance(uow) == Credits.zero()
+    assert store.state.transactions == []
+    assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.NEEDS_REVIEW
+
+
+@pytest.mark.parametrize("currency", ["eur", "gbp", "EUR"])
+def test_currency_different_from_the_top_up_needs_review(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+    currency: str,
+) -> None:
+    outcome = deliver(gateway.succeed(pending.payment_intent_id, currency=currency))
+
+    assert outcome.outcome == "needs_review"
+    assert _balance(uow) == Credits.zero()
+    assert store.state.transactions == []
+    assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.NEEDS_REVIEW
+
+
+def test_currency_case_from_stripe_does_not_matter(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    assert deliver(gateway.succeed(pending.payment_intent_id, currency="USD")).outcome == "granted"
+    assert _balance(uow) == Credits.parse("1000")
+
+
+def _foreign_intent_event(
+    gateway: FakePaymentGateway, metadata: dict[str, str], event_type: str = "payment_intent.succeeded"
+) -> tuple[bytes, str]:
+    intent = PaymentIntent(
+        id="pi_unknown_1",
+        amount=Usd(1000),
+        currency="usd",
+        status="succeeded",
+        metadata=metadata,
+        amount_received=Usd(1000),
+    )
+    return gateway.signed_event(event_type, gateway.intent_object(intent))
+
+
+def test_unknown_payment_tagged_as_ours_is_reported_and_writes_nothing(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    commits = store.commits
+    top_ups = dict(store.state.top_ups)
+    signed = _foreign_intent_event(gateway, {META_TOP_UP_ID: "tu_lost", META_USER_ID: "alice"})
+
+    outcome = deliver(signed)
+
+    assert outcome.outcome == "unknown_top_up"
+    assert outcome.top_up_id is None
+    assert store.commits == commits
+    assert store.state.top_ups == top_ups
+    assert store.state.transactions == []
+    assert _balance(uow) == Credits.zero()
+
+
+def test_unknown_payment_not_tagged_as_ours_is_ignored(
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    # Another product on the same Stripe account.
+    outcome = deliver(_foreign_intent_event(gateway, {"order": "shop-1"}))
+    assert outcome.outcome == "ignored"
+    assert store.commits == 0
+    assert store.state.transactions == []
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    [
+        "payment_intent.created",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "payment_intent.processing",
+    ],
+)
+def test_other_payment_intent_events_are_ignored_and_grant_nothing(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+    event_type: str,
+) -> None:
+    commits = store.commits
+    obj = gateway.intent_object(gateway.intents[pending.payment_intent_id])
+    obj["amount_received"] = 1000
+
+    outcome = deliver(gateway.signed_event(event_type, obj))
+
+    assert outcome.outcome == "ignored"
+    assert outcome.event_type == event_type
+    assert store.commits == commits
+    assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.PENDING
+    assert _balance(uow) == Credits.zero()
+
+
+@pytest.mark.parametrize("event_type", ["charge.succeeded", "customer.created", "invoice.paid"])
+def test_non_payment_intent_events_are_ignored(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+    event_type: str,
+) -> None:
+    commits = store.commits
+    outcome = deliver(gateway.signed_event(event_type, {"id": "ch_1", "object": "charge", "amount": 1000}))
+    assert outcome.outcome == "ignored"
+    assert store.commits == commits
+    assert store.state.transactions == []
+
+
+def test_succeeded_event_without_a_payment_intent_is_ignored(store: InMemoryStore, uow: UowFactory) -> None:
+    outcome = apply_payment_event(PaymentEvent(id="evt_1", type="payment_intent.succeeded"), uow=uow)
+    assert outcome.outcome == "ignored"
+    assert store.commits == 0
+
+
+def test_amount_falls_back_to_the_intent_amount_when_received_is_not_reported(
+    pending: TopUpResult, gateway: FakePaymentGateway, store: InMemoryStore, uow: UowFactory
+) -> None:
+    intent = replace(gateway.intents[pending.payment_intent_id], status="succeeded", amount_received=None)
+    event = PaymentEvent(id="evt_no_received", type="payment_intent.succeeded", payment_intent=intent)
+    assert apply_payment_event(event, uow=uow).outcome == "granted"
+    assert _balance(uow) == Credits.parse("1000")
+
+
+def test_each_top_up_is_credited_to_its_own_user(
+    policy: TopUpPolicy,
+    gateway: FakePaymentGateway,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    a = request_top_up(user_id="alice", amount_usd="1.00", policy=policy, gateway=gateway, uow=uow)
+    b = request_top_up(user_id="bob", amount_usd="500.00", policy=policy, gateway=gateway, uow=uow)
+    assert deliver(gateway.succeed(b.payment_intent_id)).outcome == "granted"
+    assert deliver(gateway.succeed(a.payment_intent_id)).outcome == "granted"
+    assert _balance(uow, "alice") == Credits.parse("100")
+    assert _balance(uow, "bob") == Credits.parse("50000")
+
+
+def test_concurrent_deliveries_of_the_same_event_grant_once(
+    pending: TopUpResult, gateway: FakePaymentGateway, store: InMemoryStore, uow: UowFactory
+) -> None:
+    event = gateway.parse_webhook(*gateway.succeed(pending.payment_intent_id))
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(20)
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(apply_payment_event(event, uow=uow).outcome)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert sorted(outcomes) == ["already_granted"] * 19 + ["granted"]
+    assert _balance(uow) == Credits.parse("1000")
+    assert len(store.state.transactions) == 1
+    assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.SUCCEEDED
+
+
+def test_a_later_mismatched_event_does_not_unsettle_a_granted_top_up(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "granted"
+
+    late = deliver(gateway.succeed(pending.payment_intent_id, amount_received=1))
+
+    assert late.outcome == "already_granted"
+    assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.SUCCEEDED
+    assert _balance(uow) == Credits.parse("1000")
+
+
+def test_a_top_up_under_review_is_not_granted_by_a_later_matching_event(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    assert deliver(gateway.succeed(pending.payment_intent_id, amount_received=1)).outcome == "needs_review"
+    later = deliver(gateway.succeed(pending.payment_intent_id))
+
+    assert later.outcome == "needs_review"
+    assert _balance(uow) == Credits(0)
