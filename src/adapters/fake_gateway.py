@@ -58,7 +58,7 @@ class FakePaymentGateway:
             intent = PaymentIntent(
                 id=f"pi_fake_{n}",
                 amount=request.amount,
-                currency=request.currency,
+                currency=request.currency.lower(),  # Stripe stores and returns currencies lowercase
                 status="requires_payment_method",
                 metadata=dict(request.metadata),
                 client_secret=f"pi_fake_{n}_secret_{n:04d}",
