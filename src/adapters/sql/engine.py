@@ -1,0 +1,59 @@
+"""One place that knows how each database must be connected to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 10.0
+
+
+def create_wallet_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url` (sqlite:///... or postgresql://...); `kwargs` go to `create_engine`.
+
+    SQLite: WAL journal, foreign keys on, a busy timeout (override with connect_args={"timeout": s}),
+    and every transaction begins with BEGIN IMMEDIATE, so concurrent writers queue for the lock
+    instead of failing with "database is locked" when a reader upgrades to a writer.
+    PostgreSQL: psycopg 3, connections checked before use.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        return _postgresql_engine(parsed, kwargs)
+    raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+
+
+def _postgresql_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_timeout", 10)
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, **kwargs.pop("connect_args", {})}
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver emits no BEGIN; "begin" below does
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

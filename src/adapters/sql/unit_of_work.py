@@ -1,0 +1,106 @@
+"""The unit of work: one connection, one database transaction at a time.
+
+Database failures that mean "down, unreachable or locked" become StorageUnavailable wherever they
+happen (entering, inside the block, committing), with a message that names no host, URL or password.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy import exc as sa_exc
+
+from adapters.sql.ledger_repository import SqlLedgerRepository
+from wallet_core.errors import StorageUnavailable
+
+
+class SqlUnitOfWork:
+    ledger: SqlLedgerRepository
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> SqlUnitOfWork:
+        assert self._conn is None, "a SqlUnitOfWork cannot be entered twice"
+        with translate_storage_errors():
+            self._conn = self._engine.connect()  # the transaction begins with the first statement
+        self.ledger = SqlLedgerRepository(self._conn)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        try:
+            with translate_storage_errors():
+                if conn is not None:
+                    conn.close()  # rolls back whatever was not committed
+        except StorageUnavailable:
+            if exc is None:
+                raise
+        if exc is not None and is_unavailable(exc):
+            raise unavailable(exc) from exc
+
+    def commit(self) -> None:
+        with translate_storage_errors():
+            self._connection().commit()  # the next statement begins a new transaction
+
+    def rollback(self) -> None:
+        with translate_storage_errors():
+            self._connection().rollback()
+
+    def _connection(self) -> Connection:
+        assert self._conn is not None, "outside the unit of work"
+        return self._conn
+
+
+def sql_unit_of_work_factory(engine: Engine) -> Callable[[], SqlUnitOfWork]:
+    """What the use cases take as `uow`: each call is a new unit of work on `engine`."""
+
+    def make() -> SqlUnitOfWork:
+        return SqlUnitOfWork(engine)
+
+    return make
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for failures of the database itself (down, unreachable, locked), not of our statements."""
+    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    return isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+
+
+def unavailable(error: BaseException) -> StorageUnavailable:
+    return StorageUnavailable(f"the database is unavailable: {_describe(error)}")
+
+
+@contextmanager
+def translate_storage_errors() -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as error:
+        if is_unavailable(error):
+            raise unavailable(error) from error
+        raise
+
+
+def _describe(error: BaseException) -> str:
+    """A safe description: driver messages may quote the connection string, so only SQLite's are shown."""
+    if isinstance(error, sa_exc.TimeoutError):
+        return "no free connection in the pool"
+    original = getattr(error, "orig", None)
+    if isinstance(original, sqlite3.Error):
+        return str(original)  # e.g. "database is locked"; SQLite's messages carry no paths or secrets
+    if original is None:
+        return type(error).__name__
+    sqlstate = getattr(original, "sqlstate", None)
+    name = type(original).__name__
+    return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name

@@ -1,0 +1,79 @@
+"""Twenty requests grant the same reference at once: exactly one books it, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from adapters.sql.engine import create_wallet_engine
+from adapters.sql.migrate import upgrade
+from adapters.sql.tables import credit_transactions
+from adapters.sql.unit_of_work import SqlUnitOfWork
+from wallet_core.errors import DuplicateReference
+from wallet_core.ledger import NewTransaction, TransactionKind
+from wallet_core.money import Credits
+
+THREADS = 20
+GRANT = Credits(2500)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    engine = create_wallet_engine(url, pool_size=THREADS, max_overflow=0)
+    upgrade(engine)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE credit_transactions, wallets, top_ups"))
+    yield engine
+    engine.dispose()
+
+
+def entry(n: int, reference: str = "pi_same") -> NewTransaction:
+    return NewTransaction(
+        id=f"ctx_{n}", user_id="alice", kind=TransactionKind.TOP_UP, credits=GRANT, reference_id=reference,
+        created_at=datetime.now(UTC), reason="top-up", actor="stripe",
+    )
+
+
+def post_once(engine: Engine, n: int, start: threading.Barrier) -> str:
+    start.wait()
+    with SqlUnitOfWork(engine) as tx:
+        try:
+            tx.ledger.post(entry(n))
+        except DuplicateReference:
+            tx.rollback()
+            return "duplicate"
+        tx.commit()
+        return "granted"
+
+
+@pytest.mark.parametrize("wallet_exists", [False, True], ids=["new_wallet", "existing_wallet"])
+def test_the_same_reference_is_granted_exactly_once(engine: Engine, wallet_exists: bool) -> None:
+    before = Credits(0)
+    if wallet_exists:
+        before = Credits(100)
+        with SqlUnitOfWork(engine) as tx:
+            tx.ledger.post(replace(entry(-1, "earlier"), credits=before))
+            tx.commit()
+
+    start = threading.Barrier(THREADS)
+    with ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(lambda n: post_once(engine, n, start), range(THREADS)))
+
+    assert sorted(outcomes) == ["duplicate"] * (THREADS - 1) + ["granted"]
+    with SqlUnitOfWork(engine) as tx:
+        assert tx.ledger.balance("alice") == before + GRANT
+        booked = tx.ledger.find_transaction_by_reference("pi_same")
+    assert booked is not None and booked.balance_after == before + GRANT
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(func.count()).where(credit_transactions.c.reference_id == "pi_same")
+        ).scalar_one()
+    assert rows == 1
