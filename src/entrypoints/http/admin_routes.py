@@ -1,0 +1,33 @@
+"""Admin routes: grant credits by hand."""
+
+from __future__ import annotations
+
+import falcon
+
+from entrypoints.http.auth import JwtAuthenticator
+from entrypoints.http.body import read_object
+from entrypoints.http.views import grant_view
+from entrypoints.library import Wallet
+from wallet_core.errors import InvalidInput
+
+
+class AdminGrant:
+    def __init__(self, wallet: Wallet, auth: JwtAuthenticator) -> None:
+        self._wallet = wallet
+        self._auth = auth
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        admin = self._auth.require_admin(req)
+        body = read_object(req, {"credits", "reason"})
+        for name in ("credits", "reason"):
+            if name not in body:
+                raise InvalidInput(name, "is required")
+        result = self._wallet.grant(
+            user_id,
+            body["credits"],
+            reason=body["reason"],
+            granted_by=f"admin:{admin.user_id}",
+            idempotency_key=req.get_header("Idempotency-Key"),
+        )
+        resp.status = falcon.HTTP_200 if result.replayed else falcon.HTTP_201
+        resp.media = grant_view(result)

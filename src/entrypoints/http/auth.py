@@ -1,0 +1,80 @@
+"""Bearer tokens: HS256 JWTs signed with WALLET_JWT_SECRET. `sub` is the user, `roles` the powers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import falcon
+import jwt
+
+from wallet_core.errors import InvalidInput
+from wallet_core.ids import check_user_id
+
+ALGORITHM = "HS256"
+ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.roles
+
+
+class JwtAuthenticator:
+    def __init__(self, secret: object | None) -> None:
+        # `secret` is an entrypoints.settings.Secret (or None when WALLET_JWT_SECRET is unset).
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"JwtAuthenticator(secret={'set' if self._secret else 'unset'})"
+
+    def _key(self) -> str:
+        if self._secret is None:
+            raise falcon.HTTPServiceUnavailable(
+                title="Authentication not configured",
+                description="WALLET_JWT_SECRET is not set, so no token can be checked",
+            )
+        return self._secret.reveal()  # type: ignore[attr-defined,no-any-return]
+
+    def mint(self, user_id: str, *, roles: list[str] | None = None, ttl_seconds: int = 3600) -> str:
+        now = int(time.time())
+        claims = {"sub": check_user_id(user_id), "roles": roles or [], "iat": now, "exp": now + ttl_seconds}
+        return jwt.encode(claims, self._key(), algorithm=ALGORITHM)
+
+    def authenticate(self, req: falcon.Request) -> Principal:
+        key = self._key()
+        header = req.get_header("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("send 'Authorization: Bearer <token>'")
+        try:
+            claims = jwt.decode(
+                token.strip(), key, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the token has expired") from None
+        except jwt.InvalidTokenError:
+            raise _unauthorized("the token is not valid") from None
+        try:
+            user_id = check_user_id(claims.get("sub"), "sub")
+        except InvalidInput:
+            raise _unauthorized("the token's sub is not a valid user id") from None
+        roles = claims.get("roles") or []
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise _unauthorized("the token's roles claim must be a list of strings")
+        return Principal(user_id, frozenset(roles))
+
+    def require_admin(self, req: falcon.Request) -> Principal:
+        principal = self.authenticate(req)
+        if not principal.is_admin:
+            raise falcon.HTTPForbidden(title="Forbidden", description="this route needs the admin role")
+        return principal
+
+
+def _unauthorized(description: str) -> falcon.HTTPUnauthorized:
+    return falcon.HTTPUnauthorized(title="Unauthorized", description=description, challenges=["Bearer"])

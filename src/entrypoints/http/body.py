@@ -1,0 +1,48 @@
+"""Reading request bodies: JSON objects only, exact decimals, bounded size, no unknown fields."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from functools import partial
+from typing import Any, NoReturn
+
+import falcon
+import falcon.media
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number")
+
+
+# Numbers with a fraction become exact Decimals, never floats; NaN and Infinity are refused.
+loads = partial(json.loads, parse_float=Decimal, parse_constant=_no_constants)
+json_handler = falcon.media.JSONHandler(loads=loads)
+
+
+def read_object(req: falcon.Request, fields: set[str]) -> dict[str, Any]:
+    """The request's JSON object, refusing unknown fields with 422."""
+    if req.content_length is None or req.content_length == 0:
+        raise falcon.HTTPBadRequest(title="Missing body", description="send a JSON object")
+    if req.content_length > MAX_BODY_BYTES:
+        raise falcon.HTTPContentTooLarge(
+            title="Body too large", description=f"the body must be at most {MAX_BODY_BYTES} bytes"
+        )
+    if not req.content_type or req.content_type.split(";")[0].strip().lower() != falcon.MEDIA_JSON:
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported media type", description="send Content-Type: application/json"
+        )
+    try:
+        body = req.get_media()
+    except falcon.MediaMalformedError:
+        raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise falcon.HTTPUnprocessableEntity(title="Invalid input", description="the body must be a JSON object")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise falcon.HTTPUnprocessableEntity(
+            title="Invalid input", description=f"unknown field(s): {', '.join(unknown)[:200]}"
+        )
+    return body

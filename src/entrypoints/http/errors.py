@@ -1,0 +1,53 @@
+"""Domain errors -> HTTP, in one place. Every error body is JSON {"title", "description"}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+from wallet_core import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.WalletError], str] = {
+    errors.InvalidInput: falcon.HTTP_422,
+    errors.NotFound: falcon.HTTP_404,
+    errors.IdempotencyConflict: falcon.HTTP_409,
+    errors.PaymentsNotConfigured: falcon.HTTP_503,
+    errors.WebhooksNotConfigured: falcon.HTTP_503,
+    errors.PaymentGatewayFailed: falcon.HTTP_502,
+    errors.InvalidWebhook: falcon.HTTP_400,
+    errors.StorageUnavailable: falcon.HTTP_503,
+}
+
+
+def _status_for(exc: errors.WalletError) -> str:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return falcon.HTTP_500
+
+
+def handle_wallet_error(req: falcon.Request, resp: falcon.Response, exc: errors.WalletError, params: Any) -> None:
+    status = _status_for(exc)
+    if status == falcon.HTTP_500:
+        log.error("unmapped wallet error on %s %s: %s", req.method, req.path, type(exc).__name__)
+    headers = {"Retry-After": "5"} if status == falcon.HTTP_503 else None
+    raise falcon.HTTPError(status, title=exc.title, description=exc.description, headers=headers)
+
+
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
+    if isinstance(exc, falcon.HTTPError):
+        raise exc
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    raise falcon.HTTPInternalServerError(
+        title="Internal error", description="the request failed; nothing was changed"
+    )
+
+
+def install(app: falcon.App) -> None:
+    # Falcon picks the most specific handler, so the order of these does not matter.
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(errors.WalletError, handle_wallet_error)

@@ -1,0 +1,206 @@
+"""Settings, read once from the environment. Invalid values stop start-up naming the variable.
+
+Every variable is documented in docs/env_contract.md. Secrets are wrapped in `Secret`, whose repr and
+str never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from wallet_core.errors import InvalidInput
+from wallet_core.money import Usd
+from wallet_core.topups import TopUpPolicy
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+DEV_JWT_SECRET_FILE = ".wallet-dev-jwt-secret"  # noqa: S105 (a file name, not a secret)
+STRIPE_MIN = Usd(50)  # Stripe refuses USD charges under 0.50
+STRIPE_MAX = Usd(99_999_999)  # and over 999,999.99
+
+
+class SettingsError(ValueError):
+    """A variable has an invalid value. The message names the variable, never a secret's value."""
+
+
+class Secret:
+    """A string that does not show itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(repr=False)
+    env: str = PRODUCTION
+    stripe_secret_key: Secret | None = None
+    stripe_webhook_secrets: tuple[Secret, ...] = ()
+    stripe_api_base: str | None = None
+    stripe_timeout_seconds: float = 10.0
+    top_up_min: Usd = Usd(100)  # noqa: RUF009 (Usd is frozen)
+    top_up_max: Usd = Usd(50_000)  # noqa: RUF009 (Usd is frozen)
+    credits_per_usd: Decimal = Decimal(100)
+    jwt_secret: Secret | None = None
+
+    @property
+    def development(self) -> bool:
+        return self.env == DEVELOPMENT
+
+    @property
+    def policy(self) -> TopUpPolicy:
+        return TopUpPolicy(self.top_up_min, self.top_up_max, self.credits_per_usd)
+
+    @property
+    def database_url_masked(self) -> str:
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(env={self.env!r}, database_url={self.database_url_masked!r}, "
+            f"stripe_secret_key={'set' if self.stripe_secret_key else 'unset'}, "
+            f"stripe_webhook_secrets={len(self.stripe_webhook_secrets)} set, "
+            f"stripe_api_base={self.stripe_api_base!r}, top_up_min={self.top_up_min}, "
+            f"top_up_max={self.top_up_max}, credits_per_usd={self.credits_per_usd}, "
+            f"jwt_secret={'set' if self.jwt_secret else 'unset'})"
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        here = Path.cwd() if cwd is None else cwd
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() else None
+
+        mode = (get("WALLET_ENV") or PRODUCTION).lower()
+        if mode not in (PRODUCTION, DEVELOPMENT):
+            raise SettingsError(f"WALLET_ENV must be 'production' or 'development', not {mode!r}")
+
+        key = get("STRIPE_SECRET_KEY")
+        if key is not None and not key.startswith(("sk_", "rk_")):
+            raise SettingsError("STRIPE_SECRET_KEY must be a Stripe secret key (sk_... or rk_...)")
+        hooks = tuple(Secret(s.strip()) for s in (get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip())
+        if any(not h.reveal().startswith("whsec_") for h in hooks):
+            raise SettingsError("STRIPE_WEBHOOK_SECRET must be one or two comma-separated whsec_... secrets")
+
+        api_base = get("STRIPE_API_BASE")
+        if api_base is not None:
+            parts = urlsplit(api_base)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise SettingsError("STRIPE_API_BASE must be an http(s) URL such as http://127.0.0.1:8420")
+            api_base = api_base.rstrip("/")
+
+        timeout = _positive_float(get("STRIPE_TIMEOUT_SECONDS"), "STRIPE_TIMEOUT_SECONDS", 10.0)
+        low = _usd(get("TOP_UP_MIN_USD"), "TOP_UP_MIN_USD", Usd(100))
+        high = _usd(get("TOP_UP_MAX_USD"), "TOP_UP_MAX_USD", Usd(50_000))
+        if low < STRIPE_MIN:
+            raise SettingsError(f"TOP_UP_MIN_USD must be at least {STRIPE_MIN} (Stripe's minimum charge)")
+        if high > STRIPE_MAX:
+            raise SettingsError(f"TOP_UP_MAX_USD must be at most {STRIPE_MAX} (Stripe's maximum charge)")
+        if high < low:
+            raise SettingsError("TOP_UP_MAX_USD must not be below TOP_UP_MIN_USD")
+        rate = _rate(get("CREDITS_PER_USD"))
+
+        db_url = get("WALLET_DATABASE_URL") or f"sqlite:///{here / 'wallet.sqlite3'}"
+        try:
+            parsed = make_url(db_url)
+        except ArgumentError:
+            raise SettingsError("WALLET_DATABASE_URL is not a sqlite:///... or postgresql://... URL") from None
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise SettingsError("WALLET_DATABASE_URL must be a sqlite:// or postgresql:// URL")
+
+        jwt_value = get("WALLET_JWT_SECRET")
+        if jwt_value is not None and len(jwt_value.encode()) < 32:
+            raise SettingsError("WALLET_JWT_SECRET must be at least 32 bytes (HS256 needs a long key)")
+        jwt_secret = Secret(jwt_value) if jwt_value else None
+        if jwt_secret is None and mode == DEVELOPMENT:
+            jwt_secret = _dev_jwt_secret(here)
+
+        return cls(
+            database_url=db_url,
+            env=mode,
+            stripe_secret_key=Secret(key) if key else None,
+            stripe_webhook_secrets=hooks,
+            stripe_api_base=api_base,
+            stripe_timeout_seconds=timeout,
+            top_up_min=low,
+            top_up_max=high,
+            credits_per_usd=rate,
+            jwt_secret=jwt_secret,
+        )
+
+
+def _usd(raw: str | None, name: str, default: Usd) -> Usd:
+    if raw is None:
+        return default
+    try:
+        value = Usd.parse(raw, name)
+    except InvalidInput as exc:
+        raise SettingsError(f"{exc.description} (for example 1.00)") from None
+    if value.cents <= 0:
+        raise SettingsError(f"{name} must be greater than 0")
+    return value
+
+
+def _rate(raw: str | None) -> Decimal:
+    if raw is None:
+        return Decimal(100)
+    try:
+        rate = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError("CREDITS_PER_USD must be a decimal number such as 100") from None
+    if not rate.is_finite() or rate <= 0 or rate > 1_000_000 or rate != rate.quantize(Decimal("0.000001")):
+        raise SettingsError("CREDITS_PER_USD must be greater than 0, at most 1000000, with at most 6 decimals")
+    return rate
+
+
+def _positive_float(raw: str | None, name: str, default: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds") from None
+    if not 0 < value <= 300:
+        raise SettingsError(f"{name} must be between 0 and 300 seconds")
+    return value
+
+
+def _dev_jwt_secret(here: Path) -> Secret:
+    """In development without WALLET_JWT_SECRET, a random secret kept in a local 0600 file, so
+    `wallet token` and `wallet serve` agree. Never used in production."""
+    path = here / DEV_JWT_SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return Secret(path.read_text().strip())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    return Secret(path.read_text().strip())

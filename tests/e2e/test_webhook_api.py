@@ -1,0 +1,125 @@
+"""POST /webhooks/stripe: signed events grant exactly once; anything else changes nothing."""
+
+from __future__ import annotations
+
+import time
+
+import stripe
+
+from adapters.fake_gateway import FakePaymentGateway
+from tests.e2e.conftest import WEBHOOK_SECRET
+
+TOP_UP = "/api/v1/users/me/wallet/top-up"
+HOOK = "/webhooks/stripe"
+
+
+def _top_up(svc, user, amount="10.00"):
+    resp = svc.client.simulate_post(TOP_UP, json={"amount_usd": amount}, headers=svc.auth(user))
+    assert resp.status_code == 201
+    return resp.json
+
+
+def _deliver(svc, payload, header):
+    return svc.client.simulate_post(
+        HOOK, body=payload, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
+    )
+
+
+def _balance(svc, user):
+    return svc.client.simulate_get("/api/v1/users/me/wallet", headers=svc.auth(user)).json["balance"]
+
+
+def test_succeeded_webhook_grants_the_top_up_credits(service):
+    top_up = _top_up(service, "alice", "12.34")
+    service.commits.clear()
+    resp = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"]))
+
+    assert resp.status_code == 200
+    assert resp.json["outcome"] == "granted"
+    assert service.commits == ["commit"]
+    wallet = service.client.simulate_get("/api/v1/users/me/wallet", headers=service.auth("alice")).json
+    assert wallet["balance"] == "1234.00"
+    assert wallet["transactions"][0]["kind"] == "top_up"
+    assert wallet["transactions"][0]["reference_id"] == top_up["payment_intent_id"]
+
+
+def test_redelivery_of_the_same_event_grants_nothing_more(service):
+    top_up = _top_up(service, "bob")
+    payload, header = service.gateway.succeed(top_up["payment_intent_id"])
+    assert _deliver(service, payload, header).json["outcome"] == "granted"
+    again = _deliver(service, payload, header)
+    other_event = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"]))
+
+    assert again.status_code == 200 and again.json["outcome"] == "already_granted"
+    assert other_event.status_code == 200 and other_event.json["outcome"] == "already_granted"
+    assert _balance(service, "bob") == "1000.00"
+
+
+def test_bad_signature_is_refused_with_400_and_grants_nothing(service):
+    top_up = _top_up(service, "carol")
+    payload, _ = service.gateway.succeed(top_up["payment_intent_id"])
+    forged = stripe.WebhookSignature.generate_signature_header(payload.decode(), "whsec_not_ours")
+    stale = stripe.WebhookSignature.generate_signature_header(
+        payload.decode(), WEBHOOK_SECRET, int(time.time()) - 600
+    )
+    for header in (forged, stale, "t=1,v1=deadbeef", ""):
+        resp = _deliver(service, payload, header)
+        assert resp.status_code == 400, header
+        assert resp.json["title"] == "Invalid webhook"
+    tampered = payload.replace(b'"amount": 1000', b'"amount": 9000')
+    _, good_header = service.gateway.signed_event("payment_intent.succeeded", {})
+    assert _deliver(service, tampered, good_header).status_code == 400
+    assert _balance(service, "carol") == "0.00"
+
+
+def test_amount_that_does_not_match_the_top_up_is_not_granted(service):
+    top_up = _top_up(service, "dave")
+    resp = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"], amount_received=1))
+    assert resp.status_code == 200 and resp.json["outcome"] == "needs_review"
+    assert _balance(service, "dave") == "0.00"
+
+
+def test_other_event_types_answer_200_and_change_nothing(service):
+    top_up = _top_up(service, "erin")
+    intent = service.gateway.intents[top_up["payment_intent_id"]]
+    payload, header = service.gateway.signed_event(
+        "payment_intent.created", FakePaymentGateway.intent_object(intent)
+    )
+    service.commits.clear()
+    resp = _deliver(service, payload, header)
+    assert resp.status_code == 200 and resp.json["outcome"] == "ignored"
+    assert service.commits == []
+    assert _balance(service, "erin") == "0.00"
+
+
+def test_without_a_webhook_secret_production_answers_503(make_service):
+    gateway = FakePaymentGateway(webhook_secrets=())
+    svc = make_service(gateway)
+    resp = _deliver(svc, b'{"id": "evt_1", "type": "payment_intent.succeeded"}', "")
+    assert resp.status_code == 503
+    assert "STRIPE_WEBHOOK_SECRET" in resp.json["description"]
+
+
+def test_development_accepts_unsigned_events_when_no_secret_is_set(make_service, caplog):
+    svc = make_service(None, env="development", stripe_webhook_secrets=())
+    # The real Stripe adapter (no network needed for webhooks): grant a top-up recorded directly.
+    from wallet_core.clock import utc_now
+    from wallet_core.money import Credits, Usd
+    from wallet_core.topups import TopUp, TopUpStatus
+
+    with svc.container.unit_of_work()() as tx:
+        tx.ledger.add_top_up(TopUp("tu_dev", "zoe", Usd(500), "usd", Credits(50000), TopUpStatus.PENDING,
+                                   "pi_dev_1", utc_now()))
+        tx.commit()
+    payload = (b'{"id": "evt_dev", "type": "payment_intent.succeeded", "data": {"object": '
+               b'{"id": "pi_dev_1", "amount": 500, "amount_received": 500, "currency": "usd", "metadata": {}}}}')
+    resp = svc.client.simulate_post(HOOK, body=payload, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200 and resp.json["outcome"] == "granted"
+    assert "UNSIGNED" in caplog.text
+
+
+def test_a_signed_body_that_is_not_json_is_400(service):
+    payload = b"not json at all"
+    header = stripe.WebhookSignature.generate_signature_header(payload.decode(), WEBHOOK_SECRET)
+    resp = _deliver(service, payload, header)
+    assert resp.status_code == 400
