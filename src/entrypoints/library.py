@@ -1,7 +1,7 @@
 """The wallet in-process: the same use cases the REST app calls, as plain method calls.
 
     from entrypoints.library import open_wallet
-    wallet = open_wallet()                 # settings from the environment, migrations applied
+    wallet = open_wallet()                 # settings from the environment, migrations applied; close() ends it
     top_up = wallet.top_up("user-1", "10.00")
     wallet.grant("user-1", "5.00", reason="welcome bonus", granted_by="support@example.com")
     wallet.balance("user-1")               # Decimal('5.00')
@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -30,10 +31,29 @@ if TYPE_CHECKING:
 
 
 class Wallet:
-    def __init__(self, *, uow: UnitOfWorkFactory, gateway: PaymentGateway, policy: TopUpPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        gateway: PaymentGateway,
+        policy: TopUpPolicy,
+        on_close: Callable[[], object] | None = None,
+    ) -> None:
         self._uow = uow
         self._gateway = gateway
         self.policy = policy
+        self._on_close = on_close
+
+    def close(self) -> None:
+        """Release the database connections (a Wallet from open_wallet owns them)."""
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> Wallet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Wallet(gateway={self._gateway!r}, policy={self.policy!r})"
@@ -84,7 +104,11 @@ def open_wallet(container: Container | None = None, *, migrate: bool = True) -> 
     from entrypoints.container import Container
     from entrypoints.container import migrate as migrate_schema
 
+    owned = container is None
     container = container or Container()
     if migrate:
         migrate_schema(container)
-    return container.wallet()
+    wallet = container.wallet()
+    if owned:
+        wallet._on_close = container.shutdown_resources
+    return wallet

@@ -195,12 +195,26 @@ def _positive_float(raw: str | None, name: str, default: float) -> float:
 
 def _dev_jwt_secret(here: Path) -> Secret:
     """In development without WALLET_JWT_SECRET, a random secret kept in a local 0600 file, so
-    `wallet token` and `wallet serve` agree. Never used in production."""
+    `wallet token` and `wallet serve` agree. Never used in production.
+
+    The file is written whole under a temporary name and linked into place, so a process starting at
+    the same moment reads either nothing (and links its own) or the complete secret, never a part."""
     path = here / DEV_JWT_SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return Secret(path.read_text().strip())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
-    return Secret(path.read_text().strip())
+    if not path.exists():
+        temp = here / f"{DEV_JWT_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process linked its secret first; use that one
+        finally:
+            temp.unlink()
+    value = path.read_text().strip()
+    if len(value.encode()) < 32:
+        raise SettingsError(
+            f"WALLET_JWT_SECRET is unset and the development secret file {path} is shorter than 32 bytes; "
+            "delete it to make a new one, or set WALLET_JWT_SECRET"
+        )
+    return Secret(value)

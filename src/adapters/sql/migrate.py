@@ -7,6 +7,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, text
 
+from adapters.sql.unit_of_work import translate_storage_errors
+
 SCRIPT_LOCATION = "adapters.sql:migrations"
 # Any fixed number: PostgreSQL servers started together take turns migrating.
 _PG_MIGRATION_LOCK = 0x77A11E7
@@ -23,8 +25,9 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
 
 
 def upgrade(engine: Engine) -> None:
-    """Upgrade to the newest revision in one transaction. Idempotent: call it at every start."""
-    with engine.begin() as connection:
+    """Upgrade to the newest revision in one transaction. Idempotent: call it at every start.
+    Raises StorageUnavailable when the database cannot be reached."""
+    with translate_storage_errors(), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         command.upgrade(alembic_config(connection), "head")

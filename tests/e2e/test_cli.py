@@ -1,0 +1,445 @@
+"""The `wallet` command, run for real as a subprocess in a temporary directory with a controlled environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jwt
+import pytest
+from sqlalchemy.engine import make_url
+
+JWT_SECRET = "cli-jwt-secret-that-is-long-enough-0123456789"
+STRIPE_KEY = "sk_test_cli_0123456789abcdefghij"
+WEBHOOK_SECRET = "whsec_cli_0123456789abcdefghij"
+DB_PASSWORD = "cli-pg-passw0rd-9f3k"
+CONTRACT_VARIABLES = ("CREDITS_PER_USD", "TOP_UP_MIN_USD", "TOP_UP_MAX_USD")
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment without any wallet configuration, plus `overrides`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("WALLET_", "STRIPE_")) and name not in CONTRACT_VARIABLES
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+def wallet(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result.stdout
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- help ----------------------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands(tmp_path):
+    out = ok(wallet(tmp_path, "--help"))
+    for command in ("serve", "migrate", "grant", "balance", "token"):
+        assert command in out
+    assert list(tmp_path.iterdir()) == []  # --help touches no database
+
+
+def test_no_command_is_a_usage_error(tmp_path):
+    result = wallet(tmp_path)
+    assert result.returncode == 2
+    assert "usage: wallet" in result.stderr
+
+
+def test_grant_without_a_reason_is_a_usage_error(tmp_path):
+    result = wallet(tmp_path, "grant", "alice", "50.00")
+    assert result.returncode == 2
+    assert "--reason" in result.stderr
+
+
+# -- grant and balance on the zero-configuration SQLite file -------------------------------------
+
+
+def test_grant_then_balance_on_the_default_sqlite_file(tmp_path):
+    granted = json.loads(ok(wallet(tmp_path, "grant", "alice", "50.00", "--reason", "welcome")))
+
+    assert granted["user_id"] == "alice"
+    assert granted["credits_granted"] == "50.00"
+    assert granted["balance"] == "50.00"
+    assert granted["transaction_id"]
+    assert (tmp_path / "wallet.sqlite3").is_file()
+
+    shown = json.loads(ok(wallet(tmp_path, "balance", "alice")))
+    assert shown["user_id"] == "alice"
+    assert shown["balance"] == "50.00"
+    assert len(shown["transactions"]) == 1
+    tx = shown["transactions"][0]
+    assert tx["id"] == granted["transaction_id"]
+    assert tx["kind"] == "grant"
+    assert tx["credits"] == "50.00"
+    assert tx["balance_after"] == "50.00"
+    assert tx["reason"] == "welcome"
+
+
+def test_balance_of_an_unknown_user_is_zero(tmp_path):
+    shown = json.loads(ok(wallet(tmp_path, "balance", "nobody")))
+    assert shown == {"user_id": "nobody", "balance": "0.00", "transactions": []}
+
+
+def test_grants_add_up(tmp_path):
+    ok(wallet(tmp_path, "grant", "bob", "10.00", "--reason", "one"))
+    second = json.loads(ok(wallet(tmp_path, "grant", "bob", "2.5", "--reason", "two")))
+    assert second["balance"] == "12.50"
+    shown = json.loads(ok(wallet(tmp_path, "balance", "bob")))
+    assert shown["balance"] == "12.50"
+    assert [t["reason"] for t in shown["transactions"]] == ["two", "one"]  # newest first
+
+
+def test_grant_with_the_same_idempotency_key_twice_grants_once(tmp_path):
+    args = ("grant", "alice", "50.00", "--reason", "welcome", "--idempotency-key", "ticket-42")
+    first = json.loads(ok(wallet(tmp_path, *args)))
+    second = json.loads(ok(wallet(tmp_path, *args)))
+
+    assert second == first
+    assert second["balance"] == "50.00"
+    shown = json.loads(ok(wallet(tmp_path, "balance", "alice")))
+    assert shown["balance"] == "50.00"
+    assert len(shown["transactions"]) == 1
+
+
+def test_reusing_an_idempotency_key_for_a_different_grant_is_refused(tmp_path):
+    ok(wallet(tmp_path, "grant", "alice", "50.00", "--reason", "welcome", "--idempotency-key", "k1"))
+    result = wallet(tmp_path, "grant", "alice", "60.00", "--reason", "welcome", "--idempotency-key", "k1")
+
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert "Idempotency key reused" in result.stderr
+    assert json.loads(ok(wallet(tmp_path, "balance", "alice")))["balance"] == "50.00"
+
+
+def test_grant_of_a_non_number_fails_with_a_clear_message(tmp_path):
+    result = wallet(tmp_path, "grant", "alice", "abc", "--reason", "x")
+
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "wallet: Invalid input: credits must be a decimal number" in result.stderr
+    assert json.loads(ok(wallet(tmp_path, "balance", "alice")))["balance"] == "0.00"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("grant", "alice", "0", "--reason", "x"), "credits must be greater than 0"),
+        (("grant", "alice", "-5.00", "--reason", "x"), "credits must be greater than 0"),
+        (("grant", "alice", "1.001", "--reason", "x"), "2 decimal places"),
+        (("grant", "alice", "NaN", "--reason", "x"), "finite"),
+        (("grant", "alice", "5", "--reason", "   "), "reason is required"),
+        (("grant", "bad user", "5", "--reason", "x"), "user_id must be"),
+        (("balance", "bad user"), "user_id must be"),
+    ],
+)
+def test_invalid_inputs_fail_with_a_clear_message(tmp_path, args, says):
+    result = wallet(tmp_path, *args)
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert says in result.stderr
+
+
+# -- token ---------------------------------------------------------------------------------------
+
+
+def test_token_in_production_without_a_secret_is_refused(tmp_path):
+    result = wallet(tmp_path, "token", "alice", WALLET_ENV="production")
+
+    assert_clean_failure(result)
+    assert result.stdout == ""
+    assert "refusing" in result.stderr
+    assert "WALLET_JWT_SECRET" in result.stderr
+    assert not (tmp_path / ".wallet-dev-jwt-secret").exists()
+
+
+def test_token_is_a_jwt_for_the_user_signed_with_the_secret(tmp_path):
+    token = ok(wallet(tmp_path, "token", "alice", WALLET_JWT_SECRET=JWT_SECRET)).strip()
+
+    claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert claims["roles"] == []
+    assert 3590 <= claims["exp"] - claims["iat"] <= 3610
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, "another-secret-that-is-long-enough-0123456789", algorithms=["HS256"])
+
+
+def test_token_admin_puts_admin_in_roles_and_ttl_sets_the_expiry(tmp_path):
+    token = ok(wallet(tmp_path, "token", "root", "--admin", "--ttl", "60", WALLET_JWT_SECRET=JWT_SECRET)).strip()
+
+    claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "root"
+    assert "admin" in claims["roles"]
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_token_in_development_without_a_secret_uses_the_local_secret_file(tmp_path):
+    token = ok(wallet(tmp_path, "token", "alice", WALLET_ENV="development")).strip()
+
+    secret_file = tmp_path / ".wallet-dev-jwt-secret"
+    assert secret_file.is_file()
+    assert oct(secret_file.stat().st_mode & 0o777) == oct(0o600)
+    claims = jwt.decode(token, secret_file.read_text().strip(), algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    # The next run agrees on the same secret.
+    again = ok(wallet(tmp_path, "token", "bob", WALLET_ENV="development")).strip()
+    assert jwt.decode(again, secret_file.read_text().strip(), algorithms=["HS256"])["sub"] == "bob"
+
+
+def test_token_for_an_invalid_user_id_fails_cleanly(tmp_path):
+    result = wallet(tmp_path, "token", "bad user", WALLET_JWT_SECRET=JWT_SECRET)
+    assert_clean_failure(result)
+    assert "user_id must be" in result.stderr
+
+
+# -- configuration errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOP_UP_MIN_USD", "abc"),
+        ("CREDITS_PER_USD", "0"),
+        ("WALLET_ENV", "staging"),
+        ("WALLET_DATABASE_URL", "mysql://x"),
+        ("STRIPE_TIMEOUT_SECONDS", "abc"),
+    ],
+)
+def test_an_invalid_variable_exits_2_naming_it(tmp_path, name, value):
+    result = wallet(tmp_path, "balance", "alice", **{name: value})
+
+    assert result.returncode == 2
+    assert name in result.stderr
+    assert "configuration error" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "wallet.sqlite3").exists()  # stopped before touching any database
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STRIPE_SECRET_KEY", "pk_live_leaky_value_123"),
+        ("STRIPE_WEBHOOK_SECRET", "leaky-webhook-value-123"),
+        ("WALLET_JWT_SECRET", "leaky-short-jwt-123"),
+    ],
+)
+def test_an_invalid_secret_exits_2_without_showing_it(tmp_path, name, value):
+    result = wallet(tmp_path, "token", "alice", **{name: value})
+
+    assert result.returncode == 2
+    assert name in result.stderr
+    assert value not in result.stderr + result.stdout
+
+
+# -- migrate -------------------------------------------------------------------------------------
+
+
+def test_migrate_on_the_default_sqlite_file(tmp_path):
+    out = ok(wallet(tmp_path, "migrate"))
+    assert "database schema is up to date" in out
+    assert str(tmp_path / "wallet.sqlite3") in out
+    assert alembic_revision(tmp_path / "wallet.sqlite3") == "0001"
+    # Idempotent.
+    assert "database schema is up to date" in ok(wallet(tmp_path, "migrate"))
+
+
+def with_password(url: str, password: str) -> str:
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
+@pytest.mark.postgres
+def test_migrate_on_postgresql_never_shows_the_password(tmp_path, postgres_url):
+    url = with_password(postgres_url, DB_PASSWORD)
+    assert DB_PASSWORD in url
+
+    result = wallet(tmp_path, "migrate", WALLET_DATABASE_URL=url)
+    out = ok(result)
+    assert "database schema is up to date" in out
+    assert "***" in out
+    assert DB_PASSWORD not in result.stdout + result.stderr
+    assert not (tmp_path / "wallet.sqlite3").exists()
+
+    granted = wallet(tmp_path, "grant", "pg-cli-alice", "7.00", "--reason", "pg", WALLET_DATABASE_URL=url)
+    assert json.loads(ok(granted))["balance"] == "7.00"
+    shown = wallet(tmp_path, "balance", "pg-cli-alice", WALLET_DATABASE_URL=url)
+    assert json.loads(ok(shown))["balance"] == "7.00"
+    for run in (granted, shown):
+        assert DB_PASSWORD not in run.stdout + run.stderr
+
+
+def test_migrate_with_an_unreachable_database_fails_with_a_clear_message(tmp_path):
+    url = f"postgresql://wallet:{DB_PASSWORD}@127.0.0.1:{free_port()}/wallet"
+    result = wallet(tmp_path, "migrate", WALLET_DATABASE_URL=url)
+
+    assert DB_PASSWORD not in result.stdout + result.stderr
+    assert_clean_failure(result)
+    assert "wallet:" in result.stderr
+
+
+def test_grant_with_an_unreachable_database_fails_cleanly_without_the_password(tmp_path):
+    url = f"postgresql://wallet:{DB_PASSWORD}@127.0.0.1:{free_port()}/wallet"
+    result = wallet(tmp_path, "grant", "alice", "5.00", "--reason", "x", WALLET_DATABASE_URL=url)
+
+    assert_clean_failure(result)
+    assert "Storage unavailable" in result.stderr
+    assert DB_PASSWORD not in result.stdout + result.stderr
+
+
+def alembic_revision(path: Path) -> str | None:
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class Served:
+    def __init__(self, cwd: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stdout = cwd / "serve.stdout"
+        self.stderr = cwd / "serve.stderr"
+        with self.stdout.open("w") as out, self.stderr.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(self.port)],
+                cwd=cwd,
+                env=clean_env(**env),
+                stdout=out,
+                stderr=err,
+            )
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"wallet serve exited with {self.proc.returncode}: {self.output()}")
+            try:
+                status, body = get(f"{self.url}/healthz")
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if status == 200:
+                assert json.loads(body) == {"status": "ok"}
+                return
+            time.sleep(0.1)
+        pytest.fail(f"wallet serve did not answer /healthz within {timeout}s: {self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.stdout.read_text() + self.stderr.read_text()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[Served] = []
+
+    def _serve(**env: str) -> Served:
+        server = Served(tmp_path, **env)
+        started.append(server)
+        server.wait_healthy()
+        return server
+
+    yield _serve
+    for server in started:
+        server.stop()
+
+
+def test_serve_answers_healthz_on_a_migrated_sqlite_file(tmp_path, serve):
+    server = serve(STRIPE_SECRET_KEY=STRIPE_KEY, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                   WALLET_JWT_SECRET=JWT_SECRET)
+    server.stop()
+
+    database = tmp_path / "wallet.sqlite3"
+    assert database.is_file()
+    assert alembic_revision(database) == "0001"
+    with sqlite3.connect(database) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"wallets", "credit_transactions", "top_ups"} <= tables
+    logged = server.output()
+    assert "wallet serving on" in logged
+    for secret in (STRIPE_KEY, WEBHOOK_SECRET, JWT_SECRET):
+        assert secret not in logged
+
+
+def test_serve_and_token_agree_in_development(tmp_path, serve):
+    """The README's promise: `wallet token` and `wallet serve` share the local development secret."""
+    server = serve(WALLET_ENV="development")
+    ok(wallet(tmp_path, "grant", "alice", "50.00", "--reason", "welcome", WALLET_ENV="development"))
+    token = ok(wallet(tmp_path, "token", "alice", WALLET_ENV="development")).strip()
+
+    status, body = get(f"{server.url}/api/v1/users/me/wallet", {"Authorization": f"Bearer {token}"})
+    assert status == 200, body
+    shown = json.loads(body)
+    assert shown["user_id"] == "alice"
+    assert shown["balance"] == "50.00"
+    assert [t["reason"] for t in shown["transactions"]] == ["welcome"]
+
+    status, _ = get(f"{server.url}/api/v1/users/me/wallet")
+    assert status == 401
+
+
+def test_serve_in_production_without_a_jwt_secret_answers_503_on_authenticated_routes(tmp_path, serve):
+    server = serve()
+    status, body = get(f"{server.url}/api/v1/users/me/wallet", {"Authorization": "Bearer x"})
+    assert status == 503
+    assert "WALLET_JWT_SECRET" in json.loads(body)["description"]
+
+
+def test_serve_with_an_invalid_variable_exits_2(tmp_path):
+    result = wallet(tmp_path, "serve", "--port", str(free_port()), TOP_UP_MIN_USD="abc")
+    assert result.returncode == 2
+    assert "TOP_UP_MIN_USD" in result.stderr
+    assert not (tmp_path / "wallet.sqlite3").exists()

@@ -1,0 +1,282 @@
+"""The wallet in-process: open_wallet() wired by the real container (SQL adapter, real migrations),
+Stripe faked at the port."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from adapters.fake_gateway import FakePaymentGateway
+from adapters.sql.migrate import current_revision
+from entrypoints.container import Container
+from entrypoints.library import Wallet, open_wallet
+from entrypoints.settings import Secret
+from tests.e2e.conftest import JWT_SECRET, WEBHOOK_SECRET, make_settings
+from wallet_core.errors import IdempotencyConflict, InvalidInput, InvalidWebhook
+from wallet_core.money import Credits, Usd
+from wallet_core.topups import TopUpStatus
+
+STRIPE_KEY = "sk_test_library_0123456789abcdefghij"
+DB_PASSWORD = "library-db-passw0rd-42"
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """An empty database of its own: the fake gateway's PaymentIntent ids restart at pi_fake_1."""
+    name = f"wallet_lib_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                         {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "fresh_postgres_url")
+
+
+@pytest.fixture
+def make_container() -> Iterator[Callable[..., Container]]:
+    built: list[Container] = []
+
+    def _make(database_url: str, gateway: FakePaymentGateway | None = None, **changes: object) -> Container:
+        container = Container()
+        container.settings.override(make_settings(database_url, **changes))
+        if gateway is not None:
+            container.gateway.override(gateway)
+        built.append(container)
+        return container
+
+    yield _make
+    for container in built:
+        container.shutdown_resources()
+
+
+@pytest.fixture
+def gateway() -> FakePaymentGateway:
+    return FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,))
+
+
+@pytest.fixture
+def wallet(make_container, database_url, gateway) -> Wallet:
+    return open_wallet(make_container(database_url, gateway))
+
+
+# -- open_wallet ---------------------------------------------------------------------------------
+
+
+def test_open_wallet_migrates_the_schema(make_container, database_url, gateway):
+    container = make_container(database_url, gateway)
+    opened = open_wallet(container)
+
+    assert isinstance(opened, Wallet)
+    assert current_revision(container.engine()) == "0001"
+    assert opened is container.wallet()  # the container's one Wallet
+
+
+def test_open_wallet_without_migrating_leaves_the_schema_alone(make_container, sqlite_url, gateway):
+    container = make_container(sqlite_url, gateway)
+    open_wallet(container, migrate=False)
+    assert current_revision(container.engine()) is None
+
+
+def test_open_wallet_takes_its_policy_from_the_settings(make_container, sqlite_url, gateway):
+    opened = open_wallet(make_container(sqlite_url, gateway, top_up_min=Usd(500), credits_per_usd=Decimal(7)))
+    assert opened.policy.min_amount == Usd(500)
+    with pytest.raises(InvalidInput, match=r"at least 5\.00"):
+        opened.top_up("alice", "4.99")
+    assert opened.top_up("alice", "5.00").credits == Credits(3500)
+
+
+def test_open_wallet_reads_the_environment(make_container, tmp_path, monkeypatch):
+    for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "WALLET_JWT_SECRET",
+                 "WALLET_ENV", "TOP_UP_MIN_USD", "TOP_UP_MAX_USD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WALLET_DATABASE_URL", f"sqlite:///{tmp_path / 'from-env.sqlite3'}")
+    monkeypatch.setenv("CREDITS_PER_USD", "3")
+    monkeypatch.chdir(tmp_path)
+    container = Container()
+    try:
+        opened = open_wallet(container)
+        assert opened.policy.credits_per_usd == Decimal(3)
+        opened.grant("alice", "5.00", reason="beta tester", granted_by="ops")
+        assert opened.balance("alice") == Decimal("5.00")
+        assert (tmp_path / "from-env.sqlite3").is_file()
+    finally:
+        container.shutdown_resources()
+
+
+# -- top-up, webhook, balance --------------------------------------------------------------------
+
+
+def test_top_up_then_webhook_grants_the_credits(wallet, gateway):
+    user = "lib-alice"
+    top_up = wallet.top_up(user, "10.00")
+
+    assert top_up.status is TopUpStatus.PENDING
+    assert top_up.amount == Usd(1000)
+    assert top_up.credits == Credits(100_000)
+    assert top_up.client_secret and top_up.client_secret.startswith(top_up.payment_intent_id + "_secret_")
+    assert wallet.balance(user) == Decimal("0.00")  # nothing before the money arrives
+
+    payload, header = gateway.succeed(top_up.payment_intent_id)
+    outcome = wallet.handle_stripe_webhook(payload, header)
+
+    assert outcome.outcome == "granted"
+    assert outcome.event_type == "payment_intent.succeeded"
+    assert outcome.top_up_id == top_up.top_up_id
+    assert outcome.credits_granted == Credits(100_000)
+    assert wallet.balance(user) == Decimal("1000.00")
+    assert isinstance(wallet.balance(user), Decimal)
+
+    again = wallet.handle_stripe_webhook(payload, header)
+    assert again.outcome == "already_granted"
+    assert wallet.balance(user) == Decimal("1000.00")
+
+
+def test_top_up_with_an_idempotency_key_returns_the_same_top_up(wallet, gateway):
+    first = wallet.top_up("lib-bob", "10.00", idempotency_key="order-1")
+    second = wallet.top_up("lib-bob", "10.00", idempotency_key="order-1")
+
+    assert second.top_up_id == first.top_up_id
+    assert second.payment_intent_id == first.payment_intent_id
+    assert second.client_secret == first.client_secret
+    assert second.replayed and not first.replayed
+    assert len(gateway.intents) == 1
+    with pytest.raises(IdempotencyConflict):
+        wallet.top_up("lib-bob", "11.00", idempotency_key="order-1")
+
+
+def test_a_webhook_with_a_bad_signature_is_refused_and_grants_nothing(wallet, gateway):
+    top_up = wallet.top_up("lib-carol", "10.00")
+    payload, _ = gateway.succeed(top_up.payment_intent_id)
+    _, forged = gateway.signed_event("payment_intent.succeeded", {}, secret="whsec_someone_else")
+
+    with pytest.raises(InvalidWebhook):
+        wallet.handle_stripe_webhook(payload, forged)
+    with pytest.raises(InvalidWebhook):
+        wallet.handle_stripe_webhook(payload, None)
+    assert wallet.balance("lib-carol") == Decimal("0.00")
+
+
+# -- grant, wallet -------------------------------------------------------------------------------
+
+
+def test_grant_then_balance(wallet):
+    result = wallet.grant("lib-dave", "5.00", reason="welcome bonus", granted_by="support@example.com")
+
+    assert result.user_id == "lib-dave"
+    assert result.credits_granted == Credits(500)
+    assert result.balance == Credits(500)
+    assert wallet.balance("lib-dave") == Decimal("5.00")
+
+    again = wallet.grant("lib-dave", "5.00", reason="welcome bonus", granted_by="support@example.com")
+    assert wallet.balance("lib-dave") == Decimal("10.00")
+    assert again.transaction_id != result.transaction_id
+
+
+def test_grant_with_an_idempotency_key_grants_once(wallet):
+    first = wallet.grant("lib-erin", "5.00", reason="r", granted_by="ops", idempotency_key="t-1")
+    second = wallet.grant("lib-erin", "5.00", reason="r", granted_by="ops", idempotency_key="t-1")
+
+    assert second.transaction_id == first.transaction_id
+    assert second.replayed
+    assert wallet.balance("lib-erin") == Decimal("5.00")
+
+
+def test_wallet_returns_the_transactions_newest_first(wallet, gateway):
+    user = "lib-frank"
+    top_up = wallet.top_up(user, "10.00")
+    wallet.handle_stripe_webhook(*gateway.succeed(top_up.payment_intent_id))
+    granted = wallet.grant(user, "2.50", reason="sorry for the outage", granted_by="ops")
+
+    view = wallet.wallet(user)
+
+    assert view.user_id == user
+    assert view.balance == Credits(100_250)
+    assert [str(t.kind) for t in view.transactions] == ["grant", "top_up"]
+    newest, oldest = view.transactions
+    assert newest.id == granted.transaction_id
+    assert newest.credits == Credits(250) and newest.balance_after == Credits(100_250)
+    assert newest.reason == "sorry for the outage"
+    assert oldest.credits == Credits(100_000) and oldest.balance_after == Credits(100_000)
+    assert oldest.reference_id == top_up.payment_intent_id
+
+    assert [t.id for t in wallet.wallet(user, recent=1).transactions] == [granted.transaction_id]
+    assert wallet.wallet(user, recent=0).transactions == []
+
+
+def test_wallet_of_an_unknown_user_is_empty(wallet):
+    view = wallet.wallet("lib-nobody")
+    assert view.balance == Credits(0)
+    assert view.transactions == []
+    assert wallet.balance("lib-nobody") == Decimal("0.00")
+
+
+# -- invalid input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amount", ["abc", "0.99", "500.01", "-10.00", "10.001", 10.0, None, "NaN"])
+def test_an_invalid_top_up_amount_raises_invalid_input_and_records_nothing(wallet, gateway, amount):
+    with pytest.raises(InvalidInput) as caught:
+        wallet.top_up("lib-gina", amount)
+    assert caught.value.field == "amount_usd"
+    assert gateway.create_calls == []
+    assert wallet.wallet("lib-gina").transactions == []
+
+
+@pytest.mark.parametrize("credits", ["abc", "0", "-1.00", "1.001", 1.5, None])
+def test_an_invalid_grant_raises_invalid_input_and_records_nothing(wallet, credits):
+    with pytest.raises(InvalidInput) as caught:
+        wallet.grant("lib-hank", credits, reason="x", granted_by="ops")
+    assert caught.value.field == "credits"
+    assert wallet.balance("lib-hank") == Decimal("0.00")
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda w: w.grant("bad user", "1.00", reason="x", granted_by="ops"), "user_id"),
+        (lambda w: w.grant("lib-ivan", "1.00", reason="  ", granted_by="ops"), "reason"),
+        (lambda w: w.top_up("bad user", "10.00"), "user_id"),
+        (lambda w: w.top_up("lib-ivan", "10.00", idempotency_key="has space"), "Idempotency-Key"),
+        (lambda w: w.balance(""), "user_id"),
+    ],
+)
+def test_other_invalid_input_raises_invalid_input(wallet, call, field):
+    with pytest.raises(InvalidInput) as caught:
+        call(wallet)
+    assert caught.value.field == field
+
+
+# -- no secrets shown ----------------------------------------------------------------------------
+
+
+def test_repr_of_the_wallet_shows_no_secret(wallet):
+    shown = repr(wallet) + str(wallet)
+    for secret in (WEBHOOK_SECRET, JWT_SECRET, "sk_test_e2e"):
+        assert secret not in shown
+    assert "FakePaymentGateway" in shown
+
+
+def test_repr_of_a_wallet_with_the_real_stripe_gateway_shows_no_secret(make_container, tmp_path):
+    url = f"postgresql://wallet:{DB_PASSWORD}@127.0.0.1:1/wallet"
+    container = make_container(url, stripe_secret_key=Secret(STRIPE_KEY))
+    opened = open_wallet(container, migrate=False)  # nothing connects: the URL is never dialled
+
+    shown = repr(opened) + str(opened) + repr(container.settings())
+    for secret in (STRIPE_KEY, WEBHOOK_SECRET, JWT_SECRET, DB_PASSWORD):
+        assert secret not in shown
+    assert "StripePaymentGateway" in shown

@@ -1,0 +1,294 @@
+"""Settings.from_env: defaults, every variable of docs/env_contract.md, refusals that name the variable
+and never the secret, reprs that hide secrets, and the development JWT secret file."""
+
+from __future__ import annotations
+
+import stat
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from entrypoints.settings import DEV_JWT_SECRET_FILE, Secret, Settings, SettingsError
+from wallet_core.money import Usd
+
+SECRET_KEY = "sk_test_settings_0123456789abcdef"
+WEBHOOK_SECRET = "whsec_settings_first_0123456789"
+WEBHOOK_SECRET_2 = "whsec_settings_second_0123456789"
+JWT_SECRET = "settings-jwt-secret-that-is-long-enough-0123456789"
+DB_PASSWORD = "pg-pass-w0rd-xyz"
+PG_URL = f"postgresql://wallet:{DB_PASSWORD}@db.example.com:5432/wallet"
+
+ALL_VARIABLES = [
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "STRIPE_TIMEOUT_SECONDS",
+    "TOP_UP_MIN_USD",
+    "TOP_UP_MAX_USD",
+    "CREDITS_PER_USD",
+    "WALLET_DATABASE_URL",
+    "WALLET_JWT_SECRET",
+    "WALLET_ENV",
+]
+
+
+def load(tmp_path: Path, **environ: str) -> Settings:
+    return Settings.from_env(environ=environ, cwd=tmp_path)
+
+
+# -- defaults ------------------------------------------------------------------------------------
+
+
+def test_defaults_with_an_empty_environment(tmp_path):
+    settings = load(tmp_path)
+
+    assert settings.top_up_min == Usd(100) and str(settings.top_up_min) == "1.00"
+    assert settings.top_up_max == Usd(50_000) and str(settings.top_up_max) == "500.00"
+    assert settings.credits_per_usd == Decimal(100)
+    assert settings.env == "production" and not settings.development
+    assert settings.database_url == f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
+    assert settings.stripe_secret_key is None
+    assert settings.stripe_webhook_secrets == ()
+    assert settings.stripe_api_base is None
+    assert settings.stripe_timeout_seconds == 10.0
+    assert settings.jwt_secret is None
+    assert not (tmp_path / DEV_JWT_SECRET_FILE).exists()
+    policy = settings.policy
+    assert (policy.min_amount, policy.max_amount, policy.credits_per_usd) == (Usd(100), Usd(50_000), Decimal(100))
+
+
+def test_blank_values_count_as_unset(tmp_path):
+    settings = load(tmp_path, **{name: "  " for name in ALL_VARIABLES})
+    assert settings == load(tmp_path)
+
+
+# -- every variable parsed -----------------------------------------------------------------------
+
+
+def test_every_documented_variable_is_read(tmp_path):
+    settings = load(
+        tmp_path,
+        STRIPE_SECRET_KEY=SECRET_KEY,
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STRIPE_API_BASE="http://127.0.0.1:8420/",
+        STRIPE_TIMEOUT_SECONDS="2.5",
+        TOP_UP_MIN_USD="0.50",
+        TOP_UP_MAX_USD="999999.99",
+        CREDITS_PER_USD="12.5",
+        WALLET_DATABASE_URL=PG_URL,
+        WALLET_JWT_SECRET=JWT_SECRET,
+        WALLET_ENV="development",
+    )
+
+    assert settings.stripe_secret_key == Secret(SECRET_KEY)
+    assert settings.stripe_secret_key.reveal() == SECRET_KEY
+    assert [s.reveal() for s in settings.stripe_webhook_secrets] == [WEBHOOK_SECRET]
+    assert settings.stripe_api_base == "http://127.0.0.1:8420"  # trailing slash dropped
+    assert settings.stripe_timeout_seconds == 2.5
+    assert settings.top_up_min == Usd(50)
+    assert settings.top_up_max == Usd(99_999_999)
+    assert settings.credits_per_usd == Decimal("12.5")
+    assert settings.database_url == PG_URL
+    assert settings.jwt_secret is not None and settings.jwt_secret.reveal() == JWT_SECRET
+    assert settings.env == "development" and settings.development
+    # An explicit secret in development: no local secret file is created.
+    assert not (tmp_path / DEV_JWT_SECRET_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "attribute", "expected"),
+    [
+        ("STRIPE_SECRET_KEY", "rk_live_restricted123", "stripe_secret_key", Secret("rk_live_restricted123")),
+        ("STRIPE_API_BASE", "https://api.stripe.example", "stripe_api_base", "https://api.stripe.example"),
+        ("STRIPE_TIMEOUT_SECONDS", "300", "stripe_timeout_seconds", 300.0),
+        ("TOP_UP_MIN_USD", "5", "top_up_min", Usd(500)),
+        ("TOP_UP_MAX_USD", "1.00", "top_up_max", Usd(100)),  # equal to the default minimum is fine
+        ("CREDITS_PER_USD", "0.000001", "credits_per_usd", Decimal("0.000001")),
+        ("CREDITS_PER_USD", "1000000", "credits_per_usd", Decimal(1_000_000)),
+        ("WALLET_ENV", "PRODUCTION", "env", "production"),
+        ("WALLET_ENV", " development ", "env", "development"),
+        ("WALLET_DATABASE_URL", "sqlite:////var/lib/wallet.db", "database_url", "sqlite:////var/lib/wallet.db"),
+        ("WALLET_DATABASE_URL", "postgresql+psycopg://u@h/db", "database_url", "postgresql+psycopg://u@h/db"),
+    ],
+)
+def test_valid_values(tmp_path, name, value, attribute, expected):
+    assert getattr(load(tmp_path, **{name: value}), attribute) == expected
+
+
+def test_two_comma_separated_webhook_secrets_parse_into_two(tmp_path):
+    settings = load(tmp_path, STRIPE_WEBHOOK_SECRET=f"{WEBHOOK_SECRET}, {WEBHOOK_SECRET_2}")
+    assert [s.reveal() for s in settings.stripe_webhook_secrets] == [WEBHOOK_SECRET, WEBHOOK_SECRET_2]
+    assert all(isinstance(s, Secret) for s in settings.stripe_webhook_secrets)
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({"STRIPE_SECRET_KEY": "pk_live_abc"}, "STRIPE_SECRET_KEY"),
+        ({"STRIPE_WEBHOOK_SECRET": "not-a-webhook-secret-987"}, "STRIPE_WEBHOOK_SECRET"),
+        ({"STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},wrong-second-secret-987"}, "STRIPE_WEBHOOK_SECRET"),
+        ({"WALLET_JWT_SECRET": "short-jwt-secret-31-bytes-long!"}, "WALLET_JWT_SECRET"),
+        ({"WALLET_ENV": "staging"}, "WALLET_ENV"),
+        ({"TOP_UP_MIN_USD": "abc"}, "TOP_UP_MIN_USD"),
+        ({"TOP_UP_MIN_USD": "0.10"}, "TOP_UP_MIN_USD"),
+        ({"TOP_UP_MIN_USD": "0.49"}, "TOP_UP_MIN_USD"),
+        ({"TOP_UP_MIN_USD": "-1"}, "TOP_UP_MIN_USD"),
+        ({"TOP_UP_MIN_USD": "0"}, "TOP_UP_MIN_USD"),
+        ({"TOP_UP_MIN_USD": "1.001"}, "TOP_UP_MIN_USD"),
+        ({"TOP_UP_MAX_USD": "abc"}, "TOP_UP_MAX_USD"),
+        ({"TOP_UP_MIN_USD": "10.00", "TOP_UP_MAX_USD": "9.99"}, "TOP_UP_MAX_USD"),
+        ({"TOP_UP_MIN_USD": "600.00"}, "TOP_UP_MAX_USD"),  # above the default maximum
+        ({"TOP_UP_MAX_USD": "1000000.00"}, "TOP_UP_MAX_USD"),
+        ({"TOP_UP_MAX_USD": "99999999999999999999"}, "TOP_UP_MAX_USD"),
+        ({"CREDITS_PER_USD": "0"}, "CREDITS_PER_USD"),
+        ({"CREDITS_PER_USD": "-1"}, "CREDITS_PER_USD"),
+        ({"CREDITS_PER_USD": "abc"}, "CREDITS_PER_USD"),
+        ({"CREDITS_PER_USD": "NaN"}, "CREDITS_PER_USD"),
+        ({"CREDITS_PER_USD": "sNaN"}, "CREDITS_PER_USD"),
+        ({"CREDITS_PER_USD": "Infinity"}, "CREDITS_PER_USD"),
+        ({"CREDITS_PER_USD": "1000000.5"}, "CREDITS_PER_USD"),
+        ({"CREDITS_PER_USD": "0.0000001"}, "CREDITS_PER_USD"),
+        ({"STRIPE_API_BASE": "ftp://x"}, "STRIPE_API_BASE"),
+        ({"STRIPE_API_BASE": "http://"}, "STRIPE_API_BASE"),
+        ({"STRIPE_TIMEOUT_SECONDS": "0"}, "STRIPE_TIMEOUT_SECONDS"),
+        ({"STRIPE_TIMEOUT_SECONDS": "abc"}, "STRIPE_TIMEOUT_SECONDS"),
+        ({"STRIPE_TIMEOUT_SECONDS": "-1"}, "STRIPE_TIMEOUT_SECONDS"),
+        ({"STRIPE_TIMEOUT_SECONDS": "301"}, "STRIPE_TIMEOUT_SECONDS"),
+        ({"STRIPE_TIMEOUT_SECONDS": "nan"}, "STRIPE_TIMEOUT_SECONDS"),
+        ({"STRIPE_TIMEOUT_SECONDS": "inf"}, "STRIPE_TIMEOUT_SECONDS"),
+        ({"WALLET_DATABASE_URL": "mysql://x"}, "WALLET_DATABASE_URL"),
+        ({"WALLET_DATABASE_URL": "not a url"}, "WALLET_DATABASE_URL"),
+        ({"WALLET_DATABASE_URL": f"mysql://root:{DB_PASSWORD}@h/db"}, "WALLET_DATABASE_URL"),
+    ],
+    ids=lambda v: "-".join(f"{k}={w}" for k, w in v.items()) if isinstance(v, dict) else None,
+)
+def test_invalid_values_raise_naming_the_variable_and_not_the_value(tmp_path, environ, names):
+    with pytest.raises(SettingsError) as caught:
+        load(tmp_path, **environ)
+
+    message = str(caught.value)
+    assert names in message
+    for name, value in environ.items():
+        if name in {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "WALLET_JWT_SECRET", "WALLET_DATABASE_URL"}:
+            for part in value.split(","):
+                assert part not in message, f"{name}'s value leaked into {message!r}"
+    assert DB_PASSWORD not in message
+    assert caught.value.__cause__ is None  # `from None`: no chained exception carrying the value
+    assert caught.value.__suppress_context__ or caught.value.__context__ is None
+
+
+def test_a_secret_value_is_never_in_the_message_even_when_other_variables_are_valid(tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        load(tmp_path, STRIPE_SECRET_KEY="pk_live_abc", WALLET_JWT_SECRET=JWT_SECRET,
+             STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    message = str(caught.value)
+    assert "STRIPE_SECRET_KEY" in message
+    for value in ("pk_live_abc", JWT_SECRET, WEBHOOK_SECRET):
+        assert value not in message
+        assert value not in repr(caught.value)
+
+
+def test_settings_error_is_a_value_error():
+    assert issubclass(SettingsError, ValueError)
+
+
+# -- reprs ---------------------------------------------------------------------------------------
+
+
+def test_repr_and_str_show_no_secret_and_no_database_password(tmp_path):
+    settings = load(
+        tmp_path,
+        STRIPE_SECRET_KEY=SECRET_KEY,
+        STRIPE_WEBHOOK_SECRET=f"{WEBHOOK_SECRET},{WEBHOOK_SECRET_2}",
+        WALLET_JWT_SECRET=JWT_SECRET,
+        WALLET_DATABASE_URL=PG_URL,
+    )
+
+    for shown in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
+        for secret in (SECRET_KEY, WEBHOOK_SECRET, WEBHOOK_SECRET_2, JWT_SECRET, DB_PASSWORD):
+            assert secret not in shown, f"{secret!r} shown in {shown!r}"
+        assert "db.example.com" in shown  # the URL is shown, masked
+        assert "stripe_secret_key=set" in shown and "jwt_secret=set" in shown
+        assert "2 set" in shown
+    assert DB_PASSWORD not in settings.database_url_masked
+    assert "***" in settings.database_url_masked
+
+
+def test_repr_of_unset_secrets_says_unset(tmp_path):
+    shown = repr(load(tmp_path))
+    assert "stripe_secret_key=unset" in shown and "jwt_secret=unset" in shown
+
+
+def test_secret_repr_and_str_are_masked():
+    secret = Secret("very-secret-value-123")
+    assert repr(secret) == "Secret('********')"
+    assert str(secret) == "Secret('********')"
+    assert f"{secret}" == "Secret('********')"
+    assert "very-secret-value-123" not in repr([secret]) + repr({"k": secret}) + repr((secret,))
+    assert secret.reveal() == "very-secret-value-123"
+
+
+def test_secret_equality_compares_values():
+    assert Secret("a" * 40) == Secret("a" * 40)
+    assert Secret("a" * 40) != Secret("b" * 40)
+    assert Secret("a") != "a"
+    assert hash(Secret("x")) == hash(Secret("x"))
+
+
+# -- the development JWT secret ------------------------------------------------------------------
+
+
+def test_development_without_a_jwt_secret_creates_a_private_local_one_and_reuses_it(tmp_path):
+    first = load(tmp_path, WALLET_ENV="development")
+
+    path = tmp_path / DEV_JWT_SECRET_FILE
+    assert path.name == ".wallet-dev-jwt-secret"
+    assert path.is_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.jwt_secret is not None
+    assert len(first.jwt_secret.reveal().encode()) >= 32
+    assert path.read_text().strip() == first.jwt_secret.reveal()
+    assert first.jwt_secret.reveal() not in repr(first)
+
+    second = load(tmp_path, WALLET_ENV="development")
+    assert second.jwt_secret == first.jwt_secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_development_secrets_differ_between_directories(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = load(tmp_path / "a", WALLET_ENV="development")
+    b = load(tmp_path / "b", WALLET_ENV="development")
+    assert a.jwt_secret != b.jwt_secret
+
+
+def test_production_without_a_jwt_secret_leaves_it_unset_and_creates_no_file(tmp_path):
+    settings = load(tmp_path, WALLET_ENV="production")
+    assert settings.jwt_secret is None
+    assert not (tmp_path / DEV_JWT_SECRET_FILE).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_from_env_defaults_to_the_process_environment_and_cwd(tmp_path, monkeypatch):
+    for name in ALL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CREDITS_PER_USD", "7")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env()
+    assert settings.credits_per_usd == Decimal(7)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
+
+
+def test_an_empty_development_secret_file_never_becomes_an_empty_signing_key(tmp_path):
+    (tmp_path / DEV_JWT_SECRET_FILE).touch(mode=0o600)
+    try:
+        settings = load(tmp_path, WALLET_ENV="development")
+    except SettingsError:
+        return
+    assert settings.jwt_secret is not None
+    assert len(settings.jwt_secret.reveal().encode()) >= 32
