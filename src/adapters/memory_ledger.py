@@ -6,23 +6,50 @@ state and swaps it in on commit, so rollback and "leave without commit" really d
 
 from __future__ import annotations
 
-import copy
 import threading
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import TracebackType
 
-from wallet_core.errors import DuplicateReference, DuplicateTopUp
-from wallet_core.ledger import CreditTransaction, NewTransaction
+from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
+from wallet_core.holds import Hold, HoldStatus
+from wallet_core.ledger import (
+    Account,
+    Booking,
+    CreditTransaction,
+    Lot,
+    Posting,
+    TransactionCursor,
+    WalletState,
+)
 from wallet_core.money import Credits
+from wallet_core.ports import AccountAudit, LedgerAudit
 from wallet_core.topups import TopUp, TopUpStatus
 
 
 @dataclass
 class _State:
-    balances: dict[str, Credits] = field(default_factory=dict)
-    transactions: list[CreditTransaction] = field(default_factory=list)
-    by_reference: dict[str, CreditTransaction] = field(default_factory=dict)
+    available: dict[str, Credits] = field(default_factory=dict)
+    held: dict[str, Credits] = field(default_factory=dict)
+    lots: dict[str, Lot] = field(default_factory=dict)
+    transactions: dict[str, CreditTransaction] = field(default_factory=dict)
+    by_reference: dict[str, str] = field(default_factory=dict)
+    postings: list[tuple[str, Posting]] = field(default_factory=list)
+    holds: dict[str, Hold] = field(default_factory=dict)
     top_ups: dict[str, TopUp] = field(default_factory=dict)
+
+    def copy(self) -> _State:
+        return _State(
+            dict(self.available),
+            dict(self.held),
+            dict(self.lots),
+            dict(self.transactions),
+            dict(self.by_reference),
+            list(self.postings),
+            dict(self.holds),
+            dict(self.top_ups),
+        )
 
 
 class InMemoryStore:
@@ -34,40 +61,132 @@ class InMemoryStore:
         self.commits = 0
 
 
+def _newest_first(t: CreditTransaction) -> tuple[datetime, str]:
+    return (t.created_at, t.id)
+
+
 class InMemoryLedgerRepository:
     def __init__(self, state: _State) -> None:
         self._s = state
 
-    def balance(self, user_id: str) -> Credits:
-        return self._s.balances.get(user_id, Credits.zero())
+    # -- reading -------------------------------------------------------------------------------
+    def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
+        expired = sum(
+            lot.remaining.minor
+            for lot in self._s.lots.values()
+            if lot.user_id == user_id and lot.expired(now) and lot.remaining.is_positive()
+        )
+        available = self._s.available.get(user_id, Credits(0))
+        return Credits(available.minor - expired), self._s.held.get(user_id, Credits(0))
 
-    def recent_transactions(self, user_id: str, limit: int) -> list[CreditTransaction]:
-        mine = [t for t in self._s.transactions if t.user_id == user_id]
-        return list(reversed(mine))[:limit]
+    def transactions(
+        self, user_id: str, limit: int, before: TransactionCursor | None = None
+    ) -> list[CreditTransaction]:
+        rows = [t for t in self._s.transactions.values() if t.user_id == user_id]
+        if before is not None:
+            rows = [t for t in rows if (t.created_at, t.id) < (before.created_at, before.id)]
+        return sorted(rows, key=_newest_first, reverse=True)[:limit]
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
-        return self._s.by_reference.get(reference_id)
+        found = self._s.by_reference.get(reference_id)
+        return None if found is None else self._s.transactions[found]
 
-    def post(self, entry: NewTransaction) -> CreditTransaction:
-        if entry.reference_id in self._s.by_reference:
-            raise DuplicateReference(f"reference {entry.reference_id} is booked already")
-        after = self.balance(entry.user_id) + entry.credits
-        booked = CreditTransaction(
-            id=entry.id,
-            user_id=entry.user_id,
-            kind=entry.kind,
-            credits=entry.credits,
-            balance_after=after,
-            reference_id=entry.reference_id,
-            created_at=entry.created_at,
-            reason=entry.reason,
-            actor=entry.actor,
+    # -- writing -------------------------------------------------------------------------------
+    def lock_wallet(self, user_id: str) -> WalletState:
+        # The unit of work already holds the store's lock.
+        self._s.available.setdefault(user_id, Credits(0))
+        self._s.held.setdefault(user_id, Credits(0))
+        lots = tuple(
+            lot
+            for lot in self._s.lots.values()
+            if lot.user_id == user_id and (lot.remaining.minor != 0 or lot.held.minor != 0)
         )
-        self._s.balances[entry.user_id] = after
-        self._s.transactions.append(booked)
-        self._s.by_reference[entry.reference_id] = booked
+        return WalletState(user_id, self._s.available[user_id], self._s.held[user_id], lots)
+
+    def record(self, booking: Booking) -> CreditTransaction:
+        if booking.reference_id in self._s.by_reference:
+            raise DuplicateReference(f"reference {booking.reference_id} is recorded already")
+        user = booking.user_id
+        available = self._s.available.get(user, Credits(0)) + booking.credits
+        self._s.available[user] = available
+        self._s.held[user] = self._s.held.get(user, Credits(0)) + booking.held_change
+        for lot in booking.new_lots:
+            self._s.lots[lot.id] = lot
+        for change in booking.lot_changes:
+            lot = self._s.lots[change.lot_id]
+            self._s.lots[lot.id] = replace(
+                lot, remaining=lot.remaining + change.remaining, held=lot.held + change.held
+            )
+        booked = CreditTransaction(
+            id=booking.id,
+            user_id=user,
+            kind=booking.kind,
+            credits=booking.credits,
+            held_change=booking.held_change,
+            balance_after=available,
+            reference_id=booking.reference_id,
+            created_at=booking.created_at,
+            reason=booking.reason,
+            actor=booking.actor,
+            metadata=dict(booking.metadata),
+            hold_id=booking.hold_id,
+        )
+        self._s.transactions[booking.id] = booked
+        self._s.by_reference[booking.reference_id] = booking.id
+        self._s.postings.extend((booking.id, p) for p in booking.postings)
         return booked
 
+    # -- holds ---------------------------------------------------------------------------------
+    def add_hold(self, hold: Hold) -> None:
+        self._s.holds[hold.id] = hold
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        return self._s.holds.get(hold_id)
+
+    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits) -> None:
+        if hold_id not in self._s.holds:
+            raise NotFound(f"no hold {hold_id}")
+        self._s.holds[hold_id] = replace(self._s.holds[hold_id], status=status, captured=captured)
+
+    # -- expiry and audit ----------------------------------------------------------------------
+    def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
+        users = {lot.user_id for lot in self._s.lots.values() if lot.expired(now) and lot.remaining.is_positive()}
+        return sorted(users)[:limit]
+
+    def expired_open_holds(self, now: datetime, limit: int) -> list[Hold]:
+        due = [h for h in self._s.holds.values() if h.status is HoldStatus.OPEN and h.expired(now)]
+        return sorted(due, key=lambda h: (h.expires_at, h.id))[:limit]
+
+    def audit(self) -> LedgerAudit:
+        per_tx: dict[str, int] = defaultdict(int)
+        posted: dict[tuple[str, Account], int] = defaultdict(int)
+        for tx_id, p in self._s.postings:
+            per_tx[tx_id] += p.amount.minor
+            if p.user_id is not None:
+                posted[(p.user_id, p.account)] += p.amount.minor
+        in_lots: dict[tuple[str, Account], int] = defaultdict(int)
+        for lot in self._s.lots.values():
+            in_lots[(lot.user_id, Account.WALLET)] += lot.remaining.minor
+            in_lots[(lot.user_id, Account.HELD)] += lot.held.minor
+        accounts = []
+        for user in sorted(set(self._s.available) | {u for u, _ in posted}):
+            for account, stored in ((Account.WALLET, self._s.available), (Account.HELD, self._s.held)):
+                accounts.append(
+                    AccountAudit(
+                        user,
+                        account,
+                        stored.get(user, Credits(0)),
+                        Credits(posted[(user, account)]),
+                        Credits(in_lots[(user, account)]),
+                    )
+                )
+        return LedgerAudit(
+            total_posted=Credits(sum(per_tx.values())),
+            unbalanced=[(t, Credits(s)) for t, s in sorted(per_tx.items()) if s != 0],
+            accounts=accounts,
+        )
+
+    # -- top-ups -------------------------------------------------------------------------------
     def add_top_up(self, top_up: TopUp) -> None:
         if top_up.idempotency_key is not None and self.find_top_up_by_idempotency_key(
             top_up.user_id, top_up.idempotency_key
@@ -90,6 +209,8 @@ class InMemoryLedgerRepository:
         )
 
     def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None:
+        if top_up_id not in self._s.top_ups:
+            raise NotFound(f"top-up {top_up_id} does not exist")
         self._s.top_ups[top_up_id] = replace(self._s.top_ups[top_up_id], status=status)
 
 
@@ -105,11 +226,7 @@ class InMemoryUnitOfWork:
         return self
 
     def _begin(self) -> None:
-        self._working = copy.copy(self._store.state)
-        self._working.balances = dict(self._store.state.balances)
-        self._working.transactions = list(self._store.state.transactions)
-        self._working.by_reference = dict(self._store.state.by_reference)
-        self._working.top_ups = dict(self._store.state.top_ups)
+        self._working = self._store.state.copy()
         self.ledger = InMemoryLedgerRepository(self._working)
 
     def __exit__(

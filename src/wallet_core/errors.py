@@ -73,3 +73,15 @@ class StorageUnavailable(WalletError):
     """The database cannot be reached or is locked; nothing was written (HTTP 503)."""
 
     title = "Storage unavailable"
+
+
+class InsufficientCredits(WalletError):
+    """The spendable balance does not cover the amount; nothing was written (HTTP 409)."""
+
+    title = "Insufficient credits"
+
+
+class HoldNotOpen(WalletError):
+    """The hold was captured, released or has expired, so it cannot change now (HTTP 409)."""
+
+    title = "Hold not open"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import re
-import uuid
+import threading
+import time
 
 from wallet_core.errors import InvalidInput
 
@@ -12,8 +15,20 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,127}")
 _KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 
 
+_counter = itertools.count()
+_counter_lock = threading.Lock()
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """A unique id that sorts by creation time: 16 hex digits of nanoseconds, a 4-digit counter so
+    ids made in the same nanosecond by this process still sort in order, and 12 random hex digits."""
+    with _counter_lock:
+        n = next(_counter) & 0xFFFF
+    return f"{prefix}_{time.time_ns():016x}{n:04x}{os.urandom(6).hex()}"
+
+
+def has_control_characters(value: str) -> bool:
+    return any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in value)
 
 
 def derived_id(prefix: str, *parts: str) -> str:
@@ -26,8 +41,7 @@ def check_user_id(value: object, field: str = "user_id") -> str:
     """User ids are 1-128 characters: letters, digits and _ . : @ | + - (no spaces or controls)."""
     if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
         raise InvalidInput(
-            field, "must be 1-128 characters of letters, digits and _ . : @ | + - "
-            "starting with a letter or digit"
+            field, "must be 1-128 characters of letters, digits and _ . : @ | + - starting with a letter or digit"
         )
     return value
 
@@ -48,6 +62,6 @@ def check_reason(value: object, field: str = "reason", *, required: bool = True)
         raise InvalidInput(field, "is required: say why, in 1-500 characters")
     if len(value) > 500:
         raise InvalidInput(field, "must be at most 500 characters")
-    if any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in value):
+    if has_control_characters(value):
         raise InvalidInput(field, "must not contain control characters")
     return value.strip()

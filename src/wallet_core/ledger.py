@@ -1,54 +1,216 @@
-"""The credit ledger: every movement of credits is one transaction, tied to a reference id."""
+"""The double-entry credit ledger.
+
+Every movement of credits is one transaction made of postings between accounts, and the postings of
+a transaction always sum to zero. A user has two accounts: `wallet` (spendable credits) and `held`
+(credits reserved by open holds). The system accounts are where credits come from and go to:
+`stripe_funding` (paid credits), `promotions` (promotional credits), `revenue` (spent credits) and
+`expired` (promotional credits that ran out). A user's account balance is the sum of its postings;
+the ledger also keeps it on the account row, updated in the same database transaction.
+
+Credits sit in lots: each top-up makes a paid lot, each admin grant a promotional lot that may
+expire. Spending takes promotional credits first, the soonest-expiring first, then paid credits,
+oldest first. Postings on a user's accounts name the lot they touch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from wallet_core.errors import InsufficientCredits
 from wallet_core.money import Credits
 
 
 class TransactionKind(StrEnum):
     TOP_UP = "top_up"  # credits bought with a Stripe payment
-    GRANT = "grant"  # credits given by an admin
+    GRANT = "grant"  # promotional credits given by an admin
+    SPEND = "spend"  # credits used up
+    HOLD = "hold"  # credits reserved for a cost not yet known
+    CAPTURE = "capture"  # a hold turned into a spend (any remainder released)
+    RELEASE = "release"  # a hold given back
+    EXPIRY = "expiry"  # promotional credits past their expiry, booked out
+    REFUND = "refund"  # paid credits taken back because Stripe refunded the payment
+
+
+class Account(StrEnum):
+    WALLET = "wallet"  # per user: spendable credits
+    HELD = "held"  # per user: reserved by open holds
+    STRIPE_FUNDING = "stripe_funding"
+    PROMOTIONS = "promotions"
+    REVENUE = "revenue"
+    EXPIRED = "expired"
+
+    @property
+    def per_user(self) -> bool:
+        return self in (Account.WALLET, Account.HELD)
+
+
+class CreditKind(StrEnum):
+    PAID = "paid"
+    PROMOTIONAL = "promotional"
 
 
 @dataclass(frozen=True)
-class NewTransaction:
-    """A movement the ledger is asked to book.
+class Posting:
+    """One leg of a transaction: `amount` added to `account` (negative takes away)."""
 
-    `reference_id` is unique across the ledger: a second movement with the same reference is refused,
-    which is what makes a webhook redelivery or a retried grant book nothing more.
+    account: Account
+    amount: Credits
+    user_id: str | None = None
+    lot_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Lot:
+    """A batch of credits from one top-up or grant: what is left, what holds reserve, when it ends."""
+
+    id: str
+    user_id: str
+    kind: CreditKind
+    granted: Credits
+    remaining: Credits
+    held: Credits
+    created_at: datetime
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def spend_order(self) -> tuple[int, int, datetime, datetime, str]:
+        """Promotional before paid; soonest expiry first (never-expiring last); then oldest."""
+        expires = self.expires_at or self.created_at
+        return (
+            0 if self.kind is CreditKind.PROMOTIONAL else 1,
+            0 if self.expires_at is not None else 1,
+            expires,
+            self.created_at,
+            self.id,
+        )
+
+
+@dataclass(frozen=True)
+class LotChange:
+    lot_id: str
+    remaining: Credits = Credits(0)  # noqa: RUF009 (Credits is frozen)
+    held: Credits = Credits(0)  # noqa: RUF009
+
+
+@dataclass(frozen=True)
+class WalletState:
+    """A user's accounts and live lots, read under the wallet's lock."""
+
+    user_id: str
+    available: Credits
+    held: Credits
+    lots: tuple[Lot, ...] = ()
+
+    def spendable(self, now: datetime) -> Credits:
+        return Credits(sum(lot.remaining.minor for lot in self.lots if not lot.expired(now)))
+
+    @property
+    def debts(self) -> tuple[Lot, ...]:
+        """Lots gone negative: credits taken back (refund, dispute) after they were spent."""
+        return tuple(lot for lot in self.lots if lot.remaining.minor < 0)
+
+    def expired_lots(self, now: datetime) -> list[Lot]:
+        return [lot for lot in self.lots if lot.expired(now) and lot.remaining.is_positive()]
+
+
+def allocate(lots: Iterable[Lot], amount: Credits, now: datetime) -> list[tuple[Lot, Credits]]:
+    """Which lots pay for `amount`, in spending order. Raises InsufficientCredits when they cannot."""
+    lots = list(lots)
+    debt = -sum(min(0, lot.remaining.minor) for lot in lots)
+    if debt:
+        raise InsufficientCredits(f"the wallet owes {Credits(debt)} credits; top up to spend again")
+    plan: list[tuple[Lot, Credits]] = []
+    left = amount.minor
+    for lot in sorted((lot for lot in lots if not lot.expired(now)), key=Lot.spend_order):
+        if left == 0:
+            break
+        take = min(left, lot.remaining.minor)
+        if take > 0:
+            plan.append((lot, Credits(take)))
+            left -= take
+    if left > 0:
+        have = amount.minor - left
+        raise InsufficientCredits(f"the wallet has {Credits(have)} spendable credits, {amount} are needed")
+    return plan
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A transaction the ledger is asked to record, with everything it changes.
+
+    `reference_id` is unique across the ledger: a second booking with the same reference is refused,
+    which is what makes a webhook redelivery or a retried request move nothing more.
     """
 
     id: str
     user_id: str
     kind: TransactionKind
-    credits: Credits
     reference_id: str
     created_at: datetime
+    postings: tuple[Posting, ...]
     reason: str | None = None
     actor: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    hold_id: str | None = None
+    new_lots: tuple[Lot, ...] = ()
+    lot_changes: tuple[LotChange, ...] = ()
+
+    def __post_init__(self) -> None:
+        if sum(p.amount.minor for p in self.postings) != 0:
+            raise ValueError(f"unbalanced booking {self.id}: postings must sum to zero")
+        for p in self.postings:
+            if p.account.per_user != (p.user_id is not None):
+                raise ValueError(f"posting on {p.account} must {'' if p.account.per_user else 'not '}name a user")
+            if p.user_id is not None and p.user_id != self.user_id:
+                raise ValueError("a booking moves one user's credits only")
+
+    def _sum(self, account: Account) -> Credits:
+        return Credits(sum(p.amount.minor for p in self.postings if p.account is account))
+
+    @property
+    def credits(self) -> Credits:
+        """The change to the user's spendable (wallet) balance."""
+        return self._sum(Account.WALLET)
+
+    @property
+    def held_change(self) -> Credits:
+        return self._sum(Account.HELD)
 
 
 @dataclass(frozen=True)
 class CreditTransaction:
-    """A booked movement, with the wallet balance right after it."""
+    """A recorded transaction, as the user's history shows it."""
 
     id: str
     user_id: str
     kind: TransactionKind
-    credits: Credits
-    balance_after: Credits
+    credits: Credits  # change to the spendable balance (negative for spend, hold, expiry, refund)
+    held_change: Credits  # change to the held balance
+    balance_after: Credits  # spendable balance right after
     reference_id: str
     created_at: datetime
     reason: str | None = None
     actor: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    hold_id: str | None = None
 
 
 @dataclass(frozen=True)
 class WalletView:
     user_id: str
-    balance: Credits
+    balance: Credits  # spendable now (promotional credits past expiry do not count)
+    held: Credits = Credits(0)  # noqa: RUF009
     transactions: list[CreditTransaction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TransactionCursor:
+    """Where a page of history ends: the last row's time and id (rows are newest first)."""
+
+    created_at: datetime
+    id: str

@@ -21,7 +21,7 @@ def parse_decimal(value: object, field: str) -> Decimal:
     Floats are refused because they cannot say what the caller meant; booleans are not numbers.
     """
     if isinstance(value, bool) or value is None:
-        raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
+        raise InvalidInput(field, 'must be a decimal number such as "10.00"')
     if isinstance(value, float):
         raise InvalidInput(field, "must be an exact decimal, not a binary float")
     if isinstance(value, (int, Decimal)):
@@ -31,10 +31,10 @@ def parse_decimal(value: object, field: str) -> Decimal:
         if text.lower().lstrip("+-") in ("nan", "inf", "infinity", "snan"):
             raise InvalidInput(field, "must be a finite number")
         if not _DECIMAL_TEXT.fullmatch(text):
-            raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
+            raise InvalidInput(field, 'must be a decimal number such as "10.00"')
         number = Decimal(text)
     else:
-        raise InvalidInput(field, "must be a decimal number such as \"10.00\"")
+        raise InvalidInput(field, 'must be a decimal number such as "10.00"')
     if not number.is_finite():
         raise InvalidInput(field, "must be a finite number")
     if abs(number) >= Decimal(_MAX_ABS_MINOR) / 100:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
-from wallet_core.ledger import CreditTransaction, NewTransaction
+from wallet_core.holds import Hold, HoldStatus
+from wallet_core.ledger import Account, Booking, CreditTransaction, TransactionCursor, WalletState
 from wallet_core.money import Credits
 from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest
 from wallet_core.topups import TopUp, TopUpStatus
@@ -29,22 +32,71 @@ class PaymentGateway(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AccountAudit:
+    """One user account as stored, as its postings add up, and as its lots add up."""
+
+    user_id: str
+    account: Account
+    stored: Credits
+    posted: Credits
+    in_lots: Credits
+
+
+@dataclass(frozen=True)
+class LedgerAudit:
+    total_posted: Credits  # the sum of every posting in the ledger
+    unbalanced: list[tuple[str, Credits]]  # (transaction id, sum of its postings) where the sum is not 0
+    accounts: list[AccountAudit]
+
+
 class LedgerRepository(Protocol):
-    """Wallets, credit transactions and top-ups, as seen inside one unit of work."""
+    """Wallets, lots, transactions, holds and top-ups, as seen inside one unit of work."""
 
-    def balance(self, user_id: str) -> Credits: ...
+    # -- reading -------------------------------------------------------------------------------
+    def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
+        """(spendable, held). Spendable leaves out promotional credits past expiry, even before the
+        expiry run books them out. Costs the same however long the history is."""
+        ...
 
-    def recent_transactions(self, user_id: str, limit: int) -> list[CreditTransaction]: ...
+    def transactions(
+        self, user_id: str, limit: int, before: TransactionCursor | None = None
+    ) -> list[CreditTransaction]:
+        """Newest first (created_at, then id, descending); only rows older than `before`."""
+        ...
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None: ...
 
-    def post(self, entry: NewTransaction) -> CreditTransaction:
-        """Book `entry` and move the wallet balance by its credits, atomically.
+    # -- writing -------------------------------------------------------------------------------
+    def lock_wallet(self, user_id: str) -> WalletState:
+        """The user's balances and lots with anything left or held, creating an empty wallet if
+        needed, and locking it until the unit of work ends, so writers to one wallet take turns."""
+        ...
 
-        Raises DuplicateReference (and changes nothing) when the reference id was booked before;
+    def record(self, booking: Booking) -> CreditTransaction:
+        """Store the transaction, its postings and lot changes, and move the stored balances.
+
+        Raises DuplicateReference (and changes nothing) when the reference id was recorded before;
         the caller must then roll the unit of work back."""
         ...
 
+    # -- holds ---------------------------------------------------------------------------------
+    def add_hold(self, hold: Hold) -> None: ...
+
+    def get_hold(self, hold_id: str) -> Hold | None: ...
+
+    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits) -> None: ...
+
+    # -- expiry and audit ----------------------------------------------------------------------
+    def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
+        """Users who have promotional credits past expiry that are not booked out yet."""
+        ...
+
+    def expired_open_holds(self, now: datetime, limit: int) -> list[Hold]: ...
+
+    def audit(self) -> LedgerAudit: ...
+
+    # -- top-ups -------------------------------------------------------------------------------
     def add_top_up(self, top_up: TopUp) -> None:
         """Raises DuplicateTopUp when the user already has a top-up with that idempotency key."""
         ...

@@ -15,6 +15,12 @@ class TopUpStatus(StrEnum):
     PENDING = "pending"  # PaymentIntent created, money not yet received
     SUCCEEDED = "succeeded"  # money received, credits granted
     NEEDS_REVIEW = "needs_review"  # Stripe reported an amount or currency we did not ask for
+    FAILED = "failed"  # the last payment attempt failed; the buyer may still retry
+    CANCELED = "canceled"  # the PaymentIntent was canceled; nothing will be paid
+    PARTIALLY_REFUNDED = "partially_refunded"  # some of the money went back, credits taken back in proportion
+    REFUNDED = "refunded"  # all of the money went back
+    DISPUTED = "disputed"  # the buyer's bank disputes the payment; its credits are frozen
+    DISPUTE_LOST = "dispute_lost"  # the dispute was lost; the frozen credits are gone
 
 
 CURRENCY = "usd"

@@ -11,6 +11,7 @@ import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from tests.unit.helpers import FakeClock, WalletDriver
 from wallet_core.money import Usd
 from wallet_core.topups import TopUpPolicy
 
@@ -43,3 +44,17 @@ def clock() -> Callable[[], datetime]:
     start = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
     ticks = itertools.count()
     return lambda: start + timedelta(seconds=next(ticks))
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock that stands still at 2025-01-01 12:00 UTC until the test moves it."""
+    return FakeClock()
+
+
+@pytest.fixture
+def wallet(
+    store: InMemoryStore, gateway: FakePaymentGateway, policy: TopUpPolicy, fake_clock: FakeClock
+) -> WalletDriver:
+    """The use cases on the in-memory store, all reading `fake_clock`."""
+    return WalletDriver(store, gateway, policy, fake_clock)

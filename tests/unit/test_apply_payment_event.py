@@ -10,7 +10,8 @@ import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
-from wallet_core.ledger import TransactionKind
+from tests.unit.helpers import assert_no_credits_moved, only_transaction, postings_of
+from wallet_core.ledger import Account, CreditKind, Posting, TransactionKind
 from wallet_core.money import Credits, Usd
 from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentEvent, PaymentIntent
 from wallet_core.topups import TopUpPolicy, TopUpStatus
@@ -64,14 +65,28 @@ def test_succeeded_payment_grants_the_top_up_credits(
     assert _balance(uow) == Credits.parse("1000")
     assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.SUCCEEDED
 
-    [booked] = store.state.transactions
+    booked = only_transaction(store)
     assert booked.user_id == "alice"
     assert booked.kind is TransactionKind.TOP_UP
     assert booked.credits == Credits.parse("1000")
+    assert booked.held_change == Credits(0)
     assert booked.balance_after == Credits.parse("1000")
     assert booked.reference_id == pending.payment_intent_id
     assert booked.actor == "stripe"
     assert pending.top_up_id in (booked.reason or "")
+
+    # Paid credits: one lot that never expires, funded by Stripe.
+    [lot] = store.state.lots.values()
+    assert lot.user_id == "alice"
+    assert lot.kind is CreditKind.PAID
+    assert lot.granted == lot.remaining == Credits.parse("1000")
+    assert lot.held == Credits(0)
+    assert lot.expires_at is None
+    assert sorted(postings_of(store, booked.id), key=lambda p: p.amount) == [
+        Posting(Account.STRIPE_FUNDING, Credits.parse("-1000")),
+        Posting(Account.WALLET, Credits.parse("1000"), "alice", lot.id),
+    ]
+    assert store.state.available == {"alice": Credits.parse("1000")}
 
 
 def test_redelivery_of_the_same_event_grants_nothing_more(
@@ -91,7 +106,8 @@ def test_redelivery_of_the_same_event_grants_nothing_more(
     assert again.top_up_id == pending.top_up_id
     assert again.credits_granted is None
     assert _balance(uow) == Credits.parse("1000")
-    assert len(store.state.transactions) == 1
+    assert len(store.state.transactions) == len(store.state.lots) == 1
+    assert len(store.state.postings) == 2
     assert store.commits == commits
 
 
@@ -109,7 +125,7 @@ def test_a_second_event_for_the_same_payment_grants_nothing_more(
     assert deliver(first).outcome == "granted"
     assert deliver(second).outcome == "already_granted"
     assert _balance(uow) == Credits.parse("1000")
-    assert len(store.state.transactions) == 1
+    assert len(store.state.transactions) == len(store.state.lots) == 1
 
 
 def test_ledger_refuses_a_second_grant_even_if_the_top_up_still_looks_pending(
@@ -127,7 +143,7 @@ def test_ledger_refuses_a_second_grant_even_if_the_top_up_still_looks_pending(
 
     assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "already_granted"
     assert _balance(uow) == Credits.parse("1000")
-    assert len(store.state.transactions) == 1
+    assert len(store.state.transactions) == len(store.state.lots) == 1
 
 
 @pytest.mark.parametrize("received_cents", [999, 1001, 100, 0, 100_000])
@@ -145,7 +161,7 @@ def test_amount_received_different_from_the_top_up_needs_review(
     assert outcome.top_up_id == pending.top_up_id
     assert outcome.credits_granted is None
     assert _balance(uow) == Credits.zero()
-    assert store.state.transactions == []
+    assert_no_credits_moved(store)
     assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.NEEDS_REVIEW
 
 
@@ -162,7 +178,7 @@ def test_currency_different_from_the_top_up_needs_review(
 
     assert outcome.outcome == "needs_review"
     assert _balance(uow) == Credits.zero()
-    assert store.state.transactions == []
+    assert_no_credits_moved(store)
     assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.NEEDS_REVIEW
 
 
@@ -207,7 +223,7 @@ def test_unknown_payment_tagged_as_ours_is_reported_and_writes_nothing(
     assert outcome.top_up_id is None
     assert store.commits == commits
     assert store.state.top_ups == top_ups
-    assert store.state.transactions == []
+    assert_no_credits_moved(store)
     assert _balance(uow) == Credits.zero()
 
 
@@ -220,7 +236,7 @@ def test_unknown_payment_not_tagged_as_ours_is_ignored(
     outcome = deliver(_foreign_intent_event(gateway, {"order": "shop-1"}))
     assert outcome.outcome == "ignored"
     assert store.commits == 0
-    assert store.state.transactions == []
+    assert_no_credits_moved(store)
 
 
 @pytest.mark.parametrize(
@@ -251,6 +267,7 @@ def test_other_payment_intent_events_are_ignored_and_grant_nothing(
     assert store.commits == commits
     assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.PENDING
     assert _balance(uow) == Credits.zero()
+    assert_no_credits_moved(store)
 
 
 @pytest.mark.parametrize("event_type", ["charge.succeeded", "customer.created", "invoice.paid"])
@@ -265,7 +282,7 @@ def test_non_payment_intent_events_are_ignored(
     outcome = deliver(gateway.signed_event(event_type, {"id": "ch_1", "object": "charge", "amount": 1000}))
     assert outcome.outcome == "ignored"
     assert store.commits == commits
-    assert store.state.transactions == []
+    assert_no_credits_moved(store)
 
 
 def test_succeeded_event_without_a_payment_intent_is_ignored(store: InMemoryStore, uow: UowFactory) -> None:
@@ -321,7 +338,7 @@ def test_concurrent_deliveries_of_the_same_event_grant_once(
     assert errors == []
     assert sorted(outcomes) == ["already_granted"] * 19 + ["granted"]
     assert _balance(uow) == Credits.parse("1000")
-    assert len(store.state.transactions) == 1
+    assert len(store.state.transactions) == len(store.state.lots) == 1
     assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.SUCCEEDED
 
 

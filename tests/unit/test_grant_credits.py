@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from tests.unit.helpers import assert_nothing_written, only_transaction, postings_of
 from wallet_core.errors import IdempotencyConflict, InvalidInput
-from wallet_core.ledger import TransactionKind
+from wallet_core.ledger import Account, CreditKind, Posting, TransactionKind
 from wallet_core.money import Credits
 from wallet_core.use_cases import GrantResult, grant_credits, read_wallet
 
@@ -25,6 +26,7 @@ def grant(uow: UowFactory, clock: Callable[[], datetime]) -> Callable[..., Grant
         reason: object = "goodwill after outage",
         granted_by: str = "admin@example.com",
         idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
     ) -> GrantResult:
         return grant_credits(
             user_id=user_id,  # type: ignore[arg-type]
@@ -33,14 +35,11 @@ def grant(uow: UowFactory, clock: Callable[[], datetime]) -> Callable[..., Grant
             granted_by=granted_by,
             uow=uow,
             idempotency_key=idempotency_key,
+            expires_at=expires_at,
             now=clock,
         )
 
     return call
-
-
-def _nothing_written(store: InMemoryStore) -> bool:
-    return store.commits == 0 and store.state.transactions == [] and store.state.balances == {}
 
 
 def test_grant_adds_credits_and_returns_the_balance_after(
@@ -61,13 +60,26 @@ def test_grant_adds_credits_and_returns_the_balance_after(
 
 def test_grant_records_who_granted_and_why(grant: Callable[..., GrantResult], store: InMemoryStore) -> None:
     result = grant("5", reason="  refund for ticket #812  ", granted_by="ops:carol")
-    [booked] = store.state.transactions
+    booked = only_transaction(store)
     assert booked.id == result.transaction_id
     assert booked.kind is TransactionKind.GRANT
     assert booked.actor == "ops:carol"
     assert booked.reason == "refund for ticket #812"  # surrounding whitespace trimmed
     assert booked.credits == Credits.parse("5")
+    assert booked.held_change == Credits(0)
     assert booked.balance_after == Credits.parse("5")
+
+    # A grant is promotional credits, funded by the promotions account, in a lot of its own.
+    [lot] = store.state.lots.values()
+    assert lot.kind is CreditKind.PROMOTIONAL
+    assert lot.user_id == "alice"
+    assert lot.granted == lot.remaining == Credits.parse("5")
+    assert lot.expires_at is None
+    assert result.expires_at is None
+    assert sorted(postings_of(store, booked.id), key=lambda p: p.amount) == [
+        Posting(Account.PROMOTIONS, Credits.parse("-5")),
+        Posting(Account.WALLET, Credits.parse("5"), "alice", lot.id),
+    ]
 
 
 def test_grants_to_different_users_are_separate(grant: Callable[..., GrantResult], uow: UowFactory) -> None:
@@ -83,7 +95,7 @@ def test_reason_is_required(grant: Callable[..., GrantResult], store: InMemorySt
         grant(reason=reason)
     assert err.value.field == "reason"
     assert "required" in err.value.description
-    assert _nothing_written(store)
+    assert_nothing_written(store)
 
 
 @pytest.mark.parametrize(
@@ -96,14 +108,14 @@ def test_reason_with_control_characters_is_refused(
     with pytest.raises(InvalidInput, match="control characters") as err:
         grant(reason=reason)
     assert err.value.field == "reason"
-    assert _nothing_written(store)
+    assert_nothing_written(store)
 
 
 def test_reason_of_500_characters_is_accepted_and_501_refused(
     grant: Callable[..., GrantResult], store: InMemoryStore
 ) -> None:
     grant(reason="r" * 500)
-    assert store.state.transactions[0].reason == "r" * 500
+    assert only_transaction(store).reason == "r" * 500
     with pytest.raises(InvalidInput, match="at most 500"):
         grant(reason="r" * 501)
     with pytest.raises(InvalidInput, match="at most 500"):
@@ -113,9 +125,7 @@ def test_reason_of_500_characters_is_accepted_and_501_refused(
 
 def test_reason_may_use_non_ascii_text(grant: Callable[..., GrantResult], store: InMemoryStore) -> None:
     grant(reason="Entsch\u00e4digung f\u00fcr St\u00f6rung \u2013 \u65e5\u672c")
-    assert (
-        store.state.transactions[0].reason == "Entsch\u00e4digung f\u00fcr St\u00f6rung \u2013 \u65e5\u672c"
-    )
+    assert only_transaction(store).reason == "Entsch\u00e4digung f\u00fcr St\u00f6rung \u2013 \u65e5\u672c"
 
 
 @pytest.mark.parametrize(
@@ -142,7 +152,7 @@ def test_invalid_credit_amounts_are_refused(
         grant(credits)
     assert err.value.field == "credits"
     assert problem in err.value.description
-    assert _nothing_written(store)
+    assert_nothing_written(store)
 
 
 def test_smallest_and_largest_grants_are_accepted(grant: Callable[..., GrantResult]) -> None:
@@ -177,7 +187,7 @@ def test_bad_user_ids_are_refused(
     with pytest.raises(InvalidInput) as err:
         grant(user_id=user_id)
     assert err.value.field == "user_id"
-    assert _nothing_written(store)
+    assert_nothing_written(store)
 
 
 def test_user_id_with_trailing_newline_is_refused(
@@ -185,7 +195,7 @@ def test_user_id_with_trailing_newline_is_refused(
 ) -> None:
     with pytest.raises(InvalidInput):
         grant(user_id="alice\n")
-    assert _nothing_written(store)
+    assert_nothing_written(store)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +256,7 @@ def test_invalid_idempotency_key_is_refused(grant: Callable[..., GrantResult], s
     with pytest.raises(InvalidInput) as err:
         grant(idempotency_key="has space")
     assert err.value.field == "Idempotency-Key"
-    assert _nothing_written(store)
+    assert_nothing_written(store)
 
 
 def test_concurrent_retries_with_the_same_key_grant_once(
@@ -274,3 +284,63 @@ def test_concurrent_retries_with_the_same_key_grant_once(
     assert len({r.transaction_id for r in results}) == 1
     assert read_wallet(user_id="alice", uow=uow).balance == Credits.parse("25")
     assert store.commits == 1
+
+
+# -- promotional credits that expire -------------------------------------------------------------
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _grant_at(uow: UowFactory, at: datetime, credits: str = "10", **kw: object) -> GrantResult:
+    return grant_credits(
+        user_id="alice", credits=credits, reason="promo", granted_by="admin", uow=uow, now=lambda: at, **kw
+    )  # type: ignore[arg-type]
+
+
+def test_a_grant_may_expire_and_its_lot_says_when(uow: UowFactory, store: InMemoryStore) -> None:
+    until = T0 + timedelta(days=30)
+    result = _grant_at(uow, T0, "10", expires_at=until)
+
+    assert result.expires_at == until
+    [lot] = store.state.lots.values()
+    assert lot.kind is CreditKind.PROMOTIONAL
+    assert lot.expires_at == until
+    assert lot.created_at == T0
+    # Spendable until the last moment before expiry, not at it.
+    assert read_wallet(user_id="alice", uow=uow, now=lambda: until - timedelta(seconds=1)).balance == Credits.parse(
+        "10"
+    )
+    assert read_wallet(user_id="alice", uow=uow, now=lambda: until).balance == Credits(0)
+
+
+@pytest.mark.parametrize("offset", [timedelta(0), timedelta(seconds=-1), timedelta(days=-365)])
+def test_an_expiry_that_is_not_in_the_future_is_refused(
+    uow: UowFactory, store: InMemoryStore, offset: timedelta
+) -> None:
+    with pytest.raises(InvalidInput) as err:
+        _grant_at(uow, T0, "10", expires_at=T0 + offset)
+    assert err.value.field == "expires_at"
+    assert_nothing_written(store)
+
+
+def test_a_replayed_grant_reports_the_expiry_of_the_first(uow: UowFactory) -> None:
+    until = T0 + timedelta(days=1)
+    first = _grant_at(uow, T0, "10", idempotency_key="promo-1", expires_at=until)
+    again = _grant_at(uow, T0, "10", idempotency_key="promo-1", expires_at=until)
+    assert again.replayed is True
+    assert again.expires_at == first.expires_at == until
+
+
+def test_same_key_with_a_different_expiry_is_a_conflict(uow: UowFactory) -> None:
+    _grant_at(uow, T0, "10", idempotency_key="promo-1", expires_at=T0 + timedelta(days=1))
+    with pytest.raises(IdempotencyConflict):
+        _grant_at(uow, T0, "10", idempotency_key="promo-1", expires_at=T0 + timedelta(days=9))
+
+
+def test_the_balance_after_a_grant_leaves_out_expired_credits(uow: UowFactory, store: InMemoryStore) -> None:
+    _grant_at(uow, T0, "10", expires_at=T0 + timedelta(days=1))
+    later = T0 + timedelta(days=2)
+    result = _grant_at(uow, later, "5")
+    spendable = read_wallet(user_id="alice", uow=uow, now=lambda: later).balance
+    assert spendable == Credits.parse("5")
+    assert result.balance == spendable

@@ -31,9 +31,11 @@ def test_a_new_user_has_zero_balance_and_no_transactions(uow: UowFactory, store:
     view = read_wallet(user_id="newcomer", uow=uow)
     assert view.user_id == "newcomer"
     assert view.balance == Credits.zero()
+    assert view.held == Credits.zero()
     assert str(view.balance) == "0.00"
     assert view.transactions == []
     assert store.commits == 0  # reading creates nothing
+    assert store.state.available == {}  # not even an empty wallet
 
 
 def test_transactions_are_newest_first_with_the_balance_after_each(

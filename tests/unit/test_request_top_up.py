@@ -10,6 +10,7 @@ import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from tests.unit.helpers import assert_no_credits_moved, assert_nothing_written
 from wallet_core.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -42,13 +43,6 @@ def top_up(policy: TopUpPolicy, gateway: FakePaymentGateway, uow: UowFactory) ->
     return call
 
 
-def _assert_nothing_written(store: InMemoryStore) -> None:
-    assert store.state.top_ups == {}
-    assert store.state.transactions == []
-    assert store.state.balances == {}
-    assert store.commits == 0
-
-
 def test_success_records_a_pending_top_up_and_returns_what_the_browser_needs(
     top_up: Callable[..., TopUpResult], store: InMemoryStore, gateway: FakePaymentGateway
 ) -> None:
@@ -73,8 +67,7 @@ def test_success_records_a_pending_top_up_and_returns_what_the_browser_needs(
     assert stored.created_at == when
     assert store.commits == 1
     # Asking to pay is not paying: no credits yet.
-    assert store.state.balances == {}
-    assert store.state.transactions == []
+    assert_no_credits_moved(store)
 
 
 def test_client_secret_is_not_shown_in_the_result_repr(top_up: Callable[..., TopUpResult]) -> None:
@@ -112,7 +105,7 @@ def test_invalid_amount_is_refused_before_stripe_is_called(
     assert err.value.field == "amount_usd"
     assert gateway.create_calls == []
     assert gateway.intents == {}
-    _assert_nothing_written(store)
+    assert_nothing_written(store)
 
 
 @pytest.mark.parametrize("user_id", ["", "has space", "x" * 129, "-leading-dash", "tab\there", None])
@@ -123,7 +116,7 @@ def test_invalid_user_id_is_refused_before_stripe_is_called(
         top_up(user_id=user_id)
     assert err.value.field == "user_id"
     assert gateway.create_calls == []
-    _assert_nothing_written(store)
+    assert_nothing_written(store)
 
 
 @pytest.mark.parametrize("key", ["", "has space", "k" * 256, "tab\tkey", "caf\u00e9"])
@@ -134,7 +127,7 @@ def test_invalid_idempotency_key_is_refused_before_stripe_is_called(
         top_up(idempotency_key=key)
     assert err.value.field == "Idempotency-Key"
     assert gateway.create_calls == []
-    _assert_nothing_written(store)
+    assert_nothing_written(store)
 
 
 def test_idempotency_key_with_trailing_newline_is_refused(
@@ -152,7 +145,7 @@ def test_gateway_failure_raises_and_records_nothing(
     with pytest.raises(PaymentGatewayFailed):
         top_up("20")
     assert gateway.intents == {}
-    _assert_nothing_written(store)
+    assert_nothing_written(store)
 
 
 def test_retry_with_the_same_key_after_a_gateway_failure_succeeds_once(
@@ -174,7 +167,7 @@ def test_payments_not_configured_raises_and_records_nothing(
     with pytest.raises(PaymentsNotConfigured):
         request_top_up(user_id="alice", amount_usd="10", policy=policy, gateway=unconfigured, uow=uow)
     assert unconfigured.intents == {}
-    _assert_nothing_written(store)
+    assert_nothing_written(store)
 
 
 def test_retry_with_the_same_idempotency_key_returns_the_same_top_up(

@@ -1,16 +1,32 @@
 """One module per thing a user of the wallet can do."""
 
 from wallet_core.use_cases.apply_payment_event import WebhookOutcome, apply_payment_event
+from wallet_core.use_cases.expire_credits import ExpiryReport, expire_credits
 from wallet_core.use_cases.grant_credits import GrantResult, grant_credits
-from wallet_core.use_cases.read_wallet import read_wallet
+from wallet_core.use_cases.holds import HoldResult, capture_hold, place_hold, release_hold
+from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, read_wallet
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
+from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
+from wallet_core.use_cases.verify_ledger import Violation, verify_ledger
 
 __all__ = [
+    "ExpiryReport",
     "GrantResult",
+    "HistoryPage",
+    "HoldResult",
+    "SpendResult",
     "TopUpResult",
+    "Violation",
     "WebhookOutcome",
     "apply_payment_event",
+    "capture_hold",
+    "expire_credits",
     "grant_credits",
+    "list_transactions",
+    "place_hold",
     "read_wallet",
+    "release_hold",
     "request_top_up",
+    "spend_credits",
+    "verify_ledger",
 ]

@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from wallet_core.bookings import credit_booking
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import DuplicateReference
-from wallet_core.ids import new_id
-from wallet_core.ledger import NewTransaction, TransactionKind
+from wallet_core.ledger import CreditKind
 from wallet_core.money import Credits
 from wallet_core.payments import META_TOP_UP_ID, PaymentEvent
 from wallet_core.ports import UnitOfWorkFactory
+from wallet_core.refunds import top_up_lot_id
 from wallet_core.topups import TopUpStatus
+from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +57,32 @@ def apply_payment_event(event: PaymentEvent, *, uow: UnitOfWorkFactory, now: Clo
         if received != top_up.amount or intent.currency.lower() != top_up.currency:
             log.error(
                 "payment %s received %s %s but top-up %s expects %s %s; not granting",
-                intent.id, received, intent.currency, top_up.id, top_up.amount, top_up.currency,
+                intent.id,
+                received,
+                intent.currency,
+                top_up.id,
+                top_up.amount,
+                top_up.currency,
             )
             tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW)
             tx.commit()
             return WebhookOutcome(event.id, event.type, "needs_review", top_up.id)
 
+        at = now()
+        state = lock_and_sweep(tx.ledger, top_up.user_id, at)
         try:
-            tx.ledger.post(
-                NewTransaction(
-                    id=new_id("ctx"),
+            tx.ledger.record(
+                credit_booking(
                     user_id=top_up.user_id,
-                    kind=TransactionKind.TOP_UP,
                     credits=top_up.credits,
+                    kind=CreditKind.PAID,
                     reference_id=intent.id,
-                    created_at=now(),
+                    now=at,
                     reason=f"top-up {top_up.id}",
                     actor="stripe",
+                    metadata={"top_up_id": top_up.id},
+                    lot_id=top_up_lot_id(intent.id),
+                    debts=state.debts,
                 )
             )
         except DuplicateReference:

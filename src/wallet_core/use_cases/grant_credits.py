@@ -1,16 +1,21 @@
-"""An admin grants credits by hand, saying why. Idempotent when given a key."""
+"""An admin grants promotional credits by hand, saying why, optionally until a date. Idempotent with a key."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from wallet_core.bookings import credit_booking
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import DuplicateReference, IdempotencyConflict, InvalidInput
 from wallet_core.ids import check_idempotency_key, check_reason, check_user_id, new_id
-from wallet_core.ledger import CreditTransaction, NewTransaction, TransactionKind
+from wallet_core.ledger import CreditKind, CreditTransaction, TransactionKind
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWorkFactory
+from wallet_core.use_cases.idempotency import check_same_request
+from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
+EXPIRES_AT = "expires_at"  # kept in the grant's metadata, so a retry can be compared
 MAX_GRANT = Credits(100_000_000 * 100)  # one hundred million credits in one grant is a typo
 
 
@@ -20,6 +25,7 @@ class GrantResult:
     credits_granted: Credits
     balance: Credits  # right after this grant
     transaction_id: str
+    expires_at: datetime | None = None
     replayed: bool = False
 
 
@@ -31,6 +37,7 @@ def grant_credits(
     granted_by: str,
     uow: UnitOfWorkFactory,
     idempotency_key: str | None = None,
+    expires_at: datetime | None = None,
     now: Clock = utc_now,
 ) -> GrantResult:
     user_id = check_user_id(user_id)
@@ -41,44 +48,46 @@ def grant_credits(
         raise InvalidInput("credits", f"must be at most {MAX_GRANT} in one grant")
     why = check_reason(reason)
     key = check_idempotency_key(idempotency_key)
+    at = now()
+    if expires_at is not None and expires_at <= at:
+        raise InvalidInput("expires_at", "must be in the future")
     reference = f"grant:{key}" if key is not None else new_id("grant")
+
+    expiry_note = {EXPIRES_AT: expires_at.isoformat()} if expires_at is not None else {}
+
+    def replay(earlier: CreditTransaction) -> GrantResult:
+        check_same_request(earlier, kind=TransactionKind.GRANT, user_id=user_id, credits=amount, reason=why)
+        if earlier.metadata.get(EXPIRES_AT) != expiry_note.get(EXPIRES_AT):
+            raise IdempotencyConflict("this Idempotency-Key was used for a grant with another expiry")
+        return GrantResult(
+            earlier.user_id, earlier.credits, earlier.balance_after, earlier.id, expires_at, replayed=True
+        )
 
     with uow() as tx:
         earlier = tx.ledger.find_transaction_by_reference(reference) if key is not None else None
         if earlier is not None:
-            return _replay(earlier, user_id, amount, why)
+            return replay(earlier)
+        state = lock_and_sweep(tx.ledger, user_id, at)
+        booking = credit_booking(
+            user_id=user_id,
+            credits=amount,
+            kind=CreditKind.PROMOTIONAL,
+            reference_id=reference,
+            now=at,
+            reason=why,
+            actor=granted_by,
+            expires_at=expires_at,
+            metadata=expiry_note,
+            debts=state.debts,
+        )
         try:
-            booked = tx.ledger.post(
-                NewTransaction(
-                    id=new_id("ctx"),
-                    user_id=user_id,
-                    kind=TransactionKind.GRANT,
-                    credits=amount,
-                    reference_id=reference,
-                    created_at=now(),
-                    reason=why,
-                    actor=granted_by,
-                )
-            )
+            booked = tx.ledger.record(booking)
         except DuplicateReference:
             # A concurrent request with the same key won the race.
             tx.rollback()
             earlier = tx.ledger.find_transaction_by_reference(reference)
             if earlier is None:
                 raise
-            return _replay(earlier, user_id, amount, why)
+            return replay(earlier)
         tx.commit()
-    return GrantResult(user_id, amount, booked.balance_after, booked.id)
-
-
-def _replay(earlier: CreditTransaction, user_id: str, amount: Credits, reason: str | None) -> GrantResult:
-    if (
-        earlier.kind is not TransactionKind.GRANT
-        or earlier.user_id != user_id
-        or earlier.credits != amount
-        or earlier.reason != reason
-    ):
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used for a different grant; use a new key for a new grant"
-        )
-    return GrantResult(earlier.user_id, earlier.credits, earlier.balance_after, earlier.id, replayed=True)
+    return GrantResult(user_id, amount, booked.balance_after, booked.id, expires_at)

@@ -1,18 +1,72 @@
+"""Read a wallet: the balance, and the history page by page."""
+
 from __future__ import annotations
 
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from wallet_core.clock import Clock, utc_now
+from wallet_core.errors import InvalidInput
 from wallet_core.ids import check_user_id
-from wallet_core.ledger import WalletView
+from wallet_core.ledger import CreditTransaction, TransactionCursor, WalletView
 from wallet_core.ports import UnitOfWorkFactory
 
 RECENT = 20
+MAX_PAGE = 100
 
 
-def read_wallet(*, user_id: str, uow: UnitOfWorkFactory, recent: int = RECENT) -> WalletView:
-    """The balance and the most recent transactions, newest first, read in one transaction."""
+def read_wallet(*, user_id: str, uow: UnitOfWorkFactory, recent: int = RECENT, now: Clock = utc_now) -> WalletView:
+    """The balance (spendable and held) and the most recent transactions, newest first, in one read."""
     user_id = check_user_id(user_id)
     with uow() as tx:
-        return WalletView(
-            user_id=user_id,
-            balance=tx.ledger.balance(user_id),
-            transactions=tx.ledger.recent_transactions(user_id, max(0, recent)) if recent > 0 else [],
-        )
+        spendable, held = tx.ledger.balances(user_id, now())
+        rows = tx.ledger.transactions(user_id, recent) if recent > 0 else []
+    return WalletView(user_id=user_id, balance=spendable, held=held, transactions=rows)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    transactions: list[CreditTransaction]
+    next_cursor: str | None  # pass it back to get the next (older) page; None on the last page
+
+
+def list_transactions(
+    *, user_id: str, uow: UnitOfWorkFactory, limit: object = RECENT, cursor: str | None = None
+) -> HistoryPage:
+    user_id = check_user_id(user_id)
+    size = _limit(limit)
+    before = decode_cursor(cursor) if cursor else None
+    with uow() as tx:
+        rows = tx.ledger.transactions(user_id, size + 1, before)
+    more = len(rows) > size
+    rows = rows[:size]
+    return HistoryPage(rows, encode_cursor(rows[-1]) if more else None)
+
+
+def _limit(value: object) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
+        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE}")
+    return value
+
+
+def encode_cursor(row: CreditTransaction) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> TransactionCursor:
+    try:
+        if len(value) > 200:
+            raise ValueError
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        at, _, row_id = raw.partition("|")
+        created_at = datetime.fromisoformat(at)
+        if created_at.tzinfo is None or not row_id:
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor", "is not a cursor this service gave out") from None
+    return TransactionCursor(created_at, row_id)

@@ -99,8 +99,7 @@ def request_top_up(
 def _replay(earlier: TopUp, amount: Usd, gateway: PaymentGateway) -> TopUpResult:
     if earlier.amount != amount:
         raise IdempotencyConflict(
-            f"this Idempotency-Key was used for a top-up of {earlier.amount} USD; "
-            "use a new key for a different amount"
+            f"this Idempotency-Key was used for a top-up of {earlier.amount} USD; use a new key for a different amount"
         )
     # The client secret is not stored; ask the provider for it again.
     intent = gateway.retrieve_payment_intent(earlier.payment_intent_id)

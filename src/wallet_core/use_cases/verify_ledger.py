@@ -1,0 +1,35 @@
+"""`wallet verify`: check every invariant of the ledger and name what breaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wallet_core.ledger import Account
+from wallet_core.ports import UnitOfWorkFactory
+
+
+@dataclass(frozen=True)
+class Violation:
+    subject: str  # the transaction or account that breaks a rule, e.g. "wallet:alice"
+    problem: str
+
+
+def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
+    """An empty list means: postings sum to zero overall and per transaction, every stored balance
+    equals the sum of its postings and of its lots, and no balance is negative."""
+    with uow() as tx:
+        audit = tx.ledger.audit()
+    found: list[Violation] = []
+    if audit.total_posted.minor != 0:
+        found.append(Violation("ledger", f"all postings sum to {audit.total_posted}, not 0"))
+    for transaction_id, total in audit.unbalanced:
+        found.append(Violation(transaction_id, f"postings sum to {total}, not 0"))
+    for acc in audit.accounts:
+        name = f"{acc.account}:{acc.user_id}"
+        if acc.stored != acc.posted:
+            found.append(Violation(name, f"stored balance {acc.stored} but postings sum to {acc.posted}"))
+        if acc.in_lots != acc.posted:
+            found.append(Violation(name, f"postings sum to {acc.posted} but its lots hold {acc.in_lots}"))
+        if acc.stored.minor < 0 and acc.account in (Account.WALLET, Account.HELD):
+            found.append(Violation(name, f"negative balance {acc.stored}"))
+    return found

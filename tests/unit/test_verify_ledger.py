@@ -1,0 +1,142 @@
+"""`wallet verify`: silent on a healthy ledger, and names the account or transaction that breaks a rule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from adapters.memory_ledger import InMemoryStore
+from tests.unit.helpers import WalletDriver, sum_of_all_postings
+from wallet_core.ledger import Account, CreditKind, Posting
+from wallet_core.money import Credits
+from wallet_core.use_cases import Violation
+
+
+def c(text: str) -> Credits:
+    return Credits.parse(text)
+
+
+@pytest.fixture
+def busy(wallet: WalletDriver) -> WalletDriver:
+    """Two users after a bit of everything: top-ups, grants, spends, holds, captures, releases, expiry."""
+    for user in ("alice", "bob"):
+        wallet.top_up("2.00", user)
+        wallet.grant("30", user, expires_in=timedelta(days=1))
+        wallet.grant("15", user)
+        wallet.spend("12.34", user)
+        captured = wallet.hold("40", user, ttl=3600)
+        wallet.capture(captured.hold_id, "25.50")
+        released = wallet.hold("10", user)
+        wallet.release(released.hold_id)
+        wallet.hold("7", user, ttl=604_800)  # left open
+        wallet.hold("3", user, ttl=60)  # will expire
+        wallet.grant("4", user, expires_in=timedelta(days=1))  # will expire
+    wallet.clock.advance(days=1)
+    report = wallet.expire()
+    assert (report.wallets_expired, report.holds_released) == (2, 2)
+    wallet.spend("1", "alice")
+    return wallet
+
+
+def _subjects(found: list[Violation]) -> set[str]:
+    return {v.subject for v in found}
+
+
+def test_an_empty_ledger_is_healthy(wallet: WalletDriver) -> None:
+    assert wallet.verify() == []
+
+
+def test_a_busy_ledger_is_healthy(busy: WalletDriver, store: InMemoryStore) -> None:
+    assert busy.verify() == []
+    assert sum_of_all_postings(store) == c("0")
+    assert busy.balances("alice") == (c("199.16"), c("7"))  # the numbers the fixture should leave
+    assert busy.balances("bob") == (c("200.16"), c("7"))
+
+
+def test_a_stored_balance_that_disagrees_with_the_postings_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+    store.state.available["alice"] += c("0.01")
+    found = busy.verify()
+    assert _subjects(found) == {"wallet:alice"}
+    [problem] = found
+    assert problem.problem == "stored balance 199.17 but postings sum to 199.16"
+
+
+def test_a_stored_held_balance_that_disagrees_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+    store.state.held["bob"] = c("0")
+    found = busy.verify()
+    assert _subjects(found) == {"held:bob"}
+    assert "stored balance 0.00 but postings sum to 7.00" in found[0].problem
+
+
+def test_a_dropped_posting_names_its_transaction_the_account_and_the_ledger(
+    busy: WalletDriver, store: InMemoryStore
+) -> None:
+    index, (tx_id, dropped) = next(
+        (i, (t, p)) for i, (t, p) in enumerate(store.state.postings)
+        if p.account is Account.REVENUE and store.state.transactions[t].user_id == "bob"
+    )
+    del store.state.postings[index]
+
+    found = busy.verify()
+
+    assert tx_id in _subjects(found)
+    assert "ledger" in _subjects(found)
+    by_subject = {v.subject: v.problem for v in found}
+    assert by_subject[tx_id] == f"postings sum to {-dropped.amount}, not 0"
+    assert str(-dropped.amount) in by_subject["ledger"]
+    assert not any("alice" in s for s in _subjects(found))
+
+
+def test_a_dropped_wallet_leg_also_names_the_users_account(busy: WalletDriver, store: InMemoryStore) -> None:
+    index, (tx_id, _) = next(
+        (i, (t, p)) for i, (t, p) in enumerate(store.state.postings)
+        if p.account is Account.WALLET and p.user_id == "alice"
+    )
+    del store.state.postings[index]
+    subjects = _subjects(busy.verify())
+    assert {tx_id, "ledger", "wallet:alice"} <= subjects
+    assert not any("bob" in s for s in subjects)
+
+
+def test_a_lot_that_disagrees_with_the_postings_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+    lot = next(x for x in store.state.lots.values() if x.user_id == "bob" and x.kind is CreditKind.PAID)
+    store.state.lots[lot.id] = replace(lot, remaining=lot.remaining + c("1"))
+    found = busy.verify()
+    assert _subjects(found) == {"wallet:bob"}
+    assert found[0].problem == "postings sum to 200.16 but its lots hold 201.16"
+
+
+def test_a_lot_whose_held_part_disagrees_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+    lot = next(x for x in store.state.lots.values() if x.user_id == "alice" and x.held.is_positive())
+    store.state.lots[lot.id] = replace(lot, held=Credits(0))
+    found = busy.verify()
+    assert _subjects(found) == {"held:alice"}
+    assert found[0].problem == "postings sum to 7.00 but its lots hold 0.00"
+
+
+def test_a_negative_balance_is_named_even_when_everything_adds_up(busy: WalletDriver, store: InMemoryStore) -> None:
+    # A balanced transaction, kept consistent on the stored balance and the lots, that takes bob 5 below zero:
+    # only the sign is wrong.
+    bobs = [x for x in store.state.lots.values() if x.user_id == "bob" and x.remaining.is_positive()]
+    paid = next(x for x in bobs if x.kind is CreditKind.PAID)
+    legs = [Posting(Account.WALLET, -x.remaining, "bob", x.id) for x in bobs]
+    legs.append(Posting(Account.WALLET, c("-5"), "bob", paid.id))
+    legs.append(Posting(Account.REVENUE, Credits(-sum(p.amount.minor for p in legs))))
+    store.state.postings.extend(("ctx_overdraw", p) for p in legs)
+    for x in bobs:
+        store.state.lots[x.id] = replace(x, remaining=c("-5") if x.id == paid.id else Credits(0))
+    store.state.available["bob"] = c("-5")
+
+    found = busy.verify()
+
+    assert found == [Violation("wallet:bob", "negative balance -5.00")]
+
+
+def test_a_transaction_with_unbalanced_postings_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+    tx_id = next(t.id for t in store.state.transactions.values() if t.user_id == "alice")
+    store.state.postings.append((tx_id, Posting(Account.PROMOTIONS, c("-3"))))
+    found = busy.verify()
+    assert {v.subject for v in found} == {tx_id, "ledger"}
+    assert {v.problem for v in found} == {"postings sum to -3.00, not 0", "all postings sum to -3.00, not 0"}
