@@ -20,18 +20,19 @@ from adapters.sql.engine import create_wallet_engine
 from adapters.sql.migrate import alembic_config, current_revision, upgrade
 from adapters.sql.tables import metadata
 from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory
+from wallet_core.bookings import credit_booking
 from wallet_core.errors import StorageUnavailable
-from wallet_core.ledger import NewTransaction, TransactionKind
+from wallet_core.ledger import Account, Booking, CreditKind
 from wallet_core.money import Credits
-from wallet_core.use_cases import read_wallet
+from wallet_core.use_cases import read_wallet, spend_credits, verify_ledger
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def grant(reference: str = "r1", credits: int = 1000) -> NewTransaction:
-    return NewTransaction(
-        id=f"ctx_{reference}", user_id="alice", kind=TransactionKind.GRANT, credits=Credits(credits),
-        reference_id=reference, created_at=datetime.now(UTC), reason="test", actor="admin",
+def grant(reference: str = "r1", credits: int = 1000) -> Booking:
+    return credit_booking(
+        user_id="alice", credits=Credits(credits), kind=CreditKind.PROMOTIONAL, reference_id=reference,
+        now=datetime.now(UTC), reason="test", actor="admin",
     )
 
 
@@ -88,6 +89,108 @@ def test_alembic_env_connects_by_url_when_given_no_connection(sqlite_url: str) -
     engine.dispose()
 
 
+MIGRATED_AT = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+SMALL_GRANTS = 1203  # more than one batch of the data migration
+
+
+def _at_revision_0001_with_data(engine: Engine) -> None:
+    """The 0001 schema holding alice (a top-up and a grant) and bob (many small grants), as 0001 wrote them."""
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+    sqlite_db = engine.dialect.name == "sqlite"
+    # 0001 stored datetimes as SQLAlchemy does: naive UTC text on SQLite, timestamptz on PostgreSQL.
+    at = MIGRATED_AT.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") if sqlite_db else MIGRATED_AT
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO wallets (user_id, balance, updated_at) VALUES (:u, :b, :at)"),
+            [{"u": "alice", "b": 3500, "at": at}, {"u": "bob", "b": SMALL_GRANTS * 5, "at": at}],
+        )
+        rows = [("ctx_topup", "alice", "top_up", 2500, 2500, "pi_1", "top-up tu_1", "stripe"),
+                ("ctx_grant", "alice", "grant", 1000, 3500, "grant:k1", "welcome", "admin")]
+        rows += [(f"ctx_small_{n:05d}", "bob", "grant", 5, 5 * (n + 1), f"grant:small{n}", "drip", "admin")
+                 for n in range(SMALL_GRANTS)]
+        conn.execute(
+            text(
+                "INSERT INTO credit_transactions (id, user_id, kind, credits, balance_after, reference_id, reason, "
+                "actor, created_at) VALUES (:id, :u, :kind, :credits, :after, :ref, :reason, :actor, :at)"
+            ),
+            [dict(zip(("id", "u", "kind", "credits", "after", "ref", "reason", "actor"), row, strict=True), at=at)
+             for row in rows],
+        )
+
+
+def test_migrating_0001_data_turns_every_credit_into_a_lot_with_balanced_postings(empty_engine: Engine) -> None:
+    _at_revision_0001_with_data(empty_engine)
+    upgrade(empty_engine)
+    assert current_revision(empty_engine) == HEAD
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        assert tx.ledger.balances("alice", MIGRATED_AT) == (Credits(3500), Credits(0))
+        assert tx.ledger.balances("bob", MIGRATED_AT) == (Credits(SMALL_GRANTS * 5), Credits(0))
+        lots = sorted(tx.ledger.lock_wallet("alice").lots, key=lambda lot: lot.kind)
+        history = tx.ledger.transactions("alice", 10)
+        audit = tx.ledger.audit()
+        bob_lots = tx.ledger.lock_wallet("bob").lots
+    assert [(lot.kind, lot.granted, lot.remaining, lot.held, lot.created_at, lot.expires_at) for lot in lots] == [
+        (CreditKind.PAID, Credits(2500), Credits(2500), Credits(0), MIGRATED_AT, None),
+        (CreditKind.PROMOTIONAL, Credits(1000), Credits(1000), Credits(0), MIGRATED_AT, None),
+    ]
+    assert len(bob_lots) == SMALL_GRANTS and {lot.remaining for lot in bob_lots} == {Credits(5)}
+    assert {(t.id, t.credits, t.held_change, t.balance_after, t.hold_id) for t in history} == {
+        ("ctx_topup", Credits(2500), Credits(0), Credits(2500), None),
+        ("ctx_grant", Credits(1000), Credits(0), Credits(3500), None),
+    }
+    assert all(t.metadata == {} for t in history)
+    with empty_engine.connect() as conn:
+        alice_postings = conn.execute(
+            text("SELECT p.transaction_id, p.account, p.user_id, p.lot_id, p.amount FROM postings p "
+                 "JOIN credit_transactions t ON t.id = p.transaction_id WHERE t.user_id = 'alice' "
+                 "ORDER BY p.transaction_id, p.amount")
+        ).all()
+        assert conn.execute(text("SELECT COUNT(*) FROM postings")).scalar_one() == 2 * (SMALL_GRANTS + 2)
+    paid, promo = lots[0].id, lots[1].id
+    assert [tuple(row) for row in alice_postings] == [
+        ("ctx_grant", "promotions", None, None, -1000),
+        ("ctx_grant", "wallet", "alice", promo, 1000),
+        ("ctx_topup", "stripe_funding", None, None, -2500),
+        ("ctx_topup", "wallet", "alice", paid, 2500),
+    ]
+    assert audit.total_posted == Credits(0) and audit.unbalanced == []
+    assert [(a.user_id, a.account, a.stored, a.posted, a.in_lots) for a in audit.accounts] == [
+        ("alice", Account.WALLET, Credits(3500), Credits(3500), Credits(3500)),
+        ("alice", Account.HELD, Credits(0), Credits(0), Credits(0)),
+        ("bob", Account.WALLET, *[Credits(SMALL_GRANTS * 5)] * 3),
+        ("bob", Account.HELD, Credits(0), Credits(0), Credits(0)),
+    ]
+    assert verify_ledger(uow=uow) == []
+    # and the migrated wallet works: promotional credits go first
+    spent = spend_credits(user_id="alice", credits="30.00", idempotency_key="after-migration", reason="use",
+                          actor="test", uow=uow)
+    assert spent.balance == Credits(500)
+    with uow() as tx:
+        assert {lot.kind: lot.remaining for lot in tx.ledger.lock_wallet("alice").lots} == {
+            CreditKind.PAID: Credits(500)}
+    assert verify_ledger(uow=uow) == []
+
+
+def test_downgrading_to_0001_gives_one_balance_back_and_upgrading_again_rebuilds_the_lots(
+    empty_engine: Engine,
+) -> None:
+    _at_revision_0001_with_data(empty_engine)
+    upgrade(empty_engine)
+    with empty_engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0001")
+    assert current_revision(empty_engine) == "0001"
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT balance FROM wallets WHERE user_id = 'alice'")).scalar_one() == 3500
+        assert conn.execute(text("SELECT COUNT(*) FROM credit_transactions")).scalar_one() == SMALL_GRANTS + 2
+    upgrade(empty_engine)
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        assert tx.ledger.balances("alice", MIGRATED_AT) == (Credits(3500), Credits(0))
+    assert verify_ledger(uow=uow) == []
+
+
 def test_sqlite_uses_wal_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> None:
     engine = create_wallet_engine(sqlite_url)
     with engine.connect() as conn:
@@ -102,7 +205,7 @@ def test_sqlite_transactions_take_the_write_lock_at_once(sqlite_url: str, tmp_pa
     upgrade(engine)
     other = sqlite3.connect(tmp_path / "wallet.sqlite3", timeout=0, isolation_level=None)
     with SqlUnitOfWork(engine) as tx:
-        tx.ledger.balance("alice")  # a read, but BEGIN IMMEDIATE already holds the writer lock
+        tx.ledger.balances("alice", datetime.now(UTC))  # a read, but BEGIN IMMEDIATE already holds the writer lock
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             other.execute("BEGIN IMMEDIATE")
     other.execute("BEGIN IMMEDIATE")
@@ -136,7 +239,7 @@ def test_an_unreachable_postgres_is_storage_unavailable_and_leaks_no_secret() ->
 def test_an_unopenable_sqlite_file_is_storage_unavailable(tmp_path) -> None:
     engine = create_wallet_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}")
     with pytest.raises(StorageUnavailable, match="unable to open"), SqlUnitOfWork(engine) as tx:
-        tx.ledger.balance("alice")
+        tx.ledger.balances("alice", datetime.now(UTC))
     engine.dispose()
 
 
@@ -149,19 +252,19 @@ def test_a_locked_sqlite_file_is_storage_unavailable_and_writes_nothing(sqlite_u
     engine = create_wallet_engine(sqlite_url, connect_args={"timeout": 0.2})
     try:
         with pytest.raises(StorageUnavailable, match="database is locked"), SqlUnitOfWork(engine) as tx:
-            tx.ledger.post(grant())
+            tx.ledger.record(grant())
             tx.commit()
     finally:
         holder.rollback()
         holder.close()
     with SqlUnitOfWork(engine) as tx:
-        assert tx.ledger.balance("alice") == Credits(0)
+        assert tx.ledger.balances("alice", datetime.now(UTC)) == (Credits(0), Credits(0))
         assert tx.ledger.find_transaction_by_reference("r1") is None
     engine.dispose()
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("killed_before", ["post", "commit"])
+@pytest.mark.parametrize("killed_before", ["record", "commit"])
 def test_a_connection_lost_is_storage_unavailable(postgres_url: str, killed_before: str) -> None:
     app_name = f"wallet-doomed-{uuid.uuid4().hex[:8]}"
     engine = create_wallet_engine(postgres_url, connect_args={"application_name": app_name})
@@ -177,10 +280,10 @@ def test_a_connection_lost_is_storage_unavailable(postgres_url: str, killed_befo
 
     reference = f"lost-{killed_before}-{uuid.uuid4().hex[:8]}"
     with pytest.raises(StorageUnavailable), SqlUnitOfWork(engine) as tx:
-        tx.ledger.balance("alice")
-        if killed_before == "post":
+        tx.ledger.balances("alice", datetime.now(UTC))
+        if killed_before == "record":
             kill()
-        tx.ledger.post(grant(reference))
+        tx.ledger.record(grant(reference))
         kill()
         tx.commit()
     with SqlUnitOfWork(engine) as tx:  # the pool recovers

@@ -1,75 +1,306 @@
 """LedgerRepository over one SQLAlchemy Core connection: rows in, wallet_core dataclasses out.
 
-Every method is one statement (post is two), built once and reused, so a request costs few round trips.
+Statements are built once per dialect and reused (SQLAlchemy caches their compiled form). What each
+call costs, in statements sent:
+
+- balances, transactions, find_transaction_by_reference, get_hold, update_hold,
+  users_with_expired_credits, expired_open_holds and every top-up method: 1
+- lock_wallet: 2 (the wallet upsert that takes the row lock, then the live lots)
+- record: 3 on PostgreSQL (wallet upsert, transaction insert, then postings + new lots + lot changes
+  in one statement); on SQLite, where a statement is a function call and no round trip, 2 plus one
+  executemany each for the postings, new lots and lot changes the booking has (a grant, top-up, spend,
+  hold or settlement is 4). A refused duplicate is 3 on both (the wallet change is undone).
+- add_hold: 2 (the hold, its allocations); audit: 3
+
+On PostgreSQL, values that are sorted or compared as text (ids, user ids) use the "C" collation, so the
+order is by code point, the same as Python's (and the in-memory fake's) whatever the database locale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Insert, Row, Select, bindparam, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Executable,
+    Insert,
+    Row,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
-from adapters.sql.tables import credit_transactions, top_ups, wallets
+from adapters.sql.tables import (
+    UtcDateTime,
+    credit_lots,
+    credit_transactions,
+    hold_allocations,
+    holds,
+    postings,
+    top_ups,
+    wallets,
+)
 from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
-from wallet_core.ledger import CreditTransaction, NewTransaction, TransactionKind
+from wallet_core.holds import Hold, HoldStatus
+from wallet_core.ledger import (
+    Account,
+    Booking,
+    CreditKind,
+    CreditTransaction,
+    Lot,
+    TransactionCursor,
+    TransactionKind,
+    WalletState,
+)
 from wallet_core.money import Credits, Usd
+from wallet_core.ports import AccountAudit, LedgerAudit
 from wallet_core.topups import TopUp, TopUpStatus
 
 T = TypeVar("T")
 
+_w = wallets.c
 _tx = credit_transactions.c
+_p = postings.c
+_lot = credit_lots.c
+_h = holds.c
+_a = hold_allocations.c
 _tu = top_ups.c
 
-_BALANCE = select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user"))
-_RECENT = (
-    select(credit_transactions)
-    .where(_tx.user_id == bindparam("p_user"))
-    .order_by(_tx.created_at.desc(), _tx.id.desc())
-    .limit(bindparam("p_limit"))
+
+def _at(name: str) -> Any:
+    """A datetime parameter, converted like the columns it is compared with."""
+    return bindparam(name, type_=UtcDateTime())
+
+
+# -- statements that are the same on every database ----------------------------------------------
+_LIVE_LOTS = (
+    select(credit_lots)
+    .where(_lot.user_id == bindparam("p_user"), or_(_lot.remaining != 0, _lot.held != 0))
+    .order_by(_lot.created_at, _lot.id)
 )
 _TRANSACTION_BY_REFERENCE = select(credit_transactions).where(_tx.reference_id == bindparam("p_reference"))
+# Undoes the wallet change of a booking whose reference turned out to be recorded already.
+_TAKE_BACK = (
+    update(wallets)
+    .where(_w.user_id == bindparam("p_user"))
+    .values(available=_w.available - bindparam("p_credits"), held=_w.held - bindparam("p_held"))
+)
+_ADD_POSTINGS = postings.insert()
+_ADD_LOTS = credit_lots.insert()
+_CHANGE_LOT = (
+    update(credit_lots)
+    .where(_lot.id == bindparam("p_lot"))
+    .values(remaining=_lot.remaining + bindparam("p_remaining"), held=_lot.held + bindparam("p_held"))
+)
+_ADD_HOLD = holds.insert()
+_ADD_ALLOCATIONS = hold_allocations.insert()
+_UPDATE_HOLD = (
+    update(holds)
+    .where(_h.id == bindparam("p_id"))
+    .values(status=bindparam("p_status"), captured=bindparam("p_captured"), updated_at=_at("p_at"))
+)
+_TOTAL_POSTED = select(func.coalesce(func.sum(_p.amount), 0))
 _TOP_UP_BY_ID = select(top_ups).where(_tu.id == bindparam("p_id"))
 _TOP_UP_BY_INTENT = select(top_ups).where(_tu.payment_intent_id == bindparam("p_intent"))
-_TOP_UP_BY_KEY = select(top_ups).where(
-    _tu.user_id == bindparam("p_user"), _tu.idempotency_key == bindparam("p_key")
+_TOP_UP_BY_KEY = select(top_ups).where(_tu.user_id == bindparam("p_user"), _tu.idempotency_key == bindparam("p_key"))
+_SET_STATUS = (
+    update(top_ups).where(_tu.id == bindparam("p_id")).values(status=bindparam("p_status"), updated_at=_at("p_at"))
 )
-_SET_STATUS = update(top_ups).where(_tu.id == bindparam("p_id")).values(
-    status=bindparam("p_status"), updated_at=bindparam("p_at", type_=_tu.updated_at.type)
-)
-# Undoes the balance move of a post whose reference turned out to be booked already.
-_TAKE_BACK = update(wallets).where(wallets.c.user_id == bindparam("p_user")).values(
-    balance=wallets.c.balance - bindparam("p_credits")
+
+_LOT_COLUMNS = ("id", "user_id", "kind", "granted", "remaining", "held", "created_at", "expires_at")
+# PostgreSQL: a booking's postings, new lots and lot changes in one statement (one round trip), sent as
+# arrays unnested server-side, so the text is the same whatever the booking's shape (and psycopg
+# prepares it once it is used a few times).
+_PG_BOOK_THE_REST = text(
+    """
+    WITH new_lots AS (
+        INSERT INTO credit_lots (id, user_id, kind, granted, remaining, held, created_at, expires_at)
+        SELECT * FROM unnest(
+            CAST(:lot_id AS varchar[]), CAST(:lot_user_id AS varchar[]), CAST(:lot_kind AS varchar[]),
+            CAST(:lot_granted AS bigint[]), CAST(:lot_remaining AS bigint[]), CAST(:lot_held AS bigint[]),
+            CAST(:lot_created_at AS timestamptz[]), CAST(:lot_expires_at AS timestamptz[]))
+    ), changed_lots AS (
+        UPDATE credit_lots
+        SET remaining = credit_lots.remaining + change.remaining, held = credit_lots.held + change.held
+        FROM unnest(CAST(:change_ids AS varchar[]), CAST(:change_remaining AS bigint[]),
+                    CAST(:change_held AS bigint[])) AS change (id, remaining, held)
+        WHERE credit_lots.id = change.id
+    )
+    INSERT INTO postings (transaction_id, account, user_id, lot_id, amount)
+    SELECT CAST(:tx_id AS varchar), leg.* FROM unnest(CAST(:accounts AS varchar[]), CAST(:users AS varchar[]),
+                                     CAST(:lots AS varchar[]), CAST(:amounts AS bigint[])) AS leg
+    """
 )
 
 
 @dataclass(frozen=True)
-class _Upserts:
-    add_to_balance: Insert  # INSERT ... ON CONFLICT (user_id) DO UPDATE ... RETURNING balance
+class _Statements:
+    """What differs by dialect: the upserts, and ordering by code point."""
+
+    lock_wallet: Insert  # INSERT ... ON CONFLICT (user_id) DO UPDATE SET updated_at RETURNING available, held
+    add_to_wallet: Insert  # INSERT ... ON CONFLICT (user_id) DO UPDATE SET available + x ... RETURNING available
     book: Insert  # INSERT ... ON CONFLICT (reference_id) DO NOTHING RETURNING id
     add_top_up: Insert  # INSERT ... ON CONFLICT DO NOTHING RETURNING id
+    balances: Select[Any]
+    transactions: Select[Any]
+    transactions_before: Select[Any]
+    get_hold: Select[Any]
+    expired_open_holds: Select[Any]
+    users_with_expired_credits: Executable
+    unbalanced: Select[Any]
+    accounts: Select[Any]
 
 
 @cache
-def _upserts(dialect_name: str) -> _Upserts:
-    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+def _statements(dialect_name: str) -> _Statements:
+    pg = dialect_name == "postgresql"
+    insert = postgresql.insert if pg else sqlite.insert
+
+    def bytewise(column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return column.collate("C") if pg else column  # SQLite's default BINARY collation already is
+
     wallet = insert(wallets)
-    return _Upserts(
-        add_to_balance=wallet.on_conflict_do_update(
-            index_elements=[wallets.c.user_id],
+    booked_wallet = insert(wallets)
+
+    expired_unswept = (
+        select(func.coalesce(func.sum(_lot.remaining), 0))
+        .where(
+            _lot.user_id == _w.user_id,
+            _lot.expires_at <= _at("p_now"),
+            _lot.remaining > literal_column("0"),
+        )
+        .scalar_subquery()
+    )
+    newest_first = (
+        select(credit_transactions)
+        .where(_tx.user_id == bindparam("p_user"))
+        .order_by(_tx.created_at.desc(), bytewise(_tx.id).desc())
+        .limit(bindparam("p_limit"))
+    )
+    before_at = _at("p_before_at")
+    hold_with_allocations = (
+        select(holds, _a.lot_id.label("allocated_lot"), _a.amount.label("allocated"))
+        .select_from(holds.outerjoin(hold_allocations, _a.hold_id == _h.id))
+        .where(_h.id == bindparam("p_id"))
+        .order_by(_a.position)
+    )
+    due = (
+        select(holds)
+        .where(_h.status == HoldStatus.OPEN.value, _h.expires_at <= _at("p_now"))
+        .order_by(_h.expires_at, bytewise(_h.id))
+        .limit(bindparam("p_limit"))
+        .subquery("due")
+    )
+    due_with_allocations = (
+        select(due, _a.lot_id.label("allocated_lot"), _a.amount.label("allocated"))
+        .select_from(due.outerjoin(hold_allocations, _a.hold_id == due.c.id))
+        .order_by(due.c.expires_at, bytewise(due.c.id), _a.position)
+    )
+    expired_user = bytewise(_lot.user_id).label("user_id")
+    # `remaining > 0` is spelled literally and `expires_at <= ?` implies NOT NULL, so both databases
+    # can read the partial index ix_credit_lots_live_expiry instead of every lot. SQLite without
+    # ANALYZE statistics prefers walking all of (user_id, expires_at) to skip a sort, so it is told
+    # (SQLAlchemy renders no table hints for SQLite, hence the text).
+    users_with_expired: Executable = (
+        select(expired_user)
+        .where(_lot.expires_at <= _at("p_now"), _lot.remaining > literal_column("0"))
+        .distinct()
+        .order_by(expired_user)
+        .limit(bindparam("p_limit"))
+        if pg
+        else text(
+            "SELECT DISTINCT user_id FROM credit_lots INDEXED BY ix_credit_lots_live_expiry "
+            "WHERE expires_at <= :p_now AND remaining > 0 ORDER BY user_id LIMIT :p_limit"
+        )
+        .bindparams(_at("p_now"))
+        .columns(_lot.user_id)
+    )
+    tx_total = func.sum(_p.amount)
+    unbalanced = (
+        select(_p.transaction_id, tx_total.label("total"))
+        .group_by(_p.transaction_id)
+        .having(tx_total != 0)
+        .order_by(bytewise(_p.transaction_id))
+    )
+    posted = (
+        select(
+            _p.user_id,
+            func.sum(case((_p.account == Account.WALLET.value, _p.amount), else_=0)).label("wallet"),
+            func.sum(case((_p.account == Account.HELD.value, _p.amount), else_=0)).label("held"),
+        )
+        .where(_p.user_id.is_not(None))
+        .group_by(_p.user_id)
+        .subquery("posted")
+    )
+    in_lots = (
+        select(_lot.user_id, func.sum(_lot.remaining).label("remaining"), func.sum(_lot.held).label("held"))
+        .group_by(_lot.user_id)
+        .subquery("in_lots")
+    )
+    users = union(select(_w.user_id), select(posted.c.user_id)).subquery("users")
+    accounts = (
+        select(
+            users.c.user_id,
+            _w.available.label("stored_wallet"),
+            _w.held.label("stored_held"),
+            posted.c.wallet.label("posted_wallet"),
+            posted.c.held.label("posted_held"),
+            in_lots.c.remaining.label("lots_wallet"),
+            in_lots.c.held.label("lots_held"),
+        )
+        .select_from(
+            users.outerjoin(wallets, _w.user_id == users.c.user_id)
+            .outerjoin(posted, posted.c.user_id == users.c.user_id)
+            .outerjoin(in_lots, in_lots.c.user_id == users.c.user_id)
+        )
+        .order_by(bytewise(users.c.user_id))
+    )
+
+    return _Statements(
+        lock_wallet=wallet.on_conflict_do_update(
+            index_elements=[_w.user_id], set_={"updated_at": wallet.excluded.updated_at}
+        ).returning(_w.available, _w.held),
+        add_to_wallet=booked_wallet.on_conflict_do_update(
+            index_elements=[_w.user_id],
             set_={
-                "balance": wallets.c.balance + wallet.excluded.balance,
-                "updated_at": wallet.excluded.updated_at,
+                "available": _w.available + booked_wallet.excluded.available,
+                "held": _w.held + booked_wallet.excluded.held,
+                "updated_at": booked_wallet.excluded.updated_at,
             },
-        ).returning(wallets.c.balance),
-        book=insert(credit_transactions)
-        .on_conflict_do_nothing(index_elements=[_tx.reference_id])
-        .returning(_tx.id),
+        ).returning(_w.available),
+        book=insert(credit_transactions).on_conflict_do_nothing(index_elements=[_tx.reference_id]).returning(_tx.id),
         add_top_up=insert(top_ups).on_conflict_do_nothing().returning(_tu.id),
+        balances=select((_w.available - expired_unswept).label("spendable"), _w.held).where(
+            _w.user_id == bindparam("p_user")
+        ),
+        transactions=newest_first,
+        transactions_before=newest_first.where(
+            or_(
+                _tx.created_at < before_at,
+                and_(_tx.created_at == before_at, bytewise(_tx.id) < bindparam("p_before_id")),
+            )
+        ),
+        get_hold=hold_with_allocations,
+        expired_open_holds=due_with_allocations,
+        users_with_expired_credits=users_with_expired,
+        unbalanced=unbalanced,
+        accounts=accounts,
     )
 
 
@@ -78,58 +309,177 @@ class SqlLedgerRepository:
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
-        self._upserts = _upserts(connection.dialect.name)
+        self._sql = _statements(connection.dialect.name)
+        self._pg = connection.dialect.name == "postgresql"
 
-    def balance(self, user_id: str) -> Credits:
-        minor = self._conn.execute(_BALANCE, {"p_user": user_id}).scalar_one_or_none()
-        return Credits(minor or 0)
+    # -- reading -------------------------------------------------------------------------------
+    def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
+        row = self._conn.execute(self._sql.balances, {"p_user": user_id, "p_now": now}).first()
+        if row is None:
+            return Credits(0), Credits(0)
+        return Credits(int(row.spendable)), Credits(int(row.held))
 
-    def recent_transactions(self, user_id: str, limit: int) -> list[CreditTransaction]:
-        rows = self._conn.execute(_RECENT, {"p_user": user_id, "p_limit": limit})
-        return [_transaction(row) for row in rows]
+    def transactions(
+        self, user_id: str, limit: int, before: TransactionCursor | None = None
+    ) -> list[CreditTransaction]:
+        params: dict[str, Any] = {"p_user": user_id, "p_limit": limit}
+        statement = self._sql.transactions
+        if before is not None:
+            statement = self._sql.transactions_before
+            params.update(p_before_at=before.created_at, p_before_id=before.id)
+        return [_transaction(row) for row in self._conn.execute(statement, params)]
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
         return self._one(_TRANSACTION_BY_REFERENCE, {"p_reference": reference_id}, _transaction)
 
-    def post(self, entry: NewTransaction) -> CreditTransaction:
-        # The wallet row is locked first (PostgreSQL) or the database is (SQLite, BEGIN IMMEDIATE),
-        # so concurrent posts for one user queue here and each sees the others' committed rows.
+    # -- writing -------------------------------------------------------------------------------
+    def lock_wallet(self, user_id: str) -> WalletState:
+        # On PostgreSQL the upsert locks the wallet row until the transaction ends; the lots read
+        # next are then what the previous holder of the lock committed (READ COMMITTED). On SQLite
+        # the transaction began with BEGIN IMMEDIATE and already holds the database's writer lock.
+        stored = self._conn.execute(
+            self._sql.lock_wallet,
+            {"user_id": user_id, "available": 0, "held": 0, "updated_at": datetime.now(UTC)},
+        ).one()
+        lots = tuple(_lot_of(row) for row in self._conn.execute(_LIVE_LOTS, {"p_user": user_id}))
+        return WalletState(user_id, Credits(stored.available), Credits(stored.held), lots)
+
+    def record(self, booking: Booking) -> CreditTransaction:
+        user, credits, held = booking.user_id, booking.credits, booking.held_change
+        # The upsert comes first: it takes the wallet's row lock (PostgreSQL), so concurrent bookings
+        # for one user queue here, and it returns the balance after this booking.
         after = self._conn.execute(
-            self._upserts.add_to_balance,
-            {"user_id": entry.user_id, "balance": entry.credits.minor, "updated_at": entry.created_at},
+            self._sql.add_to_wallet,
+            {"user_id": user, "available": credits.minor, "held": held.minor, "updated_at": booking.created_at},
         ).scalar_one()
         booked = self._conn.execute(
-            self._upserts.book,
+            self._sql.book,
             {
-                "id": entry.id,
-                "user_id": entry.user_id,
-                "kind": entry.kind.value,
-                "credits": entry.credits.minor,
+                "id": booking.id,
+                "user_id": user,
+                "kind": booking.kind.value,
+                "credits": credits.minor,
+                "held_change": held.minor,
                 "balance_after": after,
-                "reference_id": entry.reference_id,
-                "reason": entry.reason,
-                "actor": entry.actor,
-                "created_at": entry.created_at,
+                "reference_id": booking.reference_id,
+                "reason": booking.reason,
+                "actor": booking.actor,
+                "metadata": _metadata_json(booking.metadata),
+                "hold_id": booking.hold_id,
+                "created_at": booking.created_at,
             },
         ).first()
         if booked is None:
-            self._conn.execute(_TAKE_BACK, {"p_user": entry.user_id, "p_credits": entry.credits.minor})
-            raise DuplicateReference(f"reference {entry.reference_id} is booked already")
+            self._conn.execute(_TAKE_BACK, {"p_user": user, "p_credits": credits.minor, "p_held": held.minor})
+            raise DuplicateReference(f"reference {booking.reference_id} is recorded already")
+        if self._pg:
+            self._conn.execute(_PG_BOOK_THE_REST, _pg_rest_params(booking))
+        else:
+            self._book_the_rest(booking)
         return CreditTransaction(
-            id=entry.id,
-            user_id=entry.user_id,
-            kind=entry.kind,
-            credits=entry.credits,
+            id=booking.id,
+            user_id=user,
+            kind=booking.kind,
+            credits=credits,
+            held_change=held,
             balance_after=Credits(after),
-            reference_id=entry.reference_id,
-            created_at=entry.created_at,
-            reason=entry.reason,
-            actor=entry.actor,
+            reference_id=booking.reference_id,
+            created_at=booking.created_at,
+            reason=booking.reason,
+            actor=booking.actor,
+            metadata=dict(booking.metadata),
+            hold_id=booking.hold_id,
         )
 
+    def _book_the_rest(self, booking: Booking) -> None:
+        """Postings, new lots, lot changes: an executemany each (SQLite, where statements cost no round trip)."""
+        self._many(
+            _ADD_POSTINGS,
+            (
+                {
+                    "transaction_id": booking.id,
+                    "account": p.account.value,
+                    "user_id": p.user_id,
+                    "lot_id": p.lot_id,
+                    "amount": p.amount.minor,
+                }
+                for p in booking.postings
+            ),
+        )
+        self._many(_ADD_LOTS, (_lot_row(lot) for lot in booking.new_lots))
+        self._many(
+            _CHANGE_LOT,
+            (
+                {"p_lot": c.lot_id, "p_remaining": c.remaining.minor, "p_held": c.held.minor}
+                for c in booking.lot_changes
+            ),
+        )
+
+    # -- holds ---------------------------------------------------------------------------------
+    def add_hold(self, hold: Hold) -> None:
+        self._conn.execute(
+            _ADD_HOLD,
+            {
+                "id": hold.id,
+                "user_id": hold.user_id,
+                "amount": hold.amount.minor,
+                "status": hold.status.value,
+                "captured": hold.captured.minor,
+                "reason": hold.reason,
+                "reference_id": hold.reference_id,
+                "created_at": hold.created_at,
+                "expires_at": hold.expires_at,
+                "updated_at": hold.created_at,
+            },
+        )
+        self._many(
+            _ADD_ALLOCATIONS,
+            (
+                {"hold_id": hold.id, "position": n, "lot_id": lot_id, "amount": amount.minor}
+                for n, (lot_id, amount) in enumerate(hold.allocations)
+            ),
+        )
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        found = _holds(self._conn.execute(self._sql.get_hold, {"p_id": hold_id}))
+        return found[0] if found else None
+
+    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits) -> None:
+        result = self._conn.execute(
+            _UPDATE_HOLD,
+            {"p_id": hold_id, "p_status": status.value, "p_captured": captured.minor, "p_at": datetime.now(UTC)},
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no hold {hold_id}")
+
+    # -- expiry and audit ----------------------------------------------------------------------
+    def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
+        rows = self._conn.execute(self._sql.users_with_expired_credits, {"p_now": now, "p_limit": limit})
+        return [row.user_id for row in rows]
+
+    def expired_open_holds(self, now: datetime, limit: int) -> list[Hold]:
+        return _holds(self._conn.execute(self._sql.expired_open_holds, {"p_now": now, "p_limit": limit}))
+
+    def audit(self) -> LedgerAudit:
+        total = self._conn.execute(_TOTAL_POSTED).scalar_one()
+        unbalanced = [
+            (row.transaction_id, Credits(int(row.total))) for row in self._conn.execute(self._sql.unbalanced)
+        ]
+        accounts: list[AccountAudit] = []
+        for row in self._conn.execute(self._sql.accounts):
+            for account, stored, posted, in_lots in (
+                (Account.WALLET, row.stored_wallet, row.posted_wallet, row.lots_wallet),
+                (Account.HELD, row.stored_held, row.posted_held, row.lots_held),
+            ):
+                accounts.append(
+                    AccountAudit(row.user_id, account, _credits(stored), _credits(posted), _credits(in_lots))
+                )
+        return LedgerAudit(total_posted=Credits(int(total)), unbalanced=unbalanced, accounts=accounts)
+
+    # -- top-ups -------------------------------------------------------------------------------
     def add_top_up(self, top_up: TopUp) -> None:
         added = self._conn.execute(
-            self._upserts.add_top_up,
+            self._sql.add_top_up,
             {
                 "id": top_up.id,
                 "user_id": top_up.user_id,
@@ -144,9 +494,7 @@ class SqlLedgerRepository:
             },
         ).first()
         if added is None:
-            raise DuplicateTopUp(
-                f"top-up {top_up.id} exists already (same id, payment intent or idempotency key)"
-            )
+            raise DuplicateTopUp(f"top-up {top_up.id} exists already (same id, payment intent or idempotency key)")
 
     def get_top_up(self, top_up_id: str) -> TopUp | None:
         return self._one(_TOP_UP_BY_ID, {"p_id": top_up_id}, _top_up)
@@ -164,25 +512,136 @@ class SqlLedgerRepository:
         if result.rowcount == 0:
             raise NotFound(f"top-up {top_up_id} does not exist")
 
-    def _one(
-        self, statement: Select[Any], params: dict[str, Any], convert: Callable[[Row[Any]], T]
-    ) -> T | None:
+    # -- helpers -------------------------------------------------------------------------------
+    def _one(self, statement: Select[Any], params: dict[str, Any], convert: Callable[[Row[Any]], T]) -> T | None:
         row = self._conn.execute(statement, params).first()
         return None if row is None else convert(row)
 
+    def _many(self, statement: Insert | Update, rows: Iterable[dict[str, Any]]) -> None:
+        """One executemany (one multi-row INSERT where the driver can), nothing when there are no rows."""
+        batch = list(rows)
+        if batch:
+            self._conn.execute(statement, batch)
+
+
+def _lot_row(lot: Lot) -> dict[str, Any]:
+    return {
+        "id": lot.id,
+        "user_id": lot.user_id,
+        "kind": lot.kind.value,
+        "granted": lot.granted.minor,
+        "remaining": lot.remaining.minor,
+        "held": lot.held.minor,
+        "created_at": lot.created_at,
+        "expires_at": lot.expires_at,
+    }
+
+
+def _pg_rest_params(booking: Booking) -> dict[str, Any]:
+    """_PG_BOOK_THE_REST's arrays. Its parts see one snapshot, so changes to one lot are summed first, and
+    changes to a lot this booking creates are applied to the new lot before it is inserted."""
+    new_lots = {lot.id: _lot_row(lot) for lot in booking.new_lots}
+    changes: dict[str, list[int]] = {}
+    for change in booking.lot_changes:
+        if change.lot_id in new_lots:
+            new_lots[change.lot_id]["remaining"] += change.remaining.minor
+            new_lots[change.lot_id]["held"] += change.held.minor
+        else:
+            total = changes.setdefault(change.lot_id, [0, 0])
+            total[0] += change.remaining.minor
+            total[1] += change.held.minor
+    lots = list(new_lots.values())
+    for row in lots:
+        if row["created_at"].tzinfo is None or (row["expires_at"] is not None and row["expires_at"].tzinfo is None):
+            raise ValueError("naive datetime: the ledger stores timezone-aware datetimes only")
+    return {
+        "tx_id": booking.id,
+        "accounts": [p.account.value for p in booking.postings],
+        "users": [p.user_id for p in booking.postings],
+        "lots": [p.lot_id for p in booking.postings],
+        "amounts": [p.amount.minor for p in booking.postings],
+        **{f"lot_{name}": [row[name] for row in lots] for name in _LOT_COLUMNS},
+        "change_ids": list(changes),
+        "change_remaining": [r for r, _ in changes.values()],
+        "change_held": [h for _, h in changes.values()],
+    }
+
+
+def _credits(value: Any) -> Credits:
+    """A sum from the database: None when nothing was summed; Decimal from PostgreSQL's SUM(bigint)."""
+    return Credits(0 if value is None else int(value))
+
+
+def _metadata_json(metadata: Mapping[str, str]) -> str | None:
+    # Keys keep their order, as they do in memory.
+    return json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")) if metadata else None
+
+
+def _metadata(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    loaded = json.loads(text)
+    return {str(k): str(v) for k, v in loaded.items()}
+
 
 def _transaction(row: Row[Any]) -> CreditTransaction:
+    values = row._mapping
     return CreditTransaction(
+        id=values["id"],
+        user_id=values["user_id"],
+        kind=TransactionKind(values["kind"]),
+        credits=Credits(values["credits"]),
+        held_change=Credits(values["held_change"]),
+        balance_after=Credits(values["balance_after"]),
+        reference_id=values["reference_id"],
+        created_at=values["created_at"],
+        reason=values["reason"],
+        actor=values["actor"],
+        metadata=_metadata(values["metadata"]),
+        hold_id=values["hold_id"],
+    )
+
+
+def _lot_of(row: Row[Any]) -> Lot:
+    return Lot(
         id=row.id,
         user_id=row.user_id,
-        kind=TransactionKind(row.kind),
-        credits=Credits(row.credits),
-        balance_after=Credits(row.balance_after),
-        reference_id=row.reference_id,
+        kind=CreditKind(row.kind),
+        granted=Credits(row.granted),
+        remaining=Credits(row.remaining),
+        held=Credits(row.held),
         created_at=row.created_at,
-        reason=row.reason,
-        actor=row.actor,
+        expires_at=row.expires_at,
     )
+
+
+def _holds(rows: Iterable[Row[Any]]) -> list[Hold]:
+    """Holds from rows of (hold columns, one allocation), ordered by hold then allocation position."""
+    found: list[Hold] = []
+    allocations: dict[str, list[tuple[str, Credits]]] = {}
+    heads: dict[str, Row[Any]] = {}
+    for row in rows:
+        if row.id not in heads:
+            heads[row.id] = row
+            allocations[row.id] = []
+        if row.allocated_lot is not None:
+            allocations[row.id].append((row.allocated_lot, Credits(row.allocated)))
+    for hold_id, row in heads.items():
+        found.append(
+            Hold(
+                id=hold_id,
+                user_id=row.user_id,
+                amount=Credits(row.amount),
+                status=HoldStatus(row.status),
+                created_at=row.created_at,
+                expires_at=row.expires_at,
+                allocations=tuple(allocations[hold_id]),
+                reference_id=row.reference_id,
+                captured=Credits(row.captured),
+                reason=row.reason,
+            )
+        )
+    return found
 
 
 def _top_up(row: Row[Any]) -> TopUp:

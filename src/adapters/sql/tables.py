@@ -11,6 +11,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -54,11 +55,15 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Amounts are BigInteger hundredths of a credit; ids are strings made by wallet_core.ids.
+
 wallets = Table(
     "wallets",
     metadata,
     Column("user_id", String(128), primary_key=True),
-    Column("balance", BigInteger, nullable=False, server_default=text("0")),  # hundredths of a credit
+    # The stored balances of the user's `wallet` (spendable) and `held` accounts.
+    Column("available", BigInteger, nullable=False, server_default=text("0")),
+    Column("held", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
@@ -68,14 +73,80 @@ credit_transactions = Table(
     Column("id", String(64), primary_key=True),
     Column("user_id", String(128), ForeignKey("wallets.user_id"), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("credits", BigInteger, nullable=False),
-    Column("balance_after", BigInteger, nullable=False),
+    Column("credits", BigInteger, nullable=False),  # the change to the wallet (spendable) balance
+    Column("balance_after", BigInteger, nullable=False),  # the wallet balance right after
     Column("reference_id", String(300), nullable=False),
     Column("reason", Text, nullable=True),
     Column("actor", String(255), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("held_change", BigInteger, nullable=False, server_default=text("0")),
+    Column("metadata", Text, nullable=True),  # a JSON object of strings; NULL when empty
+    Column("hold_id", String(64), nullable=True),
     UniqueConstraint("reference_id"),
     Index("ix_credit_transactions_user_recent", "user_id", "created_at", "id"),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    # BIGSERIAL on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the autoincrementing rowid.
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("transaction_id", String(64), ForeignKey("credit_transactions.id"), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("user_id", String(128), nullable=True),  # set on per-user accounts (wallet, held) only
+    Column("lot_id", String(64), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_postings_transaction_id", "transaction_id"),
+    Index("ix_postings_user_account", "user_id", "account"),
+)
+
+credit_lots = Table(
+    "credit_lots",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(128), ForeignKey("wallets.user_id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # paid | promotional
+    Column("granted", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Index("ix_credit_lots_user_expiry", "user_id", "expires_at"),
+)
+# The lots the expiry run looks for: live promotional lots with an expiry. Partial, so the run never
+# reads the ever-growing number of used-up or swept lots; queries must spell `remaining > 0` literally
+# (not as a bound parameter) for SQLite to use it; ledger_repository names it in a query.
+LIVE_EXPIRING = text("remaining > 0 AND expires_at IS NOT NULL")
+Index(
+    "ix_credit_lots_live_expiry",
+    credit_lots.c.expires_at,
+    postgresql_where=LIVE_EXPIRING,
+    sqlite_where=LIVE_EXPIRING,
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("captured", BigInteger, nullable=False, server_default=text("0")),
+    Column("reason", Text, nullable=True),
+    Column("reference_id", String(300), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_holds_status_expiry", "status", "expires_at"),
+)
+
+hold_allocations = Table(
+    "hold_allocations",
+    metadata,
+    Column("hold_id", String(64), ForeignKey("holds.id"), primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),  # the hold's lot order
+    Column("lot_id", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
 )
 
 top_ups = Table(
