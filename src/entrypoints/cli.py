@@ -1,4 +1,9 @@
-"""The `wallet` command: serve, migrate, grant, balance, token."""
+"""The `wallet` command: serve, migrate, grant, spend, hold, capture, release, expire, verify,
+history, balance, token.
+
+Only argparse and the standard library are imported before the arguments are parsed, so `--help`
+and usage errors answer at once; the container (SQLAlchemy, Stripe, Falcon) loads for real work.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,18 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from entrypoints.container import Container, migrate, migrate_if_embedded
-from entrypoints.http.views import grant_view, wallet_view
-from entrypoints.settings import SettingsError
-from wallet_core.errors import WalletError
+if TYPE_CHECKING:
+    from entrypoints.container import Container
+
+
+def _metadata_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,11 +37,44 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="bring the database schema up to date")
 
-    grant = sub.add_parser("grant", help="grant credits to a user by hand")
+    grant = sub.add_parser("grant", help="grant promotional credits to a user by hand")
     grant.add_argument("user")
     grant.add_argument("credits", help='e.g. "50.00"')
     grant.add_argument("--reason", required=True, help="why; kept in the ledger")
     grant.add_argument("--idempotency-key", help="retrying with the same key grants once")
+    grant.add_argument("--expires-at", metavar="ISO", help='when they stop counting, e.g. "2027-01-01T00:00:00Z"')
+
+    spend = sub.add_parser("spend", help="spend a user's credits now")
+    spend.add_argument("user")
+    spend.add_argument("credits", help='e.g. "1.50"')
+    spend.add_argument("--reason", required=True, help="what for; kept in the ledger")
+    spend.add_argument("--idempotency-key", required=True, help="retrying with the same key spends once")
+    spend.add_argument("--metadata", nargs="+", action="extend", type=_metadata_pair, default=[],
+                       metavar="KEY=VALUE", help="labels kept with the transaction")
+
+    hold = sub.add_parser("hold", help="reserve a user's credits until captured or released")
+    hold.add_argument("user")
+    hold.add_argument("credits", help='e.g. "5.00"')
+    hold.add_argument("--reason", required=True, help="what for; kept in the ledger")
+    hold.add_argument("--idempotency-key", required=True, help="retrying with the same key holds once")
+    hold.add_argument("--expires-in", type=int, metavar="SECONDS", help="release it unless captured by then")
+
+    capture = sub.add_parser("capture", help="spend an open hold (all of it, or CREDITS) and give the rest back")
+    capture.add_argument("hold_id")
+    capture.add_argument("credits", nargs="?", help="at most the held amount; all of it when left out")
+    capture.add_argument("--reason")
+
+    release = sub.add_parser("release", help="give an open hold's credits back")
+    release.add_argument("hold_id")
+    release.add_argument("--reason")
+
+    sub.add_parser("expire", help="book out expired promotional credits and release expired holds")
+    sub.add_parser("verify", help="check every ledger invariant; exit 1 naming what breaks")
+
+    history = sub.add_parser("history", help="a page of a user's transactions, newest first, as JSON")
+    history.add_argument("user")
+    history.add_argument("--limit", default="20", help="rows per page, 1-100 (default 20)")
+    history.add_argument("--cursor", help="next_cursor from the previous page")
 
     balance = sub.add_parser("balance", help="print a user's balance and recent transactions")
     balance.add_argument("user")
@@ -38,8 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="mint a bearer token for local use")
     token.add_argument("user")
     token.add_argument("--admin", action="store_true", help="include the admin role")
+    token.add_argument("--service", action="store_true", help="include the service role (spend and hold)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
     return parser
+
+
+def _cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name (e.g. a container without a passwd entry)
+        return "cli:unknown"
+
+
+def _print(value: object) -> None:
+    print(json.dumps(value, indent=2))
 
 
 def _serve(container: Container, args: argparse.Namespace) -> int:
@@ -50,27 +106,107 @@ def _serve(container: Container, args: argparse.Namespace) -> int:
 
 
 def _migrate(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.container import migrate
+
     migrate(container)
     print(f"database schema is up to date ({container.settings().database_url_masked})")
     return 0
 
 
 def _grant(container: Container, args: argparse.Namespace) -> int:
-    migrate_if_embedded(container)
+    from entrypoints.http.views import grant_view
+    from entrypoints.timestamps import parse_instant
+
     result = container.wallet().grant(
         args.user,
         args.credits,
         reason=args.reason,
-        granted_by=f"cli:{getpass.getuser()}",
+        granted_by=_cli_actor(),
         idempotency_key=args.idempotency_key,
+        expires_at=None if args.expires_at is None else parse_instant(args.expires_at, "--expires-at"),
     )
     print(json.dumps(grant_view(result)))
     return 0
 
 
+def _spend(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import spend_view
+    from wallet_core.errors import InvalidInput
+
+    metadata = dict(args.metadata)
+    if len(metadata) != len(args.metadata):
+        raise InvalidInput("--metadata", "names a key twice")
+    result = container.wallet().spend(
+        args.user,
+        args.credits,
+        idempotency_key=args.idempotency_key,
+        reason=args.reason,
+        metadata=metadata,
+        actor=_cli_actor(),
+    )
+    _print(spend_view(result))
+    return 0
+
+
+def _hold(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import hold_view
+
+    result = container.wallet().hold(
+        args.user,
+        args.credits,
+        idempotency_key=args.idempotency_key,
+        reason=args.reason,
+        expires_in_seconds=args.expires_in,
+        actor=_cli_actor(),
+    )
+    _print(hold_view(result))
+    return 0
+
+
+def _capture(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import hold_view
+
+    _print(hold_view(container.wallet().capture(args.hold_id, args.credits, actor=_cli_actor(), reason=args.reason)))
+    return 0
+
+
+def _release(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import hold_view
+
+    _print(hold_view(container.wallet().release(args.hold_id, actor=_cli_actor(), reason=args.reason)))
+    return 0
+
+
+def _expire(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import expiry_view
+
+    _print(expiry_view(container.wallet().expire()))
+    return 0
+
+
+def _verify(container: Container, args: argparse.Namespace) -> int:
+    wallet = container.wallet()
+    violations = wallet.verify()
+    if not violations:
+        print(f"ledger OK: {len(wallet.audit().accounts)} accounts checked")
+        return 0
+    for violation in violations:
+        print(f"{violation.subject}: {violation.problem}")
+    print(f"wallet: ledger verification failed: {len(violations)} violation(s)", file=sys.stderr)
+    return 1
+
+
+def _history(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import history_view
+
+    _print(history_view(container.wallet().transactions(args.user, args.limit, args.cursor)))
+    return 0
+
+
 def _balance(container: Container, args: argparse.Namespace) -> int:
-    migrate_if_embedded(container)
-    print(json.dumps(wallet_view(container.wallet().wallet(args.user)), indent=2))
+    from entrypoints.http.views import wallet_view
+
+    _print(wallet_view(container.wallet().wallet(args.user)))
     return 0
 
 
@@ -82,20 +218,43 @@ def _token(container: Container, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    roles = ["admin"] if args.admin else []
+    roles = [role for role, wanted in (("admin", args.admin), ("service", args.service)) if wanted]
     print(container.authenticator().mint(args.user, roles=roles, ttl_seconds=args.ttl))
     return 0
 
 
-COMMANDS = {"serve": _serve, "migrate": _migrate, "grant": _grant, "balance": _balance, "token": _token}
+Command = Callable[["Container", argparse.Namespace], int]
+# The commands that read or write the ledger: on SQLite (the zero-configuration default) the schema is
+# brought up to date first. serve migrates by itself, migrate is the migration, token needs no database.
+LEDGER_COMMANDS: dict[str, Command] = {
+    "grant": _grant,
+    "spend": _spend,
+    "hold": _hold,
+    "capture": _capture,
+    "release": _release,
+    "expire": _expire,
+    "verify": _verify,
+    "history": _history,
+    "balance": _balance,
+}
+COMMANDS: dict[str, Command] = {"serve": _serve, "migrate": _migrate, "token": _token, **LEDGER_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The server logs what it does; a one-shot command prints its result and, on failure, one line.
+    level = logging.INFO if args.command == "serve" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    from entrypoints.container import Container, migrate_if_embedded
+    from entrypoints.settings import SettingsError
+    from wallet_core.errors import WalletError
+
     container = Container()
     try:
         container.settings()  # fail early, naming the bad variable
+        if args.command in LEDGER_COMMANDS:
+            migrate_if_embedded(container)
         return COMMANDS[args.command](container, args)
     except SettingsError as exc:
         print(f"wallet: configuration error: {exc}", file=sys.stderr)

@@ -4,26 +4,43 @@
     wallet = open_wallet()                 # settings from the environment, migrations applied; close() ends it
     top_up = wallet.top_up("user-1", "10.00")
     wallet.grant("user-1", "5.00", reason="welcome bonus", granted_by="support@example.com")
-    wallet.balance("user-1")               # Decimal('5.00')
+    wallet.spend("user-1", "1.50", idempotency_key="order-7", reason="export")
+    hold = wallet.hold("user-1", "2.00", idempotency_key="job-9", reason="render")
+    wallet.capture(hold.hold_id, "1.25")   # the rest goes back
+    wallet.balance("user-1")               # Decimal('2.25')
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from wallet_core.clock import Clock, utc_now
 from wallet_core.ledger import WalletView
-from wallet_core.ports import PaymentGateway, UnitOfWorkFactory
+from wallet_core.ports import LedgerAudit, PaymentGateway, UnitOfWorkFactory
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
+    ExpiryReport,
     GrantResult,
+    HistoryPage,
+    HoldResult,
+    SpendResult,
     TopUpResult,
+    Violation,
     WebhookOutcome,
     apply_payment_event,
+    capture_hold,
+    expire_credits,
     grant_credits,
+    list_transactions,
+    place_hold,
     read_wallet,
+    release_hold,
     request_top_up,
+    spend_credits,
+    verify_ledger,
 )
 
 if TYPE_CHECKING:
@@ -37,11 +54,13 @@ class Wallet:
         uow: UnitOfWorkFactory,
         gateway: PaymentGateway,
         policy: TopUpPolicy,
+        clock: Clock = utc_now,
         on_close: Callable[[], object] | None = None,
     ) -> None:
         self._uow = uow
         self._gateway = gateway
         self.policy = policy
+        self._now = clock
         self._on_close = on_close
 
     def close(self) -> None:
@@ -58,6 +77,8 @@ class Wallet:
     def __repr__(self) -> str:
         return f"Wallet(gateway={self._gateway!r}, policy={self.policy!r})"
 
+    # -- buying credits ------------------------------------------------------------------------
+
     def top_up(self, user_id: str, amount_usd: object, *, idempotency_key: str | None = None) -> TopUpResult:
         """Start buying credits: returns the PaymentIntent's client secret for the buyer's browser."""
         return request_top_up(
@@ -67,12 +88,13 @@ class Wallet:
             gateway=self._gateway,
             uow=self._uow,
             idempotency_key=idempotency_key,
+            now=self._now,
         )
 
     def handle_stripe_webhook(self, payload: bytes, signature_header: str | None) -> WebhookOutcome:
         """Verify and apply a Stripe webhook delivery (the raw body and the Stripe-Signature header)."""
         event = self._gateway.parse_webhook(payload, signature_header)
-        return apply_payment_event(event, uow=self._uow)
+        return apply_payment_event(event, uow=self._uow, now=self._now)
 
     def grant(
         self,
@@ -82,7 +104,9 @@ class Wallet:
         reason: str,
         granted_by: str,
         idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
     ) -> GrantResult:
+        """Promotional credits by hand; with `expires_at` (timezone-aware) they stop counting then."""
         return grant_credits(
             user_id=user_id,
             credits=credits,
@@ -90,13 +114,98 @@ class Wallet:
             granted_by=granted_by,
             uow=self._uow,
             idempotency_key=idempotency_key,
+            expires_at=expires_at,
+            now=self._now,
         )
 
+    # -- using credits -------------------------------------------------------------------------
+
+    def spend(
+        self,
+        user_id: str,
+        credits: object,
+        *,
+        idempotency_key: str | None,
+        reason: str,
+        metadata: dict[str, str] | None = None,
+        actor: str = "library",
+    ) -> SpendResult:
+        """Use credits up now. Raises InsufficientCredits (nothing written) when they do not cover it.
+        The key is required (None raises InvalidInput); the same key and request again returns the
+        first result (`replayed`), the same key for another request raises IdempotencyConflict."""
+        return spend_credits(
+            user_id=user_id,
+            credits=credits,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            actor=actor,
+            uow=self._uow,
+            metadata=metadata,
+            now=self._now,
+        )
+
+    def hold(
+        self,
+        user_id: str,
+        credits: object,
+        *,
+        idempotency_key: str | None,
+        reason: str,
+        expires_in_seconds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        actor: str = "library",
+    ) -> HoldResult:
+        """Reserve credits before the cost is known; capture or release the hold later."""
+        return place_hold(
+            user_id=user_id,
+            credits=credits,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            actor=actor,
+            uow=self._uow,
+            expires_in_seconds=expires_in_seconds,
+            metadata=metadata,
+            now=self._now,
+        )
+
+    def capture(
+        self, hold_id: str, credits: object = None, *, actor: str = "library", reason: str | None = None
+    ) -> HoldResult:
+        """Spend `credits` of an open hold (all of it when None) and give the rest back."""
+        return capture_hold(hold_id=hold_id, credits=credits, actor=actor, uow=self._uow, reason=reason, now=self._now)
+
+    def release(self, hold_id: str, *, actor: str = "library", reason: str | None = None) -> HoldResult:
+        """Give an open hold's credits back."""
+        return release_hold(hold_id=hold_id, actor=actor, uow=self._uow, reason=reason, now=self._now)
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def expire(self) -> ExpiryReport:
+        """Book out promotional credits past their expiry and release holds past theirs."""
+        return expire_credits(uow=self._uow, now=self._now)
+
+    def verify(self) -> list[Violation]:
+        """Every broken ledger invariant; an empty list means the ledger is sound."""
+        return verify_ledger(uow=self._uow)
+
+    def audit(self) -> LedgerAudit:
+        """The ledger's accounts as stored and as their postings and lots add up (what verify checks)."""
+        with self._uow() as tx:
+            return tx.ledger.audit()
+
+    # -- reading -------------------------------------------------------------------------------
+
     def wallet(self, user_id: str, *, recent: int = 20) -> WalletView:
-        return read_wallet(user_id=user_id, uow=self._uow, recent=recent)
+        """Spendable and held balances, and the `recent` newest transactions."""
+        return read_wallet(user_id=user_id, uow=self._uow, recent=recent, now=self._now)
 
     def balance(self, user_id: str) -> Decimal:
+        """The spendable balance (held credits and promotional credits past expiry do not count)."""
         return self.wallet(user_id, recent=0).balance.decimal
+
+    def transactions(self, user_id: str, limit: int | str = 20, cursor: str | None = None) -> HistoryPage:
+        """One page of history (1-100 rows), newest first; pass `next_cursor` back for the next page."""
+        return list_transactions(user_id=user_id, uow=self._uow, limit=limit, cursor=cursor)
 
 
 def open_wallet(container: Container | None = None, *, migrate: bool = True) -> Wallet:

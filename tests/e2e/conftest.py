@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import waitress.server
+from alembic.script import ScriptDirectory
+from dependency_injector import providers
 from falcon import testing
 from sqlalchemy import event
 
 from adapters.fake_gateway import FakePaymentGateway
+from adapters.sql.migrate import alembic_config
 from entrypoints.container import Container, migrate
 from entrypoints.http.app import create_app
 from entrypoints.settings import Secret, Settings
 
 JWT_SECRET = "e2e-jwt-secret-that-is-long-enough-0123456789"
 WEBHOOK_SECRET = "whsec_e2e_test_secret"
+
+
+def head_revision() -> str:
+    """The newest migration: what `migrate` must bring a database to."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
 
 
 def make_settings(database_url: str, **changes: object) -> Settings:
@@ -31,17 +42,33 @@ def make_settings(database_url: str, **changes: object) -> Settings:
 
 
 @dataclass
+class MovableClock:
+    """The wallet's clock: real time plus `offset`, so a test can move past an expiry without sleeping
+    (and rows still get increasing times, as in production)."""
+
+    offset: timedelta = field(default_factory=timedelta)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+@dataclass
 class Service:
     container: Container
     gateway: FakePaymentGateway
     client: testing.TestClient
     commits: list[str]
+    clock: MovableClock
 
-    def token(self, user_id: str, *, admin: bool = False, ttl: int = 3600) -> str:
-        return self.container.authenticator().mint(user_id, roles=["admin"] if admin else [], ttl_seconds=ttl)
+    def token(self, user_id: str, *, admin: bool = False, service: bool = False, ttl: int = 3600) -> str:
+        roles = [role for role, wanted in (("admin", admin), ("service", service)) if wanted]
+        return self.container.authenticator().mint(user_id, roles=roles, ttl_seconds=ttl)
 
-    def auth(self, user_id: str, *, admin: bool = False) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(user_id, admin=admin)}"}
+    def auth(self, user_id: str, *, admin: bool = False, service: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id, admin=admin, service=service)}"}
 
 
 def build_service(settings: Settings, gateway: FakePaymentGateway | None) -> Service:
@@ -49,11 +76,13 @@ def build_service(settings: Settings, gateway: FakePaymentGateway | None) -> Ser
     container.settings.override(settings)
     if gateway is not None:
         container.gateway.override(gateway)
-    migrate(container)
+    clock = MovableClock()
+    container.clock.override(providers.Object(clock))
     commits: list[str] = []
+    migrate(container)
     event.listen(container.engine(), "commit", lambda conn: commits.append("commit"))
     app = create_app(container)
-    return Service(container, gateway, testing.TestClient(app), commits)  # type: ignore[arg-type]
+    return Service(container, gateway, testing.TestClient(app), commits, clock)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -86,11 +115,21 @@ class RunningServer:
 def run_waitress(app: object, threads: int = 8) -> Iterator[RunningServer]:
     """Serve `app` through a real waitress socket on a free loopback port, in a thread."""
     server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=threads)
-    thread = threading.Thread(target=server.run, daemon=True)
+    stop = threading.Event()
+
+    def run() -> None:
+        # Poll until told to stop, then close the sockets from this same thread: closing them from
+        # another thread while this one sits in select() fails with "Bad file descriptor".
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.task_dispatcher.shutdown()
+        server.asyncore.close_all(server._map)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     port = server.effective_port  # type: ignore[union-attr]
     try:
         yield RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port)
     finally:
-        server.close()
+        stop.set()
         thread.join(timeout=5)

@@ -28,7 +28,7 @@ def test_admin_grant_updates_the_balance_and_records_who_and_why(service):
     assert wallet["balance"] == "52.50"
     assert [t["reason"] for t in wallet["transactions"]] == ["sorry", "welcome"]
     with service.container.unit_of_work()() as tx:
-        booked = tx.ledger.recent_transactions("alice", 1)[0]
+        booked = tx.ledger.transactions("alice", 1)[0]
     assert booked.actor == "admin:root"
 
 

@@ -11,11 +11,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 import pytest
+from dependency_injector import providers
 from sqlalchemy.engine import make_url
+
+from entrypoints.container import Container
+from entrypoints.library import open_wallet
+from tests.e2e.conftest import head_revision, make_settings
 
 JWT_SECRET = "cli-jwt-secret-that-is-long-enough-0123456789"
 STRIPE_KEY = "sk_test_cli_0123456789abcdefghij"
@@ -68,9 +74,26 @@ def free_port() -> int:
 
 def test_help_lists_the_commands(tmp_path):
     out = ok(wallet(tmp_path, "--help"))
-    for command in ("serve", "migrate", "grant", "balance", "token"):
+    for command in ("serve", "migrate", "grant", "spend", "hold", "capture", "release", "expire", "verify",
+                    "history", "balance", "token"):
         assert command in out
     assert list(tmp_path.iterdir()) == []  # --help touches no database
+
+
+def test_help_loads_no_database_web_or_stripe_library(tmp_path):
+    probe = (
+        "import sys\n"
+        "from entrypoints.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'sqlalchemy', 'alembic', 'stripe', 'falcon', 'waitress', 'jwt', 'psycopg'}\n"
+        "print('HEAVY', sorted(heavy & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=clean_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 
 def test_no_command_is_a_usage_error(tmp_path):
@@ -111,7 +134,7 @@ def test_grant_then_balance_on_the_default_sqlite_file(tmp_path):
 
 def test_balance_of_an_unknown_user_is_zero(tmp_path):
     shown = json.loads(ok(wallet(tmp_path, "balance", "nobody")))
-    assert shown == {"user_id": "nobody", "balance": "0.00", "transactions": []}
+    assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "transactions": []}
 
 
 def test_grants_add_up(tmp_path):
@@ -207,6 +230,11 @@ def test_token_admin_puts_admin_in_roles_and_ttl_sets_the_expiry(tmp_path):
     assert claims["exp"] - claims["iat"] == 60
 
 
+def test_token_service_puts_service_in_roles(tmp_path):
+    token = ok(wallet(tmp_path, "token", "billing", "--service", WALLET_JWT_SECRET=JWT_SECRET)).strip()
+    assert jwt.decode(token, JWT_SECRET, algorithms=["HS256"])["roles"] == ["service"]
+
+
 def test_token_in_development_without_a_secret_uses_the_local_secret_file(tmp_path):
     token = ok(wallet(tmp_path, "token", "alice", WALLET_ENV="development")).strip()
 
@@ -273,7 +301,7 @@ def test_migrate_on_the_default_sqlite_file(tmp_path):
     out = ok(wallet(tmp_path, "migrate"))
     assert "database schema is up to date" in out
     assert str(tmp_path / "wallet.sqlite3") in out
-    assert alembic_revision(tmp_path / "wallet.sqlite3") == "0001"
+    assert alembic_revision(tmp_path / "wallet.sqlite3") == head_revision()
     # Idempotent.
     assert "database schema is up to date" in ok(wallet(tmp_path, "migrate"))
 
@@ -404,10 +432,10 @@ def test_serve_answers_healthz_on_a_migrated_sqlite_file(tmp_path, serve):
 
     database = tmp_path / "wallet.sqlite3"
     assert database.is_file()
-    assert alembic_revision(database) == "0001"
+    assert alembic_revision(database) == head_revision()
     with sqlite3.connect(database) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"wallets", "credit_transactions", "top_ups"} <= tables
+    assert {"wallets", "credit_transactions", "postings", "credit_lots", "holds", "top_ups"} <= tables
     logged = server.output()
     assert "wallet serving on" in logged
     for secret in (STRIPE_KEY, WEBHOOK_SECRET, JWT_SECRET):
@@ -443,3 +471,220 @@ def test_serve_with_an_invalid_variable_exits_2(tmp_path):
     assert result.returncode == 2
     assert "TOP_UP_MIN_USD" in result.stderr
     assert not (tmp_path / "wallet.sqlite3").exists()
+
+
+# -- spend, hold, capture, release ----------------------------------------------------------------
+
+
+def balance_of(cwd: Path, user: str) -> dict:
+    return json.loads(ok(wallet(cwd, "balance", user)))
+
+
+def test_spend_then_replay_spends_once(tmp_path):
+    ok(wallet(tmp_path, "grant", "alice", "5.00", "--reason", "funding"))
+    args = ("spend", "alice", "1.50", "--reason", "export", "--idempotency-key", "s-1",
+            "--metadata", "job=j-7", "team=data")
+    spent = json.loads(ok(wallet(tmp_path, *args)))
+    again = json.loads(ok(wallet(tmp_path, *args)))
+
+    assert spent == {"user_id": "alice", "credits_spent": "1.50", "balance": "3.50",
+                     "transaction_id": spent["transaction_id"]}
+    assert again == spent
+    shown = balance_of(tmp_path, "alice")
+    assert shown["balance"] == "3.50"
+    assert shown["transactions"][0]["metadata"] == {"job": "j-7", "team": "data"}
+    assert [t["kind"] for t in shown["transactions"]] == ["spend", "grant"]
+
+
+def test_spending_more_than_the_balance_exits_1_with_one_line_and_writes_nothing(tmp_path):
+    ok(wallet(tmp_path, "grant", "bob", "1.00", "--reason", "funding"))
+    result = wallet(tmp_path, "spend", "bob", "1.01", "--reason", "x", "--idempotency-key", "s-2")
+
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("wallet: Insufficient credits: ")
+    assert "1.00" in result.stderr
+    assert [t["kind"] for t in balance_of(tmp_path, "bob")["transactions"]] == ["grant"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("spend", "carol", "1.00", "--reason", "x"), "--idempotency-key"),
+        (("spend", "carol", "1.00", "--idempotency-key", "k"), "--reason"),
+        (("spend", "carol", "1.00", "--reason", "x", "--idempotency-key", "k", "--metadata", "novalue"), "key=value"),
+        (("hold", "carol", "1.00", "--reason", "x"), "--idempotency-key"),
+        (("hold", "carol", "1.00", "--reason", "x", "--idempotency-key", "k", "--expires-in", "soon"), "--expires-in"),
+        (("capture",), "hold_id"),
+        (("history", "carol", "--nope"), "--nope"),
+    ],
+)
+def test_incomplete_commands_are_usage_errors(tmp_path, args, says):
+    result = wallet(tmp_path, *args)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert not (tmp_path / "wallet.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("spend", "dave", "0", "--reason", "x", "--idempotency-key", "k"), "credits must be greater than 0"),
+        (("spend", "dave", "1.00", "--reason", "x", "--idempotency-key", "has space"), "Idempotency-Key"),
+        (("spend", "dave", "1.00", "--reason", "x", "--idempotency-key", "k", "--metadata", "a=1", "a=2"),
+         "names a key twice"),
+        (("hold", "dave", "1.00", "--reason", "x", "--idempotency-key", "k", "--expires-in", "0"),
+         "expires_in_seconds"),
+        (("capture", "hold_unknown"), "no hold"),
+        (("release", "hold_unknown"), "no hold"),
+        (("history", "dave", "--limit", "0"), "limit"),
+        (("history", "dave", "--cursor", "garbage"), "cursor"),
+    ],
+)
+def test_invalid_spending_input_fails_with_a_clear_message(tmp_path, args, says):
+    result = wallet(tmp_path, *args)
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert says in result.stderr
+
+
+def test_hold_capture_part_then_balance(tmp_path):
+    ok(wallet(tmp_path, "grant", "erin", "10.00", "--reason", "funding"))
+    held = json.loads(ok(wallet(tmp_path, "hold", "erin", "4.00", "--reason", "render",
+                                "--idempotency-key", "h-1", "--expires-in", "600")))
+    assert (held["status"], held["credits_held"], held["balance"]) == ("open", "4.00", "6.00")
+    shown = balance_of(tmp_path, "erin")
+    assert (shown["balance"], shown["held"]) == ("6.00", "4.00")
+
+    captured = json.loads(ok(wallet(tmp_path, "capture", held["hold_id"], "2.50", "--reason", "final")))
+    assert (captured["status"], captured["credits_captured"], captured["balance"]) == ("captured", "2.50", "7.50")
+    again = json.loads(ok(wallet(tmp_path, "capture", held["hold_id"], "2.50")))
+    assert again == captured  # a retried capture changes nothing
+    shown = balance_of(tmp_path, "erin")
+    assert (shown["balance"], shown["held"]) == ("7.50", "0.00")
+
+    released = wallet(tmp_path, "release", held["hold_id"])
+    assert_clean_failure(released)
+    assert released.returncode == 1
+    assert released.stderr.startswith("wallet: Hold not open: ")
+
+
+def test_hold_then_release_and_capture_all(tmp_path):
+    ok(wallet(tmp_path, "grant", "frank", "10.00", "--reason", "funding"))
+    first = json.loads(ok(wallet(tmp_path, "hold", "frank", "4.00", "--reason", "a", "--idempotency-key", "h-a")))
+    second = json.loads(ok(wallet(tmp_path, "hold", "frank", "3.00", "--reason", "b", "--idempotency-key", "h-b")))
+
+    released = json.loads(ok(wallet(tmp_path, "release", first["hold_id"])))
+    assert (released["status"], released["balance"]) == ("released", "7.00")
+    captured = json.loads(ok(wallet(tmp_path, "capture", second["hold_id"])))
+    assert (captured["credits_captured"], captured["balance"]) == ("3.00", "7.00")
+    twice = wallet(tmp_path, "capture", first["hold_id"])
+    assert twice.returncode == 1 and "Hold not open" in twice.stderr
+    assert ok(wallet(tmp_path, "verify")).startswith("ledger OK")
+
+
+# -- expiry ----------------------------------------------------------------------------------------
+
+
+def test_grant_with_expires_at_shows_it(tmp_path):
+    granted = json.loads(ok(wallet(tmp_path, "grant", "gina", "5.00", "--reason", "promo",
+                                   "--expires-at", "2999-01-01T00:00:00Z")))
+    assert granted["expires_at"] == "2999-01-01T00:00:00+00:00"
+    assert granted["balance"] == "5.00"
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "says"),
+    [("2999-01-01T00:00:00", "timezone"), ("tomorrow", "ISO 8601"), ("2001-01-01T00:00:00Z", "future")],
+)
+def test_grant_with_a_bad_expires_at_fails_cleanly(tmp_path, expires_at, says):
+    result = wallet(tmp_path, "grant", "gina", "5.00", "--reason", "promo", "--expires-at", expires_at)
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert says in result.stderr
+    assert balance_of(tmp_path, "gina")["balance"] == "0.00"
+
+
+def grant_in_the_past(cwd: Path, user: str, credits: str, *, expired_for: timedelta) -> None:
+    """A promotional grant that expired `expired_for` ago, made through the library with the clock set
+    back (a grant must expire in the future when it is made)."""
+    then = datetime.now(UTC) - expired_for - timedelta(hours=1)
+    container = Container()
+    container.settings.override(make_settings(f"sqlite:///{cwd / 'wallet.sqlite3'}"))
+    container.clock.override(providers.Object(lambda: then))
+    try:
+        open_wallet(container).grant(user, credits, reason="promo", granted_by="test",
+                                     expires_at=then + timedelta(hours=1))
+    finally:
+        container.shutdown_resources()
+
+
+def test_expired_credits_stop_counting_and_expire_books_them_out(tmp_path):
+    ok(wallet(tmp_path, "grant", "hank", "2.00", "--reason", "forever"))
+    grant_in_the_past(tmp_path, "hank", "5.00", expired_for=timedelta(minutes=5))
+
+    assert balance_of(tmp_path, "hank")["balance"] == "2.00"
+    spent = wallet(tmp_path, "spend", "hank", "3.00", "--reason", "x", "--idempotency-key", "k")
+    assert spent.returncode == 1 and "Insufficient credits" in spent.stderr
+
+    report = json.loads(ok(wallet(tmp_path, "expire")))
+    assert report == {"wallets_expired": 1, "credits_expired": "5.00", "holds_released": 0}
+    newest = json.loads(ok(wallet(tmp_path, "history", "hank", "--limit", "1")))["transactions"][0]
+    assert (newest["kind"], newest["credits"], newest["balance_after"]) == ("expiry", "-5.00", "2.00")
+    assert json.loads(ok(wallet(tmp_path, "expire"))) == {"wallets_expired": 0, "credits_expired": "0.00",
+                                                          "holds_released": 0}
+    assert balance_of(tmp_path, "hank")["balance"] == "2.00"
+    assert ok(wallet(tmp_path, "verify")).startswith("ledger OK")
+
+
+# -- verify ----------------------------------------------------------------------------------------
+
+
+def test_verify_passes_on_a_healthy_database(tmp_path):
+    ok(wallet(tmp_path, "grant", "ivan", "5.00", "--reason", "funding"))
+    ok(wallet(tmp_path, "spend", "ivan", "1.00", "--reason", "x", "--idempotency-key", "k"))
+    ok(wallet(tmp_path, "grant", "jack", "1.00", "--reason", "funding"))
+
+    out = ok(wallet(tmp_path, "verify"))
+    assert out.strip() == "ledger OK: 4 accounts checked"  # wallet and held, for two users
+
+
+def test_verify_on_an_empty_database_is_ok(tmp_path):
+    assert ok(wallet(tmp_path, "verify")).strip() == "ledger OK: 0 accounts checked"
+
+
+def test_verify_exits_1_naming_the_wallet_whose_stored_balance_was_tampered_with(tmp_path):
+    ok(wallet(tmp_path, "grant", "kate", "5.00", "--reason", "funding"))
+    ok(wallet(tmp_path, "grant", "liam", "5.00", "--reason", "funding"))
+    with sqlite3.connect(tmp_path / "wallet.sqlite3") as conn:
+        conn.execute("UPDATE wallets SET available = available + 100 WHERE user_id = 'kate'")
+
+    result = wallet(tmp_path, "verify")
+
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert lines and all(line.startswith("wallet:kate") for line in lines), result.stdout
+    assert "6.00" in result.stdout and "5.00" in result.stdout
+    assert "liam" not in result.stdout
+    assert "violation" in result.stderr
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+
+def test_history_pages_cover_every_row_once(tmp_path):
+    for i in range(5):
+        ok(wallet(tmp_path, "grant", "mia", "1.00", "--reason", f"g{i}"))
+    seen, cursor = [], None
+    while True:
+        args = ["history", "mia", "--limit", "2"] + (["--cursor", cursor] if cursor else [])
+        page = json.loads(ok(wallet(tmp_path, *args)))
+        seen.extend(page["transactions"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [t["reason"] for t in seen] == ["g4", "g3", "g2", "g1", "g0"]
+    assert len({t["id"] for t in seen}) == 5

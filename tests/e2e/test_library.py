@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from dependency_injector import providers
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -16,10 +18,13 @@ from adapters.sql.migrate import current_revision
 from entrypoints.container import Container
 from entrypoints.library import Wallet, open_wallet
 from entrypoints.settings import Secret
-from tests.e2e.conftest import JWT_SECRET, WEBHOOK_SECRET, make_settings
-from wallet_core.errors import IdempotencyConflict, InvalidInput, InvalidWebhook
+from tests.e2e.conftest import JWT_SECRET, WEBHOOK_SECRET, MovableClock, head_revision, make_settings
+from wallet_core.errors import HoldNotOpen, IdempotencyConflict, InsufficientCredits, InvalidInput, InvalidWebhook
+from wallet_core.holds import HoldStatus
+from wallet_core.ledger import TransactionKind
 from wallet_core.money import Credits, Usd
 from wallet_core.topups import TopUpStatus
+from wallet_core.use_cases import HistoryPage, HoldResult, SpendResult
 
 STRIPE_KEY = "sk_test_library_0123456789abcdefghij"
 DB_PASSWORD = "library-db-passw0rd-42"
@@ -82,7 +87,7 @@ def test_open_wallet_migrates_the_schema(make_container, database_url, gateway):
     opened = open_wallet(container)
 
     assert isinstance(opened, Wallet)
-    assert current_revision(container.engine()) == "0001"
+    assert current_revision(container.engine()) == head_revision()
     assert opened is container.wallet()  # the container's one Wallet
 
 
@@ -280,3 +285,96 @@ def test_repr_of_a_wallet_with_the_real_stripe_gateway_shows_no_secret(make_cont
     for secret in (STRIPE_KEY, WEBHOOK_SECRET, JWT_SECRET, DB_PASSWORD):
         assert secret not in shown
     assert "StripePaymentGateway" in shown
+
+
+# -- spending, holds, expiry, verify, history ----------------------------------------------------
+
+
+def test_spend_takes_credits_once_per_key(wallet):
+    wallet.grant("lib-kim", "5.00", reason="r", granted_by="ops")
+    spent = wallet.spend("lib-kim", "1.50", idempotency_key="s-1", reason="export", metadata={"job": "7"})
+    again = wallet.spend("lib-kim", "1.50", idempotency_key="s-1", reason="export", metadata={"job": "7"})
+
+    assert isinstance(spent, SpendResult)
+    assert (spent.credits_spent, spent.balance, spent.replayed) == (Credits(150), Credits(350), False)
+    assert again.replayed and again.transaction_id == spent.transaction_id
+    assert wallet.balance("lib-kim") == Decimal("3.50")
+    newest = wallet.wallet("lib-kim").transactions[0]
+    assert (newest.kind, newest.actor, dict(newest.metadata)) == (TransactionKind.SPEND, "library", {"job": "7"})
+    with pytest.raises(IdempotencyConflict):
+        wallet.spend("lib-kim", "2.00", idempotency_key="s-1", reason="export")
+
+
+def test_spend_beyond_the_balance_raises_and_writes_nothing(wallet):
+    wallet.grant("lib-lee", "1.00", reason="r", granted_by="ops")
+    with pytest.raises(InsufficientCredits, match=r"1\.00"):
+        wallet.spend("lib-lee", "1.01", idempotency_key="s-2", reason="x", actor="billing")
+    with pytest.raises(InvalidInput) as caught:
+        wallet.spend("lib-lee", "0.50", idempotency_key=None, reason="x")
+    assert caught.value.field == "Idempotency-Key"
+    assert wallet.balance("lib-lee") == Decimal("1.00")
+    assert [t.kind for t in wallet.wallet("lib-lee").transactions] == [TransactionKind.GRANT]
+
+
+def test_hold_capture_release(wallet):
+    wallet.grant("lib-max", "10.00", reason="r", granted_by="ops")
+    first = wallet.hold("lib-max", "4.00", idempotency_key="h-1", reason="job", expires_in_seconds=600)
+    second = wallet.hold("lib-max", "3.00", idempotency_key="h-2", reason="job")
+
+    assert isinstance(first, HoldResult) and first.status is HoldStatus.OPEN
+    view = wallet.wallet("lib-max")
+    assert (view.balance, view.held) == (Credits(300), Credits(700))
+    assert wallet.balance("lib-max") == Decimal("3.00")
+
+    captured = wallet.capture(first.hold_id, "2.50", reason="final cost")
+    released = wallet.release(second.hold_id)
+    assert (captured.status, captured.captured, captured.balance) == (HoldStatus.CAPTURED, Credits(250), Credits(450))
+    assert (released.status, released.balance) == (HoldStatus.RELEASED, Credits(750))
+    assert wallet.capture(first.hold_id, "2.50").replayed
+    with pytest.raises(HoldNotOpen):
+        wallet.capture(second.hold_id)
+    view = wallet.wallet("lib-max")
+    assert (view.balance, view.held) == (Credits(750), Credits(0))
+    assert wallet.verify() == []
+
+
+def test_capture_without_an_amount_captures_the_whole_hold(wallet):
+    wallet.grant("lib-ned", "10.00", reason="r", granted_by="ops")
+    held = wallet.hold("lib-ned", "4.00", idempotency_key="h-3", reason="job")
+    assert wallet.capture(held.hold_id).captured == Credits(400)
+    assert wallet.balance("lib-ned") == Decimal("6.00")
+
+
+def test_expired_grants_and_holds_go_with_the_expiry_run(make_container, database_url, gateway):
+    clock = MovableClock()
+    container = make_container(database_url, gateway)
+    container.clock.override(providers.Object(clock))
+    wallet = open_wallet(container)
+    user = f"lib-exp-{uuid.uuid4().hex[:8]}"  # the expiry run sees every wallet in the database
+    granted = wallet.grant(user, "5.00", reason="promo", granted_by="ops", expires_at=clock() + timedelta(hours=1))
+    wallet.grant(user, "2.00", reason="forever", granted_by="ops")
+    wallet.hold(user, "1.00", idempotency_key=f"{user}-h", reason="job", expires_in_seconds=60)
+    assert granted.expires_at is not None
+    assert wallet.balance(user) == Decimal("6.00")
+
+    clock.advance(hours=2)
+    assert wallet.balance(user) == Decimal("2.00")  # the expired promotional 4.00 stop counting at once
+    report = wallet.expire()
+    assert report.holds_released >= 1 and report.wallets_expired >= 1
+    view = wallet.wallet(user)
+    # The hold took the promotional credits first; released after their expiry, they are booked out too.
+    assert (view.balance, view.held) == (Credits(200), Credits(0))
+    assert wallet.verify() == []
+    assert len(wallet.audit().accounts) >= 2
+
+
+def test_transactions_page_through_the_history(wallet):
+    for i in range(5):
+        wallet.grant("lib-ola", "1.00", reason=f"g{i}", granted_by="ops")
+    first = wallet.transactions("lib-ola", limit=2)
+    assert isinstance(first, HistoryPage) and first.next_cursor
+    rest = wallet.transactions("lib-ola", limit=10, cursor=first.next_cursor)
+    assert rest.next_cursor is None
+    assert [t.reason for t in first.transactions + rest.transactions] == ["g4", "g3", "g2", "g1", "g0"]
+    with pytest.raises(InvalidInput):
+        wallet.transactions("lib-ola", limit=0)

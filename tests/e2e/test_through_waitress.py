@@ -1,10 +1,12 @@
-"""Over a real waitress socket: the whole top-up loop, and 20 concurrent deliveries of one event."""
+"""Over a real waitress socket: the whole top-up loop, 20 concurrent deliveries of one event, and
+10 concurrent spends from a wallet that covers only 5."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import threading
+import uuid
 from contextlib import contextmanager
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from adapters.fake_gateway import FakePaymentGateway
 from entrypoints.http.app import create_app
 from tests.e2e.conftest import WEBHOOK_SECRET, run_waitress
+from wallet_core.use_cases import verify_ledger
 
 
 @contextmanager
@@ -83,3 +86,50 @@ def test_twenty_concurrent_deliveries_grant_once_on_sqlite(make_service):
 def test_twenty_concurrent_deliveries_grant_once_on_postgresql(make_service, postgres_url):
     svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
     _twenty_concurrent_deliveries(svc)
+
+
+def _ten_concurrent_spends(svc, user):
+    """10 spends of 1.00 at once from a wallet holding 5.00: exactly 5 succeed, never below zero."""
+    with serving(svc) as server:
+        status, _ = _request(server, "POST", f"/api/v1/admin/users/{user}/wallet/grant",
+                             json.dumps({"credits": "5.00", "reason": "funding"}),
+                             {**svc.auth("root", admin=True), "Content-Type": "application/json"})
+        assert status == 201
+        service_auth = svc.auth("billing", service=True)
+        barrier = threading.Barrier(10)
+        results: list[tuple[int, dict]] = []
+        lock = threading.Lock()
+
+        def spend(i):
+            barrier.wait()
+            code, body = _request(server, "POST", f"/api/v1/admin/users/{user}/wallet/spend",
+                                  json.dumps({"credits": "1.00", "reason": f"call {i}"}),
+                                  {**service_auth, "Content-Type": "application/json",
+                                   "Idempotency-Key": f"{user}-call-{i}"})
+            with lock:
+                results.append((code, body))
+
+        threads = [threading.Thread(target=spend, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        status, wallet = _request(server, "GET", "/api/v1/users/me/wallet", headers=svc.auth(user))
+    codes = sorted(code for code, _ in results)
+    assert codes == [201] * 5 + [409] * 5, results
+    assert sorted(body["balance"] for code, body in results if code == 201) == ["0.00", "1.00", "2.00", "3.00",
+                                                                                  "4.00"]
+    assert all(body["title"] == "Insufficient credits" for code, body in results if code == 409)
+    assert status == 200 and (wallet["balance"], wallet["held"]) == ("0.00", "0.00")
+    assert sorted(t["kind"] for t in wallet["transactions"]) == ["grant"] + ["spend"] * 5
+    assert verify_ledger(uow=svc.container.unit_of_work()) == []
+
+
+def test_ten_concurrent_spends_never_overdraw_on_sqlite(make_service):
+    _ten_concurrent_spends(make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,))), "spender")
+
+
+@pytest.mark.postgres
+def test_ten_concurrent_spends_never_overdraw_on_postgresql(make_service, postgres_url):
+    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
+    _ten_concurrent_spends(svc, f"spender-{uuid.uuid4().hex[:8]}")

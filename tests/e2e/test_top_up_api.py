@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
+from wallet_core.clock import utc_now
+from wallet_core.money import Credits
 from wallet_core.payments import META_TOP_UP_ID, META_USER_ID
 
 TOP_UP = "/api/v1/users/me/wallet/top-up"
@@ -26,7 +28,7 @@ def test_top_up_creates_a_payment_intent_and_a_pending_top_up(service):
     with service.container.unit_of_work()() as tx:
         recorded = tx.ledger.get_top_up(body["top_up_id"])
         assert recorded is not None and recorded.payment_intent_id == body["payment_intent_id"]
-        assert tx.ledger.balance("alice").minor == 0  # nothing granted before the money arrives
+        assert tx.ledger.balances("alice", utc_now()) == (Credits(0), Credits(0))  # nothing before the money
     assert service.commits == ["commit"]
 
 

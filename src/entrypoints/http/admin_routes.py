@@ -5,10 +5,10 @@ from __future__ import annotations
 import falcon
 
 from entrypoints.http.auth import JwtAuthenticator
-from entrypoints.http.body import read_object
+from entrypoints.http.body import read_object, require
 from entrypoints.http.views import grant_view
 from entrypoints.library import Wallet
-from wallet_core.errors import InvalidInput
+from entrypoints.timestamps import parse_instant
 
 
 class AdminGrant:
@@ -18,16 +18,16 @@ class AdminGrant:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         admin = self._auth.require_admin(req)
-        body = read_object(req, {"credits", "reason"})
-        for name in ("credits", "reason"):
-            if name not in body:
-                raise InvalidInput(name, "is required")
+        body = read_object(req, {"credits", "reason", "expires_at"})
+        require(body, "credits", "reason")
+        expires_at = body.get("expires_at")
         result = self._wallet.grant(
             user_id,
             body["credits"],
             reason=body["reason"],
             granted_by=f"admin:{admin.user_id}",
             idempotency_key=req.get_header("Idempotency-Key"),
+            expires_at=None if expires_at is None else parse_instant(expires_at, "expires_at"),
         )
         resp.status = falcon.HTTP_200 if result.replayed else falcon.HTTP_201
         resp.media = grant_view(result)

@@ -8,7 +8,8 @@ from entrypoints.container import Container
 from entrypoints.http import errors
 from entrypoints.http.admin_routes import AdminGrant
 from entrypoints.http.body import json_handler
-from entrypoints.http.wallet_routes import MyTopUps, MyWallet
+from entrypoints.http.spend_routes import AdminHolds, AdminSpend, HoldCapture, HoldRelease
+from entrypoints.http.wallet_routes import MyTopUps, MyTransactions, MyWallet
 from entrypoints.http.webhook_routes import StripeWebhook
 
 
@@ -27,7 +28,12 @@ def create_app(container: Container) -> falcon.App:
 
     app.add_route("/healthz", Health())
     app.add_route("/api/v1/users/me/wallet", MyWallet(wallet, auth))
+    app.add_route("/api/v1/users/me/wallet/transactions", MyTransactions(wallet, auth))
     app.add_route("/api/v1/users/me/wallet/top-up", MyTopUps(wallet, auth))
     app.add_route("/api/v1/admin/users/{user_id}/wallet/grant", AdminGrant(wallet, auth))
+    app.add_route("/api/v1/admin/users/{user_id}/wallet/spend", AdminSpend(wallet, auth))
+    app.add_route("/api/v1/admin/users/{user_id}/wallet/holds", AdminHolds(wallet, auth))
+    app.add_route("/api/v1/admin/holds/{hold_id}/capture", HoldCapture(wallet, auth))
+    app.add_route("/api/v1/admin/holds/{hold_id}/release", HoldRelease(wallet, auth))
     app.add_route("/webhooks/stripe", StripeWebhook(wallet))
     return app

@@ -1,4 +1,8 @@
-"""Bearer tokens: HS256 JWTs signed with WALLET_JWT_SECRET. `sub` is the user, `roles` the powers."""
+"""Bearer tokens: HS256 JWTs signed with WALLET_JWT_SECRET. `sub` is the user, `roles` the powers.
+
+Roles: `admin` (people who grant credits by hand, and everything a service may do) and `service`
+(trusted back ends that spend and hold users' credits). A token without roles reads its own wallet.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from wallet_core.ids import check_user_id
 
 ALGORITHM = "HS256"
 ADMIN = "admin"
+SERVICE = "service"
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,11 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return ADMIN in self.roles
+
+    def actor(self, roles: tuple[str, ...]) -> str:
+        """Who did it, for the audit trail: the first of `roles` the token has, and the user."""
+        role = next((r for r in roles if r in self.roles), "user")
+        return f"{role}:{self.user_id}"
 
 
 class JwtAuthenticator:
@@ -69,11 +79,17 @@ class JwtAuthenticator:
             raise _unauthorized("the token's roles claim must be a list of strings")
         return Principal(user_id, frozenset(roles))
 
-    def require_admin(self, req: falcon.Request) -> Principal:
+    def require_any_role(self, req: falcon.Request, *roles: str) -> Principal:
+        """The authenticated principal (401 otherwise), if it has at least one of `roles` (403 otherwise)."""
         principal = self.authenticate(req)
-        if not principal.is_admin:
-            raise falcon.HTTPForbidden(title="Forbidden", description="this route needs the admin role")
+        if principal.roles.isdisjoint(roles):
+            raise falcon.HTTPForbidden(
+                title="Forbidden", description=f"this route needs the {' or '.join(roles)} role"
+            )
         return principal
+
+    def require_admin(self, req: falcon.Request) -> Principal:
+        return self.require_any_role(req, ADMIN)
 
 
 def _unauthorized(description: str) -> falcon.HTTPUnauthorized:

@@ -10,6 +10,8 @@ from typing import Any, NoReturn
 import falcon
 import falcon.media
 
+from wallet_core.errors import InvalidInput
+
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -22,9 +24,11 @@ loads = partial(json.loads, parse_float=Decimal, parse_constant=_no_constants)
 json_handler = falcon.media.JSONHandler(loads=loads)
 
 
-def read_object(req: falcon.Request, fields: set[str]) -> dict[str, Any]:
-    """The request's JSON object, refusing unknown fields with 422."""
+def read_object(req: falcon.Request, fields: set[str], *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object, refusing unknown fields with 422. With `optional`, no body is {}."""
     if req.content_length is None or req.content_length == 0:
+        if optional:
+            return {}
         raise falcon.HTTPBadRequest(title="Missing body", description="send a JSON object")
     if req.content_length > MAX_BODY_BYTES:
         raise falcon.HTTPContentTooLarge(
@@ -46,3 +50,21 @@ def read_object(req: falcon.Request, fields: set[str]) -> dict[str, Any]:
             title="Invalid input", description=f"unknown field(s): {', '.join(unknown)[:200]}"
         )
     return body
+
+
+def require(body: dict[str, Any], *names: str) -> None:
+    """422 naming the first of `names` the body lacks."""
+    for name in names:
+        if name not in body:
+            raise InvalidInput(name, "is required")
+
+
+def read_query(req: falcon.Request, names: set[str]) -> dict[str, str]:
+    """The query string's parameters, each at most once, refusing unknown ones with 422."""
+    unknown = sorted(set(req.params) - names)
+    if unknown:
+        raise InvalidInput("query", f"has unknown parameter(s): {', '.join(unknown)[:200]}")
+    repeated = sorted(name for name, value in req.params.items() if not isinstance(value, str))
+    if repeated:
+        raise InvalidInput("query", f"repeats parameter(s): {', '.join(repeated)}")
+    return dict(req.params)

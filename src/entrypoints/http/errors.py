@@ -20,7 +20,30 @@ STATUS: dict[type[errors.WalletError], str] = {
     errors.PaymentGatewayFailed: falcon.HTTP_502,
     errors.InvalidWebhook: falcon.HTTP_400,
     errors.StorageUnavailable: falcon.HTTP_503,
+    errors.InsufficientCredits: falcon.HTTP_409,
+    errors.HoldNotOpen: falcon.HTTP_409,
 }
+
+
+class WalletHTTPError(falcon.HTTPError):
+    """An HTTPError whose JSON body carries `details` beside title and description."""
+
+    def __init__(self, status: str, *, title: str, description: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, title=title, description=description, headers=headers)
+        self.details = details or {}
+
+    def to_dict(self, obj_type: Any = dict) -> Any:
+        body = super().to_dict(obj_type)
+        body.update(self.details)
+        return body
+
+
+def http_error(exc: errors.WalletError, **details: Any) -> WalletHTTPError:
+    """The HTTP answer for a domain error; `details` are extra JSON fields (e.g. what is spendable)."""
+    status = _status_for(exc)
+    headers = {"Retry-After": "5"} if status == falcon.HTTP_503 else None
+    return WalletHTTPError(status, title=exc.title, description=exc.description, details=details, headers=headers)
 
 
 def _status_for(exc: errors.WalletError) -> str:
@@ -31,11 +54,10 @@ def _status_for(exc: errors.WalletError) -> str:
 
 
 def handle_wallet_error(req: falcon.Request, resp: falcon.Response, exc: errors.WalletError, params: Any) -> None:
-    status = _status_for(exc)
-    if status == falcon.HTTP_500:
+    error = http_error(exc)
+    if error.status_code == 500:
         log.error("unmapped wallet error on %s %s: %s", req.method, req.path, type(exc).__name__)
-    headers = {"Retry-After": "5"} if status == falcon.HTTP_503 else None
-    raise falcon.HTTPError(status, title=exc.title, description=exc.description, headers=headers)
+    raise error
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:

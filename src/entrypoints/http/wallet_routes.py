@@ -1,12 +1,12 @@
-"""The user's own wallet: read it, and top it up."""
+"""The user's own wallet: read it, page through its history, and top it up."""
 
 from __future__ import annotations
 
 import falcon
 
 from entrypoints.http.auth import JwtAuthenticator
-from entrypoints.http.body import read_object
-from entrypoints.http.views import top_up_view, wallet_view
+from entrypoints.http.body import read_object, read_query
+from entrypoints.http.views import history_view, top_up_view, wallet_view
 from entrypoints.library import Wallet
 from wallet_core.errors import InvalidInput
 
@@ -19,6 +19,18 @@ class MyWallet:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         principal = self._auth.authenticate(req)
         resp.media = wallet_view(self._wallet.wallet(principal.user_id))
+
+
+class MyTransactions:
+    def __init__(self, wallet: Wallet, auth: JwtAuthenticator) -> None:
+        self._wallet = wallet
+        self._auth = auth
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        principal = self._auth.authenticate(req)
+        query = read_query(req, {"limit", "cursor"})
+        page = self._wallet.transactions(principal.user_id, query.get("limit", 20), query.get("cursor"))
+        resp.media = history_view(page)
 
 
 class MyTopUps:
