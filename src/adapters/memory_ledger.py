@@ -24,7 +24,7 @@ from wallet_core.ledger import (
     WalletState,
 )
 from wallet_core.money import Credits
-from wallet_core.ports import AccountAudit, LedgerAudit
+from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
 from wallet_core.topups import TopUp, TopUpStatus
 
 
@@ -38,6 +38,7 @@ class _State:
     postings: list[tuple[str, Posting]] = field(default_factory=list)
     holds: dict[str, Hold] = field(default_factory=dict)
     top_ups: dict[str, TopUp] = field(default_factory=dict)
+    events: dict[str, StoredEvent] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -49,6 +50,7 @@ class _State:
             list(self.postings),
             dict(self.holds),
             dict(self.top_ups),
+            dict(self.events),
         )
 
 
@@ -165,9 +167,11 @@ class InMemoryLedgerRepository:
             if p.user_id is not None:
                 posted[(p.user_id, p.account)] += p.amount.minor
         in_lots: dict[tuple[str, Account], int] = defaultdict(int)
+        debt: dict[str, int] = defaultdict(int)
         for lot in self._s.lots.values():
             in_lots[(lot.user_id, Account.WALLET)] += lot.remaining.minor
             in_lots[(lot.user_id, Account.HELD)] += lot.held.minor
+            debt[lot.user_id] += max(0, -lot.remaining.minor)
         accounts = []
         for user in sorted(set(self._s.available) | {u for u, _ in posted}):
             for account, stored in ((Account.WALLET, self._s.available), (Account.HELD, self._s.held)):
@@ -178,6 +182,7 @@ class InMemoryLedgerRepository:
                         stored.get(user, Credits(0)),
                         Credits(posted[(user, account)]),
                         Credits(in_lots[(user, account)]),
+                        Credits(debt[user] if account is Account.WALLET else 0),
                     )
                 )
         return LedgerAudit(
@@ -212,6 +217,27 @@ class InMemoryLedgerRepository:
         if top_up_id not in self._s.top_ups:
             raise NotFound(f"top-up {top_up_id} does not exist")
         self._s.top_ups[top_up_id] = replace(self._s.top_ups[top_up_id], status=status)
+
+    def update_top_up(self, top_up: TopUp) -> None:
+        if top_up.id not in self._s.top_ups:
+            raise NotFound(f"top-up {top_up.id} does not exist")
+        self._s.top_ups[top_up.id] = replace(
+            self._s.top_ups[top_up.id],
+            status=top_up.status,
+            refunded=top_up.refunded,
+            credits_refunded=top_up.credits_refunded,
+        )
+
+    # -- the payment event log -----------------------------------------------------------------
+    def find_event(self, event_id: str) -> StoredEvent | None:
+        return self._s.events.get(event_id)
+
+    def add_event(self, event: StoredEvent) -> None:
+        self._s.events.setdefault(event.event_id, event)
+
+    def events_for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
+        mine = [e for e in self._s.events.values() if e.payment_intent_id == payment_intent_id]
+        return sorted(mine, key=lambda e: (e.received_at, e.event_id))
 
 
 class InMemoryUnitOfWork:

@@ -32,6 +32,9 @@ class TransactionKind(StrEnum):
     RELEASE = "release"  # a hold given back
     EXPIRY = "expiry"  # promotional credits past their expiry, booked out
     REFUND = "refund"  # paid credits taken back because Stripe refunded the payment
+    DISPUTE = "dispute"  # credits frozen while the buyer's bank disputes the payment
+    DISPUTE_WON = "dispute_won"  # frozen credits given back
+    DISPUTE_LOST = "dispute_lost"  # frozen credits gone with the money
 
 
 class Account(StrEnum):
@@ -41,6 +44,7 @@ class Account(StrEnum):
     PROMOTIONS = "promotions"
     REVENUE = "revenue"
     EXPIRED = "expired"
+    DISPUTED = "disputed"  # credits frozen by open disputes
 
     @property
     def per_user(self) -> bool:
@@ -120,10 +124,14 @@ class WalletState:
 
 def allocate(lots: Iterable[Lot], amount: Credits, now: datetime) -> list[tuple[Lot, Credits]]:
     """Which lots pay for `amount`, in spending order. Raises InsufficientCredits when they cannot."""
-    lots = list(lots)
+    lots = [lot for lot in lots if not lot.expired(now)]
     debt = -sum(min(0, lot.remaining.minor) for lot in lots)
     if debt:
-        raise InsufficientCredits(f"the wallet owes {Credits(debt)} credits; top up to spend again")
+        net = sum(lot.remaining.minor for lot in lots)
+        raise InsufficientCredits(
+            f"the wallet has {Credits(max(0, net))} spendable credits and owes {Credits(debt)} for refunded or "
+            "disputed payments; the next top-up repays it first"
+        )
     plan: list[tuple[Lot, Credits]] = []
     left = amount.minor
     for lot in sorted((lot for lot in lots if not lot.expired(now)), key=Lot.spend_order):

@@ -33,9 +33,42 @@ class PaymentIntent:
 
 
 @dataclass(frozen=True)
+class Refund:
+    id: str
+    payment_intent_id: str | None
+    amount: Usd
+    currency: str
+    status: str  # succeeded | pending | failed | canceled | requires_action
+
+
+@dataclass(frozen=True)
+class Dispute:
+    id: str
+    payment_intent_id: str | None
+    amount: Usd
+    currency: str
+    status: str  # warning_needs_response | needs_response | under_review | won | lost | ...
+
+
+@dataclass(frozen=True)
 class PaymentEvent:
-    """A verified webhook event. `payment_intent` is set for payment_intent.* events."""
+    """A verified webhook event, or one reconciliation made up from what Stripe lists.
+
+    `payment_intent` is set for payment_intent.* events; `refunds` for charge.refunded (every refund
+    of the charge, when Stripe includes them) and refund.* events; `dispute` for charge.dispute.*."""
 
     id: str
     type: str
     payment_intent: PaymentIntent | None = None
+    refunds: tuple[Refund, ...] = ()
+    dispute: Dispute | None = None
+    # The PaymentIntent the event is about, for events whose object is a charge, refund or dispute.
+    payment_intent_id: str | None = None
+    refunds_listed: bool = True  # False when a charge.refunded event did not include its refunds
+
+    @property
+    def about(self) -> str | None:
+        """The PaymentIntent id this event concerns, if any."""
+        if self.payment_intent is not None:
+            return self.payment_intent.id
+        return self.payment_intent_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -10,12 +11,21 @@ from typing import Protocol
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import Account, Booking, CreditTransaction, TransactionCursor, WalletState
 from wallet_core.money import Credits
-from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest
+from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
 from wallet_core.topups import TopUp, TopUpStatus
 
 
 class PaymentGateway(Protocol):
     """Stripe, or anything that takes card payments the same way."""
+
+    def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
+        """Every PaymentIntent of the account, newest first, back to `created_after` (all when None).
+        Raises PaymentsNotConfigured or PaymentGatewayFailed."""
+        ...
+
+    def list_refunds(self, payment_intent_id: str) -> list[Refund]:
+        """Every refund of one PaymentIntent. Raises PaymentsNotConfigured or PaymentGatewayFailed."""
+        ...
 
     def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:
         """Create an intent to collect `request.amount`. Raises PaymentsNotConfigured or
@@ -41,6 +51,21 @@ class AccountAudit:
     stored: Credits
     posted: Credits
     in_lots: Credits
+    debt: Credits = Credits(0)  # noqa: RUF009 - what lots in debt owe (refunds/disputes after spending), >= 0
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A Stripe event as the wallet received it, and what it did: support's answer to "what happened
+    to this payment?". Stored once per event id."""
+
+    event_id: str
+    type: str
+    payment_intent_id: str | None
+    top_up_id: str | None
+    received_at: datetime
+    outcome: str
+    source: str = "webhook"  # or "reconcile"
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,21 @@ class LedgerRepository(Protocol):
     def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None: ...
 
     def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None: ...
+
+    def update_top_up(self, top_up: TopUp) -> None:
+        """Store the top-up's status, refunded amount and credits taken back."""
+        ...
+
+    # -- the payment event log -----------------------------------------------------------------
+    def find_event(self, event_id: str) -> StoredEvent | None: ...
+
+    def add_event(self, event: StoredEvent) -> None:
+        """Store the event; a second event with the same id is ignored (no error)."""
+        ...
+
+    def events_for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
+        """Oldest first."""
+        ...
 
 
 class UnitOfWork(Protocol):

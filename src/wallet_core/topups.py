@@ -55,3 +55,5 @@ class TopUp:
     payment_intent_id: str
     created_at: datetime
     idempotency_key: str | None = None
+    refunded: Usd = Usd(0)  # noqa: RUF009 (Usd is frozen) - money Stripe gave back so far
+    credits_refunded: Credits = Credits(0)  # noqa: RUF009 - credits taken back for it so far

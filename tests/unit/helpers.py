@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
 from wallet_core.ledger import Account, CreditTransaction, Lot, Posting
-from wallet_core.money import Credits
-from wallet_core.topups import TopUpPolicy
+from wallet_core.money import Credits, Usd
+from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, Refund
+from wallet_core.ports import PaymentGateway, StoredEvent
+from wallet_core.topups import TopUp, TopUpPolicy
 from wallet_core.use_cases import (
     ExpiryReport,
     GrantResult,
     HoldResult,
     SpendResult,
+    TopUpResult,
     Violation,
     WebhookOutcome,
     apply_payment_event,
@@ -33,9 +40,11 @@ from wallet_core.use_cases import (
 
 
 def assert_nothing_written(store: InMemoryStore) -> None:
-    """The store is exactly as a new one: no commit, no transaction, posting, lot, hold, balance or top-up."""
+    """The store is exactly as a new one: no commit, no transaction, posting, lot, hold, balance, top-up
+    or logged payment event."""
     s = store.state
     assert store.commits == 0
+    assert s.events == {}
     assert s.transactions == {}
     assert s.by_reference == {}
     assert s.postings == []
@@ -47,7 +56,8 @@ def assert_nothing_written(store: InMemoryStore) -> None:
 
 
 def assert_no_credits_moved(store: InMemoryStore) -> None:
-    """Nothing in the ledger (top-ups may exist): no transaction, posting, lot, hold or balance."""
+    """Nothing in the ledger (top-ups and logged payment events may exist): no transaction, posting, lot,
+    hold or balance."""
     s = store.state
     assert s.transactions == {}
     assert s.by_reference == {}
@@ -82,6 +92,106 @@ def account_totals(store: InMemoryStore) -> dict[tuple[Account, str | None], Cre
 
 def sum_of_all_postings(store: InMemoryStore) -> Credits:
     return Credits(sum(p.amount.minor for _, p in store.state.postings))
+
+
+def system_balance(store: InMemoryStore, account: Account) -> Credits:
+    """The sum of the postings on a system account (stripe_funding, disputed, revenue, ...)."""
+    return Credits(sum(p.amount.minor for _, p in store.state.postings if p.account is account))
+
+
+def debt_of(store: InMemoryStore, user_id: str) -> Credits:
+    """What the user's lots in debt owe (>= 0)."""
+    return Credits(sum(-lot.remaining.minor for lot in store.state.lots.values()
+                       if lot.user_id == user_id and lot.remaining.minor < 0))
+
+
+def events_logged(store: InMemoryStore) -> list[StoredEvent]:
+    """The payment event log, in the order the events were stored."""
+    return list(store.state.events.values())
+
+
+def snapshot(store: InMemoryStore) -> tuple[Any, int]:
+    """(a copy of every row, the commit count): compare with assert_store_unchanged."""
+    return store.state.copy(), store.commits
+
+
+def assert_store_unchanged(store: InMemoryStore, before: tuple[Any, int]) -> None:
+    """Nothing at all changed since `before = snapshot(store)`: no commit, no row of any kind (events too)."""
+    state, commits = before
+    assert store.commits == commits
+    assert store.state == state
+
+
+# -- payment events, as the gateway adapter would hand them to the core -------------------------------
+
+DEFAULT_POLICY = TopUpPolicy(min_amount=Usd(100), max_amount=Usd(50_000), credits_per_usd=Decimal(100))
+
+_event_numbers = itertools.count(1)
+
+
+def next_event_id() -> str:
+    return f"evt_test_{next(_event_numbers)}"
+
+
+def refund(refund_id: str, payment_intent_id: str | None, cents: int, status: str = "succeeded",
+           currency: str = "usd") -> Refund:
+    return Refund(refund_id, payment_intent_id, Usd(cents), currency, status)
+
+
+def refund_event(payment_intent_id: str | None, *refunds: Refund, event_type: str = "charge.refunded",
+                 event_id: str | None = None, listed: bool = True) -> PaymentEvent:
+    """A refund event about `payment_intent_id` (charge.refunded lists every refund of the charge)."""
+    return PaymentEvent(
+        event_id or next_event_id(),
+        event_type,
+        refunds=tuple(refunds),
+        payment_intent_id=payment_intent_id,
+        refunds_listed=listed,
+    )
+
+
+def dispute_event(payment_intent_id: str | None, dispute_id: str, cents: int, status: str, *,
+                  event_type: str | None = None, event_id: str | None = None, currency: str = "usd") -> PaymentEvent:
+    """charge.dispute.created for an open status, charge.dispute.closed for won/lost (unless told)."""
+    if event_type is None:
+        closed = status in ("won", "lost", "warning_closed")
+        event_type = "charge.dispute.closed" if closed else "charge.dispute.created"
+    return PaymentEvent(
+        event_id or next_event_id(),
+        event_type,
+        dispute=Dispute(dispute_id, payment_intent_id, Usd(cents), currency, status),
+        payment_intent_id=payment_intent_id,
+    )
+
+
+class StubGateway:
+    """The two listing calls of the PaymentGateway port, answering what the test put in.
+
+    Records every call, so tests can see what was asked."""
+
+    def __init__(self, intents: list[PaymentIntent] | None = None,
+                 refunds: dict[str, list[Refund]] | None = None) -> None:
+        self.intents = list(intents or [])
+        self.refunds = dict(refunds or {})
+        self.listed_since: list[datetime | None] = []
+        self.refund_calls: list[str] = []
+
+    def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
+        self.listed_since.append(created_after)
+        yield from self.intents
+
+    def list_refunds(self, payment_intent_id: str) -> list[Refund]:
+        self.refund_calls.append(payment_intent_id)
+        return list(self.refunds.get(payment_intent_id, []))
+
+    def create_payment_intent(self, request: object) -> PaymentIntent:
+        raise AssertionError("reconciliation must not create payments")
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
+        raise AssertionError("not used by these tests")
+
+    def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
+        raise AssertionError("not used by these tests")
 
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -133,13 +243,44 @@ class WalletDriver:
 
     def top_up(self, usd: str, user: str = "alice") -> WebhookOutcome:
         """A paid top-up, all the way: request it, Stripe succeeds, the signed webhook is applied."""
-        pending = request_top_up(
-            user_id=user, amount_usd=usd, policy=self.policy, gateway=self.gateway, uow=self.uow, now=self.clock
-        )
+        pending = self.request(usd, user)
         event = self.gateway.parse_webhook(*self.gateway.succeed(pending.payment_intent_id))
         outcome = apply_payment_event(event, uow=self.uow, now=self.clock)
         assert outcome.outcome == "granted"
         return outcome
+
+    def request(self, usd: str, user: str = "alice") -> TopUpResult:
+        """A pending top-up: the PaymentIntent is created, nothing is paid yet."""
+        return request_top_up(
+            user_id=user, amount_usd=usd, policy=self.policy, gateway=self.gateway, uow=self.uow, now=self.clock
+        )
+
+    def paid(self, usd: str, user: str = "alice") -> TopUp:
+        """A top-up whose credits were granted; returns its stored record."""
+        return self.top_up_record(self.top_up(usd, user).top_up_id or "")
+
+    def top_up_record(self, top_up_id: str) -> TopUp:
+        return self.store.state.top_ups[top_up_id]
+
+    def top_up_of(self, payment_intent_id: str) -> TopUp:
+        [found] = [t for t in self.store.state.top_ups.values() if t.payment_intent_id == payment_intent_id]
+        return found
+
+    def deliver(self, event: PaymentEvent, *, gateway: PaymentGateway | None = None) -> WebhookOutcome:
+        """Apply a verified event the way the webhook endpoint does."""
+        return apply_payment_event(event, uow=self.uow, gateway=gateway, now=self.clock)
+
+    def intent_event(self, payment_intent_id: str, event_type: str, *, status: str | None = None,
+                     event_id: str | None = None) -> PaymentEvent:
+        """A payment_intent.* event carrying the fake gateway's intent (status as the event type implies)."""
+        implied = {
+            "payment_intent.succeeded": "succeeded",
+            "payment_intent.payment_failed": "requires_payment_method",
+            "payment_intent.canceled": "canceled",
+        }
+        intent = self.gateway.intents[payment_intent_id]
+        intent = replace(intent, status=status or implied.get(event_type, intent.status))
+        return PaymentEvent(event_id or next_event_id(), event_type, payment_intent=intent)
 
     def spend(
         self,
@@ -217,3 +358,11 @@ class WalletDriver:
 
     def lots(self, user: str = "alice") -> list[Lot]:
         return [lot for lot in self.store.state.lots.values() if lot.user_id == user]
+
+    def debt(self, user: str = "alice") -> Credits:
+        return debt_of(self.store, user)
+
+
+def new_wallet(policy: TopUpPolicy = DEFAULT_POLICY) -> WalletDriver:
+    """A fresh store, fake Stripe and clock: for hypothesis tests, which cannot use function fixtures."""
+    return WalletDriver(InMemoryStore(), FakePaymentGateway(), policy, FakeClock())

@@ -5,15 +5,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
-from tests.unit.helpers import assert_no_credits_moved, only_transaction, postings_of
+from tests.unit.helpers import assert_no_credits_moved, events_logged, only_transaction, postings_of
 from wallet_core.ledger import Account, CreditKind, Posting, TransactionKind
 from wallet_core.money import Credits, Usd
 from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentEvent, PaymentIntent
+from wallet_core.ports import StoredEvent
 from wallet_core.topups import TopUpPolicy, TopUpStatus
 from wallet_core.use_cases import (
     TopUpResult,
@@ -97,18 +99,26 @@ def test_redelivery_of_the_same_event_grants_nothing_more(
     deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
 ) -> None:
     signed = gateway.succeed(pending.payment_intent_id)
-    assert deliver(signed).outcome == "granted"
+    first = deliver(signed)
+    assert first.outcome == "granted"
     commits = store.commits
+    logged = dict(store.state.events)
 
     again = deliver(signed)
 
-    assert again.outcome == "already_granted"
+    # The same event id was applied before: answered from the event log, nothing written at all.
+    assert again.outcome == "duplicate"
+    assert again.event_id == first.event_id
     assert again.top_up_id == pending.top_up_id
     assert again.credits_granted is None
     assert _balance(uow) == Credits.parse("1000")
     assert len(store.state.transactions) == len(store.state.lots) == 1
     assert len(store.state.postings) == 2
     assert store.commits == commits
+    assert store.state.events == logged
+    [event] = events_logged(store)
+    assert event.event_id == first.event_id
+    assert event.outcome == "granted"  # the log keeps what the first delivery did
 
 
 def test_a_second_event_for_the_same_payment_grants_nothing_more(
@@ -126,6 +136,11 @@ def test_a_second_event_for_the_same_payment_grants_nothing_more(
     assert deliver(second).outcome == "already_granted"
     assert _balance(uow) == Credits.parse("1000")
     assert len(store.state.transactions) == len(store.state.lots) == 1
+    # Two event ids: both are logged, each with what it did.
+    assert [(e.event_id, e.outcome) for e in events_logged(store)] == [
+        (gateway.parse_webhook(*first).id, "granted"),
+        (gateway.parse_webhook(*second).id, "already_granted"),
+    ]
 
 
 def test_ledger_refuses_a_second_grant_even_if_the_top_up_still_looks_pending(
@@ -221,10 +236,19 @@ def test_unknown_payment_tagged_as_ours_is_reported_and_writes_nothing(
 
     assert outcome.outcome == "unknown_top_up"
     assert outcome.top_up_id is None
-    assert store.commits == commits
+    # Only the event log is written (support must be able to find it), nothing else.
+    assert store.commits == commits + 1
     assert store.state.top_ups == top_ups
     assert_no_credits_moved(store)
     assert _balance(uow) == Credits.zero()
+    [event] = events_logged(store)
+    assert event.event_id == outcome.event_id
+    assert (event.type, event.payment_intent_id, event.top_up_id, event.outcome) == (
+        "payment_intent.succeeded",
+        "pi_unknown_1",
+        None,
+        "unknown_top_up",
+    )
 
 
 def test_unknown_payment_not_tagged_as_ours_is_ignored(
@@ -235,26 +259,38 @@ def test_unknown_payment_not_tagged_as_ours_is_ignored(
     # Another product on the same Stripe account.
     outcome = deliver(_foreign_intent_event(gateway, {"order": "shop-1"}))
     assert outcome.outcome == "ignored"
-    assert store.commits == 0
+    assert store.commits == 1  # the event log only
+    assert store.state.top_ups == {}
     assert_no_credits_moved(store)
+    [event] = events_logged(store)
+    assert (event.event_id, event.payment_intent_id, event.top_up_id, event.outcome) == (
+        outcome.event_id,
+        "pi_unknown_1",
+        None,
+        "ignored",
+    )
 
 
 @pytest.mark.parametrize(
-    "event_type",
+    ("event_type", "expected_outcome", "expected_status"),
     [
-        "payment_intent.created",
-        "payment_intent.payment_failed",
-        "payment_intent.canceled",
-        "payment_intent.processing",
+        ("payment_intent.created", "ignored", TopUpStatus.PENDING),
+        ("payment_intent.processing", "ignored", TopUpStatus.PENDING),
+        ("payment_intent.requires_action", "ignored", TopUpStatus.PENDING),
+        # Handled now (see test_lifecycle.py), but they never grant either.
+        ("payment_intent.payment_failed", "failed", TopUpStatus.FAILED),
+        ("payment_intent.canceled", "canceled", TopUpStatus.CANCELED),
     ],
 )
-def test_other_payment_intent_events_are_ignored_and_grant_nothing(
+def test_other_payment_intent_events_grant_nothing(
     pending: TopUpResult,
     gateway: FakePaymentGateway,
     store: InMemoryStore,
     uow: UowFactory,
     deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
     event_type: str,
+    expected_outcome: str,
+    expected_status: TopUpStatus,
 ) -> None:
     commits = store.commits
     obj = gateway.intent_object(gateway.intents[pending.payment_intent_id])
@@ -262,12 +298,21 @@ def test_other_payment_intent_events_are_ignored_and_grant_nothing(
 
     outcome = deliver(gateway.signed_event(event_type, obj))
 
-    assert outcome.outcome == "ignored"
+    assert outcome.outcome == expected_outcome
     assert outcome.event_type == event_type
-    assert store.commits == commits
-    assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.PENDING
+    assert outcome.credits_granted is None
+    assert store.commits == commits + 1  # one commit: the status (if any) and the event log together
+    assert store.state.top_ups[pending.top_up_id].status is expected_status
     assert _balance(uow) == Credits.zero()
     assert_no_credits_moved(store)
+    [event] = events_logged(store)
+    assert (event.type, event.payment_intent_id, event.outcome) == (
+        event_type,
+        pending.payment_intent_id,
+        expected_outcome,
+    )
+    # Events it acts on name the top-up; events it does not handle are only logged.
+    assert event.top_up_id == (None if expected_outcome == "ignored" else pending.top_up_id)
 
 
 @pytest.mark.parametrize("event_type", ["charge.succeeded", "customer.created", "invoice.paid"])
@@ -279,16 +324,31 @@ def test_non_payment_intent_events_are_ignored(
     event_type: str,
 ) -> None:
     commits = store.commits
+    top_ups = dict(store.state.top_ups)
     outcome = deliver(gateway.signed_event(event_type, {"id": "ch_1", "object": "charge", "amount": 1000}))
     assert outcome.outcome == "ignored"
-    assert store.commits == commits
+    assert store.commits == commits + 1  # the event log only
+    assert store.state.top_ups == top_ups
     assert_no_credits_moved(store)
+    [event] = events_logged(store)
+    assert (event.event_id, event.type, event.payment_intent_id, event.top_up_id, event.outcome) == (
+        outcome.event_id,
+        event_type,
+        None,
+        None,
+        "ignored",
+    )
 
 
 def test_succeeded_event_without_a_payment_intent_is_ignored(store: InMemoryStore, uow: UowFactory) -> None:
     outcome = apply_payment_event(PaymentEvent(id="evt_1", type="payment_intent.succeeded"), uow=uow)
     assert outcome.outcome == "ignored"
-    assert store.commits == 0
+    assert store.commits == 1
+    assert_no_credits_moved(store)
+    assert store.state.top_ups == {}
+    assert [(e.event_id, e.payment_intent_id, e.outcome) for e in events_logged(store)] == [
+        ("evt_1", None, "ignored")
+    ]
 
 
 def test_amount_falls_back_to_the_intent_amount_when_received_is_not_reported(
@@ -336,10 +396,14 @@ def test_concurrent_deliveries_of_the_same_event_grant_once(
         t.join()
 
     assert errors == []
-    assert sorted(outcomes) == ["already_granted"] * 19 + ["granted"]
+    # One delivery applies it; the others find the event id in the log (or, racing, the ledger's reference).
+    assert sorted(outcomes).count("granted") == 1
+    assert set(outcomes) <= {"granted", "duplicate", "already_granted"}
+    assert len(outcomes) == 20
     assert _balance(uow) == Credits.parse("1000")
     assert len(store.state.transactions) == len(store.state.lots) == 1
     assert store.state.top_ups[pending.top_up_id].status is TopUpStatus.SUCCEEDED
+    assert [(e.event_id, e.outcome) for e in events_logged(store)] == [(event.id, "granted")]
 
 
 def test_a_later_mismatched_event_does_not_unsettle_a_granted_top_up(
@@ -369,3 +433,28 @@ def test_a_top_up_under_review_is_not_granted_by_a_later_matching_event(
 
     assert later.outcome == "needs_review"
     assert _balance(uow) == Credits(0)
+
+
+def test_every_applied_event_is_logged_once_with_what_it_did(
+    pending: TopUpResult, gateway: FakePaymentGateway, store: InMemoryStore, uow: UowFactory
+) -> None:
+    at = datetime(2025, 2, 3, 4, 5, 6, tzinfo=UTC)
+    event = gateway.parse_webhook(*gateway.succeed(pending.payment_intent_id))
+
+    apply_payment_event(event, uow=uow, now=lambda: at)
+    apply_payment_event(event, uow=uow, now=lambda: at)
+
+    assert store.state.events == {
+        event.id: StoredEvent(
+            event_id=event.id,
+            type="payment_intent.succeeded",
+            payment_intent_id=pending.payment_intent_id,
+            top_up_id=pending.top_up_id,
+            received_at=at,
+            outcome="granted",
+            source="webhook",
+        )
+    }
+    with uow() as tx:
+        assert tx.ledger.events_for_payment_intent(pending.payment_intent_id) == [store.state.events[event.id]]
+        assert tx.ledger.events_for_payment_intent("pi_other") == []

@@ -5,6 +5,7 @@ from wallet_core.use_cases.expire_credits import ExpiryReport, expire_credits
 from wallet_core.use_cases.grant_credits import GrantResult, grant_credits
 from wallet_core.use_cases.holds import HoldResult, capture_hold, place_hold, release_hold
 from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, read_wallet
+from wallet_core.use_cases.reconcile_payments import ReconcileReport, reconcile_payments
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
 from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
 from wallet_core.use_cases.verify_ledger import Violation, verify_ledger
@@ -14,6 +15,7 @@ __all__ = [
     "GrantResult",
     "HistoryPage",
     "HoldResult",
+    "ReconcileReport",
     "SpendResult",
     "TopUpResult",
     "Violation",
@@ -25,6 +27,7 @@ __all__ = [
     "list_transactions",
     "place_hold",
     "read_wallet",
+    "reconcile_payments",
     "release_hold",
     "request_top_up",
     "spend_credits",

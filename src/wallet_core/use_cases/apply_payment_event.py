@@ -1,8 +1,18 @@
-"""Apply a verified Stripe event. `payment_intent.succeeded` grants the top-up's credits once.
+"""Apply a verified Stripe event to the wallet, once per event id, and log what it did.
 
-Exactly-once rests on the ledger: the grant's reference id is the PaymentIntent id, and the ledger
-refuses a second movement with the same reference (a unique constraint in the database). A duplicate
-or concurrent redelivery therefore books nothing more and is still acknowledged.
+| event | effect |
+|---|---|
+| payment_intent.succeeded | grants the top-up's credits, exactly once (reference = PaymentIntent id) |
+| payment_intent.payment_failed | pending -> failed (the buyer may still retry; a later success grants) |
+| payment_intent.canceled | pending/failed -> canceled; never grants |
+| charge.refunded, refund.created/updated, charge.refund.updated | takes back credits in proportion, once per refund |
+| charge.dispute.created | freezes the disputed credits |
+| charge.dispute.closed | won: gives them back; lost: books them out |
+| anything else | nothing (answered 200) |
+
+Exactly-once rests on the ledger: each movement's reference id is unique in the database, so a
+duplicate or concurrent redelivery moves nothing more and is still acknowledged. Status only moves
+forward (wallet_core.lifecycle): late news never undoes what happened.
 """
 
 from __future__ import annotations
@@ -14,80 +24,147 @@ from wallet_core.bookings import credit_booking
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import CreditKind
+from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Credits
-from wallet_core.payments import META_TOP_UP_ID, PaymentEvent
-from wallet_core.ports import UnitOfWorkFactory
+from wallet_core.payments import META_TOP_UP_ID, PaymentEvent, PaymentIntent, Refund
+from wallet_core.ports import PaymentGateway, StoredEvent, UnitOfWork, UnitOfWorkFactory
 from wallet_core.refunds import top_up_lot_id
-from wallet_core.topups import TopUpStatus
+from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.use_cases.apply_dispute import apply_dispute
+from wallet_core.use_cases.apply_refund import apply_refunds
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 log = logging.getLogger(__name__)
 
 SUCCEEDED = "payment_intent.succeeded"
+FAILED = "payment_intent.payment_failed"
+CANCELED = "payment_intent.canceled"
+REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
+DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.closed"})
 
 
 @dataclass(frozen=True)
 class WebhookOutcome:
     event_id: str
     event_type: str
-    outcome: str  # granted | already_granted | ignored | unknown_top_up | needs_review
+    # granted | already_granted | failed | canceled | refunded | already_refunded | dispute_opened |
+    # dispute_won | dispute_lost | ignored | ignored_late | unknown_top_up | needs_review | duplicate
+    outcome: str
     top_up_id: str | None = None
     credits_granted: Credits | None = None
 
 
-def apply_payment_event(event: PaymentEvent, *, uow: UnitOfWorkFactory, now: Clock = utc_now) -> WebhookOutcome:
-    intent = event.payment_intent
-    if event.type != SUCCEEDED or intent is None:
-        return WebhookOutcome(event.id, event.type, "ignored")
-
+def apply_payment_event(
+    event: PaymentEvent,
+    *,
+    uow: UnitOfWorkFactory,
+    gateway: PaymentGateway | None = None,
+    now: Clock = utc_now,
+    source: str = "webhook",
+) -> WebhookOutcome:
+    """Apply `event` in one unit of work, committed once. `gateway` is asked for a charge's refunds
+    when a charge.refunded event does not list them."""
+    refunds = event.refunds
+    if event.type == "charge.refunded" and not event.refunds_listed and event.about and gateway is not None:
+        refunds = tuple(gateway.list_refunds(event.about))  # before the transaction: no lock held on I/O
     with uow() as tx:
-        top_up = tx.ledger.find_top_up_by_payment_intent(intent.id)
-        if top_up is None:
-            ours = META_TOP_UP_ID in intent.metadata
-            if ours:
-                log.error("payment %s succeeded for a top-up this wallet has no record of", intent.id)
-            return WebhookOutcome(event.id, event.type, "unknown_top_up" if ours else "ignored")
-        if top_up.status is TopUpStatus.SUCCEEDED:
-            return WebhookOutcome(event.id, event.type, "already_granted", top_up.id)
-        if top_up.status is TopUpStatus.NEEDS_REVIEW:
-            # Stripe once reported a different amount; a person decides, not a later event.
-            return WebhookOutcome(event.id, event.type, "needs_review", top_up.id)
-
-        received = intent.amount_received if intent.amount_received is not None else intent.amount
-        if received != top_up.amount or intent.currency.lower() != top_up.currency:
-            log.error(
-                "payment %s received %s %s but top-up %s expects %s %s; not granting",
-                intent.id,
-                received,
-                intent.currency,
-                top_up.id,
-                top_up.amount,
-                top_up.currency,
+        seen = tx.ledger.find_event(event.id)
+        if seen is not None:
+            return WebhookOutcome(event.id, event.type, "duplicate", seen.top_up_id)
+        result = _apply(tx, event, refunds, now)
+        if result.outcome == "duplicate_race":
+            return WebhookOutcome(event.id, event.type, "already_granted", result.top_up_id)
+        tx.ledger.add_event(
+            StoredEvent(
+                event_id=event.id,
+                type=event.type,
+                payment_intent_id=event.about,
+                top_up_id=result.top_up_id,
+                received_at=now(),
+                outcome=result.outcome,
+                source=source,
             )
-            tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW)
-            tx.commit()
-            return WebhookOutcome(event.id, event.type, "needs_review", top_up.id)
-
-        at = now()
-        state = lock_and_sweep(tx.ledger, top_up.user_id, at)
-        try:
-            tx.ledger.record(
-                credit_booking(
-                    user_id=top_up.user_id,
-                    credits=top_up.credits,
-                    kind=CreditKind.PAID,
-                    reference_id=intent.id,
-                    now=at,
-                    reason=f"top-up {top_up.id}",
-                    actor="stripe",
-                    metadata={"top_up_id": top_up.id},
-                    lot_id=top_up_lot_id(intent.id),
-                    debts=state.debts,
-                )
-            )
-        except DuplicateReference:
-            tx.rollback()
-            return WebhookOutcome(event.id, event.type, "already_granted", top_up.id)
-        tx.ledger.set_top_up_status(top_up.id, TopUpStatus.SUCCEEDED)
+        )
         tx.commit()
-    return WebhookOutcome(event.id, event.type, "granted", top_up.id, top_up.credits)
+    return result
+
+
+def _apply(tx: UnitOfWork, event: PaymentEvent, refunds: tuple[Refund, ...], now: Clock) -> WebhookOutcome:
+    def outcome(name: str, top_up: TopUp | None = None, credits: Credits | None = None) -> WebhookOutcome:
+        return WebhookOutcome(event.id, event.type, name, top_up.id if top_up else None, credits)
+
+    handled = event.type in (SUCCEEDED, FAILED, CANCELED) or event.type in REFUND_EVENTS | DISPUTE_EVENTS
+    if not handled or event.about is None:
+        return outcome("ignored")
+    top_up = tx.ledger.find_top_up_by_payment_intent(event.about)
+    if top_up is None:
+        ours = event.payment_intent is not None and META_TOP_UP_ID in event.payment_intent.metadata
+        if ours:
+            log.error("event %s is about %s, a top-up this wallet has no record of", event.id, event.about)
+        return outcome("unknown_top_up" if ours else "ignored")
+
+    if event.type == SUCCEEDED and event.payment_intent is not None:
+        return outcome(*_succeeded(tx, top_up, event.payment_intent, now))
+    if event.type in (FAILED, CANCELED):
+        target = TopUpStatus.FAILED if event.type == FAILED else TopUpStatus.CANCELED
+        if not can_move(top_up.status, target):
+            return outcome("ignored_late", top_up)
+        tx.ledger.set_top_up_status(top_up.id, target)
+        return outcome(target.value, top_up)
+    if event.type in REFUND_EVENTS or event.dispute is not None:
+        if not paid(top_up.status):
+            return outcome("ignored", top_up)  # no money arrived, so none can go back or be disputed
+        # Take the wallet's lock, then read the top-up again: concurrent refunds and disputes of one
+        # payment take turns, and each works from the totals the one before it left.
+        lock_and_sweep(tx.ledger, top_up.user_id, now())
+        fresh = tx.ledger.find_top_up_by_payment_intent(event.about)
+        assert fresh is not None
+        if event.type in REFUND_EVENTS:
+            return outcome(apply_refunds(tx, fresh, refunds, now), fresh)
+        assert event.dispute is not None
+        return outcome(apply_dispute(tx, fresh, event.dispute, now), fresh)
+    return outcome("ignored", top_up)
+
+
+def _succeeded(tx: UnitOfWork, top_up: TopUp, intent: PaymentIntent, now: Clock) -> tuple[str, TopUp, Credits | None]:
+    if paid(top_up.status):
+        return "already_granted", top_up, None
+    if top_up.status in (TopUpStatus.NEEDS_REVIEW, TopUpStatus.CANCELED):
+        # A person decides about a payment Stripe once reported differently, not a later event.
+        return top_up.status.value, top_up, None
+    received = intent.amount_received if intent.amount_received is not None else intent.amount
+    if received != top_up.amount or intent.currency.lower() != top_up.currency:
+        log.error(
+            "payment %s received %s %s but top-up %s expects %s %s; not granting",
+            intent.id,
+            received,
+            intent.currency,
+            top_up.id,
+            top_up.amount,
+            top_up.currency,
+        )
+        tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW)
+        return "needs_review", top_up, None
+    at = now()
+    state = lock_and_sweep(tx.ledger, top_up.user_id, at)
+    try:
+        tx.ledger.record(
+            credit_booking(
+                user_id=top_up.user_id,
+                credits=top_up.credits,
+                kind=CreditKind.PAID,
+                reference_id=intent.id,
+                now=at,
+                reason=f"top-up {top_up.id}",
+                actor="stripe",
+                metadata={"top_up_id": top_up.id},
+                lot_id=top_up_lot_id(intent.id),
+                debts=state.debts,
+            )
+        )
+    except DuplicateReference:
+        # A concurrent delivery granted it first; this one changes nothing.
+        tx.rollback()
+        return "duplicate_race", top_up, None
+    tx.ledger.set_top_up_status(top_up.id, TopUpStatus.SUCCEEDED)
+    return "granted", top_up, top_up.credits

@@ -16,7 +16,8 @@ class Violation:
 
 def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
     """An empty list means: postings sum to zero overall and per transaction, every stored balance
-    equals the sum of its postings and of its lots, and no balance is negative."""
+    equals the sum of its postings and of its lots, and no balance is negative except by a recorded
+    debt (credits refunded or disputed after they were spent)."""
     with uow() as tx:
         audit = tx.ledger.audit()
     found: list[Violation] = []
@@ -30,6 +31,10 @@ def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
             found.append(Violation(name, f"stored balance {acc.stored} but postings sum to {acc.posted}"))
         if acc.in_lots != acc.posted:
             found.append(Violation(name, f"postings sum to {acc.posted} but its lots hold {acc.in_lots}"))
-        if acc.stored.minor < 0 and acc.account in (Account.WALLET, Account.HELD):
+        if acc.account is Account.HELD and acc.stored.minor < 0:
             found.append(Violation(name, f"negative balance {acc.stored}"))
+        if acc.account is Account.WALLET and -acc.stored.minor > acc.debt.minor:
+            # A wallet may go negative only by a recorded debt: credits refunded or disputed after
+            # they were spent, owed by the top-up's lot (docs/ledger.md).
+            found.append(Violation(name, f"negative balance {acc.stored} beyond its recorded debt {acc.debt}"))
     return found

@@ -1,0 +1,142 @@
+"""The buyer's bank disputes a payment: freeze its credits while the dispute is open; if the
+dispute is lost they are gone with the money, if it is won they come back."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from wallet_core.clock import Clock
+from wallet_core.ids import new_id
+from wallet_core.ledger import Account, Booking, Posting, TransactionKind
+from wallet_core.lifecycle import can_move, paid
+from wallet_core.money import Credits, Usd
+from wallet_core.payments import Dispute
+from wallet_core.ports import UnitOfWork
+from wallet_core.refunds import credits_for_refund, give_back_booking, take_back_booking, top_up_lot_id
+from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.use_cases.wallet_lock import lock_and_sweep
+
+CLOSED_WON = frozenset({"won", "warning_closed"})
+CLOSED_LOST = frozenset({"lost"})
+
+
+def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -> str:
+    if not paid(top_up.status):
+        return "ignored"
+    frozen = tx.ledger.find_transaction_by_reference(f"dispute:{dispute.id}")
+    at = now()
+    state = lock_and_sweep(tx.ledger, top_up.user_id, at)
+    lot_id = top_up_lot_id(top_up.payment_intent_id)
+    closed_reference = f"dispute_closed:{dispute.id}"
+    if frozen is None:
+        if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
+            return "ignored_late"  # its close came first: nothing to freeze any more
+        amount = Usd(min(dispute.amount.cents, top_up.amount.cents))
+        # Never freeze more than the top-up still carries after refunds.
+        credits = min(
+            credits_for_refund(top_up, Usd(0), amount, Credits(0)),
+            top_up.credits - top_up.credits_refunded,
+        )
+        if dispute.status in CLOSED_LOST:
+            # Lost before we saw it open (its `created` event was missed): the money is gone, so the
+            # credits go too, straight from the wallet.
+            tx.ledger.record(
+                take_back_booking(
+                    state,
+                    lot_id=lot_id,
+                    credits=credits,
+                    to_account=Account.STRIPE_FUNDING,
+                    kind=TransactionKind.DISPUTE_LOST,
+                    reference_id=closed_reference,
+                    now=at,
+                    reason=f"dispute {dispute.id} lost (never seen open); the credits are gone with the money",
+                    metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
+                )
+            )
+            _move(tx, top_up, TopUpStatus.DISPUTED)
+            _move(tx, replace(top_up, status=TopUpStatus.DISPUTED), TopUpStatus.DISPUTE_LOST)
+            return "dispute_lost"
+        if dispute.status in CLOSED_WON:
+            # Won before we saw it open: nothing was frozen. Record the close (moving nothing) so a
+            # late `created` for it cannot freeze credits that nothing would ever release.
+            tx.ledger.record(_closed_marker(top_up, dispute, at))
+            return "ignored_late"
+        tx.ledger.record(
+            take_back_booking(
+                state,
+                lot_id=lot_id,
+                credits=credits,
+                to_account=Account.DISPUTED,
+                kind=TransactionKind.DISPUTE,
+                reference_id=f"dispute:{dispute.id}",
+                now=at,
+                reason=f"dispute {dispute.id} opened on top-up {top_up.id}; credits frozen",
+                metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
+            )
+        )
+        _move(tx, top_up, TopUpStatus.DISPUTED)
+        return "dispute_opened"
+    held = -frozen.credits
+    if dispute.status in CLOSED_WON:
+        if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
+            return "duplicate"
+        tx.ledger.record(
+            give_back_booking(
+                state,
+                lot_id=lot_id,
+                credits=held,
+                from_account=Account.DISPUTED,
+                kind=TransactionKind.DISPUTE_WON,
+                reference_id=closed_reference,
+                now=at,
+                reason=f"dispute {dispute.id} won; credits given back",
+            )
+        )
+        _move(
+            tx,
+            top_up,
+            TopUpStatus.REFUNDED
+            if top_up.refunded >= top_up.amount
+            else TopUpStatus.PARTIALLY_REFUNDED
+            if top_up.refunded.cents
+            else TopUpStatus.SUCCEEDED,
+        )
+        return "dispute_won"
+    if dispute.status in CLOSED_LOST:
+        if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
+            return "duplicate"
+        booking_id = new_id("ctx")
+        tx.ledger.record(
+            Booking(
+                id=booking_id,
+                user_id=top_up.user_id,
+                kind=TransactionKind.DISPUTE_LOST,
+                reference_id=closed_reference,
+                created_at=at,
+                postings=(Posting(Account.DISPUTED, -held), Posting(Account.STRIPE_FUNDING, held)),
+                reason=f"dispute {dispute.id} lost; the frozen credits are gone with the money",
+                actor="stripe",
+            )
+        )
+        _move(tx, top_up, TopUpStatus.DISPUTE_LOST)
+        return "dispute_lost"
+    return "dispute_open"  # an update while it is still open
+
+
+def _closed_marker(top_up: TopUp, dispute: Dispute, at: datetime) -> Booking:
+    return Booking(
+        id=new_id("ctx"),
+        user_id=top_up.user_id,
+        kind=TransactionKind.DISPUTE_WON,
+        reference_id=f"dispute_closed:{dispute.id}",
+        created_at=at,
+        postings=(Posting(Account.DISPUTED, Credits(0)), Posting(Account.STRIPE_FUNDING, Credits(0))),
+        reason=f"dispute {dispute.id} closed ({dispute.status}) before it was seen open; nothing was frozen",
+        actor="stripe",
+    )
+
+
+def _move(tx: UnitOfWork, top_up: TopUp, status: TopUpStatus) -> None:
+    if can_move(top_up.status, status):
+        tx.ledger.update_top_up(replace(top_up, status=status))
