@@ -34,14 +34,15 @@ from wallet_core.ledger import (
     WalletState,
 )
 from wallet_core.money import Credits, Usd
-from wallet_core.ports import AccountAudit, UnitOfWork
+from wallet_core.ports import AccountAudit, StoredEvent, UnitOfWork
+from wallet_core.refunds import take_back_booking, top_up_lot_id
 from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases import verify_ledger
 
 Uow = Callable[[], UnitOfWork]
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-ALL_TABLES = "hold_allocations, holds, postings, credit_lots, credit_transactions, wallets, top_ups"
+ALL_TABLES = "hold_allocations, holds, postings, credit_lots, credit_transactions, wallets, top_ups, payment_events"
 
 
 @dataclass(frozen=True)
@@ -699,3 +700,208 @@ def test_set_top_up_status_persists(uow: Uow) -> None:
     with uow() as tx:
         found = tx.ledger.find_top_up_by_payment_intent("pi_1")
     assert found is not None and found.status is TopUpStatus.SUCCEEDED
+
+
+def test_update_top_up_stores_status_and_refunds_and_an_unknown_top_up_is_not_found(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.add_top_up(top_up())
+        tx.ledger.add_top_up(top_up("tu_2", intent="pi_2", key=None))
+        tx.commit()
+    with uow() as tx:
+        fresh = tx.ledger.get_top_up("tu_1")
+    assert fresh is not None and (fresh.refunded, fresh.credits_refunded) == (Usd(0), Credits(0))
+    partly = replace(top_up(), status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(301), credits_refunded=Credits(3010))
+    with uow() as tx:
+        tx.ledger.update_top_up(partly)
+        with pytest.raises(NotFound):
+            tx.ledger.update_top_up(replace(partly, id="tu_404"))
+        tx.commit()
+    with uow() as tx:
+        assert tx.ledger.get_top_up("tu_1") == partly
+        assert tx.ledger.find_top_up_by_payment_intent("pi_1") == partly
+        assert tx.ledger.find_top_up_by_idempotency_key("alice", "key-1") == partly
+        assert tx.ledger.get_top_up("tu_404") is None
+        assert tx.ledger.get_top_up("tu_2") == top_up("tu_2", intent="pi_2", key=None)  # the other is untouched
+        # only status, refunded and credits_refunded are stored: the rest of the record stays as it was
+        tx.ledger.update_top_up(replace(
+            partly, amount=Usd(1), credits=Credits(1), user_id="mallory", status=TopUpStatus.REFUNDED,
+            refunded=Usd(1000), credits_refunded=Credits(10000),
+        ))
+        tx.commit()
+    refunded = replace(partly, status=TopUpStatus.REFUNDED, refunded=Usd(1000), credits_refunded=Credits(10000))
+    with uow() as tx:
+        assert tx.ledger.get_top_up("tu_1") == refunded
+        tx.ledger.set_top_up_status("tu_1", TopUpStatus.DISPUTED)  # keeps the refunded amounts
+        assert tx.ledger.get_top_up("tu_1") == replace(refunded, status=TopUpStatus.DISPUTED)
+        tx.ledger.update_top_up(replace(refunded, status=TopUpStatus.DISPUTE_LOST))  # not committed
+    with uow() as tx:
+        assert tx.ledger.get_top_up("tu_1") == refunded
+
+
+def test_a_top_up_added_with_refunds_keeps_them(uow: Uow) -> None:
+    recorded = replace(top_up(), status=TopUpStatus.REFUNDED, refunded=Usd(1000), credits_refunded=Credits(10000))
+    with uow() as tx:
+        tx.ledger.add_top_up(recorded)
+        tx.commit()
+    with uow() as tx:
+        assert tx.ledger.get_top_up("tu_1") == recorded
+
+
+# -- the payment event log -------------------------------------------------------------------------
+def event(event_id: str, intent: str | None = "pi_1", *, at: datetime = T0, outcome: str = "granted",
+          top_up_id: str | None = "tu_1", source: str = "webhook", kind: str = "payment_intent.succeeded",
+          ) -> StoredEvent:
+    return StoredEvent(event_id=event_id, type=kind, payment_intent_id=intent, top_up_id=top_up_id,
+                       received_at=at, outcome=outcome, source=source)
+
+
+def test_events_are_stored_found_and_listed_oldest_first_per_payment_intent(uow: Uow) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    # (seconds after T0, id): ties on the time are broken by id, in code point order
+    mine = [event("evt_late", at=T0 + 3 * HOUR, kind="charge.refunded", outcome="refunded", source="reconcile"),
+            event("evt_b", at=T0 + HOUR), event("evt_B", at=(T0 + HOUR).astimezone(plus_two)),
+            event("evt_a-", at=T0 + HOUR), event("evt_first", at=T0, kind="payment_intent.payment_failed",
+                                                   outcome="failed")]
+    others = [event("evt_other", "pi_2", at=T0 - HOUR, top_up_id="tu_2"),
+              event("evt_none", None, top_up_id=None, kind="customer.created", outcome="ignored")]
+    with uow() as tx:
+        assert tx.ledger.find_event("evt_b") is None
+        assert tx.ledger.events_for_payment_intent("pi_1") == []
+        for e in [*mine, *others]:
+            tx.ledger.add_event(e)
+        assert tx.ledger.find_event("evt_b") == mine[1]  # seen inside the unit of work
+        tx.commit()
+    with uow() as tx:
+        for e in [*mine, *others]:
+            assert tx.ledger.find_event(e.event_id) == e
+        found = tx.ledger.find_event("evt_B")
+        assert tx.ledger.find_event("evt_404") is None
+        assert tx.ledger.find_event("EVT_B") is None  # ids are case-sensitive
+        listed = tx.ledger.events_for_payment_intent("pi_1")
+        assert tx.ledger.events_for_payment_intent("pi_2") == [others[0]]
+        assert tx.ledger.events_for_payment_intent("pi_404") == []
+    assert [e.event_id for e in listed] == ["evt_first", "evt_B", "evt_a-", "evt_b", "evt_late"]
+    assert listed[-1] == mine[0] and listed[-1].source == "reconcile"
+    assert found is not None and found.received_at == T0 + HOUR and found.received_at.utcoffset() is not None
+
+
+def test_a_second_event_with_the_same_id_is_ignored_and_the_unit_of_work_still_commits(uow: Uow) -> None:
+    first = event("evt_1", outcome="granted")
+    with uow() as tx:
+        tx.ledger.record(credit(credits=100, reference="before"))
+        tx.ledger.add_event(first)
+        tx.ledger.add_event(replace(first, outcome="duplicate", received_at=T0 + HOUR))  # no error
+        tx.ledger.add_top_up(top_up())  # the unit of work is still usable
+        tx.ledger.add_event(event("evt_2", at=T0 + HOUR))
+        tx.ledger.record(credit(credits=50, reference="after"))
+        assert tx.ledger.find_event("evt_1") == first
+        tx.commit()
+    with uow() as tx:
+        tx.ledger.add_event(replace(first, outcome="again", source="reconcile"))  # in a later unit of work too
+        tx.ledger.record(credit(credits=7, reference="later"))
+        tx.commit()
+    with uow() as tx:
+        assert tx.ledger.find_event("evt_1") == first
+        assert [e.event_id for e in tx.ledger.events_for_payment_intent("pi_1")] == ["evt_1", "evt_2"]
+        assert tx.ledger.get_top_up("tu_1") == top_up()
+        assert tx.ledger.balances("alice", T0) == c(157, 0)
+        for reference in ("before", "after", "later"):
+            assert tx.ledger.find_transaction_by_reference(reference) is not None
+
+
+def test_leaving_without_commit_discards_events_and_top_up_updates(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.add_top_up(top_up())
+        tx.commit()
+    with uow() as tx:
+        tx.ledger.add_event(event("evt_1"))
+        tx.ledger.update_top_up(replace(top_up(), status=TopUpStatus.REFUNDED, refunded=Usd(1000)))
+    with uow() as tx:
+        assert tx.ledger.find_event("evt_1") is None
+        assert tx.ledger.events_for_payment_intent("pi_1") == []
+        assert tx.ledger.get_top_up("tu_1") == top_up()
+
+
+# -- debt: credits taken back after they were spent ------------------------------------------------
+def agreed(user: str, account: Account, balance: int, *, debt: int) -> AccountAudit:
+    """An account whose stored balance, postings and lots all agree on `balance`."""
+    return AccountAudit(user, account, Credits(balance), Credits(balance), Credits(balance), Credits(debt))
+
+
+def _spent_then_refunded(uow: Uow) -> str:
+    """alice bought 1000 paid credits (pi_1) and got 200 promotional ones, spent 1100, then the whole
+    payment was refunded: 100 come from the top-up's lot, 900 are a debt on it. Returns the lot id."""
+    lot_id = top_up_lot_id("pi_1")
+    with uow() as tx:
+        tx.ledger.record(credit(credits=1000, kind=CreditKind.PAID, reference="pi_1", lot_id=lot_id))
+        tx.ledger.record(credit(credits=200, at=T0 + timedelta(seconds=1)))
+        tx.ledger.record(credit("bob", 500))  # a healthy wallet next to it
+        tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 1100, at=T0 + HOUR))
+        tx.commit()
+    with uow() as tx:
+        state = tx.ledger.lock_wallet("alice")
+        booking = take_back_booking(
+            state, lot_id=lot_id, credits=Credits(1000), to_account=Account.STRIPE_FUNDING,
+            kind=TransactionKind.REFUND, reference_id="refund:re_1", now=T0 + 2 * HOUR, reason="refund re_1",
+            metadata={"refund_id": "re_1"},
+        )
+        booked = tx.ledger.record(booking)
+        tx.commit()
+    assert [(p.lot_id, p.amount) for p in booking.postings if p.account is Account.WALLET] == [(lot_id, Credits(-1000))]
+    assert (booked.kind, booked.credits, booked.balance_after) == (
+        TransactionKind.REFUND, Credits(-1000), Credits(-900))
+    return lot_id
+
+
+def test_a_lot_pushed_negative_survives_a_round_trip(uow: Uow) -> None:
+    lot_id = _spent_then_refunded(uow)
+    assert live_lots(uow) == {lot_id: (-900, 0)}  # the used-up promotional lot is not live, the debt is
+    assert balances(uow) == c(-900, 0)
+    assert balances(uow, now=T0 + 1000 * HOUR) == c(-900, 0)
+    with uow() as tx:
+        state = tx.ledger.lock_wallet("alice")
+        assert tx.ledger.users_with_expired_credits(T0 + 1000 * HOUR, 10) == []
+    assert state.available == Credits(-900)
+    assert [(lot.id, lot.kind, lot.granted, lot.remaining, lot.held) for lot in state.debts] == [
+        (lot_id, CreditKind.PAID, Credits(1000), Credits(-900), Credits(0))]
+    # the next credits in do not touch the debt lot by themselves: what they repay is the core's business
+    with uow() as tx:
+        tx.ledger.record(credit(credits=300, kind=CreditKind.PAID, at=T0 + 3 * HOUR))
+        tx.commit()
+    assert balances(uow) == c(-600, 0)
+    assert live_lots(uow)[lot_id] == (-900, 0)
+
+
+def test_the_audit_reports_debt_on_the_wallet_row_only(uow: Uow) -> None:
+    _spent_then_refunded(uow)
+    with uow() as tx:
+        place(tx, "bob", 120)  # bob: a hold, and no debt
+        audit = tx.ledger.audit()
+    assert audit.total_posted == Credits(0) and audit.unbalanced == []
+    assert audit.accounts == [
+        agreed("alice", Account.WALLET, -900, debt=900),
+        agreed("alice", Account.HELD, 0, debt=0),
+        agreed("bob", Account.WALLET, 380, debt=0),
+        agreed("bob", Account.HELD, 120, debt=0),
+    ]
+    assert verify_ledger(uow=uow) == []
+
+
+def test_the_debt_is_the_sum_over_every_lot_in_debt_and_ignores_positive_lots(uow: Uow) -> None:
+    first, second = top_up_lot_id("pi_1"), top_up_lot_id("pi_2")
+    with uow() as tx:
+        tx.ledger.record(credit(credits=1000, kind=CreditKind.PAID, reference="pi_1", lot_id=first))
+        tx.ledger.record(credit(credits=500, kind=CreditKind.PAID, reference="pi_2", lot_id=second,
+                                at=T0 + timedelta(seconds=1)))
+        tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 1500, at=T0 + HOUR))
+        for n, (lot_id, taken) in enumerate(((first, 400), (second, 250))):
+            tx.ledger.record(take_back_booking(
+                tx.ledger.lock_wallet("alice"), lot_id=lot_id, credits=Credits(taken), to_account=Account.DISPUTED,
+                kind=TransactionKind.DISPUTE, reference_id=f"dispute:dp_{n}", now=T0 + 2 * HOUR, reason="dispute",
+            ))
+        tx.ledger.record(credit(credits=70, at=T0 + 3 * HOUR))  # a positive lot next to the debts
+        tx.commit()
+    with uow() as tx:
+        wallet = tx.ledger.audit().accounts[0]
+    assert wallet == agreed("alice", Account.WALLET, -580, debt=650)
+    assert verify_ledger(uow=uow) == []

@@ -7,6 +7,8 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import pytest
@@ -15,14 +17,22 @@ import stripe
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.stripe_gateway import StripePaymentGateway
 from tests.fixtures.localstripe import LOCALSTRIPE_KEY
-from wallet_core.errors import InvalidWebhook, NotFound, PaymentsNotConfigured, WebhooksNotConfigured
+from wallet_core.errors import (
+    InvalidWebhook,
+    NotFound,
+    PaymentGatewayFailed,
+    PaymentsNotConfigured,
+    WebhooksNotConfigured,
+)
 from wallet_core.money import Usd
 from wallet_core.payments import (
     META_TOP_UP_ID,
     META_USER_ID,
+    Dispute,
     PaymentEvent,
     PaymentIntent,
     PaymentIntentRequest,
+    Refund,
 )
 from wallet_core.ports import PaymentGateway
 
@@ -160,6 +170,8 @@ def test_retrieve_of_an_unknown_id_is_not_found(gateway: PaymentGateway) -> None
     [
         pytest.param(lambda g: g.create_payment_intent(a_request()), id="create"),
         pytest.param(lambda g: g.retrieve_payment_intent("pi_anything"), id="retrieve"),
+        pytest.param(lambda g: g.list_payment_intents(), id="list_payment_intents"),
+        pytest.param(lambda g: g.list_refunds("pi_anything"), id="list_refunds"),
     ],
 )
 def test_unconfigured_gateway_refuses_payments(
@@ -306,3 +318,410 @@ def test_fake_same_idempotency_key_returns_the_same_intent() -> None:
 
     assert again == first
     assert len(gateway.intents) == 1
+
+
+# -- listing: what reconciliation reads ----------------------------------------------------------------
+
+
+@dataclass
+class StripeSide:
+    """What happens at "Stripe" outside the gateway's port: the buyer pays, support refunds. On the
+    fake through its test controls; on localstripe through the stripe SDK, as a browser or the
+    dashboard would."""
+
+    gateway: PaymentGateway
+
+    @property
+    def _client(self) -> stripe.StripeClient:
+        assert isinstance(self.gateway, StripePaymentGateway) and self.gateway.api_base
+        return stripe.StripeClient(
+            LOCALSTRIPE_KEY, base_addresses={"api": self.gateway.api_base}, max_network_retries=0
+        )
+
+    def pay(self, intent: PaymentIntent) -> None:
+        if isinstance(self.gateway, FakePaymentGateway):
+            self.gateway.succeed(intent.id)
+            return
+        self._client.v1.payment_intents.update(intent.id, {"payment_method": "pm_card_visa"})
+        self._client.v1.payment_intents.confirm(intent.id)
+
+    def refund(self, intent: PaymentIntent, cents: int) -> None:
+        if isinstance(self.gateway, FakePaymentGateway):
+            self.gateway.refund(intent.id, cents, event=None)
+            return
+        self._client.v1.refunds.create({"payment_intent": intent.id, "amount": cents})
+
+    def created(self, intent: PaymentIntent) -> datetime:
+        if isinstance(self.gateway, FakePaymentGateway):
+            return self.gateway.created_at[intent.id]
+        return datetime.fromtimestamp(self._client.v1.payment_intents.retrieve(intent.id).created, UTC)
+
+    def pause(self) -> None:
+        """Long enough for Stripe's `created` (whole seconds) to tell two intents apart."""
+        time.sleep(1.05 if isinstance(self.gateway, StripePaymentGateway) else 0.002)
+
+
+@pytest.fixture
+def side(gateway: PaymentGateway) -> StripeSide:
+    return StripeSide(gateway)
+
+
+def listed(gateway: PaymentGateway, ids: set[str], created_after: datetime | None = None) -> list[PaymentIntent]:
+    """Ours among everything listed (a shared localstripe holds other tests' intents too)."""
+    return [i for i in gateway.list_payment_intents(created_after=created_after) if i.id in ids]
+
+
+def test_list_payment_intents_returns_them_newest_first_with_metadata(
+    gateway: PaymentGateway, side: StripeSide
+) -> None:
+    older = gateway.create_payment_intent(a_request(1100, note="older"))
+    side.pause()
+    newer = gateway.create_payment_intent(a_request(2200, note="newer"))
+    side.pay(newer)
+
+    found = listed(gateway, {older.id, newer.id})
+
+    assert [i.id for i in found] == [newer.id, older.id]
+    assert [i.amount for i in found] == [Usd(2200), Usd(1100)]
+    assert [i.metadata for i in found] == [newer.metadata, older.metadata]
+    assert [i.status for i in found] == ["succeeded", "requires_payment_method"]
+    assert all(i.currency == "usd" for i in found)
+
+
+def test_list_payment_intents_stops_at_created_after(gateway: PaymentGateway, side: StripeSide) -> None:
+    first = gateway.create_payment_intent(a_request(1300))
+    side.pause()
+    second = gateway.create_payment_intent(a_request(1400))
+    ours = {first.id, second.id}
+
+    assert [i.id for i in listed(gateway, ours, created_after=side.created(first))] == [second.id, first.id]
+    assert [i.id for i in listed(gateway, ours, created_after=side.created(second))] == [second.id]
+    assert listed(gateway, ours, created_after=datetime.now(UTC) + timedelta(hours=1)) == []
+    assert [i.id for i in listed(gateway, ours, created_after=None)] == [second.id, first.id]
+
+
+def test_list_payment_intents_returns_an_iterator(gateway: PaymentGateway) -> None:
+    gateway.create_payment_intent(a_request(1500))
+
+    intents = gateway.list_payment_intents()
+
+    assert iter(intents) is intents
+    assert isinstance(next(intents), PaymentIntent)
+
+
+def test_list_refunds_returns_each_refund_of_the_intent(gateway: PaymentGateway, side: StripeSide) -> None:
+    intent = gateway.create_payment_intent(a_request(5000))
+    other = gateway.create_payment_intent(a_request(5000))
+    side.pay(intent)
+    side.pay(other)
+    assert gateway.list_refunds(intent.id) == []
+
+    side.refund(intent, 1200)
+    side.refund(intent, 300)
+    side.refund(other, 999)
+
+    refunds = gateway.list_refunds(intent.id)
+
+    assert all(isinstance(r, Refund) for r in refunds)
+    assert sorted(r.amount.cents for r in refunds) == [300, 1200]
+    assert {(r.payment_intent_id, r.currency, r.status) for r in refunds} == {(intent.id, "usd", "succeeded")}
+    assert len({r.id for r in refunds}) == 2 and all(r.id.startswith("re_") for r in refunds)
+    assert [r.amount.cents for r in gateway.list_refunds(other.id)] == [999]
+
+
+def test_list_refunds_of_an_unknown_intent_is_empty(gateway: PaymentGateway) -> None:
+    assert gateway.list_refunds("pi_doesnotexist000000") == []
+
+
+# -- the payment lifecycle events, as Stripe documents their objects ------------------------------------
+
+
+def an_event(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:16]}",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "type": event_type,
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
+def refund_json(refund_id: str = "re_1", cents: int = 300, pi: str | None = "pi_life", status: str = "succeeded"):
+    return {
+        "id": refund_id,
+        "object": "refund",
+        "amount": cents,
+        "charge": "ch_life",
+        "created": 1700000000,
+        "currency": "usd",
+        "metadata": {},
+        "payment_intent": pi,
+        "reason": "requested_by_customer",
+        "status": status,
+    }
+
+
+def charge_json(refunds: list[dict[str, Any]] | None, *, has_more: bool = False) -> dict[str, Any]:
+    charge: dict[str, Any] = {
+        "id": "ch_life",
+        "object": "charge",
+        "amount": 1000,
+        "amount_captured": 1000,
+        "amount_refunded": sum(r["amount"] for r in refunds or [] if isinstance(r["amount"], int)),
+        "captured": True,
+        "currency": "usd",
+        "paid": True,
+        "payment_intent": "pi_life",
+        "refunded": False,
+        "status": "succeeded",
+    }
+    if refunds is not None:  # API versions before 2022-11-15 include the charge's refunds
+        charge["refunds"] = {
+            "object": "list",
+            "data": refunds,
+            "has_more": has_more,
+            "total_count": len(refunds),
+            "url": "/v1/charges/ch_life/refunds",
+        }
+    return charge
+
+
+def dispute_json(status: str = "needs_response", cents: int = 1000) -> dict[str, Any]:
+    return {
+        "id": "du_life",
+        "object": "dispute",
+        "amount": cents,
+        "charge": "ch_life",
+        "created": 1700000000,
+        "currency": "USD",
+        "is_charge_refundable": False,
+        "metadata": {},
+        "payment_intent": "pi_life",
+        "reason": "fraudulent",
+        "status": status,
+    }
+
+
+def intent_json(status: str) -> dict[str, Any]:
+    return {
+        "id": "pi_life",
+        "object": "payment_intent",
+        "amount": 1000,
+        "amount_received": 0,
+        "currency": "usd",
+        "status": status,
+        "metadata": {META_TOP_UP_ID: "tu_life", META_USER_ID: "user-1"},
+        "last_payment_error": {"code": "card_declined", "type": "card_error"} if status != "canceled" else None,
+    }
+
+
+def parse(gateway: PaymentGateway, event: dict[str, Any]) -> PaymentEvent:
+    return gateway.parse_webhook(*signed(event))
+
+
+def test_charge_refunded_with_its_refunds_lists_every_refund(gateway: PaymentGateway) -> None:
+    event = an_event("charge.refunded", charge_json([refund_json("re_2", 200), refund_json("re_1", 300, pi=None)]))
+
+    parsed = parse(gateway, event)
+
+    assert (parsed.id, parsed.type, parsed.about, parsed.payment_intent) == (
+        event["id"], "charge.refunded", "pi_life", None
+    )
+    assert parsed.refunds_listed is True
+    assert parsed.refunds == (
+        Refund("re_2", "pi_life", Usd(200), "usd", "succeeded"),
+        Refund("re_1", "pi_life", Usd(300), "usd", "succeeded"),  # the charge's intent stands in
+    )
+
+
+def test_charge_refunded_without_refunds_says_they_are_not_listed(gateway: PaymentGateway) -> None:
+    parsed = parse(gateway, an_event("charge.refunded", charge_json(None)))
+
+    assert (parsed.refunds, parsed.refunds_listed, parsed.about) == ((), False, "pi_life")
+
+
+def test_charge_refunded_with_a_partial_page_of_refunds_is_not_fully_listed(gateway: PaymentGateway) -> None:
+    parsed = parse(gateway, an_event("charge.refunded", charge_json([refund_json("re_9")], has_more=True)))
+
+    assert parsed.refunds_listed is False
+    assert [r.id for r in parsed.refunds] == ["re_9"]
+
+
+def test_charge_refunded_of_a_charge_without_intent_is_about_nothing(gateway: PaymentGateway) -> None:
+    charge = {**charge_json(None), "payment_intent": None}
+
+    assert parse(gateway, an_event("charge.refunded", charge)).about is None
+
+
+@pytest.mark.parametrize("event_type", ["refund.created", "refund.updated", "charge.refund.updated"])
+def test_refund_events_carry_the_refund(gateway: PaymentGateway, event_type: str) -> None:
+    parsed = parse(gateway, an_event(event_type, refund_json("re_7", 450, status="pending")))
+
+    assert parsed.type == event_type
+    assert parsed.refunds == (Refund("re_7", "pi_life", Usd(450), "usd", "pending"),)
+    assert parsed.payment_intent_id == parsed.about == "pi_life"
+    assert parsed.dispute is None and parsed.payment_intent is None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status"),
+    [
+        ("charge.dispute.created", "needs_response"),
+        ("charge.dispute.updated", "under_review"),
+        ("charge.dispute.closed", "won"),
+        ("charge.dispute.closed", "lost"),
+    ],
+)
+def test_dispute_events_carry_the_dispute(gateway: PaymentGateway, event_type: str, status: str) -> None:
+    parsed = parse(gateway, an_event(event_type, dispute_json(status, 800)))
+
+    assert parsed.type == event_type
+    assert parsed.dispute == Dispute("du_life", "pi_life", Usd(800), "usd", status)
+    assert parsed.about == "pi_life"
+    assert parsed.refunds == ()
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status"),
+    [("payment_intent.payment_failed", "requires_payment_method"), ("payment_intent.canceled", "canceled")],
+)
+def test_failed_and_canceled_intent_events_carry_the_intent(
+    gateway: PaymentGateway, event_type: str, status: str
+) -> None:
+    parsed = parse(gateway, an_event(event_type, intent_json(status)))
+
+    assert parsed.payment_intent is not None
+    assert (parsed.payment_intent.id, parsed.payment_intent.status) == ("pi_life", status)
+    assert parsed.payment_intent.metadata[META_TOP_UP_ID] == "tu_life"
+    assert parsed.about == "pi_life"
+
+
+def test_an_expanded_payment_intent_reference_is_read_by_its_id(gateway: PaymentGateway) -> None:
+    refund = {**refund_json(), "payment_intent": intent_json("succeeded")}
+
+    assert parse(gateway, an_event("refund.created", refund)).about == "pi_life"
+
+
+MALFORMED = [
+    ("charge.refunded", {**charge_json(None), "id": None}),
+    ("charge.refunded", {**charge_json(None), "payment_intent": 42}),
+    ("charge.refunded", {**charge_json(None), "refunds": ["re_1"]}),
+    ("charge.refunded", charge_json([{**refund_json(), "amount": "300"}])),
+    ("refund.created", {**refund_json(), "amount": 3.5}),
+    ("refund.created", {**refund_json(), "amount": 300.0}),
+    ("refund.created", {**refund_json(), "amount": -300}),
+    ("refund.created", {**refund_json(), "amount": True}),
+    ("refund.updated", {k: v for k, v in refund_json().items() if k != "status"}),
+    ("charge.refund.updated", {**refund_json(), "currency": None}),
+    ("charge.dispute.created", {k: v for k, v in dispute_json().items() if k != "amount"}),
+    ("charge.dispute.closed", {**dispute_json("lost"), "id": ""}),
+    ("charge.dispute.closed", {**dispute_json("won"), "amount": "1000"}),
+    ("payment_intent.payment_failed", {**intent_json("requires_payment_method"), "amount": 10.5}),
+    ("payment_intent.canceled", {k: v for k, v in intent_json("canceled").items() if k != "currency"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj"), MALFORMED, ids=[f"{t}-{i}" for i, (t, _) in enumerate(MALFORMED)]
+)
+def test_malformed_lifecycle_objects_are_refused(gateway: PaymentGateway, event_type: str, obj: Any) -> None:
+    with pytest.raises(InvalidWebhook):
+        parse(gateway, an_event(event_type, obj))
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    ["charge.refunded", "refund.created", "charge.dispute.created", "payment_intent.payment_failed"],
+)
+def test_a_lifecycle_event_without_its_object_is_refused(gateway: PaymentGateway, event_type: str) -> None:
+    event = an_event(event_type, {})
+    del event["data"]
+
+    with pytest.raises(InvalidWebhook):
+        parse(gateway, event)
+
+
+# -- the fake's lifecycle controls produce what the real parser reads -----------------------------------
+
+
+def paid_fake_intent(cents: int = 1000) -> tuple[FakePaymentGateway, PaymentIntent]:
+    fake = FakePaymentGateway((SECRET,))
+    intent = fake.create_payment_intent(a_request(cents))
+    fake.succeed(intent.id)
+    return fake, intent
+
+
+def test_fake_fail_and_cancel_sign_the_intent_events() -> None:
+    fake = FakePaymentGateway((SECRET,))
+    intent = fake.create_payment_intent(a_request(1000))
+
+    failed = fake.parse_webhook(*fake.fail(intent.id))
+    canceled = fake.parse_webhook(*fake.cancel(intent.id))
+
+    assert failed.type == "payment_intent.payment_failed" and failed.about == intent.id
+    assert failed.payment_intent is not None and failed.payment_intent.status == "requires_payment_method"
+    assert canceled.type == "payment_intent.canceled" and canceled.about == intent.id
+    assert fake.retrieve_payment_intent(intent.id).status == "canceled"
+    assert failed.id != canceled.id
+
+
+def test_fake_refund_events_and_listing() -> None:
+    fake, intent = paid_fake_intent()
+
+    first = fake.refund(intent.id, 300, refund_id="re_first")
+    second = fake.refund(intent.id, 200, event="refund.created")
+    missed = fake.refund(intent.id, 100, event=None)
+    bare = fake.refund(intent.id, 50, include_refunds=False)
+
+    assert first is not None and second is not None and bare is not None and missed is None
+    charge = fake.parse_webhook(*first)
+    assert (charge.type, charge.about, charge.refunds_listed) == ("charge.refunded", intent.id, True)
+    assert charge.refunds == (Refund("re_first", intent.id, Usd(300), "usd", "succeeded"),)
+    created = fake.parse_webhook(*second)
+    assert created.type == "refund.created" and [r.amount.cents for r in created.refunds] == [200]
+    unlisted = fake.parse_webhook(*bare)
+    assert (unlisted.refunds, unlisted.refunds_listed, unlisted.about) == ((), False, intent.id)
+    assert [r.amount.cents for r in fake.list_refunds(intent.id)] == [50, 100, 200, 300]  # newest first
+
+
+def test_fake_charge_refunded_lists_every_refund_of_the_charge() -> None:
+    fake, intent = paid_fake_intent()
+    fake.refund(intent.id, 300, event=None)
+
+    event = fake.refund(intent.id, 200)
+
+    assert event is not None
+    assert sorted(r.amount.cents for r in fake.parse_webhook(*event).refunds) == [200, 300]
+
+
+def test_fake_dispute_opens_then_closes_the_same_dispute() -> None:
+    fake, intent = paid_fake_intent()
+
+    opened = fake.parse_webhook(*fake.dispute(intent.id, 1000))
+    updated = fake.parse_webhook(*fake.dispute(intent.id, 1000, "under_review"))
+    closed = fake.parse_webhook(*fake.dispute(intent.id, 1000, "lost"))
+
+    assert [e.type for e in (opened, updated, closed)] == [
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.closed",
+    ]
+    assert opened.dispute is not None and closed.dispute is not None
+    assert opened.dispute.id == closed.dispute.id
+    assert (opened.dispute.status, closed.dispute.status) == ("needs_response", "lost")
+    assert closed.about == intent.id and closed.dispute.amount == Usd(1000)
+
+
+def test_fake_lists_respect_outages_and_created_after() -> None:
+    moments = iter([datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)])
+    fake = FakePaymentGateway((SECRET,), clock=lambda: next(moments))
+    old = fake.create_payment_intent(a_request(1000))
+    new = fake.create_payment_intent(a_request(1000))
+
+    assert [i.id for i in fake.list_payment_intents(datetime(2024, 1, 1, 12, tzinfo=UTC))] == [new.id]
+    assert [i.id for i in fake.list_payment_intents()] == [new.id, old.id]
+    fake.fail_next()
+    with pytest.raises(PaymentGatewayFailed):
+        fake.list_refunds(old.id)

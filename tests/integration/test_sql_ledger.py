@@ -6,24 +6,30 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 from adapters.sql.engine import create_wallet_engine
 from adapters.sql.migrate import alembic_config, current_revision, upgrade
 from adapters.sql.tables import metadata
 from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory
-from wallet_core.bookings import credit_booking
-from wallet_core.errors import StorageUnavailable
-from wallet_core.ledger import Account, Booking, CreditKind
-from wallet_core.money import Credits
+from wallet_core.bookings import credit_booking, hold_booking, settle_hold_booking
+from wallet_core.errors import NotFound, StorageUnavailable
+from wallet_core.holds import Hold, HoldStatus
+from wallet_core.ledger import Account, Booking, CreditKind, TransactionKind
+from wallet_core.money import Credits, Usd
+from wallet_core.ports import StoredEvent
+from wallet_core.refunds import take_back_booking, top_up_lot_id
+from wallet_core.topups import TopUpStatus
 from wallet_core.use_cases import read_wallet, spend_credits, verify_ledger
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -189,6 +195,179 @@ def test_downgrading_to_0001_gives_one_balance_back_and_upgrading_again_rebuilds
     with uow() as tx:
         assert tx.ledger.balances("alice", MIGRATED_AT) == (Credits(3500), Credits(0))
     assert verify_ledger(uow=uow) == []
+
+
+def _insert_0002_top_up(engine: Engine) -> None:
+    at = MIGRATED_AT.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") \
+        if engine.dialect.name == "sqlite" else MIGRATED_AT
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO top_ups (id, user_id, amount_cents, currency, credits, status, payment_intent_id, "
+                 "idempotency_key, created_at, updated_at) VALUES ('tu_1', 'alice', 2500, 'usd', 2500, 'succeeded', "
+                 "'pi_1', 'key-1', :at, :at)"),
+            {"at": at},
+        )
+
+
+def test_migrating_0002_top_ups_gives_them_nothing_refunded_and_an_empty_event_log(empty_engine: Engine) -> None:
+    _at_revision_0001_with_data(empty_engine)
+    with empty_engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+    _insert_0002_top_up(empty_engine)
+    upgrade(empty_engine)
+    assert current_revision(empty_engine) == HEAD
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        migrated = tx.ledger.get_top_up("tu_1")
+        assert tx.ledger.events_for_payment_intent("pi_1") == []
+    assert migrated is not None
+    assert (migrated.status, migrated.amount, migrated.refunded, migrated.credits_refunded, migrated.created_at) == (
+        TopUpStatus.SUCCEEDED, Usd(2500), Usd(0), Credits(0), MIGRATED_AT)
+    with uow() as tx:
+        tx.ledger.update_top_up(replace(migrated, status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(500),
+                                        credits_refunded=Credits(500)))
+        tx.commit()
+    with uow() as tx:
+        assert tx.ledger.get_top_up("tu_1") == replace(
+            migrated, status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(500), credits_refunded=Credits(500))
+    assert verify_ledger(uow=uow) == []
+
+
+def test_downgrading_0003_drops_the_event_log_and_refunds_and_upgrading_again_works(empty_engine: Engine) -> None:
+    upgrade(empty_engine)
+    _insert_0002_top_up(empty_engine)
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        top_up = tx.ledger.get_top_up("tu_1")
+        assert top_up is not None
+        tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.REFUNDED, refunded=Usd(2500),
+                                        credits_refunded=Credits(2500)))
+        tx.ledger.add_event(StoredEvent("evt_1", "charge.refunded", "pi_1", "tu_1", MIGRATED_AT, "refunded"))
+        tx.commit()
+    with empty_engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    assert current_revision(empty_engine) == "0002"
+    with empty_engine.connect() as conn:
+        schema = inspect(conn)
+        assert "payment_events" not in schema.get_table_names()
+        assert {c["name"] for c in schema.get_columns("top_ups")}.isdisjoint({"refunded_cents", "credits_refunded"})
+        assert conn.execute(text("SELECT status FROM top_ups WHERE id = 'tu_1'")).scalar_one() == "refunded"
+    upgrade(empty_engine)
+    with uow() as tx:
+        again = tx.ledger.get_top_up("tu_1")
+        assert tx.ledger.find_event("evt_1") is None
+    assert again is not None and (again.status, again.refunded, again.credits_refunded) == (
+        TopUpStatus.REFUNDED, Usd(0), Credits(0))
+    with empty_engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    assert diffs == []
+
+
+def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: Engine) -> None:
+    """A refund after spending books the debt on top_up_lot_id(intent); 0003 renames the lots 0002
+    converted from 0001's top-ups (and their postings and hold allocations) to that id."""
+    _at_revision_0001_with_data(empty_engine)
+    with empty_engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:  # a hold placed at 0002: 1000 promotional credits first, then 2000 of the paid lot
+        booking, allocations = hold_booking(
+            tx.ledger.lock_wallet("alice"), hold_id="hold_1", credits=Credits(3000), reference_id="hold:1",
+            now=MIGRATED_AT, reason=None, actor="api",
+        )
+        tx.ledger.record(booking)
+        hold = Hold(id="hold_1", user_id="alice", amount=Credits(3000), status=HoldStatus.OPEN, created_at=MIGRATED_AT,
+                    expires_at=MIGRATED_AT, allocations=allocations, reference_id="hold:1")
+        tx.ledger.add_hold(hold)
+        old_paid = next(lot.id for lot in tx.ledger.lock_wallet("alice").lots if lot.kind is CreditKind.PAID)
+        bob_lots = {lot.id for lot in tx.ledger.lock_wallet("bob").lots}
+        tx.commit()
+    paid = top_up_lot_id("pi_1")
+    assert old_paid != paid and old_paid in {lot_id for lot_id, _ in allocations}
+
+    upgrade(empty_engine)
+    with uow() as tx:
+        lots = {lot.id: lot for lot in tx.ledger.lock_wallet("alice").lots}
+        moved = tx.ledger.get_hold("hold_1")
+        assert {lot.id for lot in tx.ledger.lock_wallet("bob").lots} == bob_lots  # grants keep their ids
+    assert paid in lots and old_paid not in lots
+    assert (lots[paid].kind, lots[paid].granted, lots[paid].remaining, lots[paid].held) == (
+        CreditKind.PAID, Credits(2500), Credits(500), Credits(2000))
+    assert moved is not None and moved.allocations == tuple(
+        (paid if lot_id == old_paid else lot_id, amount) for lot_id, amount in allocations)
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM postings WHERE lot_id = :old"), {"old": old_paid}).scalar() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM postings WHERE lot_id = :new"), {"new": paid}).scalar() == 3
+    assert verify_ledger(uow=uow) == []
+
+    # the hold is captured in full, then the whole payment is refunded: 500 back, 2000 of debt on its lot
+    with uow() as tx:
+        tx.ledger.lock_wallet("alice")
+        tx.ledger.record(settle_hold_booking(moved, capture=Credits(3000), kind=TransactionKind.CAPTURE,
+                                             reference_id="capture:hold_1", now=MIGRATED_AT, reason=None, actor="api"))
+        tx.ledger.record(take_back_booking(
+            tx.ledger.lock_wallet("alice"), lot_id=paid, credits=Credits(2500), to_account=Account.STRIPE_FUNDING,
+            kind=TransactionKind.REFUND, reference_id="refund:re_1", now=MIGRATED_AT, reason="refund",
+        ))
+        tx.commit()
+    with uow() as tx:
+        assert {lot.id: lot.remaining for lot in tx.ledger.lock_wallet("alice").lots} == {paid: Credits(-2000)}
+        alice = tx.ledger.audit().accounts[0]
+    assert (alice.user_id, alice.account, alice.stored, alice.debt) == (
+        "alice", Account.WALLET, Credits(-2000), Credits(2000))
+    assert verify_ledger(uow=uow) == []
+
+
+def test_no_constraint_forbids_a_lot_in_debt(empty_engine: Engine) -> None:
+    upgrade(empty_engine)
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        tx.ledger.record(grant())
+        tx.commit()
+    with empty_engine.begin() as conn:
+        conn.execute(text("UPDATE credit_lots SET remaining = -123456789012"))
+    with uow() as tx:
+        [lot] = tx.ledger.lock_wallet("alice").lots
+        debt = tx.ledger.audit().accounts[0].debt
+    assert lot.remaining == Credits(-123456789012)
+    assert debt == Credits(123456789012)
+
+
+def test_the_new_methods_cost_one_statement_each_and_audit_three(empty_engine: Engine) -> None:
+    upgrade(empty_engine)
+    _insert_0002_top_up(empty_engine)
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:  # (connection, cursor, statement, parameters, context, executemany)
+        sent.append(args[2])
+
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        top_up = tx.ledger.get_top_up("tu_1")
+        assert top_up is not None
+        logged = StoredEvent("evt_1", "charge.refunded", "pi_1", "tu_1", MIGRATED_AT, "refunded")
+        event.listen(empty_engine, "before_cursor_execute", count)
+        try:
+            costs: dict[str, int] = {}
+            for name, call in [
+                ("update_top_up", lambda: tx.ledger.update_top_up(replace(top_up, refunded=Usd(1)))),
+                ("add_event", lambda: tx.ledger.add_event(logged)),
+                ("add_event again", lambda: tx.ledger.add_event(logged)),
+                ("find_event", lambda: tx.ledger.find_event("evt_1")),
+                ("events_for_payment_intent", lambda: tx.ledger.events_for_payment_intent("pi_1")),
+                ("audit", tx.ledger.audit),
+            ]:
+                sent.clear()
+                call()
+                costs[name] = len(sent)
+            sent.clear()
+            with pytest.raises(NotFound):
+                tx.ledger.update_top_up(replace(top_up, id="tu_404"))
+            costs["update_top_up unknown"] = len(sent)
+        finally:
+            event.remove(empty_engine, "before_cursor_execute", count)
+    assert costs == {"update_top_up": 1, "add_event": 1, "add_event again": 1, "find_event": 1,
+                     "events_for_payment_intent": 1, "audit": 3, "update_top_up unknown": 1}
 
 
 def test_sqlite_uses_wal_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> None:

@@ -4,7 +4,8 @@ Statements are built once per dialect and reused (SQLAlchemy caches their compil
 call costs, in statements sent:
 
 - balances, transactions, find_transaction_by_reference, get_hold, update_hold,
-  users_with_expired_credits, expired_open_holds and every top-up method: 1
+  users_with_expired_credits, expired_open_holds, every top-up method (update_top_up too) and every
+  event-log method (find_event, add_event, events_for_payment_intent): 1
 - lock_wallet: 2 (the wallet upsert that takes the row lock, then the live lots)
 - record: 3 on PostgreSQL (wallet upsert, transaction insert, then postings + new lots + lot changes
   in one statement); on SQLite, where a statement is a function call and no round trip, 2 plus one
@@ -52,6 +53,7 @@ from adapters.sql.tables import (
     credit_transactions,
     hold_allocations,
     holds,
+    payment_events,
     postings,
     top_ups,
     wallets,
@@ -69,7 +71,7 @@ from wallet_core.ledger import (
     WalletState,
 )
 from wallet_core.money import Credits, Usd
-from wallet_core.ports import AccountAudit, LedgerAudit
+from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
 from wallet_core.topups import TopUp, TopUpStatus
 
 T = TypeVar("T")
@@ -81,6 +83,7 @@ _lot = credit_lots.c
 _h = holds.c
 _a = hold_allocations.c
 _tu = top_ups.c
+_ev = payment_events.c
 
 
 def _at(name: str) -> Any:
@@ -122,6 +125,17 @@ _TOP_UP_BY_KEY = select(top_ups).where(_tu.user_id == bindparam("p_user"), _tu.i
 _SET_STATUS = (
     update(top_ups).where(_tu.id == bindparam("p_id")).values(status=bindparam("p_status"), updated_at=_at("p_at"))
 )
+_UPDATE_TOP_UP = (
+    update(top_ups)
+    .where(_tu.id == bindparam("p_id"))
+    .values(
+        status=bindparam("p_status"),
+        refunded_cents=bindparam("p_refunded"),
+        credits_refunded=bindparam("p_credits_refunded"),
+        updated_at=_at("p_at"),
+    )
+)
+_EVENT_BY_ID = select(payment_events).where(_ev.event_id == bindparam("p_id"))
 
 _LOT_COLUMNS = ("id", "user_id", "kind", "granted", "remaining", "held", "created_at", "expires_at")
 # PostgreSQL: a booking's postings, new lots and lot changes in one statement (one round trip), sent as
@@ -157,7 +171,9 @@ class _Statements:
     add_to_wallet: Insert  # INSERT ... ON CONFLICT (user_id) DO UPDATE SET available + x ... RETURNING available
     book: Insert  # INSERT ... ON CONFLICT (reference_id) DO NOTHING RETURNING id
     add_top_up: Insert  # INSERT ... ON CONFLICT DO NOTHING RETURNING id
+    add_event: Insert  # INSERT ... ON CONFLICT (event_id) DO NOTHING
     balances: Select[Any]
+    events_for_payment_intent: Select[Any]
     transactions: Select[Any]
     transactions_before: Select[Any]
     get_hold: Select[Any]
@@ -249,7 +265,13 @@ def _statements(dialect_name: str) -> _Statements:
         .subquery("posted")
     )
     in_lots = (
-        select(_lot.user_id, func.sum(_lot.remaining).label("remaining"), func.sum(_lot.held).label("held"))
+        select(
+            _lot.user_id,
+            func.sum(_lot.remaining).label("remaining"),
+            func.sum(_lot.held).label("held"),
+            # what lots in debt owe: the sum of -remaining over lots gone negative
+            func.sum(case((_lot.remaining < literal_column("0"), -_lot.remaining), else_=0)).label("debt"),
+        )
         .group_by(_lot.user_id)
         .subquery("in_lots")
     )
@@ -263,6 +285,7 @@ def _statements(dialect_name: str) -> _Statements:
             posted.c.held.label("posted_held"),
             in_lots.c.remaining.label("lots_wallet"),
             in_lots.c.held.label("lots_held"),
+            in_lots.c.debt.label("debt"),
         )
         .select_from(
             users.outerjoin(wallets, _w.user_id == users.c.user_id)
@@ -286,9 +309,13 @@ def _statements(dialect_name: str) -> _Statements:
         ).returning(_w.available),
         book=insert(credit_transactions).on_conflict_do_nothing(index_elements=[_tx.reference_id]).returning(_tx.id),
         add_top_up=insert(top_ups).on_conflict_do_nothing().returning(_tu.id),
+        add_event=insert(payment_events).on_conflict_do_nothing(index_elements=[_ev.event_id]),
         balances=select((_w.available - expired_unswept).label("spendable"), _w.held).where(
             _w.user_id == bindparam("p_user")
         ),
+        events_for_payment_intent=select(payment_events)
+        .where(_ev.payment_intent_id == bindparam("p_intent"))
+        .order_by(_ev.received_at, bytewise(_ev.event_id)),
         transactions=newest_first,
         transactions_before=newest_first.where(
             or_(
@@ -467,12 +494,14 @@ class SqlLedgerRepository:
         ]
         accounts: list[AccountAudit] = []
         for row in self._conn.execute(self._sql.accounts):
-            for account, stored, posted, in_lots in (
-                (Account.WALLET, row.stored_wallet, row.posted_wallet, row.lots_wallet),
-                (Account.HELD, row.stored_held, row.posted_held, row.lots_held),
+            for account, stored, posted, in_lots, debt in (
+                (Account.WALLET, row.stored_wallet, row.posted_wallet, row.lots_wallet, row.debt),
+                (Account.HELD, row.stored_held, row.posted_held, row.lots_held, 0),
             ):
                 accounts.append(
-                    AccountAudit(row.user_id, account, _credits(stored), _credits(posted), _credits(in_lots))
+                    AccountAudit(
+                        row.user_id, account, _credits(stored), _credits(posted), _credits(in_lots), _credits(debt)
+                    )
                 )
         return LedgerAudit(total_posted=Credits(int(total)), unbalanced=unbalanced, accounts=accounts)
 
@@ -491,6 +520,8 @@ class SqlLedgerRepository:
                 "idempotency_key": top_up.idempotency_key,
                 "created_at": top_up.created_at,
                 "updated_at": top_up.created_at,
+                "refunded_cents": top_up.refunded.cents,
+                "credits_refunded": top_up.credits_refunded.minor,
             },
         ).first()
         if added is None:
@@ -511,6 +542,44 @@ class SqlLedgerRepository:
         )
         if result.rowcount == 0:
             raise NotFound(f"top-up {top_up_id} does not exist")
+
+    def update_top_up(self, top_up: TopUp) -> None:
+        result = self._conn.execute(
+            _UPDATE_TOP_UP,
+            {
+                "p_id": top_up.id,
+                "p_status": top_up.status.value,
+                "p_refunded": top_up.refunded.cents,
+                "p_credits_refunded": top_up.credits_refunded.minor,
+                "p_at": datetime.now(UTC),
+            },
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"top-up {top_up.id} does not exist")
+
+    # -- the payment event log -----------------------------------------------------------------
+    def find_event(self, event_id: str) -> StoredEvent | None:
+        return self._one(_EVENT_BY_ID, {"p_id": event_id}, _event)
+
+    def add_event(self, event: StoredEvent) -> None:
+        # ON CONFLICT DO NOTHING: a second event with the same id is ignored, and (unlike a caught
+        # IntegrityError) leaves a PostgreSQL transaction usable.
+        self._conn.execute(
+            self._sql.add_event,
+            {
+                "event_id": event.event_id,
+                "type": event.type,
+                "payment_intent_id": event.payment_intent_id,
+                "top_up_id": event.top_up_id,
+                "received_at": event.received_at,
+                "outcome": event.outcome,
+                "source": event.source,
+            },
+        )
+
+    def events_for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
+        rows = self._conn.execute(self._sql.events_for_payment_intent, {"p_intent": payment_intent_id})
+        return [_event(row) for row in rows]
 
     # -- helpers -------------------------------------------------------------------------------
     def _one(self, statement: Select[Any], params: dict[str, Any], convert: Callable[[Row[Any]], T]) -> T | None:
@@ -655,4 +724,18 @@ def _top_up(row: Row[Any]) -> TopUp:
         payment_intent_id=row.payment_intent_id,
         created_at=row.created_at,
         idempotency_key=row.idempotency_key,
+        refunded=Usd(row.refunded_cents),
+        credits_refunded=Credits(row.credits_refunded),
+    )
+
+
+def _event(row: Row[Any]) -> StoredEvent:
+    return StoredEvent(
+        event_id=row.event_id,
+        type=row.type,
+        payment_intent_id=row.payment_intent_id,
+        top_up_id=row.top_up_id,
+        received_at=row.received_at,
+        outcome=row.outcome,
+        source=row.source,
     )

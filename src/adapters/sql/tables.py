@@ -107,7 +107,7 @@ credit_lots = Table(
     Column("user_id", String(128), ForeignKey("wallets.user_id"), nullable=False),
     Column("kind", String(16), nullable=False),  # paid | promotional
     Column("granted", BigInteger, nullable=False),
-    Column("remaining", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),  # negative when the lot is in debt (refund after spending)
     Column("held", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=True),
@@ -162,6 +162,23 @@ top_ups = Table(
     Column("idempotency_key", String(255), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Money Stripe gave back so far, and the credits taken back for it (refunds/disputes, 0003).
+    Column("refunded_cents", BigInteger, nullable=False, server_default=text("0")),
+    Column("credits_refunded", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("payment_intent_id"),
     UniqueConstraint("user_id", "idempotency_key"),
+)
+
+# Every Stripe event the wallet received, once per event id, and what it did (support's log).
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("type", String(100), nullable=False),
+    Column("payment_intent_id", String(255), nullable=True),
+    Column("top_up_id", String(64), nullable=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("source", String(32), nullable=False),  # webhook | reconcile
+    Index("ix_payment_events_intent_received", "payment_intent_id", "received_at"),
 )
