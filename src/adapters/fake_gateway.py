@@ -1,8 +1,18 @@
 """A PaymentGateway that keeps PaymentIntents in memory: no network, same contract as Stripe's.
 
-Tests drive it: `succeed(pi_id)` marks an intent paid and returns a signed `payment_intent.succeeded`
-event (payload and Stripe-Signature header) ready to post to the webhook; `fail_next(...)` makes the
-next call fail the way an outage would; `configured=False` behaves like missing Stripe keys.
+Tests drive it. Each of these changes what the fake "Stripe" holds and returns a signed event
+(payload and Stripe-Signature header) ready to post to the webhook, shaped as Stripe documents it:
+
+- `succeed(pi_id)` -> payment_intent.succeeded; `fail(pi_id)` -> payment_intent.payment_failed;
+  `cancel(pi_id)` -> payment_intent.canceled;
+- `refund(pi_id, cents, event=...)` records a succeeded refund (then listed by `list_refunds`) and
+  returns a charge.refunded or refund.created event, or None (`event=None`: the webhook was missed);
+  `include_refunds=False` leaves the refunds out of charge.refunded, as newer API versions do;
+- `dispute(pi_id, cents, status)` -> charge.dispute.created, then .updated / .closed for the same
+  dispute.
+
+`fail_next(...)` makes the next call fail the way an outage would; `configured=False` behaves like
+missing Stripe keys; `clock` stamps each intent's creation time (for `list_payment_intents`).
 """
 
 from __future__ import annotations
@@ -11,15 +21,24 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import stripe
 
 from adapters.stripe_webhooks import TOLERANCE_SECONDS, parse_webhook
 from wallet_core.errors import NotFound, PaymentGatewayFailed, PaymentsNotConfigured
-from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest
+from wallet_core.money import Usd
+from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+
+RefundEvent = Literal["charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"]
+DISPUTE_CLOSED = frozenset({"won", "lost", "warning_closed"})
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class FakePaymentGateway:
@@ -29,16 +48,23 @@ class FakePaymentGateway:
         *,
         configured: bool = True,
         allow_unsigned_webhooks: bool = False,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.webhook_secrets = tuple(webhook_secrets)
         self.configured = configured
         self.allow_unsigned_webhooks = allow_unsigned_webhooks
-        self.intents: dict[str, PaymentIntent] = {}
+        self.clock = clock
+        self.intents: dict[str, PaymentIntent] = {}  # in creation order
+        self.created_at: dict[str, datetime] = {}
+        self.refunds: dict[str, list[Refund]] = {}  # by PaymentIntent id, oldest first
+        self.disputes: dict[str, Dispute] = {}  # by dispute id
         self.create_calls: list[PaymentIntentRequest] = []
         self._by_key: dict[str, tuple[PaymentIntentRequest, str]] = {}
         self._failures: list[Exception] = []
         self._ids = itertools.count(1)
         self._events = itertools.count(1)
+        self._refund_ids = itertools.count(1)
+        self._dispute_ids = itertools.count(1)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -64,6 +90,7 @@ class FakePaymentGateway:
                 client_secret=f"pi_fake_{n}_secret_{n:04d}",
             )
             self.intents[intent.id] = intent
+            self.created_at[intent.id] = self.clock()
             self._by_key[request.idempotency_key] = (request, intent.id)
             return intent
 
@@ -74,6 +101,23 @@ class FakePaymentGateway:
                 return self.intents[payment_intent_id]
             except KeyError:
                 raise NotFound(f"no PaymentIntent {payment_intent_id}") from None
+
+    def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
+        """Newest first (by creation order), back to `created_after` (inclusive)."""
+        with self._lock:
+            self._check()
+            listed = [
+                self.intents[pi_id]
+                for pi_id in reversed(self.intents)
+                if created_after is None or self.created_at[pi_id] >= created_after
+            ]
+        return iter(listed)
+
+    def list_refunds(self, payment_intent_id: str) -> list[Refund]:
+        """Every refund of the intent, newest first (as Stripe lists them); none for an unknown id."""
+        with self._lock:
+            self._check()
+            return list(reversed(self.refunds.get(payment_intent_id, [])))
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         return parse_webhook(
@@ -100,6 +144,88 @@ class FakePaymentGateway:
             obj["currency"] = currency
         return self.signed_event("payment_intent.succeeded", obj)
 
+    def fail(self, payment_intent_id: str, *, message: str = "Your card was declined.") -> tuple[bytes, str]:
+        """A payment attempt failed: the intent waits for another payment method (as at Stripe);
+        return a signed payment_intent.payment_failed."""
+        failed = replace(self.intents[payment_intent_id], status="requires_payment_method")
+        self.intents[payment_intent_id] = failed
+        obj = self.intent_object(failed)
+        obj["last_payment_error"] = {"type": "card_error", "code": "card_declined", "message": message}
+        return self.signed_event("payment_intent.payment_failed", obj)
+
+    def cancel(self, payment_intent_id: str) -> tuple[bytes, str]:
+        """Cancel the intent; return a signed payment_intent.canceled."""
+        canceled = replace(self.intents[payment_intent_id], status="canceled")
+        self.intents[payment_intent_id] = canceled
+        obj = self.intent_object(canceled)
+        obj["cancellation_reason"] = "requested_by_customer"
+        return self.signed_event("payment_intent.canceled", obj)
+
+    def refund(
+        self,
+        payment_intent_id: str,
+        cents: int,
+        *,
+        refund_id: str | None = None,
+        event: RefundEvent | None = "charge.refunded",
+        include_refunds: bool = True,
+        status: str = "succeeded",
+    ) -> tuple[bytes, str] | None:
+        """Record a refund of `cents` (listed by `list_refunds` from now on) and return the signed
+        `event` about it: charge.refunded (object: the charge, listing every refund of it unless
+        `include_refunds=False`) or a refund.* event (object: the refund). None: no event at all, as
+        when the webhook never arrived and only reconciliation can find the refund."""
+        intent = self.intents[payment_intent_id]
+        refund = Refund(
+            id=refund_id or f"re_fake_{next(self._refund_ids)}",
+            payment_intent_id=payment_intent_id,
+            amount=Usd(cents),
+            currency=intent.currency,
+            status=status,
+        )
+        with self._lock:
+            self.refunds.setdefault(payment_intent_id, []).append(refund)
+        if event is None:
+            return None
+        if event == "charge.refunded":
+            return self.signed_event(event, self.charge_object(intent, include_refunds=include_refunds))
+        return self.signed_event(event, self.refund_object(refund, self.charge_id(payment_intent_id)))
+
+    def dispute(
+        self,
+        payment_intent_id: str,
+        cents: int,
+        status: str = "needs_response",
+        *,
+        dispute_id: str | None = None,
+        event: str | None = None,
+    ) -> tuple[bytes, str]:
+        """Open a dispute on the intent's charge, or move the one already open on it to `status`.
+        The event is charge.dispute.created for a new dispute, charge.dispute.closed once `status`
+        is won, lost or warning_closed, charge.dispute.updated otherwise (or `event` if given)."""
+        intent = self.intents[payment_intent_id]
+        if dispute_id is None:
+            open_ = [d for d in self.disputes.values() if d.payment_intent_id == payment_intent_id]
+            dispute_id = open_[-1].id if open_ else f"du_fake_{next(self._dispute_ids)}"
+        new = dispute_id not in self.disputes
+        dispute = Dispute(
+            id=dispute_id,
+            payment_intent_id=payment_intent_id,
+            amount=Usd(cents),
+            currency=intent.currency,
+            status=status,
+        )
+        self.disputes[dispute_id] = dispute
+        if event is None:
+            event = (
+                "charge.dispute.closed"
+                if status in DISPUTE_CLOSED
+                else "charge.dispute.created"
+                if new
+                else "charge.dispute.updated"
+            )
+        return self.signed_event(event, self.dispute_object(dispute, self.charge_id(payment_intent_id)))
+
     def signed_event(self, event_type: str, obj: dict[str, Any], *, secret: str | None = None,
                      timestamp: int | None = None) -> tuple[bytes, str]:
         event = {
@@ -125,6 +251,71 @@ class FakePaymentGateway:
             "currency": intent.currency,
             "status": intent.status,
             "metadata": dict(intent.metadata),
+        }
+
+    @staticmethod
+    def charge_id(payment_intent_id: str) -> str:
+        """The id of the (single) charge of an intent."""
+        return "ch_" + payment_intent_id.removeprefix("pi_")
+
+    def charge_object(self, intent: PaymentIntent, *, include_refunds: bool = True) -> dict[str, Any]:
+        """The intent's charge as Stripe sends it in charge.refunded."""
+        refunds = list(reversed(self.refunds.get(intent.id, [])))
+        refunded = sum(r.amount.cents for r in refunds if r.status in ("succeeded", "pending"))
+        charge_id = self.charge_id(intent.id)
+        obj: dict[str, Any] = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": intent.amount.cents,
+            "amount_captured": intent.amount.cents,
+            "amount_refunded": refunded,
+            "currency": intent.currency,
+            "captured": True,
+            "paid": True,
+            "refunded": refunded >= intent.amount.cents,
+            "status": "succeeded",
+            "payment_intent": intent.id,
+            "metadata": {},
+        }
+        if include_refunds:
+            obj["refunds"] = {
+                "object": "list",
+                "data": [self.refund_object(r, charge_id) for r in refunds],
+                "has_more": False,
+                "total_count": len(refunds),
+                "url": f"/v1/charges/{charge_id}/refunds",
+            }
+        return obj
+
+    @staticmethod
+    def refund_object(refund: Refund, charge_id: str) -> dict[str, Any]:
+        return {
+            "id": refund.id,
+            "object": "refund",
+            "amount": refund.amount.cents,
+            "charge": charge_id,
+            "currency": refund.currency,
+            "payment_intent": refund.payment_intent_id,
+            "reason": "requested_by_customer",
+            "status": refund.status,
+            "created": int(time.time()),
+            "metadata": {},
+        }
+
+    @staticmethod
+    def dispute_object(dispute: Dispute, charge_id: str) -> dict[str, Any]:
+        return {
+            "id": dispute.id,
+            "object": "dispute",
+            "amount": dispute.amount.cents,
+            "charge": charge_id,
+            "currency": dispute.currency,
+            "payment_intent": dispute.payment_intent_id,
+            "reason": "fraudulent",
+            "status": dispute.status,
+            "is_charge_refundable": False,
+            "created": int(time.time()),
+            "metadata": {},
         }
 
     def _check(self) -> None:

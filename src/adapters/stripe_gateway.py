@@ -7,22 +7,25 @@ secrets never reach an exception message, a repr or a log line.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import stripe
 
-from adapters.stripe_webhooks import TOLERANCE_SECONDS, intent_from_dict, parse_webhook
+from adapters.stripe_webhooks import TOLERANCE_SECONDS, intent_from_dict, parse_webhook, refund_from_dict
 from wallet_core.errors import (
     InvalidWebhook,
     NotFound,
     PaymentGatewayFailed,
     PaymentsNotConfigured,
 )
-from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest
+from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ T = TypeVar("T")
 
 _NOT_CONFIGURED = "STRIPE_SECRET_KEY is not set, so no payment can be taken"
 _MAX_DETAIL = 160
+_PAGE_SIZE = 100  # Stripe's largest page
 
 # Stripe API keys (secret, restricted, publishable) and PaymentIntent/SetupIntent client secrets.
 _SECRET_PATTERNS = re.compile(
@@ -147,6 +151,58 @@ class StripePaymentGateway:
         )
         return self._translate(obj, "retrieve a PaymentIntent")
 
+    def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
+        """Newest first, back to `created_after` (inclusive, to the second). The first page is fetched
+        now, so a missing key or an unreachable Stripe fails here rather than on the first `next()`.
+
+        The date filter is applied here, not sent as `created[gte]` (localstripe refuses that), and
+        Stripe's newest-first order is checked rather than trusted: a server that lists oldest first
+        (localstripe does) is read to the end and reversed, where Stripe's list stops at the cutoff."""
+        client = self._get_client()
+        cutoff = None if created_after is None else _epoch_seconds(created_after)
+        pages = self._pages(
+            "list PaymentIntents",
+            lambda params: client.v1.payment_intents.list(params),  # type: ignore[arg-type]
+            {"limit": _PAGE_SIZE},
+        )
+        first = next(pages)
+
+        def entries() -> Iterator[tuple[int, PaymentIntent]]:
+            for page in itertools.chain([first], pages):
+                for item in page:
+                    created = item.get("created") if isinstance(item, Mapping) else None
+                    if isinstance(created, bool) or not isinstance(created, int):
+                        raise PaymentGatewayFailed(
+                            "could not list PaymentIntents: Stripe listed one without a creation time"
+                        )
+                    yield created, self._translate(item, "list PaymentIntents")
+
+        return newest_first(entries(), cutoff)
+
+    def list_refunds(self, payment_intent_id: str) -> list[Refund]:
+        """Every refund of the PaymentIntent, all pages. An unknown PaymentIntent has none."""
+        client = self._get_client()
+        if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
+            return []  # without the filter Stripe would list every refund of the account
+        refunds: list[Refund] = []
+        try:
+            for page in self._pages(
+                "list refunds",
+                lambda params: client.v1.refunds.list(params),  # type: ignore[arg-type]
+                {"payment_intent": payment_intent_id, "limit": _PAGE_SIZE},
+                not_found="no such PaymentIntent",
+            ):
+                for item in page:
+                    try:
+                        refunds.append(refund_from_dict(item, payment_intent_id=payment_intent_id))
+                    except InvalidWebhook:
+                        raise PaymentGatewayFailed(
+                            "could not list refunds: Stripe answered with something that is not a Refund"
+                        ) from None
+        except NotFound:
+            return []
+        return refunds
+
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         return parse_webhook(
             payload,
@@ -206,6 +262,31 @@ class StripePaymentGateway:
         log.warning("Stripe call failed: %s", message)
         return PaymentGatewayFailed(message)
 
+    def _pages(
+        self,
+        action: str,
+        fetch: Callable[[dict[str, Any]], Any],
+        params: dict[str, Any],
+        *,
+        not_found: str | None = None,
+    ) -> Iterator[list[Any]]:
+        """Each page of a Stripe list (as plain dicts), following `starting_after` while `has_more`."""
+        seen: set[str] = set()
+        while True:
+            listing = self._call(action, functools.partial(fetch, dict(params)), not_found=not_found)
+            page = listing.to_dict() if hasattr(listing, "to_dict") else listing
+            data = page.get("data") if isinstance(page, Mapping) else None
+            if not isinstance(data, list):
+                raise PaymentGatewayFailed(f"could not {action}: Stripe answered with something that is not a list")
+            yield data
+            if not data or page.get("has_more") is not True:
+                return
+            last = data[-1].get("id") if isinstance(data[-1], Mapping) else None
+            if not isinstance(last, str) or last in seen:
+                raise PaymentGatewayFailed(f"could not {action}: Stripe's list does not move on to a next page")
+            seen.add(last)
+            params = {**params, "starting_after": last}
+
     @staticmethod
     def _translate(obj: Any, action: str) -> PaymentIntent:
         # stripe>=15: a StripeObject is no longer a dict subclass; to_dict() gives plain dicts.
@@ -216,3 +297,38 @@ class StripePaymentGateway:
             raise PaymentGatewayFailed(
                 f"could not {action}: Stripe answered with something that is not a PaymentIntent"
             ) from None
+
+
+def _epoch_seconds(moment: datetime) -> int:
+    """Whole seconds since the epoch, rounded down (Stripe's `created` has whole seconds)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp() // 1)
+
+
+def newest_first(entries: Iterable[tuple[int, T]], cutoff: int | None) -> Iterator[T]:
+    """`entries` ((created, item) in the server's order) newest first, leaving out those created
+    before `cutoff`.
+
+    Stripe lists newest first, so once it is clear the server does (two different `created` seen,
+    descending), items are passed on as they come and the first one older than the cutoff ends the
+    listing. A server that lists oldest first (localstripe) is read to the end and reversed."""
+    order: str | None = None  # "newest_first" | "oldest_first", once two different times are seen
+    held: list[tuple[int, T]] = []
+    previous: int | None = None
+    for created, item in entries:
+        if order is None and previous is not None and created != previous:
+            order = "newest_first" if created < previous else "oldest_first"
+            if order == "newest_first":
+                yield from (i for c, i in held if cutoff is None or c >= cutoff)
+                held = []
+        previous = created
+        if order == "newest_first":
+            if cutoff is not None and created < cutoff:
+                return
+            yield item
+        else:
+            held.append((created, item))
+    if order == "oldest_first":
+        held.reverse()
+    # Never told apart (every item created in the same second): trust Stripe's documented order.
+    yield from (i for c, i in held if cutoff is None or c >= cutoff)

@@ -16,11 +16,16 @@ import stripe
 
 from wallet_core.errors import InvalidWebhook, WebhooksNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import PaymentEvent, PaymentIntent
+from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, Refund
 
 log = logging.getLogger(__name__)
 
 TOLERANCE_SECONDS = 300  # Stripe's default: older signatures are refused as replays
+
+# payment_intent.* events whose object the wallet reads; others may come without one.
+CONSUMED_INTENT_EVENTS = frozenset(
+    {"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"}
+)
 
 
 def parse_webhook(
@@ -71,16 +76,67 @@ def _verify(payload: bytes, header: str | None, secrets: Sequence[str], toleranc
 
 
 def event_from_dict(data: object) -> PaymentEvent:
+    """Translate a Stripe event (already verified) into ours. Objects of the event types the wallet
+    consumes must be well formed (InvalidWebhook otherwise); other types pass through bare."""
     if not isinstance(data, Mapping):
         raise InvalidWebhook("the webhook body is not a Stripe event object")
     event_id, event_type = data.get("id"), data.get("type")
     if not isinstance(event_id, str) or not isinstance(event_type, str):
         raise InvalidWebhook("the event has no id or type")
-    obj = (data.get("data") or {}).get("object") if isinstance(data.get("data"), Mapping) else None
-    intent = None
-    if event_type.startswith("payment_intent.") and isinstance(obj, Mapping):
-        intent = intent_from_dict(obj)
-    return PaymentEvent(id=event_id, type=event_type, payment_intent=intent)
+    body = data.get("data")
+    obj = body.get("object") if isinstance(body, Mapping) else None
+    kind = _object_kind(event_type)
+    if kind is None:
+        return PaymentEvent(id=event_id, type=event_type)
+    if not isinstance(obj, Mapping):
+        if kind == "payment_intent" and event_type not in CONSUMED_INTENT_EVENTS:
+            return PaymentEvent(id=event_id, type=event_type)  # e.g. payment_intent.created: not used
+        raise InvalidWebhook(f"the {event_type} event has no {kind} object")
+    if kind == "payment_intent":
+        return PaymentEvent(id=event_id, type=event_type, payment_intent=intent_from_dict(obj))
+    if kind == "charge":
+        return _charge_event(event_id, event_type, obj)
+    if kind == "refund":
+        refund = refund_from_dict(obj)
+        return PaymentEvent(
+            id=event_id, type=event_type, refunds=(refund,), payment_intent_id=refund.payment_intent_id
+        )
+    dispute = dispute_from_dict(obj)
+    return PaymentEvent(id=event_id, type=event_type, dispute=dispute, payment_intent_id=dispute.payment_intent_id)
+
+
+def _object_kind(event_type: str) -> str | None:
+    """What `data.object` is for the event types we translate."""
+    if event_type.startswith("payment_intent."):
+        return "payment_intent"
+    if event_type == "charge.refunded":
+        return "charge"
+    if event_type.startswith(("refund.", "charge.refund.")):
+        return "refund"
+    if event_type.startswith("charge.dispute."):
+        return "dispute"
+    return None
+
+
+def _charge_event(event_id: str, event_type: str, charge: Mapping[str, Any]) -> PaymentEvent:
+    """charge.refunded: the charge lists its refunds only on older API versions (and then at most a
+    page of them): `refunds_listed` says whether the event carries every one."""
+    if not isinstance(charge.get("id"), str):
+        raise InvalidWebhook("the charge object has no id")
+    try:
+        pi_id = _reference(charge.get("payment_intent"))
+    except (TypeError, ValueError):
+        raise InvalidWebhook("the charge object's payment_intent is not an id") from None
+    listing = charge.get("refunds")
+    if listing is None:
+        return PaymentEvent(id=event_id, type=event_type, payment_intent_id=pi_id, refunds_listed=False)
+    if not isinstance(listing, Mapping) or not isinstance(listing.get("data"), list):
+        raise InvalidWebhook("the charge object's refunds are not a list")
+    refunds = tuple(refund_from_dict(r, payment_intent_id=pi_id) for r in listing["data"])
+    complete = listing.get("has_more") is not True
+    return PaymentEvent(
+        id=event_id, type=event_type, refunds=refunds, payment_intent_id=pi_id, refunds_listed=complete
+    )
 
 
 def intent_from_dict(obj: Mapping[str, Any]) -> PaymentIntent:
@@ -106,7 +162,58 @@ def intent_from_dict(obj: Mapping[str, Any]) -> PaymentIntent:
         raise InvalidWebhook("the payment_intent object is missing id, amount or currency") from None
 
 
+def refund_from_dict(obj: object, *, payment_intent_id: str | None = None) -> Refund:
+    """Translate a Stripe Refund; `payment_intent_id` stands in when the refund does not name one
+    (a refund listed inside its charge, or made through the charge)."""
+    try:
+        if not isinstance(obj, Mapping):
+            raise TypeError
+        refund_id, currency, status = obj["id"], obj["currency"], obj["status"]
+        if not all(isinstance(v, str) and v for v in (refund_id, currency, status)):
+            raise TypeError
+        return Refund(
+            id=refund_id,
+            payment_intent_id=_reference(obj.get("payment_intent")) or payment_intent_id,
+            amount=Usd(_minor(obj["amount"])),
+            currency=currency.lower(),
+            status=status,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise InvalidWebhook("a refund object is missing id, amount, currency or status") from None
+
+
+def dispute_from_dict(obj: Mapping[str, Any]) -> Dispute:
+    try:
+        dispute_id, currency, status = obj["id"], obj["currency"], obj["status"]
+        if not all(isinstance(v, str) and v for v in (dispute_id, currency, status)):
+            raise TypeError
+        return Dispute(
+            id=dispute_id,
+            payment_intent_id=_reference(obj.get("payment_intent")),
+            amount=Usd(_minor(obj["amount"])),
+            currency=currency.lower(),
+            status=status,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise InvalidWebhook("the dispute object is missing id, amount, currency or status") from None
+
+
+def _reference(value: object) -> str | None:
+    """A related object's id: Stripe sends an id string, an expanded object, or null."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise ValueError("not an object id")
+    return value
+
+
 def _minor(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)) or value != int(value):
+    """An amount in minor units (cents): a JSON integer, never negative. Stripe never sends a
+    fraction or an exponent (parsed as Decimal here), nor a string, so those are refused, `100.0` too."""
+    if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("amount is not an integer number of minor units")
-    return int(value)
+    if value < 0:
+        raise ValueError("amount is negative")
+    return value

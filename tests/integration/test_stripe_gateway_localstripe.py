@@ -9,19 +9,21 @@ import logging
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import stripe
 
-from adapters.stripe_gateway import StripePaymentGateway
+from adapters.stripe_gateway import StripePaymentGateway, newest_first
 from tests.fixtures.localstripe import LOCALSTRIPE_KEY, register_webhook
 from wallet_core.errors import NotFound, PaymentGatewayFailed, PaymentsNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentIntentRequest
+from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentIntentRequest, Refund
 
 SECRET_KEY = "sk_test_51SuperSecretIntegrationKey0123456789"
 
@@ -320,13 +322,9 @@ def test_card_payment_succeeds_end_to_end(
 def test_localstripe_webhook_parses_into_a_succeeded_event(
     localstripe_url: str, localstripe_gateway: StripePaymentGateway, localstripe_client: stripe.StripeClient
 ) -> None:
+    hook = f"it-{uuid.uuid4().hex[:8]}"
     with local_server(lambda _: Answer(body={"received": True})) as (hook_url, seen):
-        register_webhook(
-            localstripe_url,
-            f"it-{uuid.uuid4().hex[:8]}",
-            f"{hook_url}/stripe/webhook",
-            "whsec_it_localstripe",
-        )
+        register_webhook(localstripe_url, hook, f"{hook_url}/stripe/webhook", "whsec_it_localstripe")
         request = a_request(4100)
         intent = localstripe_gateway.create_payment_intent(request)
         localstripe_client.v1.payment_intents.update(intent.id, {"payment_method": "pm_card_visa"})
@@ -345,6 +343,10 @@ def test_localstripe_webhook_parses_into_a_succeeded_event(
                 None,
             )
             time.sleep(0.1)
+        # localstripe cannot forget a hook: leave this one listening for an event that never comes.
+        register_webhook(
+            localstripe_url, hook, f"{hook_url}/stripe/webhook", "whsec_it_localstripe", events=["wallet.test.muted"]
+        )
 
     assert delivered is not None, f"no payment_intent.succeeded for {intent.id} within 10s"
     assert delivered.path == "/stripe/webhook"
@@ -360,3 +362,215 @@ def test_localstripe_webhook_parses_into_a_succeeded_event(
     other = StripePaymentGateway(LOCALSTRIPE_KEY, ("whsec_not_it",))
     with pytest.raises(Exception, match="does not match"):
         other.parse_webhook(delivered.body, delivered.headers.get("Stripe-Signature"))
+
+
+# -- listing: pages, order, cutoff -------------------------------------------------------------------
+
+
+def query(seen: Seen) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(seen.path).query))
+
+
+def paged(items: list[dict[str, object]], page_size: int) -> Callable[[Seen], Answer]:
+    """A Stripe list endpoint over `items` (in the order given), honouring limit and starting_after."""
+
+    def answer(request: Seen) -> Answer:
+        params = query(request)
+        start = 0
+        if "starting_after" in params:
+            start = next(i for i, item in enumerate(items) if item["id"] == params["starting_after"]) + 1
+        size = min(page_size, int(params.get("limit", 10)))
+        data = items[start : start + size]
+        return Answer(body={"object": "list", "data": data, "has_more": start + size < len(items), "url": "/v1/x"})
+
+    return answer
+
+
+def listed_intent(n: int, created: int) -> dict[str, object]:
+    return {**intent_json(f"pi_list_{n}", 100 + n), "created": created, "status": "succeeded"}
+
+
+def test_list_payment_intents_follows_every_page_newest_first() -> None:
+    items = [listed_intent(n, 1_700_000_000 - n) for n in range(7)]  # Stripe's order: newest first
+    with local_server(paged(items, page_size=3)) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        intents = list(gateway.list_payment_intents())
+
+    assert [i.id for i in intents] == [f"pi_list_{n}" for n in range(7)]
+    assert [i.amount for i in intents] == [Usd(100 + n) for n in range(7)]
+    assert all(s.method == "GET" and urllib.parse.urlsplit(s.path).path == "/v1/payment_intents" for s in seen)
+    assert [query(s).get("starting_after") for s in seen] == [None, "pi_list_2", "pi_list_5"]
+    assert all(query(s)["limit"] == "100" for s in seen)
+    assert not any(k.startswith("created") for s in seen for k in query(s))  # filtered here, not at Stripe
+
+
+def test_list_payment_intents_stops_at_the_cutoff_without_reading_further_pages() -> None:
+    items = [listed_intent(n, 1_700_000_000 - 10 * n) for n in range(9)]
+    cutoff = datetime.fromtimestamp(1_700_000_000 - 30, UTC)  # pi_list_0 .. pi_list_3 are at or after it
+    with local_server(paged(items, page_size=2)) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        intents = list(gateway.list_payment_intents(created_after=cutoff))
+
+    assert [i.id for i in intents] == ["pi_list_0", "pi_list_1", "pi_list_2", "pi_list_3"]
+    assert len(seen) == 3  # the page holding pi_list_4 ends it; no fourth request
+
+
+def test_list_payment_intents_reverses_a_server_that_lists_oldest_first() -> None:
+    """localstripe lists in creation order; the port promises newest first."""
+    items = [listed_intent(n, 1_700_000_000 + n // 2) for n in range(5)]  # several share a second
+    cutoff = datetime.fromtimestamp(1_700_000_001, UTC)
+    with local_server(paged(items, page_size=2)) as (url, _seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        everything = [i.id for i in gateway.list_payment_intents()]
+        recent = [i.id for i in gateway.list_payment_intents(created_after=cutoff)]
+
+    assert everything == [f"pi_list_{n}" for n in (4, 3, 2, 1, 0)]
+    assert recent == ["pi_list_4", "pi_list_3", "pi_list_2"]
+
+
+def test_newest_first_keeps_what_it_cannot_order_in_the_servers_order() -> None:
+    assert list(newest_first([(5, "a"), (5, "b")], None)) == ["a", "b"]
+    assert list(newest_first([(5, "a"), (5, "b")], 6)) == []
+    assert list(newest_first([(5, "a"), (5, "b"), (4, "c"), (3, "d")], 4)) == ["a", "b", "c"]
+    assert list(newest_first([(5, "a"), (5, "b"), (6, "c")], 5)) == ["c", "b", "a"]
+    assert list(newest_first([], None)) == []
+
+
+def test_newest_first_reads_no_further_than_the_first_item_older_than_the_cutoff() -> None:
+    read: list[int] = []
+
+    def entries() -> Iterator[tuple[int, int]]:
+        for created in range(100, 0, -1):
+            read.append(created)
+            yield created, created
+
+    assert list(newest_first(entries(), 98)) == [100, 99, 98]
+    assert read == [100, 99, 98, 97]
+
+
+def test_naive_created_after_is_taken_as_utc() -> None:
+    items = [listed_intent(n, 1_700_000_000 - 10 * n) for n in range(3)]
+    with local_server(paged(items, page_size=10)) as (url, _seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        naive = datetime.fromtimestamp(1_700_000_000 - 10, UTC).replace(tzinfo=None)
+        assert [i.id for i in gateway.list_payment_intents(created_after=naive)] == ["pi_list_0", "pi_list_1"]
+
+
+def test_list_refunds_follows_every_page_and_filters_by_intent() -> None:
+    refunds = [
+        {"id": f"re_{n}", "object": "refund", "amount": 10 * (n + 1), "currency": "USD", "status": "succeeded",
+         "payment_intent": "pi_r" if n != 2 else None, "charge": "ch_r"}
+        for n in range(5)
+    ]
+    with local_server(paged(refunds, page_size=2)) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        found = gateway.list_refunds("pi_r")
+
+    assert found == [Refund(f"re_{n}", "pi_r", Usd(10 * (n + 1)), "usd", "succeeded") for n in range(5)]
+    assert [urllib.parse.urlsplit(s.path).path for s in seen] == ["/v1/refunds"] * 3
+    assert all(query(s)["payment_intent"] == "pi_r" and query(s)["limit"] == "100" for s in seen)
+    assert [query(s).get("starting_after") for s in seen] == [None, "re_1", "re_3"]
+
+
+def test_list_refunds_of_an_empty_id_asks_nothing() -> None:
+    with local_server(paged([], page_size=10)) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        assert gateway.list_refunds("") == []
+    assert seen == []
+
+
+def test_list_refunds_of_a_missing_intent_is_empty() -> None:
+    error = {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                       "message": "No such payment_intent: 'pi_gone'", "param": "payment_intent"}}
+    with local_server(lambda _: Answer(status=400, body=error)) as (url, _seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        assert gateway.list_refunds("pi_gone") == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda g: list(g.list_payment_intents()), id="list_payment_intents"),
+        pytest.param(lambda g: g.list_refunds("pi_1"), id="list_refunds"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        pytest.param(Answer(status=500, body={"error": {"type": "api_error", "message": "boom"}}), "HTTP 500",
+                     id="server-error"),
+        pytest.param(Answer(status=401, body={"error": {"type": "invalid_request_error",
+                                                        "message": f"Invalid API Key provided: {SECRET_KEY}"}}),
+                     "rejected the API key", id="bad-key"),
+        pytest.param(Answer(body={"object": "payment_intent", "id": "pi_1"}), "not a list", id="not-a-list"),
+        pytest.param(
+            Answer(body={"object": "list", "data": [{"id": "x", "amount": "1", "created": 1}], "has_more": False}),
+            "not a", id="bad-item",
+        ),
+        pytest.param(Answer(body={"object": "list", "data": [{**intent_json(), "id": "re_1", "created": 1,
+                                                              "status": "succeeded"}], "has_more": True}),
+                     "next page", id="no-progress"),
+    ],
+)
+def test_list_failures_are_gateway_failures_without_the_key(
+    call: Callable[[StripePaymentGateway], object], answer: Answer, message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with local_server(lambda _: answer) as (url, _seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        with pytest.raises(PaymentGatewayFailed, match=message) as caught:
+            call(gateway)
+    assert SECRET_KEY not in str(caught.value) and SECRET_KEY not in caplog.text
+
+
+def test_unreachable_stripe_fails_when_listing_is_asked_for_not_later() -> None:
+    gateway = StripePaymentGateway(
+        SECRET_KEY, api_base=f"http://127.0.0.1:{closed_port()}", timeout_seconds=1, max_network_retries=0
+    )
+    with pytest.raises(PaymentGatewayFailed, match="could not be reached"):
+        gateway.list_payment_intents()  # not even iterated
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_listing_without_a_key_is_not_configured(key: str | None) -> None:
+    with local_server(paged([], page_size=10)) as (url, seen):
+        gateway = StripePaymentGateway(key, api_base=url)
+        with pytest.raises(PaymentsNotConfigured):
+            gateway.list_payment_intents()
+        with pytest.raises(PaymentsNotConfigured):
+            gateway.list_refunds("pi_1")
+    assert seen == []
+
+
+# -- localstripe: listing what happened --------------------------------------------------------------
+
+
+@pytest.mark.localstripe
+def test_localstripe_lists_more_than_a_page_of_intents_newest_first(
+    localstripe_gateway: StripePaymentGateway,
+) -> None:
+    created = [localstripe_gateway.create_payment_intent(a_request(100 + n)).id for n in range(105)]
+    mine = set(created)
+
+    listed = [i.id for i in localstripe_gateway.list_payment_intents() if i.id in mine]
+
+    assert listed == created[::-1]
+
+
+@pytest.mark.localstripe
+def test_localstripe_refunds_are_listed_with_amount_and_status(
+    localstripe_gateway: StripePaymentGateway, localstripe_client: stripe.StripeClient
+) -> None:
+    intent = localstripe_gateway.create_payment_intent(a_request(2000))
+    localstripe_client.v1.payment_intents.update(intent.id, {"payment_method": "pm_card_visa"})
+    localstripe_client.v1.payment_intents.confirm(intent.id)
+    first = localstripe_client.v1.refunds.create({"payment_intent": intent.id, "amount": 500})
+    second = localstripe_client.v1.refunds.create({"payment_intent": intent.id, "amount": 700})
+
+    refunds = localstripe_gateway.list_refunds(intent.id)
+
+    assert sorted((r.id, r.amount, r.status) for r in refunds) == sorted(
+        [(first.id, Usd(500), "succeeded"), (second.id, Usd(700), "succeeded")]
+    )
+    assert {(r.payment_intent_id, r.currency) for r in refunds} == {(intent.id, "usd")}
