@@ -1,5 +1,5 @@
 """The `wallet` command: serve, migrate, grant, spend, hold, capture, release, expire, verify,
-history, balance, token.
+history, balance, events, reconcile, token.
 
 Only argparse and the standard library are imported before the arguments are parsed, so `--help`
 and usage errors answer at once; the container (SQLAlchemy, Stripe, Falcon) loads for real work.
@@ -13,10 +13,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
+    from wallet_core.payments import PaymentIntent
+    from wallet_core.ports import StoredEvent
 
 
 def _metadata_pair(text: str) -> tuple[str, str]:
@@ -24,6 +27,15 @@ def _metadata_pair(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     return key, value
+
+
+def _date(text: str) -> datetime:
+    """--since: a calendar day, read as midnight UTC."""
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+    return day.replace(tzinfo=UTC)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,8 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", default="20", help="rows per page, 1-100 (default 20)")
     history.add_argument("--cursor", help="next_cursor from the previous page")
 
-    balance = sub.add_parser("balance", help="print a user's balance and recent transactions")
+    balance = sub.add_parser("balance", help="print a user's balance, debt and recent transactions")
     balance.add_argument("user")
+
+    events = sub.add_parser("events", help="the Stripe events received about one payment, and what each did")
+    events.add_argument("--payment-intent", required=True, metavar="PI_ID", help="the PaymentIntent id, pi_...")
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="compare Stripe's payments and refunds with the ledger and apply what webhooks missed",
+        description="Compare Stripe's PaymentIntents and refunds with the ledger and apply what webhooks "
+        "missed. Idempotent and safe while the server runs. Exit 0 when nothing needs review, 1 otherwise.",
+    )
+    reconcile.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
+                           help="only PaymentIntents created on or after this day (UTC); all when left out")
+    reconcile.add_argument("--dry-run", action="store_true", help="say what would be repaired; change nothing")
 
     token = sub.add_parser("token", help="mint a bearer token for local use")
     token.add_argument("user")
@@ -210,6 +235,120 @@ def _balance(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _events_table(events: Sequence[StoredEvent]) -> list[str]:
+    rows = [("received_at", "event id", "type", "outcome", "source")]
+    rows += [
+        (e.received_at.astimezone(UTC).isoformat(timespec="seconds"), e.event_id, e.type, e.outcome, e.source)
+        for e in events
+    ]
+    return _table(rows)
+
+
+def _events(container: Container, args: argparse.Namespace) -> int:
+    pi = args.payment_intent
+    events = container.wallet().events(pi)
+    if not events:
+        print(f"no events recorded for {pi} (none received yet, or not a payment of this wallet)")
+        return 0
+    for line in _events_table(events):
+        print(line)
+    return 0
+
+
+class Progress:
+    """A text progress line on stderr while reconcile lists PaymentIntents. Stripe does not say how
+    many there are, so the bar only shows that work goes on; the count is what was listed so far. On a
+    terminal the line is redrawn in place; otherwise (a log file, cron) one line every `every`."""
+
+    WIDTH = 20
+
+    def __init__(self, stream: TextIO, *, every: int = 100) -> None:
+        self.stream = stream
+        self.every = every
+        self.seen = 0
+        self.tty = stream.isatty()
+        self._open = False  # a redrawn line is on the terminal, not ended yet
+
+    def __call__(self, intent: PaymentIntent) -> None:
+        self.seen += 1
+        if self.tty:
+            self._draw(f"{self._line()}  {intent.id[:40]}")
+        elif self.seen % self.every == 0:
+            self.stream.write(self._line() + "\n")
+            self.stream.flush()
+
+    def _line(self, done: bool = False) -> str:
+        if done:
+            bar = "#" * self.WIDTH
+        else:
+            at = self.seen % self.WIDTH
+            bar = "".join("#" if (i - at) % self.WIDTH < 3 else "." for i in range(self.WIDTH))
+        noun = "PaymentIntent" if self.seen == 1 else "PaymentIntents"
+        return f"reconcile [{bar}] {self.seen} {noun} listed" + (", done" if done else "")
+
+    def _draw(self, text: str) -> None:
+        self.stream.write("\r" + text.ljust(79)[:79])
+        self.stream.flush()
+        self._open = True
+
+    def finish(self) -> None:
+        if self.tty:
+            self._draw(self._line(done=True))
+        else:
+            self.stream.write(self._line(done=True))
+        self.stream.write("\n")
+        self.stream.flush()
+        self._open = False
+
+    def abort(self) -> None:
+        """End a redrawn line so an error message starts on a line of its own."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+def _reconcile(container: Container, args: argparse.Namespace) -> int:
+    progress = Progress(sys.stderr)
+    try:
+        report = container.wallet().reconcile(args.since, dry_run=args.dry_run, progress=progress)
+    except BaseException:
+        progress.abort()
+        raise
+    progress.finish()
+    if args.dry_run:
+        print("dry run: nothing was changed")
+    for line in _table(
+        [
+            ("checked", str(report.checked)),
+            ("already correct", str(report.correct)),
+            ("would repair" if args.dry_run else "repaired", str(report.repaired)),
+            ("needs review", str(report.needs_review)),
+        ]
+    ):
+        print(line)
+    if report.actions:
+        print()
+        print("would repair:" if args.dry_run else "repairs:")
+        for action in report.actions:
+            print(f"  {action}")
+    if report.reviews:
+        print()
+        print("needs review:")
+        for review in report.reviews:
+            print(f"  {review}")
+    if report.needs_review:
+        print(f"wallet: {report.needs_review} payment(s) need review by a person", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _token(container: Container, args: argparse.Namespace) -> int:
     if container.settings().jwt_secret is None:
         print(
@@ -236,11 +375,14 @@ LEDGER_COMMANDS: dict[str, Command] = {
     "verify": _verify,
     "history": _history,
     "balance": _balance,
+    "events": _events,
+    "reconcile": _reconcile,
 }
 COMMANDS: dict[str, Command] = {"serve": _serve, "migrate": _migrate, "token": _token, **LEDGER_COMMANDS}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, container: Container | None = None) -> int:
+    """Run one command. `container` (tests, embedding) is used as given and not shut down."""
     args = _parser().parse_args(argv)
     # The server logs what it does; a one-shot command prints its result and, on failure, one line.
     level = logging.INFO if args.command == "serve" else logging.WARNING
@@ -250,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from entrypoints.settings import SettingsError
     from wallet_core.errors import WalletError
 
-    container = Container()
+    owned = container is None
+    container = container or Container()
     try:
         container.settings()  # fail early, naming the bad variable
         if args.command in LEDGER_COMMANDS:
@@ -263,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wallet: {exc.title}: {exc.description}", file=sys.stderr)
         return 1
     finally:
-        container.shutdown_resources()
+        if owned:
+            container.shutdown_resources()
 
 
 if __name__ == "__main__":

@@ -8,24 +8,33 @@
     hold = wallet.hold("user-1", "2.00", idempotency_key="job-9", reason="render")
     wallet.capture(hold.hold_id, "1.25")   # the rest goes back
     wallet.balance("user-1")               # Decimal('2.25')
+    wallet.wallet("user-1").debt           # Credits: what refunds/disputes of spent credits left owing
+    wallet.events("pi_...")                # the Stripe events received about a payment, oldest first
+    wallet.reconcile(dry_run=True)         # what webhooks missed, compared with Stripe (see docs/payments.md)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from wallet_core.clock import Clock, utc_now
+from wallet_core.errors import InvalidInput
+from wallet_core.ids import has_control_characters
 from wallet_core.ledger import WalletView
-from wallet_core.ports import LedgerAudit, PaymentGateway, UnitOfWorkFactory
+from wallet_core.money import Credits
+from wallet_core.payments import PaymentIntent
+from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
     ExpiryReport,
     GrantResult,
     HistoryPage,
     HoldResult,
+    ReconcileReport,
     SpendResult,
     TopUpResult,
     Violation,
@@ -37,6 +46,7 @@ from wallet_core.use_cases import (
     list_transactions,
     place_hold,
     read_wallet,
+    reconcile_payments,
     release_hold,
     request_top_up,
     spend_credits,
@@ -45,6 +55,34 @@ from wallet_core.use_cases import (
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
+
+MAX_PAYMENT_INTENT_ID = 255
+
+
+@dataclass(frozen=True)
+class Balance(WalletView):
+    """The wallet as a user sees it. `balance` goes negative when Stripe took back (refund, lost or
+    open dispute) credits the user had already spent; `debt` is then what is owed (else 0), and
+    spending is refused until new credits repay it."""
+
+    @property
+    def debt(self) -> Credits:
+        return Credits(max(0, -self.balance.minor))
+
+    @classmethod
+    def of(cls, view: WalletView) -> Balance:
+        return cls(**{f.name: getattr(view, f.name) for f in fields(view)})
+
+
+def check_payment_intent_id(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_PAYMENT_INTENT_ID
+        or value != value.strip()
+        or has_control_characters(value)
+    ):
+        raise InvalidInput("payment_intent_id", "must be a Stripe PaymentIntent id, e.g. pi_3N...")
+    return value
 
 
 class Wallet:
@@ -94,7 +132,7 @@ class Wallet:
     def handle_stripe_webhook(self, payload: bytes, signature_header: str | None) -> WebhookOutcome:
         """Verify and apply a Stripe webhook delivery (the raw body and the Stripe-Signature header)."""
         event = self._gateway.parse_webhook(payload, signature_header)
-        return apply_payment_event(event, uow=self._uow, now=self._now)
+        return apply_payment_event(event, uow=self._uow, gateway=self._gateway, now=self._now)
 
     def grant(
         self,
@@ -193,14 +231,40 @@ class Wallet:
         with self._uow() as tx:
             return tx.ledger.audit()
 
+    def events(self, payment_intent_id: str) -> list[StoredEvent]:
+        """Every Stripe event received about one PaymentIntent (webhooks and reconcile repairs),
+        oldest first, each with what it did: support's answer to "what happened to this payment?"."""
+        payment_intent_id = check_payment_intent_id(payment_intent_id)
+        with self._uow() as tx:
+            return tx.ledger.events_for_payment_intent(payment_intent_id)
+
+    def reconcile(
+        self,
+        since: datetime | None = None,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[PaymentIntent], None] | None = None,
+    ) -> ReconcileReport:
+        """Compare Stripe's PaymentIntents (created after `since`, all when None) and their refunds
+        with the ledger and apply what webhooks missed; with `dry_run`, only say what it would do.
+        Idempotent and safe while the server runs. `progress` is called with each PaymentIntent
+        listed. Raises PaymentsNotConfigured or PaymentGatewayFailed (repairs made before stay)."""
+        if since is not None and since.utcoffset() is None:
+            raise InvalidInput("since", "needs a timezone")
+        return reconcile_payments(
+            uow=self._uow, gateway=self._gateway, since=since, dry_run=dry_run, now=self._now, progress=progress
+        )
+
     # -- reading -------------------------------------------------------------------------------
 
-    def wallet(self, user_id: str, *, recent: int = 20) -> WalletView:
-        """Spendable and held balances, and the `recent` newest transactions."""
-        return read_wallet(user_id=user_id, uow=self._uow, recent=recent, now=self._now)
+    def wallet(self, user_id: str, *, recent: int = 20) -> Balance:
+        """Spendable and held balances, the debt (what refunds or disputes of spent credits left owing),
+        and the `recent` newest transactions."""
+        return Balance.of(read_wallet(user_id=user_id, uow=self._uow, recent=recent, now=self._now))
 
     def balance(self, user_id: str) -> Decimal:
-        """The spendable balance (held credits and promotional credits past expiry do not count)."""
+        """The spendable balance (held credits and promotional credits past expiry do not count);
+        negative while the wallet is in debt."""
         return self.wallet(user_id, recent=0).balance.decimal
 
     def transactions(self, user_id: str, limit: int | str = 20, cursor: str | None = None) -> HistoryPage:

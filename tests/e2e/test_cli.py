@@ -19,9 +19,12 @@ import pytest
 from dependency_injector import providers
 from sqlalchemy.engine import make_url
 
+from entrypoints.cli import Progress, main
 from entrypoints.container import Container
 from entrypoints.library import open_wallet
-from tests.e2e.conftest import head_revision, make_settings
+from tests.e2e.conftest import Service, head_revision, make_settings
+from wallet_core.payments import PaymentIntent
+from wallet_core.topups import TopUpStatus
 
 JWT_SECRET = "cli-jwt-secret-that-is-long-enough-0123456789"
 STRIPE_KEY = "sk_test_cli_0123456789abcdefghij"
@@ -75,7 +78,7 @@ def free_port() -> int:
 def test_help_lists_the_commands(tmp_path):
     out = ok(wallet(tmp_path, "--help"))
     for command in ("serve", "migrate", "grant", "spend", "hold", "capture", "release", "expire", "verify",
-                    "history", "balance", "token"):
+                    "history", "balance", "events", "reconcile", "token"):
         assert command in out
     assert list(tmp_path.iterdir()) == []  # --help touches no database
 
@@ -134,7 +137,7 @@ def test_grant_then_balance_on_the_default_sqlite_file(tmp_path):
 
 def test_balance_of_an_unknown_user_is_zero(tmp_path):
     shown = json.loads(ok(wallet(tmp_path, "balance", "nobody")))
-    assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "transactions": []}
+    assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "debt": "0.00", "transactions": []}
 
 
 def test_grants_add_up(tmp_path):
@@ -688,3 +691,233 @@ def test_history_pages_cover_every_row_once(tmp_path):
             break
     assert [t["reason"] for t in seen] == ["g4", "g3", "g2", "g1", "g0"]
     assert len({t["id"] for t in seen}) == 5
+
+
+# -- events and reconcile: in-process, with the fake Stripe of the e2e `service` ------------------
+# (a subprocess cannot be handed a fake gateway; `main(..., container=...)` runs the same code path)
+
+
+def run(svc: Service, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`wallet ARGS` against the service's container: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(list(args), container=svc.container)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def paid_top_up(svc: Service, user: str, amount: str = "10.00", *, webhook: bool = True) -> str:
+    pi = svc.container.wallet().top_up(user, amount).payment_intent_id
+    signed = svc.gateway.succeed(pi)
+    if webhook:
+        assert svc.container.wallet().handle_stripe_webhook(*signed).outcome == "granted"
+    return pi
+
+
+def cli_balance(svc: Service, capsys: pytest.CaptureFixture[str], user: str) -> tuple[str, str]:
+    code, out, _ = run(svc, capsys, "balance", user)
+    assert code == 0
+    shown = json.loads(out)
+    return shown["balance"], shown["debt"]
+
+
+def test_events_lists_what_happened_to_a_payment(service, capsys):
+    lib = service.container.wallet()
+    pi = lib.top_up("ann", "10.00").payment_intent_id
+    failed = service.gateway.fail(pi)
+    lib.handle_stripe_webhook(*failed)
+    succeeded = service.gateway.succeed(pi)
+    lib.handle_stripe_webhook(*succeeded)
+    lib.handle_stripe_webhook(*succeeded)  # a redelivery: not a second row
+    service.gateway.refund(pi, 250, event=None)
+    lib.reconcile()
+
+    code, out, err = run(service, capsys, "events", "--payment-intent", pi)
+
+    assert code == 0 and err == ""
+    header, *rows = out.strip().splitlines()
+    assert header.split() == ["received_at", "event", "id", "type", "outcome", "source"]
+    assert [row.split()[2:] for row in rows] == [
+        ["payment_intent.payment_failed", "failed", "webhook"],
+        ["payment_intent.succeeded", "granted", "webhook"],
+        ["refund.updated", "refunded", "reconcile"],
+    ]
+    assert [row.split()[1] for row in rows[:2]] == [json.loads(failed[0])["id"], json.loads(succeeded[0])["id"]]
+    assert all(row.split()[0].endswith("+00:00") for row in rows)
+    assert rows[2].split()[1].startswith("reconcile:")
+
+
+def test_events_of_a_payment_with_none_says_so(service, capsys):
+    code, out, err = run(service, capsys, "events", "--payment-intent", "pi_never_seen")
+    assert code == 0 and err == ""
+    assert out.strip() == "no events recorded for pi_never_seen (none received yet, or not a payment of this wallet)"
+
+
+def test_events_needs_the_payment_intent(tmp_path):
+    result = wallet(tmp_path, "events")
+    assert result.returncode == 2
+    assert "--payment-intent" in result.stderr
+    assert not (tmp_path / "wallet.sqlite3").exists()
+
+
+def test_balance_shows_the_debt_after_a_refund_of_spent_credits(service, capsys):
+    pi = paid_top_up(service, "bea")
+    service.container.wallet().spend("bea", "900.00", idempotency_key="b-1", reason="usage")
+    service.container.wallet().handle_stripe_webhook(*service.gateway.refund(pi, 1000))
+
+    assert cli_balance(service, capsys, "bea") == ("-900.00", "900.00")
+    code, out, _ = run(service, capsys, "verify")
+    assert code == 0 and out.startswith("ledger OK")
+    code, _, err = run(service, capsys, "spend", "bea", "1.00", "--reason", "x", "--idempotency-key", "b-2")
+    assert code == 1 and err.startswith("wallet: Insufficient credits: ") and "900.00" in err
+
+
+def test_reconcile_repairs_what_webhooks_missed_once_and_dry_run_changes_nothing(service, capsys):
+    missed = paid_top_up(service, "cat", webhook=False)  # Stripe has the money; the webhook never came
+    refunded = paid_top_up(service, "cat")
+    service.gateway.refund(refunded, 300, event=None)  # the refund webhook never came either
+    paid_top_up(service, "dan")
+    assert cli_balance(service, capsys, "cat") == ("1000.00", "0.00")
+
+    code, out, err = run(service, capsys, "reconcile", "--dry-run")
+    assert code == 0, out + err
+    assert out.startswith("dry run: nothing was changed\n")
+    assert "checked          3" in out and "already correct  1" in out
+    assert "would repair     2" in out and "needs review     0" in out
+    assert "would grant top-up" in out and f"({missed} succeeded)" in out
+    assert "would take back credits for refund" in out and f"of {refunded}" in out
+    assert cli_balance(service, capsys, "cat") == ("1000.00", "0.00")
+    assert service.container.wallet().events(missed) == []
+
+    code, out, err = run(service, capsys, "reconcile")
+    assert code == 0, out + err
+    assert err.strip() == "reconcile [####################] 3 PaymentIntents listed, done"
+    assert out.splitlines()[:4] == ["checked          3", "already correct  1", "repaired         2",
+                                    "needs review     0"]
+    assert "repairs:" in out
+    assert f"({missed} succeeded): granted" in out
+    assert f"of {refunded}: refunded" in out
+    assert cli_balance(service, capsys, "cat") == ("1700.00", "0.00")
+    assert cli_balance(service, capsys, "dan") == ("1000.00", "0.00")
+
+    code, out, _ = run(service, capsys, "reconcile")
+    assert code == 0
+    assert out.splitlines() == ["checked          3", "already correct  3", "repaired         0",
+                                "needs review     0"]
+    assert cli_balance(service, capsys, "cat") == ("1700.00", "0.00")
+    code, out, _ = run(service, capsys, "events", "--payment-intent", missed)
+    assert out.strip().splitlines()[1].split()[2:] == ["payment_intent.succeeded", "granted", "reconcile"]
+    assert run(service, capsys, "verify")[0] == 0
+
+
+def test_reconcile_exits_1_when_a_payment_needs_review(service, capsys):
+    lib = service.container.wallet()
+    pi = lib.top_up("eve", "10.00").payment_intent_id
+    assert lib.handle_stripe_webhook(*service.gateway.succeed(pi, amount_received=1)).outcome == "needs_review"
+    paid_top_up(service, "eve")
+
+    code, out, err = run(service, capsys, "reconcile")
+
+    assert code == 1
+    assert "needs review     1" in out
+    assert "needs review:\n" in out and pi in out
+    assert err.splitlines()[-1] == "wallet: 1 payment(s) need review by a person"
+    with service.container.unit_of_work()() as tx:
+        top_up = tx.ledger.find_top_up_by_payment_intent(pi)
+    assert top_up is not None and top_up.status is TopUpStatus.NEEDS_REVIEW  # reconcile does not decide it
+
+
+def test_reconcile_since_a_future_day_checks_nothing(service, capsys):
+    paid_top_up(service, "fin", webhook=False)
+    code, out, err = run(service, capsys, "reconcile", "--since", "2999-01-01")
+    assert code == 0
+    assert "checked          0" in out
+    assert "0 PaymentIntents listed" in err
+    assert cli_balance(service, capsys, "fin") == ("0.00", "0.00")
+    code, out, _ = run(service, capsys, "reconcile", "--since", "2000-01-01")
+    assert code == 0 and "repaired         1" in out
+
+
+def test_reconcile_when_stripe_fails_midway_exits_1_with_one_line(service, capsys):
+    paid_top_up(service, "gil", webhook=False)
+    service.gateway.fail_next()
+    code, out, err = run(service, capsys, "reconcile")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == ["wallet: Payment provider error: Stripe could not be reached (simulated)"]
+
+
+@pytest.mark.parametrize("since", ["2024-13-01", "yesterday", "2024-01-01T00:00:00Z", ""])
+def test_reconcile_with_a_bad_since_is_a_usage_error(tmp_path, since):
+    result = wallet(tmp_path, "reconcile", "--since", since)
+    assert result.returncode == 2
+    assert "--since" in result.stderr and "YYYY-MM-DD" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "wallet.sqlite3").exists()
+
+
+def test_reconcile_without_stripe_configured_fails_with_one_line(tmp_path):
+    result = wallet(tmp_path, "reconcile")
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("wallet: Payments not configured: ") and "STRIPE_SECRET_KEY" in lines[0]
+
+
+class _Terminal:
+    def __init__(self, tty: bool) -> None:
+        self.written: list[str] = []
+        self.tty = tty
+
+    def write(self, text: str) -> int:
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _intent(n: int) -> PaymentIntent:
+    from wallet_core.money import Usd
+
+    return PaymentIntent(f"pi_{n}", Usd(1000), "usd", "succeeded")
+
+
+def test_progress_redraws_one_line_on_a_terminal():
+    term = _Terminal(tty=True)
+    progress = Progress(term)  # type: ignore[arg-type]
+    for n in range(3):
+        progress(_intent(n))
+    progress.finish()
+    shown = "".join(term.written)
+    assert shown.count("\n") == 1 and shown.endswith("\n") and shown.rstrip().endswith(", done")
+    frames = shown.rstrip("\n").split("\r")[1:]
+    assert len(frames) == 4
+    assert "1 PaymentIntent listed" in frames[0] and "pi_0" in frames[0]
+    assert "3 PaymentIntents listed" in frames[2] and "pi_2" in frames[2]
+    assert all(len(frame) == 79 for frame in frames[:3])  # each covers what the last one wrote
+    assert frames[0] != frames[1]  # the bar moves
+
+
+def test_progress_in_a_log_prints_a_line_every_so_often_and_a_last_one():
+    log = _Terminal(tty=False)
+    progress = Progress(log, every=2)  # type: ignore[arg-type]
+    for n in range(5):
+        progress(_intent(n))
+    progress.finish()
+    lines = "".join(log.written).splitlines()
+    assert "\r" not in "".join(log.written)
+    assert [line.split("] ")[1] for line in lines] == [
+        "2 PaymentIntents listed", "4 PaymentIntents listed", "5 PaymentIntents listed, done"]
+
+
+def test_progress_ends_its_line_before_an_error():
+    term = _Terminal(tty=True)
+    progress = Progress(term)  # type: ignore[arg-type]
+    progress(_intent(1))
+    progress.abort()
+    assert "".join(term.written).endswith("\n")

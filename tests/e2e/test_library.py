@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,7 +19,14 @@ from entrypoints.container import Container
 from entrypoints.library import Wallet, open_wallet
 from entrypoints.settings import Secret
 from tests.e2e.conftest import JWT_SECRET, WEBHOOK_SECRET, MovableClock, head_revision, make_settings
-from wallet_core.errors import HoldNotOpen, IdempotencyConflict, InsufficientCredits, InvalidInput, InvalidWebhook
+from wallet_core.errors import (
+    HoldNotOpen,
+    IdempotencyConflict,
+    InsufficientCredits,
+    InvalidInput,
+    InvalidWebhook,
+    PaymentsNotConfigured,
+)
 from wallet_core.holds import HoldStatus
 from wallet_core.ledger import TransactionKind
 from wallet_core.money import Credits, Usd
@@ -147,7 +154,10 @@ def test_top_up_then_webhook_grants_the_credits(wallet, gateway):
     assert isinstance(wallet.balance(user), Decimal)
 
     again = wallet.handle_stripe_webhook(payload, header)
-    assert again.outcome == "already_granted"
+    assert again.outcome == "duplicate"  # the same event id: already in the event log
+    assert wallet.balance(user) == Decimal("1000.00")
+    another = wallet.handle_stripe_webhook(*gateway.succeed(top_up.payment_intent_id))
+    assert another.outcome == "already_granted"  # a new event about a granted payment
     assert wallet.balance(user) == Decimal("1000.00")
 
 
@@ -378,3 +388,91 @@ def test_transactions_page_through_the_history(wallet):
     assert [t.reason for t in first.transactions + rest.transactions] == ["g4", "g3", "g2", "g1", "g0"]
     with pytest.raises(InvalidInput):
         wallet.transactions("lib-ola", limit=0)
+
+
+# -- payment lifecycle: the event log, debt, reconcile -----------------------------------------------
+
+
+def test_a_charge_refunded_without_its_refunds_is_completed_from_stripe(wallet, gateway):
+    top_up = wallet.top_up("lib-pia", "10.00")
+    wallet.handle_stripe_webhook(*gateway.succeed(top_up.payment_intent_id))
+    signed = gateway.refund(top_up.payment_intent_id, 400, include_refunds=False)
+    assert signed is not None and b'"refunds"' not in signed[0]  # Stripe's newer API versions leave them out
+
+    outcome = wallet.handle_stripe_webhook(*signed)
+
+    assert outcome.outcome == "refunded"  # the wallet asked the gateway for the charge's refunds
+    assert wallet.balance("lib-pia") == Decimal("600.00")
+    assert wallet.handle_stripe_webhook(*signed).outcome == "duplicate"
+    assert wallet.balance("lib-pia") == Decimal("600.00")
+
+
+def test_events_are_the_payment_log_oldest_first(wallet, gateway):
+    top_up = wallet.top_up("lib-quy", "10.00")
+    pi = top_up.payment_intent_id
+    assert wallet.events(pi) == []
+    failed = wallet.handle_stripe_webhook(*gateway.fail(pi))
+    granted = wallet.handle_stripe_webhook(*gateway.succeed(pi))
+
+    events = wallet.events(pi)
+
+    assert [e.event_id for e in events] == [failed.event_id, granted.event_id]
+    assert [(e.type, e.outcome, e.source) for e in events] == [
+        ("payment_intent.payment_failed", "failed", "webhook"),
+        ("payment_intent.succeeded", "granted", "webhook"),
+    ]
+    assert all(e.top_up_id == top_up.top_up_id and e.payment_intent_id == pi for e in events)
+    assert events[0].received_at <= events[1].received_at and events[0].received_at.tzinfo is not None
+    for bad in ("", " pi_1", "pi\n1", "x" * 256):
+        with pytest.raises(InvalidInput) as caught:
+            wallet.events(bad)
+        assert caught.value.field == "payment_intent_id"
+
+
+def test_debt_is_what_a_refund_of_spent_credits_leaves_owing(wallet, gateway):
+    top_up = wallet.top_up("lib-rex", "10.00")
+    wallet.handle_stripe_webhook(*gateway.succeed(top_up.payment_intent_id))
+    assert wallet.wallet("lib-rex").debt == Credits(0)
+    wallet.spend("lib-rex", "750.00", idempotency_key="r-1", reason="usage")
+
+    wallet.handle_stripe_webhook(*gateway.refund(top_up.payment_intent_id, 1000))
+
+    view = wallet.wallet("lib-rex")
+    assert (view.balance, view.debt) == (Credits(-75_000), Credits(75_000))
+    assert wallet.balance("lib-rex") == Decimal("-750.00")
+    assert [t.kind for t in view.transactions][:1] == [TransactionKind.REFUND]
+    assert wallet.verify() == []
+    with pytest.raises(InsufficientCredits, match=r"750\.00"):
+        wallet.spend("lib-rex", "1.00", idempotency_key="r-2", reason="usage")
+    wallet.grant("lib-rex", "1000.00", reason="goodwill", granted_by="ops")  # new credits repay it first
+    view = wallet.wallet("lib-rex")
+    assert (view.balance, view.debt) == (Credits(25_000), Credits(0))
+    assert wallet.verify() == []
+
+
+def test_reconcile_reports_progress_repairs_once_and_dry_run_changes_nothing(wallet, gateway):
+    missed = wallet.top_up("lib-sue", "10.00")
+    gateway.succeed(missed.payment_intent_id)  # no webhook
+    seen: list[str] = []
+
+    planned = wallet.reconcile(dry_run=True, progress=lambda intent: seen.append(intent.id))
+    assert seen == [missed.payment_intent_id]
+    assert (planned.checked, planned.repaired, planned.needs_review) == (1, 1, 0)
+    assert wallet.balance("lib-sue") == Decimal("0.00")
+
+    report = wallet.reconcile()
+    assert (report.checked, report.correct, report.repaired, report.needs_review) == (1, 0, 1, 0)
+    assert wallet.balance("lib-sue") == Decimal("1000.00")
+    assert [(e.outcome, e.source) for e in wallet.events(missed.payment_intent_id)] == [("granted", "reconcile")]
+    assert wallet.reconcile().repaired == 0
+    assert wallet.reconcile(since=datetime.now(UTC) + timedelta(days=1)).checked == 0
+    with pytest.raises(InvalidInput) as caught:
+        wallet.reconcile(since=datetime(2025, 1, 1))  # a naive time is refused
+    assert caught.value.field == "since"
+    assert wallet.verify() == []
+
+
+def test_reconcile_without_stripe_raises_payments_not_configured(make_container, sqlite_url):
+    opened = open_wallet(make_container(sqlite_url, FakePaymentGateway(configured=False)))
+    with pytest.raises(PaymentsNotConfigured):
+        opened.reconcile()

@@ -73,7 +73,10 @@ def _twenty_concurrent_deliveries(svc):
             t.join()
         status, wallet = _request(server, "GET", "/api/v1/users/me/wallet", headers=svc.auth("racer"))
     assert all(code == 200 for code, _ in results), results
-    assert sorted(outcome for _, outcome in results) == ["already_granted"] * 19 + ["granted"]
+    outcomes = [outcome for _, outcome in results]
+    assert outcomes.count("granted") == 1
+    # The others either saw the logged event ("duplicate") or lost the race on the ledger's reference.
+    assert set(outcomes) - {"granted"} <= {"duplicate", "already_granted"}
     assert wallet["balance"] == "700.00"
     assert [t["kind"] for t in wallet["transactions"]] == ["top_up"]
 

@@ -1,7 +1,11 @@
-"""POST /webhooks/stripe: signed events grant exactly once; anything else changes nothing."""
+"""POST /webhooks/stripe: signed events grant exactly once; anything else moves no credits.
+
+Every verified event is stored once in the payment event log (even one that does nothing), so a
+redelivery of the same event id answers "duplicate" and writes nothing at all."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import stripe
@@ -43,16 +47,28 @@ def test_succeeded_webhook_grants_the_top_up_credits(service):
     assert wallet["transactions"][0]["reference_id"] == top_up["payment_intent_id"]
 
 
+def _events(svc, payment_intent_id):
+    return svc.container.wallet().events(payment_intent_id)
+
+
 def test_redelivery_of_the_same_event_grants_nothing_more(service):
     top_up = _top_up(service, "bob")
-    payload, header = service.gateway.succeed(top_up["payment_intent_id"])
+    pi = top_up["payment_intent_id"]
+    payload, header = service.gateway.succeed(pi)
     assert _deliver(service, payload, header).json["outcome"] == "granted"
+    service.commits.clear()
     again = _deliver(service, payload, header)
-    other_event = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"]))
 
-    assert again.status_code == 200 and again.json["outcome"] == "already_granted"
+    assert again.status_code == 200 and again.json["outcome"] == "duplicate"
+    assert again.json["event_id"] == json.loads(payload)["id"]
+    assert service.commits == []  # the same event id: nothing written, not even to the event log
+    other_event = _deliver(service, *service.gateway.succeed(pi))
     assert other_event.status_code == 200 and other_event.json["outcome"] == "already_granted"
     assert _balance(service, "bob") == "1000.00"
+    wallet = service.client.simulate_get("/api/v1/users/me/wallet", headers=service.auth("bob")).json
+    assert [t["kind"] for t in wallet["transactions"]] == ["top_up"]
+    logged = _events(service, pi)
+    assert [e.outcome for e in logged] == ["granted", "already_granted"]  # one row per event id
 
 
 def test_bad_signature_is_refused_with_400_and_grants_nothing(service):
@@ -70,12 +86,17 @@ def test_bad_signature_is_refused_with_400_and_grants_nothing(service):
     _, good_header = service.gateway.signed_event("payment_intent.succeeded", {})
     assert _deliver(service, tampered, good_header).status_code == 400
     assert _balance(service, "carol") == "0.00"
+    assert _events(service, top_up["payment_intent_id"]) == []  # a refused event is not logged either
 
 
 def test_amount_that_does_not_match_the_top_up_is_not_granted(service):
     top_up = _top_up(service, "dave")
     resp = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"], amount_received=1))
     assert resp.status_code == 200 and resp.json["outcome"] == "needs_review"
+    assert _balance(service, "dave") == "0.00"
+    # A later, correct-looking event does not overrule it: a person decides.
+    again = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"]))
+    assert again.status_code == 200 and again.json["outcome"] == "needs_review"
     assert _balance(service, "dave") == "0.00"
 
 
@@ -88,8 +109,26 @@ def test_other_event_types_answer_200_and_change_nothing(service):
     service.commits.clear()
     resp = _deliver(service, payload, header)
     assert resp.status_code == 200 and resp.json["outcome"] == "ignored"
-    assert service.commits == []
+    assert service.commits == ["commit"]  # the event log row, and nothing else
     assert _balance(service, "erin") == "0.00"
+    assert service.client.simulate_get("/api/v1/users/me/wallet", headers=service.auth("erin")).json[
+        "transactions"
+    ] == []
+    [logged] = _events(service, top_up["payment_intent_id"])
+    assert (logged.type, logged.outcome, logged.source) == ("payment_intent.created", "ignored", "webhook")
+    service.commits.clear()
+    again = _deliver(service, payload, header)
+    assert again.status_code == 200 and again.json["outcome"] == "duplicate"
+    assert service.commits == []
+
+
+def test_an_event_about_no_payment_intent_answers_200_and_moves_nothing(service):
+    payload, header = service.gateway.signed_event("customer.created", {"id": "cus_1", "object": "customer"})
+    resp = _deliver(service, payload, header)
+    assert resp.status_code == 200
+    assert resp.json == {"received": True, "event_id": json.loads(payload)["id"], "type": "customer.created",
+                         "outcome": "ignored"}
+    assert service.container.wallet().verify() == []
 
 
 def test_without_a_webhook_secret_production_answers_503(make_service):

@@ -6,7 +6,7 @@ import falcon
 
 from entrypoints.container import Container
 from entrypoints.http import errors
-from entrypoints.http.admin_routes import AdminGrant
+from entrypoints.http.admin_routes import AdminGrant, AdminPaymentEvents
 from entrypoints.http.body import json_handler
 from entrypoints.http.spend_routes import AdminHolds, AdminSpend, HoldCapture, HoldRelease
 from entrypoints.http.wallet_routes import MyTopUps, MyTransactions, MyWallet
@@ -35,5 +35,6 @@ def create_app(container: Container) -> falcon.App:
     app.add_route("/api/v1/admin/users/{user_id}/wallet/holds", AdminHolds(wallet, auth))
     app.add_route("/api/v1/admin/holds/{hold_id}/capture", HoldCapture(wallet, auth))
     app.add_route("/api/v1/admin/holds/{hold_id}/release", HoldRelease(wallet, auth))
+    app.add_route("/api/v1/admin/payments/{payment_intent_id}/events", AdminPaymentEvents(wallet, auth))
     app.add_route("/webhooks/stripe", StripeWebhook(wallet))
     return app

@@ -25,9 +25,10 @@ class _Resource:
         return self._auth.require_any_role(req, *SPENDERS).actor(SPENDERS)
 
     def _insufficient(self, exc: InsufficientCredits, user_id: str) -> falcon.HTTPError:
-        """409 that also says, as a field, how much the wallet can spend now (nothing was written)."""
+        """409 that also says, as fields, how much the wallet can spend now and what it owes (nothing
+        was written)."""
         view = self._wallet.wallet(user_id, recent=0)
-        return http_error(exc, spendable=str(view.balance), held=str(view.held))
+        return http_error(exc, spendable=str(view.balance), held=str(view.held), debt=str(view.debt))
 
 
 class AdminSpend(_Resource):

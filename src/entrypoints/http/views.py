@@ -5,8 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from entrypoints.library import Balance
 from wallet_core.ledger import CreditTransaction, WalletView
-from wallet_core.use_cases import ExpiryReport, GrantResult, HistoryPage, HoldResult, SpendResult, TopUpResult
+from wallet_core.ports import StoredEvent
+from wallet_core.use_cases import (
+    ExpiryReport,
+    GrantResult,
+    HistoryPage,
+    HoldResult,
+    ReconcileReport,
+    SpendResult,
+    TopUpResult,
+    WebhookOutcome,
+)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -40,11 +51,13 @@ def transaction_view(tx: CreditTransaction) -> dict[str, Any]:
 
 
 def wallet_view(view: WalletView) -> dict[str, Any]:
+    shown = view if isinstance(view, Balance) else Balance.of(view)
     return {
-        "user_id": view.user_id,
-        "balance": str(view.balance),
-        "held": str(view.held),
-        "transactions": [transaction_view(t) for t in view.transactions],
+        "user_id": shown.user_id,
+        "balance": str(shown.balance),
+        "held": str(shown.held),
+        "debt": str(shown.debt),
+        "transactions": [transaction_view(t) for t in shown.transactions],
     }
 
 
@@ -89,4 +102,41 @@ def expiry_view(report: ExpiryReport) -> dict[str, Any]:
         "wallets_expired": report.wallets_expired,
         "credits_expired": str(report.credits_expired),
         "holds_released": report.holds_released,
+    }
+
+
+def webhook_view(outcome: WebhookOutcome) -> dict[str, Any]:
+    return {
+        "received": True,
+        "event_id": outcome.event_id,
+        "type": outcome.event_type,
+        "outcome": outcome.outcome,
+    }
+
+
+def event_view(event: StoredEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "outcome": event.outcome,
+        "source": event.source,
+        "received_at": event.received_at.isoformat(),
+        "payment_intent_id": event.payment_intent_id,
+        "top_up_id": event.top_up_id,
+    }
+
+
+def events_view(payment_intent_id: str, events: list[StoredEvent]) -> dict[str, Any]:
+    return {"payment_intent_id": payment_intent_id, "events": [event_view(e) for e in events]}
+
+
+def reconcile_view(report: ReconcileReport, *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "dry_run": dry_run,
+        "checked": report.checked,
+        "already_correct": report.correct,
+        "repaired": report.repaired,
+        "needs_review": report.needs_review,
+        "actions": list(report.actions),
+        "reviews": list(report.reviews),
     }
