@@ -105,6 +105,13 @@ class InMemoryLedgerRepository:
         )
         return WalletState(user_id, self._s.available[user_id], self._s.held[user_id], lots)
 
+    def lock_wallet_for_credit(self, user_id: str, now: datetime) -> WalletState:
+        state = self.lock_wallet(user_id)
+        due = tuple(
+            lot for lot in state.lots if lot.remaining.minor < 0 or (lot.expired(now) and lot.remaining.is_positive())
+        )
+        return replace(state, lots=due)
+
     def record(self, booking: Booking) -> CreditTransaction:
         if booking.reference_id in self._s.by_reference:
             raise DuplicateReference(f"reference {booking.reference_id} is recorded already")
@@ -116,9 +123,7 @@ class InMemoryLedgerRepository:
             self._s.lots[lot.id] = lot
         for change in booking.lot_changes:
             lot = self._s.lots[change.lot_id]
-            self._s.lots[lot.id] = replace(
-                lot, remaining=lot.remaining + change.remaining, held=lot.held + change.held
-            )
+            self._s.lots[lot.id] = replace(lot, remaining=lot.remaining + change.remaining, held=lot.held + change.held)
         booked = CreditTransaction(
             id=booking.id,
             user_id=user,

@@ -98,6 +98,11 @@ class LedgerRepository(Protocol):
         needed, and locking it until the unit of work ends, so writers to one wallet take turns."""
         ...
 
+    def lock_wallet_for_credit(self, user_id: str, now: datetime) -> WalletState:
+        """Like lock_wallet, but with only the lots credits coming in need: those in debt, and
+        promotional ones expired by `now` with something left. Cheap however many lots the user has."""
+        ...
+
     def record(self, booking: Booking) -> CreditTransaction:
         """Store the transaction, its postings and lot changes, and move the stored balances.
 

@@ -102,8 +102,15 @@ def credit(
     lot_id: str | None = None,
 ) -> Booking:
     booking = credit_booking(
-        user_id=user, credits=Credits(credits), kind=kind, reference_id=reference or new_id("ref"), now=at,
-        reason="because", actor="admin", expires_at=expires_at, metadata=metadata,
+        user_id=user,
+        credits=Credits(credits),
+        kind=kind,
+        reference_id=reference or new_id("ref"),
+        now=at,
+        reason="because",
+        actor="admin",
+        expires_at=expires_at,
+        metadata=metadata,
     )
     if lot_id is not None:  # a chosen lot id, for checks that depend on the order of ids
         lot = replace(booking.new_lots[0], id=lot_id)
@@ -122,13 +129,25 @@ def place(tx: UnitOfWork, user: str, credits: int, *, at: datetime = T0, ttl: ti
     state = tx.ledger.lock_wallet(user)
     hold_id = new_id("hold")
     booking, allocations = hold_booking(
-        state, hold_id=hold_id, credits=Credits(credits), reference_id=f"hold:{hold_id}", now=at,
-        reason="reserve", actor="api",
+        state,
+        hold_id=hold_id,
+        credits=Credits(credits),
+        reference_id=f"hold:{hold_id}",
+        now=at,
+        reason="reserve",
+        actor="api",
     )
     tx.ledger.record(booking)
     hold = Hold(
-        id=hold_id, user_id=user, amount=Credits(credits), status=HoldStatus.OPEN, created_at=at,
-        expires_at=at + ttl, allocations=allocations, reference_id=f"hold:{hold_id}", reason="reserve",
+        id=hold_id,
+        user_id=user,
+        amount=Credits(credits),
+        status=HoldStatus.OPEN,
+        created_at=at,
+        expires_at=at + ttl,
+        allocations=allocations,
+        reference_id=f"hold:{hold_id}",
+        reason="reserve",
     )
     tx.ledger.add_hold(hold)
     return hold
@@ -139,7 +158,12 @@ def settle(tx: UnitOfWork, hold: Hold, capture: int, *, at: datetime = T0) -> Cr
     tx.ledger.lock_wallet(hold.user_id)
     booked = tx.ledger.record(
         settle_hold_booking(
-            hold, capture=Credits(capture), kind=kind, reference_id=f"{kind}:{hold.id}", now=at, reason=None,
+            hold,
+            capture=Credits(capture),
+            kind=kind,
+            reference_id=f"{kind}:{hold.id}",
+            now=at,
+            reason=None,
             actor="api",
         )
     )
@@ -163,11 +187,19 @@ def c(*values: int) -> tuple[Credits, ...]:
     return tuple(Credits(v) for v in values)
 
 
-def top_up(top_up_id: str = "tu_1", *, user: str = "alice", intent: str = "pi_1",
-           key: str | None = "key-1", cents: int = 1000) -> TopUp:
+def top_up(
+    top_up_id: str = "tu_1", *, user: str = "alice", intent: str = "pi_1", key: str | None = "key-1", cents: int = 1000
+) -> TopUp:
     return TopUp(
-        id=top_up_id, user_id=user, amount=Usd(cents), currency="usd", credits=Credits(cents * 10),
-        status=TopUpStatus.PENDING, payment_intent_id=intent, created_at=T0, idempotency_key=key,
+        id=top_up_id,
+        user_id=user,
+        amount=Usd(cents),
+        currency="usd",
+        credits=Credits(cents * 10),
+        status=TopUpStatus.PENDING,
+        payment_intent_id=intent,
+        created_at=T0,
+        idempotency_key=key,
     )
 
 
@@ -196,9 +228,18 @@ def test_record_moves_the_balances_and_returns_the_balance_after(uow: Uow) -> No
         tx.commit()
     assert (first.balance_after, second.balance_after) == c(1000, 1550)
     assert first == CreditTransaction(
-        id=grant.id, user_id="alice", kind=TransactionKind.GRANT, credits=Credits(1000), held_change=Credits(0),
-        balance_after=Credits(1000), reference_id="grant:1", created_at=T0, reason="because", actor="admin",
-        metadata={"note": "ünïcode ✓", "campaign": "spring"}, hold_id=None,
+        id=grant.id,
+        user_id="alice",
+        kind=TransactionKind.GRANT,
+        credits=Credits(1000),
+        held_change=Credits(0),
+        balance_after=Credits(1000),
+        reference_id="grant:1",
+        created_at=T0,
+        reason="because",
+        actor="admin",
+        metadata={"note": "ünïcode ✓", "campaign": "spring"},
+        hold_id=None,
     )
     assert (second.kind, second.credits, second.metadata) == (TransactionKind.TOP_UP, Credits(550), {})
     assert balances(uow) == c(1550, 0)
@@ -223,8 +264,14 @@ def test_record_creates_lots_and_lock_wallet_returns_the_live_ones(uow: Uow) -> 
     assert sorted(state.lots, key=lambda lot: lot.id) == sorted(promo.new_lots + paid.new_lots, key=lambda lot: lot.id)
     lot = next(lot for lot in state.lots if lot.kind is CreditKind.PROMOTIONAL)
     assert lot == Lot(
-        id=promo.new_lots[0].id, user_id="alice", kind=CreditKind.PROMOTIONAL, granted=Credits(300),
-        remaining=Credits(300), held=Credits(0), created_at=T0, expires_at=T0 + 24 * HOUR,
+        id=promo.new_lots[0].id,
+        user_id="alice",
+        kind=CreditKind.PROMOTIONAL,
+        granted=Credits(300),
+        remaining=Credits(300),
+        held=Credits(0),
+        created_at=T0,
+        expires_at=T0 + 24 * HOUR,
     )
 
 
@@ -239,7 +286,11 @@ def test_a_spend_takes_from_the_lots_in_order_and_used_up_lots_are_no_longer_liv
         booked = tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 450, reference="spend:k1"))
         tx.commit()
     assert (booked.kind, booked.credits, booked.held_change, booked.balance_after) == (
-        TransactionKind.SPEND, Credits(-450), Credits(0), Credits(850))
+        TransactionKind.SPEND,
+        Credits(-450),
+        Credits(0),
+        Credits(850),
+    )
     assert live_lots(uow) == {paid.new_lots[0].id: (850, 0)}  # the promotional lot went first, and is gone
     assert balances(uow) == c(850, 0)
 
@@ -247,18 +298,39 @@ def test_a_spend_takes_from_the_lots_in_order_and_used_up_lots_are_no_longer_liv
 def test_record_applies_every_lot_change_even_two_to_one_lot_or_one_to_a_lot_it_creates(uow: Uow) -> None:
     existing = credit(credits=1000, kind=CreditKind.PAID)
     old = existing.new_lots[0].id
-    fresh = replace(existing.new_lots[0], id="lot_fresh", kind=CreditKind.PROMOTIONAL, granted=Credits(100),
-                    remaining=Credits(100), created_at=T0 + HOUR)
-    legs = [(Account.WALLET, 100, "lot_fresh"), (Account.PROMOTIONS, -100, None), (Account.WALLET, -30, "lot_fresh"),
-            (Account.HELD, 30, "lot_fresh"), (Account.WALLET, -10, old), (Account.WALLET, -5, old),
-            (Account.REVENUE, 15, None)]
+    fresh = replace(
+        existing.new_lots[0],
+        id="lot_fresh",
+        kind=CreditKind.PROMOTIONAL,
+        granted=Credits(100),
+        remaining=Credits(100),
+        created_at=T0 + HOUR,
+    )
+    legs = [
+        (Account.WALLET, 100, "lot_fresh"),
+        (Account.PROMOTIONS, -100, None),
+        (Account.WALLET, -30, "lot_fresh"),
+        (Account.HELD, 30, "lot_fresh"),
+        (Account.WALLET, -10, old),
+        (Account.WALLET, -5, old),
+        (Account.REVENUE, 15, None),
+    ]
     booking = Booking(
-        id="ctx_mixed", user_id="alice", kind=TransactionKind.GRANT, reference_id="mixed", created_at=T0 + HOUR,
-        postings=tuple(Posting(account, Credits(amount), "alice" if account.per_user else None, lot)
-                       for account, amount, lot in legs),
+        id="ctx_mixed",
+        user_id="alice",
+        kind=TransactionKind.GRANT,
+        reference_id="mixed",
+        created_at=T0 + HOUR,
+        postings=tuple(
+            Posting(account, Credits(amount), "alice" if account.per_user else None, lot)
+            for account, amount, lot in legs
+        ),
         new_lots=(fresh,),
-        lot_changes=(LotChange("lot_fresh", remaining=Credits(-30), held=Credits(30)),
-                     LotChange(old, remaining=Credits(-10)), LotChange(old, remaining=Credits(-5))),
+        lot_changes=(
+            LotChange("lot_fresh", remaining=Credits(-30), held=Credits(30)),
+            LotChange(old, remaining=Credits(-10)),
+            LotChange(old, remaining=Credits(-5)),
+        ),
     )
     with uow() as tx:
         tx.ledger.record(existing)
@@ -302,8 +374,9 @@ def test_a_duplicate_reference_is_refused_and_changes_nothing(uow: Uow) -> None:
             tx.ledger.record(spend(state, 400, reference="pi_1"))
         with pytest.raises(DuplicateReference):  # a hold: the held balance does not move
             tx.ledger.record(
-                hold_booking(state, hold_id="hold_x", credits=Credits(100), reference_id="pi_1", now=T0,
-                             reason=None, actor=None)[0]
+                hold_booking(
+                    state, hold_id="hold_x", credits=Credits(100), reference_id="pi_1", now=T0, reason=None, actor=None
+                )[0]
             )
         assert tx.ledger.balances("alice", T0) == c(1000, 0)
         assert {lot.id: (lot.remaining.minor, lot.held.minor) for lot in tx.ledger.lock_wallet("alice").lots} == (
@@ -356,6 +429,35 @@ def test_balances_leave_out_promotional_credits_past_expiry_before_the_expiry_ru
         assert tx.ledger.users_with_expired_credits(ends + HOUR, 10) == []
 
 
+def test_lock_for_credit_returns_only_the_lots_in_debt_and_the_expired_ones(uow: Uow) -> None:
+    ends = T0 + HOUR
+    with uow() as tx:
+        tx.ledger.record(credit(credits=1000, expires_at=ends, lot_id="lot_expiring"))
+        tx.ledger.record(credit(credits=500, kind=CreditKind.PAID, lot_id="lot_paid"))
+        tx.ledger.record(credit(credits=200, lot_id="lot_forever"))
+        tx.commit()
+    with uow() as tx:
+        before = tx.ledger.lock_wallet_for_credit("alice", ends - timedelta(microseconds=1))
+        after = tx.ledger.lock_wallet_for_credit("alice", ends)
+        full = tx.ledger.lock_wallet("alice")
+        # the paid lot goes into debt: a refund of 800 after its credits were spent
+        tx.ledger.record(
+            replace(
+                spend(full, 1500, at=ends - HOUR),
+                lot_changes=(LotChange("lot_paid", remaining=Credits(-800)),),
+                postings=(
+                    Posting(Account.WALLET, Credits(-800), "alice", "lot_paid"),
+                    Posting(Account.REVENUE, Credits(800)),
+                ),
+            )
+        )
+        in_debt = tx.ledger.lock_wallet_for_credit("alice", ends - timedelta(microseconds=1))
+    assert before.lots == () and before.available == Credits(1700)
+    assert [lot.id for lot in after.lots] == ["lot_expiring"]
+    assert {lot.id for lot in full.lots} == {"lot_expiring", "lot_paid", "lot_forever"}
+    assert [lot.id for lot in in_debt.lots] == ["lot_paid"] and in_debt.lots[0].remaining == Credits(-300)
+
+
 def test_users_with_expired_credits_are_sorted_limited_and_only_those_not_booked_out(uow: Uow) -> None:
     ends = T0 + HOUR
     users = ["bob", "Alice", "carol", "a.b", "a-b", "zed"]
@@ -377,7 +479,13 @@ def test_users_with_expired_credits_are_sorted_limited_and_only_those_not_booked
         assert tx.ledger.users_with_expired_credits(ends, 2) == ["Alice", "a-b"]
         assert tx.ledger.users_with_expired_credits(ends - timedelta(microseconds=1), 100) == []
         assert tx.ledger.users_with_expired_credits(ends + HOUR, 100) == [
-            "Alice", "a-b", "a.b", "bob", "carol", "later"]
+            "Alice",
+            "a-b",
+            "a.b",
+            "bob",
+            "carol",
+            "later",
+        ]
 
 
 # -- history ---------------------------------------------------------------------------------------
@@ -398,8 +506,17 @@ def test_transactions_are_newest_first_limited_and_per_user(uow: Uow) -> None:
 
 def test_paging_with_cursors_breaks_ties_of_equal_times_by_id(uow: Uow) -> None:
     # (seconds after T0, transaction id): several share a timestamp; ids sort by code point.
-    rows = [(0, "ctx_m"), (1, "ctx_b"), (1, "ctx_Z"), (1, "ctx_a"), (1, "ctx_a-"), (1, "ctx_a."), (2, "ctx_0"),
-            (2, "ctx_y"), (3, "ctx_c")]
+    rows = [
+        (0, "ctx_m"),
+        (1, "ctx_b"),
+        (1, "ctx_Z"),
+        (1, "ctx_a"),
+        (1, "ctx_a-"),
+        (1, "ctx_a."),
+        (2, "ctx_0"),
+        (2, "ctx_y"),
+        (3, "ctx_c"),
+    ]
     with uow() as tx:
         for n, (seconds, ctx_id) in enumerate(rows):
             tx.ledger.record(credit(credits=n + 1, at=T0 + timedelta(seconds=seconds), booking_id=ctx_id))
@@ -418,7 +535,7 @@ def test_paging_with_cursors_breaks_ties_of_equal_times_by_id(uow: Uow) -> None:
         # a cursor in another time zone names the same instant
         plus_two = (T0 + timedelta(seconds=1)).astimezone(timezone(timedelta(hours=2)))
         after_b = [t.id for t in tx.ledger.transactions("alice", 100, TransactionCursor(plus_two, "ctx_b"))]
-    assert pages == [expected[i:i + 2] for i in range(0, len(expected), 2)]
+    assert pages == [expected[i : i + 2] for i in range(0, len(expected), 2)]
     assert after_b == ["ctx_a.", "ctx_a-", "ctx_a", "ctx_Z", "ctx_m"]
 
 
@@ -435,8 +552,14 @@ def test_datetimes_round_trip_timezone_aware(uow: Uow) -> None:
         lot = tx.ledger.lock_wallet("alice").lots[0]
         found = tx.ledger.get_hold(hold.id)
     assert booked is not None and recorded is not None and found is not None
-    for value, expected in ((booked.created_at, at), (recorded.created_at, at), (lot.created_at, at),
-                            (lot.expires_at, at + HOUR), (found.created_at, at), (found.expires_at, at + HOUR)):
+    for value, expected in (
+        (booked.created_at, at),
+        (recorded.created_at, at),
+        (lot.created_at, at),
+        (lot.expires_at, at + HOUR),
+        (found.created_at, at),
+        (found.expires_at, at + HOUR),
+    ):
         assert value is not None and value.utcoffset() is not None
         assert value == expected
 
@@ -444,13 +567,25 @@ def test_datetimes_round_trip_timezone_aware(uow: Uow) -> None:
 # -- holds -----------------------------------------------------------------------------------------
 def test_a_hold_round_trips_with_its_allocations_in_order(uow: Uow) -> None:
     hold = Hold(
-        id="hold_1", user_id="alice", amount=Credits(600), status=HoldStatus.OPEN, created_at=T0,
-        expires_at=T0 + HOUR, allocations=(("lot_z", Credits(100)), ("lot_a", Credits(200)), ("lot_m", Credits(300))),
-        reference_id="hold:k1", reason="a render job",
+        id="hold_1",
+        user_id="alice",
+        amount=Credits(600),
+        status=HoldStatus.OPEN,
+        created_at=T0,
+        expires_at=T0 + HOUR,
+        allocations=(("lot_z", Credits(100)), ("lot_a", Credits(200)), ("lot_m", Credits(300))),
+        reference_id="hold:k1",
+        reason="a render job",
     )
     bare = Hold(
-        id="hold_2", user_id="bob", amount=Credits(5), status=HoldStatus.OPEN, created_at=T0, expires_at=T0 + HOUR,
-        allocations=(("lot_b", Credits(5)),), reference_id="hold:k2",
+        id="hold_2",
+        user_id="bob",
+        amount=Credits(5),
+        status=HoldStatus.OPEN,
+        created_at=T0,
+        expires_at=T0 + HOUR,
+        allocations=(("lot_b", Credits(5)),),
+        reference_id="hold:k2",
     )
     with uow() as tx:
         tx.ledger.add_hold(hold)
@@ -496,13 +631,23 @@ def test_hold_and_capture_move_the_held_balance_and_the_lots(uow: Uow) -> None:
         held = tx.ledger.find_transaction_by_reference(hold.reference_id)
         assert held is not None
         assert (held.kind, held.credits, held.held_change, held.balance_after, held.hold_id) == (
-            TransactionKind.HOLD, Credits(-500), Credits(500), Credits(700), hold.id)
+            TransactionKind.HOLD,
+            Credits(-500),
+            Credits(500),
+            Credits(700),
+            hold.id,
+        )
         assert tx.ledger.get_hold(hold.id) == hold
         captured = settle(tx, hold, 250)
         tx.commit()
     # 250 captured in the hold's lot order (all 200 promotional, 50 paid); 250 paid go back
     assert (captured.kind, captured.credits, captured.held_change, captured.balance_after, captured.hold_id) == (
-        TransactionKind.CAPTURE, Credits(250), Credits(-500), Credits(950), hold.id)
+        TransactionKind.CAPTURE,
+        Credits(250),
+        Credits(-500),
+        Credits(950),
+        hold.id,
+    )
     assert balances(uow) == c(950, 0)
     assert live_lots(uow) == {paid_lot: (950, 0)}
     with uow() as tx:
@@ -513,14 +658,24 @@ def test_hold_and_capture_move_the_held_balance_and_the_lots(uow: Uow) -> None:
 def test_expired_open_holds_are_ordered_by_expiry_then_id_and_limited(uow: Uow) -> None:
     def hold(hold_id: str, expires: datetime, status: HoldStatus = HoldStatus.OPEN) -> Hold:
         return Hold(
-            id=hold_id, user_id="alice", amount=Credits(30), status=status, created_at=T0 - HOUR, expires_at=expires,
-            allocations=(("lot_2", Credits(10)), ("lot_1", Credits(20))), reference_id=f"hold:{hold_id}",
+            id=hold_id,
+            user_id="alice",
+            amount=Credits(30),
+            status=status,
+            created_at=T0 - HOUR,
+            expires_at=expires,
+            allocations=(("lot_2", Credits(10)), ("lot_1", Credits(20))),
+            reference_id=f"hold:{hold_id}",
         )
 
     due = [hold("hold_b", T0 - HOUR), hold("hold_B", T0), hold("hold_a", T0), hold("hold_c", T0 - 2 * HOUR)]
     with uow() as tx:
-        for h in [*due, hold("hold_later", T0 + HOUR), hold("hold_done", T0 - HOUR, HoldStatus.CAPTURED),
-                  hold("hold_gone", T0 - HOUR, HoldStatus.EXPIRED)]:
+        for h in [
+            *due,
+            hold("hold_later", T0 + HOUR),
+            hold("hold_done", T0 - HOUR, HoldStatus.CAPTURED),
+            hold("hold_gone", T0 - HOUR, HoldStatus.EXPIRED),
+        ]:
             tx.ledger.add_hold(h)
         tx.commit()
     with uow() as tx:
@@ -562,8 +717,10 @@ def test_the_audit_of_a_healthy_ledger_balances_everywhere(uow: Uow) -> None:
     assert audit.unbalanced == []
 
     def both(user: str, wallet: int, held: int) -> list[AccountAudit]:
-        return [AccountAudit(user, Account.WALLET, *c(wallet, wallet, wallet)),
-                AccountAudit(user, Account.HELD, *c(held, held, held))]
+        return [
+            AccountAudit(user, Account.WALLET, *c(wallet, wallet, wallet)),
+            AccountAudit(user, Account.HELD, *c(held, held, held)),
+        ]
 
     assert audit.accounts == both("alice", 430, 70) + both("bob", 1000, 0) + both("carol", 0, 0) + both("dave", 0, 0)
     assert verify_ledger(uow=uow) == []
@@ -603,8 +760,9 @@ def test_leaving_without_commit_discards_every_write(uow: Uow) -> None:
         assert tx.ledger.get_top_up("tu_1") is None
         assert tx.ledger.lock_wallet("alice").lots == ()
         assert tx.ledger.expired_open_holds(T0 + 2 * HOUR, 10) == []
-        assert tx.ledger.audit().accounts == [AccountAudit("alice", account, *c(0, 0, 0))
-                                              for account in (Account.WALLET, Account.HELD)]
+        assert tx.ledger.audit().accounts == [
+            AccountAudit("alice", account, *c(0, 0, 0)) for account in (Account.WALLET, Account.HELD)
+        ]
 
 
 def test_an_exception_in_the_block_discards_every_write(uow: Uow) -> None:
@@ -723,10 +881,17 @@ def test_update_top_up_stores_status_and_refunds_and_an_unknown_top_up_is_not_fo
         assert tx.ledger.get_top_up("tu_404") is None
         assert tx.ledger.get_top_up("tu_2") == top_up("tu_2", intent="pi_2", key=None)  # the other is untouched
         # only status, refunded and credits_refunded are stored: the rest of the record stays as it was
-        tx.ledger.update_top_up(replace(
-            partly, amount=Usd(1), credits=Credits(1), user_id="mallory", status=TopUpStatus.REFUNDED,
-            refunded=Usd(1000), credits_refunded=Credits(10000),
-        ))
+        tx.ledger.update_top_up(
+            replace(
+                partly,
+                amount=Usd(1),
+                credits=Credits(1),
+                user_id="mallory",
+                status=TopUpStatus.REFUNDED,
+                refunded=Usd(1000),
+                credits_refunded=Credits(10000),
+            )
+        )
         tx.commit()
     refunded = replace(partly, status=TopUpStatus.REFUNDED, refunded=Usd(1000), credits_refunded=Credits(10000))
     with uow() as tx:
@@ -748,22 +913,41 @@ def test_a_top_up_added_with_refunds_keeps_them(uow: Uow) -> None:
 
 
 # -- the payment event log -------------------------------------------------------------------------
-def event(event_id: str, intent: str | None = "pi_1", *, at: datetime = T0, outcome: str = "granted",
-          top_up_id: str | None = "tu_1", source: str = "webhook", kind: str = "payment_intent.succeeded",
-          ) -> StoredEvent:
-    return StoredEvent(event_id=event_id, type=kind, payment_intent_id=intent, top_up_id=top_up_id,
-                       received_at=at, outcome=outcome, source=source)
+def event(
+    event_id: str,
+    intent: str | None = "pi_1",
+    *,
+    at: datetime = T0,
+    outcome: str = "granted",
+    top_up_id: str | None = "tu_1",
+    source: str = "webhook",
+    kind: str = "payment_intent.succeeded",
+) -> StoredEvent:
+    return StoredEvent(
+        event_id=event_id,
+        type=kind,
+        payment_intent_id=intent,
+        top_up_id=top_up_id,
+        received_at=at,
+        outcome=outcome,
+        source=source,
+    )
 
 
 def test_events_are_stored_found_and_listed_oldest_first_per_payment_intent(uow: Uow) -> None:
     plus_two = timezone(timedelta(hours=2))
     # (seconds after T0, id): ties on the time are broken by id, in code point order
-    mine = [event("evt_late", at=T0 + 3 * HOUR, kind="charge.refunded", outcome="refunded", source="reconcile"),
-            event("evt_b", at=T0 + HOUR), event("evt_B", at=(T0 + HOUR).astimezone(plus_two)),
-            event("evt_a-", at=T0 + HOUR), event("evt_first", at=T0, kind="payment_intent.payment_failed",
-                                                   outcome="failed")]
-    others = [event("evt_other", "pi_2", at=T0 - HOUR, top_up_id="tu_2"),
-              event("evt_none", None, top_up_id=None, kind="customer.created", outcome="ignored")]
+    mine = [
+        event("evt_late", at=T0 + 3 * HOUR, kind="charge.refunded", outcome="refunded", source="reconcile"),
+        event("evt_b", at=T0 + HOUR),
+        event("evt_B", at=(T0 + HOUR).astimezone(plus_two)),
+        event("evt_a-", at=T0 + HOUR),
+        event("evt_first", at=T0, kind="payment_intent.payment_failed", outcome="failed"),
+    ]
+    others = [
+        event("evt_other", "pi_2", at=T0 - HOUR, top_up_id="tu_2"),
+        event("evt_none", None, top_up_id=None, kind="customer.created", outcome="ignored"),
+    ]
     with uow() as tx:
         assert tx.ledger.find_event("evt_b") is None
         assert tx.ledger.events_for_payment_intent("pi_1") == []
@@ -841,15 +1025,24 @@ def _spent_then_refunded(uow: Uow) -> str:
     with uow() as tx:
         state = tx.ledger.lock_wallet("alice")
         booking = take_back_booking(
-            state, lot_id=lot_id, credits=Credits(1000), to_account=Account.STRIPE_FUNDING,
-            kind=TransactionKind.REFUND, reference_id="refund:re_1", now=T0 + 2 * HOUR, reason="refund re_1",
+            state,
+            lot_id=lot_id,
+            credits=Credits(1000),
+            to_account=Account.STRIPE_FUNDING,
+            kind=TransactionKind.REFUND,
+            reference_id="refund:re_1",
+            now=T0 + 2 * HOUR,
+            reason="refund re_1",
             metadata={"refund_id": "re_1"},
         )
         booked = tx.ledger.record(booking)
         tx.commit()
     assert [(p.lot_id, p.amount) for p in booking.postings if p.account is Account.WALLET] == [(lot_id, Credits(-1000))]
     assert (booked.kind, booked.credits, booked.balance_after) == (
-        TransactionKind.REFUND, Credits(-1000), Credits(-900))
+        TransactionKind.REFUND,
+        Credits(-1000),
+        Credits(-900),
+    )
     return lot_id
 
 
@@ -863,7 +1056,8 @@ def test_a_lot_pushed_negative_survives_a_round_trip(uow: Uow) -> None:
         assert tx.ledger.users_with_expired_credits(T0 + 1000 * HOUR, 10) == []
     assert state.available == Credits(-900)
     assert [(lot.id, lot.kind, lot.granted, lot.remaining, lot.held) for lot in state.debts] == [
-        (lot_id, CreditKind.PAID, Credits(1000), Credits(-900), Credits(0))]
+        (lot_id, CreditKind.PAID, Credits(1000), Credits(-900), Credits(0))
+    ]
     # the next credits in do not touch the debt lot by themselves: what they repay is the core's business
     with uow() as tx:
         tx.ledger.record(credit(credits=300, kind=CreditKind.PAID, at=T0 + 3 * HOUR))
@@ -891,14 +1085,23 @@ def test_the_debt_is_the_sum_over_every_lot_in_debt_and_ignores_positive_lots(uo
     first, second = top_up_lot_id("pi_1"), top_up_lot_id("pi_2")
     with uow() as tx:
         tx.ledger.record(credit(credits=1000, kind=CreditKind.PAID, reference="pi_1", lot_id=first))
-        tx.ledger.record(credit(credits=500, kind=CreditKind.PAID, reference="pi_2", lot_id=second,
-                                at=T0 + timedelta(seconds=1)))
+        tx.ledger.record(
+            credit(credits=500, kind=CreditKind.PAID, reference="pi_2", lot_id=second, at=T0 + timedelta(seconds=1))
+        )
         tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 1500, at=T0 + HOUR))
         for n, (lot_id, taken) in enumerate(((first, 400), (second, 250))):
-            tx.ledger.record(take_back_booking(
-                tx.ledger.lock_wallet("alice"), lot_id=lot_id, credits=Credits(taken), to_account=Account.DISPUTED,
-                kind=TransactionKind.DISPUTE, reference_id=f"dispute:dp_{n}", now=T0 + 2 * HOUR, reason="dispute",
-            ))
+            tx.ledger.record(
+                take_back_booking(
+                    tx.ledger.lock_wallet("alice"),
+                    lot_id=lot_id,
+                    credits=Credits(taken),
+                    to_account=Account.DISPUTED,
+                    kind=TransactionKind.DISPUTE,
+                    reference_id=f"dispute:dp_{n}",
+                    now=T0 + 2 * HOUR,
+                    reason="dispute",
+                )
+            )
         tx.ledger.record(credit(credits=70, at=T0 + 3 * HOUR))  # a positive lot next to the debts
         tx.commit()
     with uow() as tx:

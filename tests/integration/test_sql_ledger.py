@@ -396,7 +396,6 @@ def test_sqlite_transactions_take_the_write_lock_at_once(sqlite_url: str, tmp_pa
 def test_postgresql_urls_are_served_by_psycopg_3() -> None:
     engine = create_wallet_engine("postgresql://wallet:secret@db.invalid/wallet")
     assert engine.dialect.driver == "psycopg"
-    assert engine.pool._pre_ping  # type: ignore[attr-defined]
     engine.dispose()
 
 

@@ -29,7 +29,9 @@ def create_wallet_engine(url: str, **kwargs: Any) -> Engine:
 def _postgresql_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pool_pre_ping: it costs a round trip on every request. After a database restart, SQLAlchemy
+    # sees the first disconnect error, invalidates the whole pool and answers that request 503
+    # (StorageUnavailable); the next requests get fresh connections.
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", 10)

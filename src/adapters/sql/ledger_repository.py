@@ -43,6 +43,7 @@ from sqlalchemy import (
     select,
     text,
     union,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -96,6 +97,16 @@ _LIVE_LOTS = (
     select(credit_lots)
     .where(_lot.user_id == bindparam("p_user"), or_(_lot.remaining != 0, _lot.held != 0))
     .order_by(_lot.created_at, _lot.id)
+)
+# What credits coming in need: lots in debt (partial index) and promotional lots expired with
+# something left (the (user_id, expires_at) index), never the user's other live lots.
+_DUE_LOTS = union_all(
+    select(credit_lots).where(_lot.user_id == bindparam("p_user"), literal_column("remaining") < literal_column("0")),
+    select(credit_lots).where(
+        _lot.user_id == bindparam("p_user"),
+        _lot.expires_at <= bindparam("p_now", type_=_lot.expires_at.type),
+        literal_column("remaining") > literal_column("0"),
+    ),
 )
 _TRANSACTION_BY_REFERENCE = select(credit_transactions).where(_tx.reference_id == bindparam("p_reference"))
 # Undoes the wallet change of a booking whose reference turned out to be recorded already.
@@ -369,6 +380,15 @@ class SqlLedgerRepository:
             {"user_id": user_id, "available": 0, "held": 0, "updated_at": datetime.now(UTC)},
         ).one()
         lots = tuple(_lot_of(row) for row in self._conn.execute(_LIVE_LOTS, {"p_user": user_id}))
+        return WalletState(user_id, Credits(stored.available), Credits(stored.held), lots)
+
+    def lock_wallet_for_credit(self, user_id: str, now: datetime) -> WalletState:
+        stored = self._conn.execute(
+            self._sql.lock_wallet,
+            {"user_id": user_id, "available": 0, "held": 0, "updated_at": datetime.now(UTC)},
+        ).one()
+        rows = self._conn.execute(_DUE_LOTS, {"p_user": user_id, "p_now": now})
+        lots = tuple(sorted((_lot_of(row) for row in rows), key=lambda lot: (lot.created_at, lot.id)))
         return WalletState(user_id, Credits(stored.available), Credits(stored.held), lots)
 
     def record(self, booking: Booking) -> CreditTransaction:

@@ -124,6 +124,10 @@ Index(
     sqlite_where=LIVE_EXPIRING,
 )
 
+# Lots in debt (a refund or dispute after spending): few, and what every credit coming in looks for.
+IN_DEBT = text("remaining < 0")
+Index("ix_credit_lots_user_debt", credit_lots.c.user_id, postgresql_where=IN_DEBT, sqlite_where=IN_DEBT)
+
 holds = Table(
     "holds",
     metadata,

@@ -146,7 +146,7 @@ def _succeeded(tx: UnitOfWork, top_up: TopUp, intent: PaymentIntent, now: Clock)
         tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW)
         return "needs_review", top_up, None
     at = now()
-    state = lock_and_sweep(tx.ledger, top_up.user_id, at)
+    state = lock_and_sweep(tx.ledger, top_up.user_id, at, crediting=True)
     try:
         tx.ledger.record(
             credit_booking(

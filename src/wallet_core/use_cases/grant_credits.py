@@ -67,7 +67,7 @@ def grant_credits(
         earlier = tx.ledger.find_transaction_by_reference(reference) if key is not None else None
         if earlier is not None:
             return replay(earlier)
-        state = lock_and_sweep(tx.ledger, user_id, at)
+        state = lock_and_sweep(tx.ledger, user_id, at, crediting=True)
         booking = credit_booking(
             user_id=user_id,
             credits=amount,
