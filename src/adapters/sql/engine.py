@@ -32,6 +32,17 @@ def _postgresql_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
     # No pool_pre_ping: it costs a round trip on every request. After a database restart, SQLAlchemy
     # sees the first disconnect error, invalidates the whole pool and answers that request 503
     # (StorageUnavailable); the next requests get fresh connections.
+    # Never hang a request on the database: give up connecting after 5 s, waiting for a lock after
+    # 5 s (a wallet's row lock is held for milliseconds; longer means something is wrong), and notice a
+    # dead peer by TCP keepalives. Each surfaces as StorageUnavailable -> 503, so Stripe retries.
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("connect_timeout", 5)
+    connect_args.setdefault("options", "-c lock_timeout=5000")
+    connect_args.setdefault("keepalives", 1)
+    connect_args.setdefault("keepalives_idle", 30)
+    connect_args.setdefault("keepalives_interval", 5)
+    connect_args.setdefault("keepalives_count", 3)
+    kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", 10)
