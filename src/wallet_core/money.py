@@ -56,10 +56,10 @@ class Usd:
 
     @property
     def decimal(self) -> Decimal:
-        return (Decimal(self.cents) / 100).quantize(_CENT)
+        return Decimal(_two_places(self.cents))
 
     def __str__(self) -> str:
-        return str(self.decimal)
+        return _two_places(self.cents)
 
 
 @dataclass(frozen=True, order=True)
@@ -78,10 +78,10 @@ class Credits:
 
     @property
     def decimal(self) -> Decimal:
-        return (Decimal(self.minor) / 100).quantize(_CENT)
+        return Decimal(_two_places(self.minor))
 
     def __str__(self) -> str:
-        return str(self.decimal)
+        return _two_places(self.minor)
 
     def __add__(self, other: Credits) -> Credits:
         return Credits(self.minor + other.minor)
@@ -94,6 +94,13 @@ class Credits:
 
     def is_positive(self) -> bool:
         return self.minor > 0
+
+
+def _two_places(minor: int) -> str:
+    """Exact text of an integer count of hundredths, whatever its size (no Decimal context limits)."""
+    sign = "-" if minor < 0 else ""
+    whole, cents = divmod(abs(minor), 100)
+    return f"{sign}{whole}.{cents:02d}"
 
 
 def credits_for(amount: Usd, credits_per_usd: Decimal) -> Credits:
