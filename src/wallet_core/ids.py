@@ -27,8 +27,16 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns():016x}{n:04x}{os.urandom(6).hex()}"
 
 
+_INVISIBLE_TROUBLE = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x2028, 0x2029}
+
+
 def has_control_characters(value: str) -> bool:
-    return any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in value)
+    """Control characters, lone surrogates (not storable as UTF-8), line/paragraph separators and
+    bidi overrides (which make an audit line read differently from what it holds)."""
+    return any(
+        ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) <= 0xDFFF or ord(ch) in _INVISIBLE_TROUBLE
+        for ch in value
+    )
 
 
 def derived_id(prefix: str, *parts: str) -> str:
