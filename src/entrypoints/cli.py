@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--threads", type=int, default=8)
+    serve.add_argument("--log-format", choices=("json", "text"), default="json",
+                       help="json: one JSON object per line on stderr (default); text: for a person")
+    serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="on SIGTERM/SIGINT, how long requests in flight may take to finish (default 10)")
 
     sub.add_parser("migrate", help="bring the database schema up to date")
 
@@ -126,7 +130,7 @@ def _print(value: object) -> None:
 def _serve(container: Container, args: argparse.Namespace) -> int:
     from entrypoints.server import serve
 
-    serve(container, args.host, args.port, args.threads)
+    serve(container, args.host, args.port, args.threads, shutdown_timeout=args.shutdown_timeout)
     return 0
 
 
@@ -384,9 +388,14 @@ COMMANDS: dict[str, Command] = {"serve": _serve, "migrate": _migrate, "token": _
 def main(argv: Sequence[str] | None = None, *, container: Container | None = None) -> int:
     """Run one command. `container` (tests, embedding) is used as given and not shut down."""
     args = _parser().parse_args(argv)
-    # The server logs what it does; a one-shot command prints its result and, on failure, one line.
-    level = logging.INFO if args.command == "serve" else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The server logs what it does (JSON lines, secrets redacted; see entrypoints.logs); a one-shot
+    # command prints its result and, on failure, one line.
+    if args.command == "serve":
+        from entrypoints.logs import configure_logging
+
+        configure_logging(args.log_format)
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     from entrypoints.container import Container, migrate_if_embedded
     from entrypoints.settings import SettingsError

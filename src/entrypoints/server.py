@@ -1,31 +1,143 @@
-"""Serve the REST app with waitress."""
+"""Serve the REST app with waitress, and stop gracefully on SIGTERM or SIGINT.
+
+On the signal the server stops accepting connections (the listening sockets close, so a load balancer
+or client sees "connection refused" and goes elsewhere), lets the requests in flight finish and their
+responses go out, closes idle keep-alive connections, and after at most `shutdown_timeout` seconds
+stops the worker threads, disposes of the database engine, logs "wallet stopped" and returns.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
 
-import waitress
+import waitress.server
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
 
 from entrypoints.container import Container, migrate_if_embedded
 from entrypoints.http.app import create_app
 from entrypoints.http.body import MAX_BODY_BYTES
+from entrypoints.logs import REDACTOR
 
 log = logging.getLogger("wallet.server")
 
+POLL_SECONDS = 0.2  # how soon a signal is noticed; the event loop wakes this often when idle
+SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
-def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threads: int = 8) -> None:
+
+def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
+          shutdown_timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
     settings = container.settings()
-    migrate_if_embedded(container)
-    log.info("wallet serving on http://%s:%s (%r)", host, port, settings)
-    app = create_app(container)
+    REDACTOR.add_secrets(settings)
     try:
-        waitress.serve(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            max_request_body_size=MAX_BODY_BYTES + 1024,
-            ident="wallet",
-        )
+        migrate_if_embedded(container)
+        log.info("wallet serving on http://%s:%s (%r)", host, port, settings)
+        app = create_app(container)
+        try:
+            server = waitress.server.create_server(
+                app,
+                host=host,
+                port=port,
+                threads=threads,
+                max_request_body_size=MAX_BODY_BYTES + 1024,
+                ident="wallet",
+            )
+        except OSError as exc:  # e.g. the port is taken: one log line, exit 1, no traceback
+            log.error("cannot listen on %s:%s: %s", host, port, exc)
+            raise SystemExit(1) from None
+        GracefulServer(server, shutdown_timeout).run()
     finally:
-        container.shutdown_resources()
+        container.shutdown_resources()  # disposes of the engine: pooled connections are closed
+    log.info("wallet stopped")
+
+
+class GracefulServer:
+    """Runs a waitress server's event loop until SIGTERM/SIGINT, then drains it."""
+
+    def __init__(self, server: Any, shutdown_timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
+        self.server = server
+        self.shutdown_timeout = shutdown_timeout
+        self.stopping = threading.Event()
+        self.signal_name = ""
+        # A MultiSocketServer (several listen addresses) keeps its map as .map, a single server as ._map.
+        self.map: dict[int, Any] = getattr(server, "map", None) or server._map
+
+    def stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        """The signal handler: only sets a flag; the event loop notices it within POLL_SECONDS."""
+        self.signal_name = signal.Signals(signum).name
+        self.stopping.set()
+
+    def run(self) -> None:
+        previous = self._install_handlers()
+        try:
+            self._listen_info()
+            while not self.stopping.is_set():
+                self._loop_once()
+            self._drain()
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+            self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+            wasyncore.close_all(self.map)
+
+    def _install_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signals can only be handled on the main thread; the caller calls stop()
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self.stop)
+        return previous
+
+    def _listen_info(self) -> None:
+        for listener in self._listeners():
+            log.info("listening on http://%s:%s", listener.effective_host, listener.effective_port)
+
+    def _loop_once(self) -> None:
+        wasyncore.loop(timeout=POLL_SECONDS, map=self.map, use_poll=self.server.adj.asyncore_use_poll, count=1)
+
+    def _listeners(self) -> list[Any]:
+        return [d for d in list(self.map.values()) if isinstance(d, waitress.server.BaseWSGIServer)]
+
+    def _channels(self) -> list[HTTPChannel]:
+        return [d for d in list(self.map.values()) if isinstance(d, HTTPChannel)]
+
+    def _drain(self) -> None:
+        for listener in self._listeners():
+            # Stop accepting: close the listening socket only. BaseWSGIServer.close() would also close
+            # the trigger that the worker threads pull to hand finished responses to this loop.
+            wasyncore.dispatcher.close(listener)
+        busy = [c for c in self._channels() if not _idle(c)]
+        log.info("stopping on %s: finishing %d request(s) in flight", self.signal_name or "request", len(busy),
+                 extra={"in_flight": len(busy)})
+        deadline = time.monotonic() + self.shutdown_timeout
+        while time.monotonic() < deadline:
+            channels = self._channels()
+            if not channels:
+                return
+            for channel in channels:
+                _close_when_idle(channel)
+            self._loop_once_quick()
+        left = [c for c in self._channels() if not _idle(c)]
+        if left:
+            log.warning("shutdown timeout: %d request(s) still in flight are cut off", len(left),
+                        extra={"in_flight": len(left)})
+
+    def _loop_once_quick(self) -> None:
+        wasyncore.loop(timeout=0.05, map=self.map, use_poll=self.server.adj.asyncore_use_poll, count=1)
+
+
+def _idle(channel: HTTPChannel) -> bool:
+    """No request queued or running, none half received, nothing left to send."""
+    return not channel.requests and channel.request is None and not channel.total_outbufs_len
+
+
+def _close_when_idle(channel: HTTPChannel) -> None:
+    with channel.requests_lock:  # the lock `received` takes: no new request can slip in meanwhile
+        if not channel.requests and channel.request is None:
+            channel.close_when_flushed = True  # handle_write closes it once its output is sent

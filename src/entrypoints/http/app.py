@@ -6,16 +6,9 @@ import falcon
 
 from entrypoints.container import Container
 from entrypoints.http import errors
-from entrypoints.http.admin_routes import AdminGrant, AdminPaymentEvents
 from entrypoints.http.body import json_handler
-from entrypoints.http.spend_routes import AdminHolds, AdminSpend, HoldCapture, HoldRelease
-from entrypoints.http.wallet_routes import MyTopUps, MyTransactions, MyWallet
-from entrypoints.http.webhook_routes import StripeWebhook
-
-
-class Health:
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+from entrypoints.http.observability import install_observability
+from entrypoints.http.routes import add_routes
 
 
 def create_app(container: Container) -> falcon.App:
@@ -26,15 +19,6 @@ def create_app(container: Container) -> falcon.App:
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     errors.install(app)
 
-    app.add_route("/healthz", Health())
-    app.add_route("/api/v1/users/me/wallet", MyWallet(wallet, auth))
-    app.add_route("/api/v1/users/me/wallet/transactions", MyTransactions(wallet, auth))
-    app.add_route("/api/v1/users/me/wallet/top-up", MyTopUps(wallet, auth))
-    app.add_route("/api/v1/admin/users/{user_id}/wallet/grant", AdminGrant(wallet, auth))
-    app.add_route("/api/v1/admin/users/{user_id}/wallet/spend", AdminSpend(wallet, auth))
-    app.add_route("/api/v1/admin/users/{user_id}/wallet/holds", AdminHolds(wallet, auth))
-    app.add_route("/api/v1/admin/holds/{hold_id}/capture", HoldCapture(wallet, auth))
-    app.add_route("/api/v1/admin/holds/{hold_id}/release", HoldRelease(wallet, auth))
-    app.add_route("/api/v1/admin/payments/{payment_intent_id}/events", AdminPaymentEvents(wallet, auth))
-    app.add_route("/webhooks/stripe", StripeWebhook(wallet))
+    add_routes(app, wallet, auth)  # every route, as declared in entrypoints.http.routes (and /openapi.json)
+    install_observability(app, container)
     return app

@@ -1,36 +1,89 @@
-"""Reading request bodies: JSON objects only, exact decimals, bounded size, no unknown fields."""
+"""Reading request bodies: JSON objects only, exact decimals, bounded size, checked against the schema
+the route declares (entrypoints.http.schemas), so unknown fields and wrong JSON types are 422."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
-from functools import partial
 from typing import Any, NoReturn
 
 import falcon
 import falcon.media
 
+from entrypoints.http.schemas import Schema, validate
 from wallet_core.errors import InvalidInput
 
 MAX_BODY_BYTES = 64 * 1024
 
 
+class JsonRefused(ValueError):
+    """The body parses as JSON but is not something the wallet reads (400, saying why)."""
+
+
+MAX_DEPTH = 32  # no request body nests deeper than a few levels
+_HUGE_EXPONENT = 1000  # far past any amount; a Decimal this large only ever gets refused
+
+
 def _no_constants(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a number")
+    raise JsonRefused(f"{name} is not a number")
 
 
-# Numbers with a fraction become exact Decimals, never floats; NaN and Infinity are refused.
-loads = partial(json.loads, parse_float=Decimal, parse_constant=_no_constants)
+def _decimal(text: str) -> Decimal:
+    """Numbers with a fraction or exponent become exact Decimals, never floats. One whose exponent is
+    astronomically large (1e999999999) stands as +-1E+1000, which every amount check refuses as far
+    too large: its exact digits cannot matter, and arithmetic on it would overflow."""
+    number = Decimal(text)
+    if number and number.adjusted() > _HUGE_EXPONENT:
+        return Decimal(f"{'-' if number.is_signed() else ''}1E+{_HUGE_EXPONENT}")
+    return number
+
+
+def _integer(text: str) -> int | Decimal:
+    """Whole numbers stay ints; one with more digits than any amount could have stands, like a huge
+    decimal, as +-1E+1000 (Python refuses to read more than 4300 digits anyway)."""
+    if len(text) > 40:
+        return Decimal(f"{'-' if text.startswith('-') else ''}1E+{_HUGE_EXPONENT}")
+    return int(text)
+
+
+def _check_text(value: object, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise JsonRefused(f"it nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JsonRefused("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, depth + 1)
+            _check_text(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item, depth + 1)
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: exact decimals, no NaN or Infinity, no lone surrogates, bounded nesting."""
+    try:
+        value = json.loads(text, parse_float=_decimal, parse_int=_integer, parse_constant=_no_constants)
+    except RecursionError:
+        raise JsonRefused(f"it nests deeper than {MAX_DEPTH} levels") from None
+    _check_text(value)
+    return value
+
+
 json_handler = falcon.media.JSONHandler(loads=loads)
 
 
-def read_object(req: falcon.Request, fields: set[str], *, optional: bool = False) -> dict[str, Any]:
-    """The request's JSON object, refusing unknown fields with 422. With `optional`, no body is {}."""
-    if req.content_length is None or req.content_length == 0:
-        if optional:
-            return {}
-        raise falcon.HTTPBadRequest(title="Missing body", description="send a JSON object")
-    if req.content_length > MAX_BODY_BYTES:
+def _malformed(exc: BaseException) -> falcon.HTTPBadRequest:
+    cause = exc.__cause__ if isinstance(exc.__cause__, JsonRefused) else exc
+    why = f": {cause}" if isinstance(cause, JsonRefused) else ""
+    return falcon.HTTPBadRequest(title="Malformed JSON", description=f"the body is not valid JSON{why}")
+
+
+def _check_size_and_type(req: falcon.Request) -> None:
+    if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
         raise falcon.HTTPContentTooLarge(
             title="Body too large", description=f"the body must be at most {MAX_BODY_BYTES} bytes"
         )
@@ -38,25 +91,38 @@ def read_object(req: falcon.Request, fields: set[str], *, optional: bool = False
         raise falcon.HTTPUnsupportedMediaType(
             title="Unsupported media type", description="send Content-Type: application/json"
         )
+
+
+def read_object(req: falcon.Request, schema: Schema, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object, valid against `schema` (422 otherwise). With `optional`, no body is {}."""
+    if req.content_length is None or req.content_length == 0:
+        if optional:
+            return {}
+        raise falcon.HTTPBadRequest(title="Missing body", description="send a JSON object")
+    _check_size_and_type(req)
     try:
         body = req.get_media()
-    except falcon.MediaMalformedError:
-        raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise falcon.HTTPUnprocessableEntity(title="Invalid input", description="the body must be a JSON object")
-    unknown = sorted(set(body) - fields)
-    if unknown:
-        raise falcon.HTTPUnprocessableEntity(
-            title="Invalid input", description=f"unknown field(s): {', '.join(unknown)[:200]}"
+    except falcon.MediaMalformedError as exc:
+        raise _malformed(exc) from None
+    validate(body, schema)
+    return body  # type: ignore[no-any-return]
+
+
+def read_raw(req: falcon.Request) -> bytes:
+    """The exact bytes of a JSON body (at most MAX_BODY_BYTES), for checking a signature over them.
+    They must parse as strict JSON (as `loads`), though nothing parsed is used: whatever reads them
+    after the signature check then meets no NaN, lone surrogate or bottomless nesting."""
+    _check_size_and_type(req)
+    payload: bytes = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    if len(payload) > MAX_BODY_BYTES:
+        raise falcon.HTTPContentTooLarge(
+            title="Body too large", description=f"the body must be at most {MAX_BODY_BYTES} bytes"
         )
-    return body
-
-
-def require(body: dict[str, Any], *names: str) -> None:
-    """422 naming the first of `names` the body lacks."""
-    for name in names:
-        if name not in body:
-            raise InvalidInput(name, "is required")
+    try:
+        loads(payload.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError, json.JSONDecodeError and JsonRefused are ValueErrors
+        raise _malformed(exc) from None
+    return payload
 
 
 def read_query(req: falcon.Request, names: set[str]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -69,7 +70,25 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception
     )
 
 
+# Falcon's own errors (no route, method not allowed) come with a title only.
+_DEFAULT_DESCRIPTIONS = {
+    404: "no route or resource matches this path (see /docs)",
+    405: "this route does not take this method (see /docs)",
+}
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    """Every error body is JSON {"title", "description", ...details}, whatever the client's Accept
+    header says (Falcon's default would answer XML, or nothing, to some)."""
+    body = exc.to_dict()
+    if not body.get("description"):
+        body["description"] = _DEFAULT_DESCRIPTIONS.get(exc.status_code, str(body.get("title", "error")))
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(body).encode()
+
+
 def install(app: falcon.App) -> None:
     # Falcon picks the most specific handler, so the order of these does not matter.
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(errors.WalletError, handle_wallet_error)
+    app.set_error_serializer(serialize_error)

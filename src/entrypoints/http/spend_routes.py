@@ -4,84 +4,140 @@ timeout never moves credits twice."""
 
 from __future__ import annotations
 
-import falcon
+from typing import NoReturn
 
-from entrypoints.http.auth import ADMIN, SERVICE, JwtAuthenticator
-from entrypoints.http.body import read_object, require
+from entrypoints.http import schemas
+from entrypoints.http.auth import ADMIN, SERVICE
 from entrypoints.http.errors import http_error
+from entrypoints.http.registry import (
+    HOLD_ID,
+    IDEMPOTENCY_KEY_REQUIRED,
+    USER_ID,
+    Access,
+    Body,
+    Call,
+    Operation,
+    Reply,
+    error,
+)
 from entrypoints.http.views import hold_view, spend_view
-from entrypoints.library import Wallet
 from wallet_core.errors import InsufficientCredits
 
 SPENDERS = (ADMIN, SERVICE)
+SPENDER_ACCESS = Access(roles=SPENDERS)
 
 
-class _Resource:
-    def __init__(self, wallet: Wallet, auth: JwtAuthenticator) -> None:
-        self._wallet = wallet
-        self._auth = auth
-
-    def _actor(self, req: falcon.Request) -> str:
-        return self._auth.require_any_role(req, *SPENDERS).actor(SPENDERS)
-
-    def _insufficient(self, exc: InsufficientCredits, user_id: str) -> falcon.HTTPError:
-        """409 that also says, as fields, how much the wallet can spend now and what it owes (nothing
-        was written)."""
-        view = self._wallet.wallet(user_id, recent=0)
-        return http_error(exc, spendable=str(view.balance), held=str(view.held), debt=str(view.debt))
+def _actor(call: Call) -> str:
+    return call.user.actor(SPENDERS)
 
 
-class AdminSpend(_Resource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
-        actor = self._actor(req)
-        body = read_object(req, {"credits", "reason", "metadata"})
-        require(body, "credits", "reason")
-        try:
-            result = self._wallet.spend(
-                user_id,
-                body["credits"],
-                idempotency_key=req.get_header("Idempotency-Key"),
-                reason=body["reason"],
-                metadata=body.get("metadata"),
-                actor=actor,
-            )
-        except InsufficientCredits as exc:
-            raise self._insufficient(exc, user_id) from None
-        resp.status = falcon.HTTP_200 if result.replayed else falcon.HTTP_201
-        resp.media = spend_view(result)
+def _insufficient(call: Call, exc: InsufficientCredits, user_id: str) -> NoReturn:
+    """409 that also says, as fields, how much the wallet can spend now and what it owes (nothing
+    was written)."""
+    view = call.wallet.wallet(user_id, recent=0)
+    raise http_error(exc, spendable=str(view.balance), held=str(view.held), debt=str(view.debt)) from None
 
 
-class AdminHolds(_Resource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
-        actor = self._actor(req)
-        body = read_object(req, {"credits", "reason", "expires_in_seconds", "metadata"})
-        require(body, "credits", "reason")
-        try:
-            result = self._wallet.hold(
-                user_id,
-                body["credits"],
-                idempotency_key=req.get_header("Idempotency-Key"),
-                reason=body["reason"],
-                expires_in_seconds=body.get("expires_in_seconds"),
-                metadata=body.get("metadata"),
-                actor=actor,
-            )
-        except InsufficientCredits as exc:
-            raise self._insufficient(exc, user_id) from None
-        resp.status = falcon.HTTP_200 if result.replayed else falcon.HTTP_201
-        resp.media = hold_view(result)
+def spend(call: Call) -> None:
+    user_id, body = call.path["user_id"], call.body
+    try:
+        result = call.wallet.spend(
+            user_id,
+            body["credits"],
+            idempotency_key=call.header("Idempotency-Key"),
+            reason=body["reason"],
+            metadata=body.get("metadata"),
+            actor=_actor(call),
+        )
+    except InsufficientCredits as exc:
+        _insufficient(call, exc, user_id)
+    call.reply(spend_view(result), 200 if result.replayed else 201)
 
 
-class HoldCapture(_Resource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, hold_id: str) -> None:
-        actor = self._actor(req)
-        body = read_object(req, {"credits", "reason"}, optional=True)
-        result = self._wallet.capture(hold_id, body.get("credits"), actor=actor, reason=body.get("reason"))
-        resp.media = hold_view(result)
+def hold(call: Call) -> None:
+    user_id, body = call.path["user_id"], call.body
+    try:
+        result = call.wallet.hold(
+            user_id,
+            body["credits"],
+            idempotency_key=call.header("Idempotency-Key"),
+            reason=body["reason"],
+            expires_in_seconds=body.get("expires_in_seconds"),
+            metadata=body.get("metadata"),
+            actor=_actor(call),
+        )
+    except InsufficientCredits as exc:
+        _insufficient(call, exc, user_id)
+    call.reply(hold_view(result), 200 if result.replayed else 201)
 
 
-class HoldRelease(_Resource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, hold_id: str) -> None:
-        actor = self._actor(req)
-        body = read_object(req, {"reason"}, optional=True)
-        resp.media = hold_view(self._wallet.release(hold_id, actor=actor, reason=body.get("reason")))
+def capture(call: Call) -> None:
+    body = call.body
+    result = call.wallet.capture(
+        call.path["hold_id"], body.get("credits"), actor=_actor(call), reason=body.get("reason")
+    )
+    call.reply(hold_view(result))
+
+
+def release(call: Call) -> None:
+    call.reply(hold_view(call.wallet.release(call.path["hold_id"], actor=_actor(call),
+                                             reason=call.body.get("reason"))))
+
+
+_INSUFFICIENT = ("the credits do not cover it or the wallet is in debt (the body says what is `spendable`, "
+                 "`held` and the `debt`); or the Idempotency-Key was used for a different request")
+_NOT_OPEN = "The hold was captured (for another amount), released or has expired."
+
+OPERATIONS = (
+    Operation(
+        "POST", "/api/v1/admin/users/{user_id}/wallet/spend", "spendCredits", "Spend credits now", "spending",
+        spend, SPENDER_ACCESS,
+        description="Promotional credits first (soonest-expiring first), then paid; never below zero.",
+        path_params=(USER_ID,),
+        headers=(IDEMPOTENCY_KEY_REQUIRED,),
+        body=Body(schemas.SPEND_REQUEST),
+        responses={
+            201: Reply("Spent.", schemas.SPEND),
+            200: Reply("A retry with the same Idempotency-Key: the first answer.", schemas.SPEND),
+            409: error(f"Nothing was spent: {_INSUFFICIENT}."),
+        },
+    ),
+    Operation(
+        "POST", "/api/v1/admin/users/{user_id}/wallet/holds", "placeHold", "Reserve credits", "spending",
+        hold, SPENDER_ACCESS,
+        description="Reserves credits for a cost not yet known; capture or release the hold later. An "
+        "unsettled hold expires (default 15 minutes).",
+        path_params=(USER_ID,),
+        headers=(IDEMPOTENCY_KEY_REQUIRED,),
+        body=Body(schemas.HOLD_REQUEST),
+        responses={
+            201: Reply("The open hold.", schemas.HOLD),
+            200: Reply("A retry with the same Idempotency-Key: the same hold.", schemas.HOLD),
+            409: error(f"Nothing was held: {_INSUFFICIENT}."),
+        },
+    ),
+    Operation(
+        "POST", "/api/v1/admin/holds/{hold_id}/capture", "captureHold", "Spend a hold", "spending",
+        capture, SPENDER_ACCESS,
+        description="Spends the hold, all of it when `credits` is left out (or there is no body), and "
+        "gives the rest back. Repeating the same capture answers the same.",
+        path_params=(HOLD_ID,),
+        body=Body(schemas.CAPTURE_REQUEST, required=False),
+        responses={
+            200: Reply("The captured hold.", schemas.HOLD),
+            404: error("No such hold."),
+            409: error(_NOT_OPEN),
+        },
+    ),
+    Operation(
+        "POST", "/api/v1/admin/holds/{hold_id}/release", "releaseHold", "Give a hold back", "spending",
+        release, SPENDER_ACCESS,
+        path_params=(HOLD_ID,),
+        body=Body(schemas.RELEASE_REQUEST, required=False),
+        responses={
+            200: Reply("The released hold.", schemas.HOLD),
+            404: error("No such hold."),
+            409: error(_NOT_OPEN),
+        },
+    ),
+)

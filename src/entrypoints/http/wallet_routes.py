@@ -2,49 +2,56 @@
 
 from __future__ import annotations
 
-import falcon
-
-from entrypoints.http.auth import JwtAuthenticator
-from entrypoints.http.body import read_object, read_query
+from entrypoints.http import schemas
+from entrypoints.http.registry import ANY_USER, IDEMPOTENCY_KEY, Body, Call, Operation, Param, Reply, error
 from entrypoints.http.views import history_view, top_up_view, wallet_view
-from entrypoints.library import Wallet
-from wallet_core.errors import InvalidInput
+from wallet_core.use_cases.read_wallet import MAX_PAGE, RECENT
 
 
-class MyWallet:
-    def __init__(self, wallet: Wallet, auth: JwtAuthenticator) -> None:
-        self._wallet = wallet
-        self._auth = auth
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = self._auth.authenticate(req)
-        resp.media = wallet_view(self._wallet.wallet(principal.user_id))
+def my_wallet(call: Call) -> None:
+    call.reply(wallet_view(call.wallet.wallet(call.user.user_id)))
 
 
-class MyTransactions:
-    def __init__(self, wallet: Wallet, auth: JwtAuthenticator) -> None:
-        self._wallet = wallet
-        self._auth = auth
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = self._auth.authenticate(req)
-        query = read_query(req, {"limit", "cursor"})
-        page = self._wallet.transactions(principal.user_id, query.get("limit", 20), query.get("cursor"))
-        resp.media = history_view(page)
+def my_transactions(call: Call) -> None:
+    page = call.wallet.transactions(call.user.user_id, call.query.get("limit", RECENT), call.query.get("cursor"))
+    call.reply(history_view(page))
 
 
-class MyTopUps:
-    def __init__(self, wallet: Wallet, auth: JwtAuthenticator) -> None:
-        self._wallet = wallet
-        self._auth = auth
+def top_up(call: Call) -> None:
+    result = call.wallet.top_up(
+        call.user.user_id, call.body["amount_usd"], idempotency_key=call.header("Idempotency-Key")
+    )
+    call.reply(top_up_view(result), 200 if result.replayed else 201)
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        principal = self._auth.authenticate(req)
-        body = read_object(req, {"amount_usd"})
-        if "amount_usd" not in body:
-            raise InvalidInput("amount_usd", "is required, e.g. \"10.00\"")
-        result = self._wallet.top_up(
-            principal.user_id, body["amount_usd"], idempotency_key=req.get_header("Idempotency-Key")
-        )
-        resp.status = falcon.HTTP_200 if result.replayed else falcon.HTTP_201
-        resp.media = top_up_view(result)
+
+OPERATIONS = (
+    Operation(
+        "GET", "/api/v1/users/me/wallet", "getMyWallet", "Read my wallet", "wallet", my_wallet, ANY_USER,
+        description="The token's user: spendable `balance`, `held`, `debt` and recent transactions.",
+        responses={200: Reply("The wallet.", schemas.WALLET)},
+    ),
+    Operation(
+        "GET", "/api/v1/users/me/wallet/transactions", "listMyTransactions", "Page through my transactions",
+        "wallet", my_transactions, ANY_USER,
+        description="Newest first; pass `next_cursor` back as `cursor` for the next (older) page.",
+        query=(
+            Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": RECENT},
+                  f"Rows per page, 1-{MAX_PAGE}."),
+            Param("cursor", {"type": "string", "maxLength": 200}, "`next_cursor` from the previous page."),
+        ),
+        responses={200: Reply("A page of transactions.", schemas.HISTORY)},
+    ),
+    Operation(
+        "POST", "/api/v1/users/me/wallet/top-up", "requestTopUp", "Buy credits", "wallet", top_up, ANY_USER,
+        description="Creates a Stripe PaymentIntent and a pending top-up; the credits are granted once, "
+        "when Stripe's webhook says the money arrived.",
+        headers=(IDEMPOTENCY_KEY,),
+        body=Body(schemas.TOP_UP_REQUEST),
+        responses={
+            201: Reply("The pending top-up, with the client secret for Stripe.js.", schemas.TOP_UP),
+            200: Reply("A retry with the same Idempotency-Key: the same top-up.", schemas.TOP_UP),
+            409: error("The Idempotency-Key was used before for a different amount."),
+            502: error("Stripe failed or could not be reached; nothing was recorded."),
+        },
+    ),
+)

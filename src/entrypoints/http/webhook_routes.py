@@ -7,22 +7,33 @@ retrying. A bad signature is 400; a database outage is 503, and Stripe retries l
 
 from __future__ import annotations
 
-import falcon
-
-from entrypoints.http.body import MAX_BODY_BYTES
+from entrypoints.http import schemas
+from entrypoints.http.registry import STRIPE_SIGNED, UNAVAILABLE, Body, Call, Operation, Param, Reply, error
 from entrypoints.http.views import webhook_view
-from entrypoints.library import Wallet
+
+STRIPE_SIGNATURE = Param("Stripe-Signature", schemas.STRIPE_SIGNATURE, "Stripe's signature over the raw body.",
+                         required=True)
 
 
-class StripeWebhook:
-    def __init__(self, wallet: Wallet) -> None:
-        self._wallet = wallet
+def stripe_webhook(call: Call) -> None:
+    outcome = call.wallet.handle_stripe_webhook(call.raw, call.header("Stripe-Signature"))
+    call.reply(webhook_view(outcome))
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
-            raise falcon.HTTPContentTooLarge(title="Body too large", description="webhook body over 64 KiB")
-        payload = req.bounded_stream.read(MAX_BODY_BYTES + 1)
-        if len(payload) > MAX_BODY_BYTES:
-            raise falcon.HTTPContentTooLarge(title="Body too large", description="webhook body over 64 KiB")
-        outcome = self._wallet.handle_stripe_webhook(payload, req.get_header("Stripe-Signature"))
-        resp.media = webhook_view(outcome)
+
+OPERATIONS = (
+    Operation(
+        "POST", "/webhooks/stripe", "stripeWebhook", "Stripe webhook", "stripe", stripe_webhook, STRIPE_SIGNED,
+        description="Verifies `Stripe-Signature` over the raw body, then applies the event once per event "
+        "id: `payment_intent.succeeded` grants once, failures and cancelations mark the top-up, refunds "
+        "take credits back in proportion, disputes freeze them. A redelivered event answers `duplicate`.",
+        headers=(STRIPE_SIGNATURE,),
+        body=Body(schemas.STRIPE_EVENT, raw=True),
+        responses={
+            200: Reply("The event was verified; `outcome` says what it did.", schemas.WEBHOOK_RECEIPT),
+            400: error("The signature is missing, wrong or stale, or the event is unreadable."),
+            422: error("The event names an invalid value."),
+            502: error("Stripe failed while the event was applied; Stripe retries later."),
+            503: UNAVAILABLE,
+        },
+    ),
+)

@@ -1,0 +1,219 @@
+"""Request ids, access logs, Prometheus metrics, /metrics and /readyz.
+
+    install_observability(app, container)   # in create_app: one middleware, two routes
+
+Every request gets an id: the caller's X-Request-Id when it is a sane value (1-128 printable ASCII
+characters), else a new one. It is sent back as X-Request-Id and is on every log line written while
+the request is served (see entrypoints.logs). One access line per request names the method, the route
+template (never the raw path, so no ids), the status, the duration and the request id; never a body
+or a header value.
+
+Metrics live on a registry of the app's own (not prometheus_client's global one), so several apps in
+one process (tests) do not collide. Labels are bounded: the route is the template ("unmatched" when no
+route matched), a webhook event type is kept only when it looks like one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import falcon
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+from entrypoints.logs import REQUEST_ID
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Engine
+
+    from entrypoints.container import Container
+
+access_log = logging.getLogger("wallet.access")
+log = logging.getLogger("wallet.http")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+UNMATCHED = "unmatched"
+READINESS_TIMEOUT_SECONDS = 2.0
+_SANE_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")  # printable ASCII: no CR/LF, nothing to inject
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,79}")  # Stripe's shape, e.g. payment_intent.succeeded
+_OUTCOME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@dataclass
+class Metrics:
+    """The wallet's metrics, on a registry of their own."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("wallet_http_requests", "HTTP requests answered, by route template, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.duration = Histogram("wallet_http_request_duration_seconds",
+                                  "Time to answer an HTTP request, by route template and method",
+                                  ["route", "method"], registry=r)
+        self.in_flight = Gauge("wallet_http_requests_in_flight", "HTTP requests being served now", registry=r)
+        self.grants = Counter("wallet_credits_granted", "Credit grants made: top-ups granted by a webhook, "
+                              "and grants by an admin (replays not counted)", ["source"], registry=r)
+        self.webhooks = Counter("wallet_webhook_events", "Stripe webhook deliveries, by event type and outcome",
+                                ["type", "outcome"], registry=r)
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The metrics and their content type: Prometheus text, or OpenMetrics when `accept` asks."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+
+def _route(req: falcon.Request) -> str:
+    return req.uri_template or UNMATCHED
+
+
+def _request_id(req: falcon.Request) -> str:
+    given = req.get_header(REQUEST_ID_HEADER)
+    if given is not None:
+        given = given.strip()
+        if _SANE_REQUEST_ID.fullmatch(given):
+            return given
+    return uuid.uuid4().hex
+
+
+class ObservabilityMiddleware:
+    """Request id in, request id out; one access log line and the metrics for every request."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        request_id = _request_id(req)
+        req.context.request_id = request_id
+        req.context.observability_started = time.perf_counter()
+        req.context.observability_token = REQUEST_ID.set(request_id)
+        resp.set_header(REQUEST_ID_HEADER, request_id)
+        self.metrics.in_flight.inc()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        started = getattr(req.context, "observability_started", None)
+        if started is None:  # process_request did not run (an earlier middleware failed)
+            return
+        token = req.context.observability_token
+        try:
+            elapsed = time.perf_counter() - started
+            route = _route(req)
+            method = req.method if req.method in _METHODS else "OTHER"
+            status = resp.status_code
+            resp.set_header(REQUEST_ID_HEADER, req.context.request_id)  # error handlers may have replaced headers
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.duration.labels(route, method).observe(elapsed)
+            self._count_business_events(route, method, status, resp.media)
+            access_log.info(
+                "%s %s %s %.1fms", method, route, status, elapsed * 1000,
+                extra={"request_id": req.context.request_id, "method": method, "route": route, "status": status,
+                       "duration_ms": round(elapsed * 1000, 2)},
+            )
+        finally:
+            self.metrics.in_flight.dec()
+            REQUEST_ID.reset(token)
+
+    def _count_business_events(self, route: str, method: str, status: int, media: Any) -> None:
+        if not isinstance(media, dict):
+            media = {}
+        if media.get("received") is True and "outcome" in media:  # a webhook's answer (webhook_view)
+            event_type = str(media.get("type") or "")
+            outcome = str(media.get("outcome") or "")
+            self.metrics.webhooks.labels(
+                event_type if _EVENT_TYPE.fullmatch(event_type) else "other",
+                outcome if _OUTCOME.fullmatch(outcome) else "other",
+            ).inc()
+            if outcome == "granted":
+                self.metrics.grants.labels("top_up").inc()
+        elif route.startswith("/webhooks/") and status >= 400:  # refused (bad signature) or failed
+            self.metrics.webhooks.labels("unknown", "rejected" if status < 500 else "error").inc()
+        elif method == "POST" and status == 201 and "credits_granted" in media:  # a new admin grant
+            self.metrics.grants.labels("admin").inc()
+
+
+class MetricsResource:
+    """GET /metrics: the Prometheus text exposition format (OpenMetrics when the scraper asks for it)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data, resp.content_type = self._metrics.exposition(req.get_header("Accept"))
+
+
+class ReadinessResource:
+    """GET /readyz: 200 when the database answers SELECT 1 within READINESS_TIMEOUT_SECONDS, else 503.
+
+    /healthz only says the process answers; /readyz says it can do its work. The check runs on a daemon
+    thread so a database that hangs (a dropped packet, a full pool) cannot hold the request, or the
+    process at exit; at most two checks run at once, further probes are answered 503 at once."""
+
+    def __init__(self, container: Container, timeout: float | None = None) -> None:
+        self._container = container
+        self._timeout = READINESS_TIMEOUT_SECONDS if timeout is None else timeout
+        self._slots = threading.BoundedSemaphore(2)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        problem = self._check()
+        if problem is not None:
+            log.warning("not ready: %s", problem)
+            raise falcon.HTTPServiceUnavailable(title="Not ready", description=problem, retry_after=5)
+        resp.media = {"status": "ready"}
+
+    def _check(self) -> str | None:
+        if not self._slots.acquire(blocking=False):
+            return "earlier readiness checks are still waiting for the database"
+        outcome: list[str | None] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome.append(_select_one(self._container.engine))
+            finally:
+                self._slots.release()
+                done.set()
+
+        threading.Thread(target=run, name="wallet-readyz", daemon=True).start()
+        if not done.wait(self._timeout):
+            return f"the database did not answer within {self._timeout:g}s"
+        return outcome[0] if outcome else "the readiness check failed"
+
+
+def _select_one(engine: Callable[[], Engine]) -> str | None:
+    """None when the database answers; else why not, naming no host, URL or password."""
+    from adapters.sql.unit_of_work import unavailable
+
+    try:
+        # A raw pooled connection: no transaction is begun (SQLite would BEGIN IMMEDIATE and queue
+        # behind writers), and returning it to the pool rolls back whatever the driver began.
+        conn = engine().raw_connection()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+            cursor.close()
+        finally:
+            conn.close()
+    except Exception as exc:  # noqa: BLE001 (any failure means not ready; the reason is returned)
+        return unavailable(exc).description
+    return None
+
+
+def install_observability(app: falcon.App, container: Container) -> Metrics:
+    """Add the middleware and the /metrics and /readyz routes to `app`; the metrics are returned."""
+    metrics = Metrics()
+    app.add_middleware(ObservabilityMiddleware(metrics))
+    app.add_route("/metrics", MetricsResource(metrics))
+    app.add_route("/readyz", ReadinessResource(container))
+    return metrics

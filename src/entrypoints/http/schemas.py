@@ -1,0 +1,379 @@
+"""The JSON Schemas of the REST API: request bodies (which `read_object` validates against) and
+response bodies. The OpenAPI document (/openapi.json) and the /docs page are built from these same
+objects, so what is documented is what is checked.
+
+Every schema is a JSON Schema 2020-12 dict, as OpenAPI 3.1 uses. `validate` enforces the structure:
+JSON types, required properties and unknown properties (`additionalProperties`, `items`), and that
+no string holds control, line-separator or bidi-override characters (UNSAFE_TEXT). The other keywords
+(pattern, lengths, bounds, formats) describe the values for clients and for generated tests; the
+wallet's core checks the values themselves (money parsing, limits) and says what is wrong, so those
+rules live in one place (wallet_core).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+from wallet_core.errors import InvalidInput
+from wallet_core.holds import MAX_HOLD_TTL, HoldStatus
+from wallet_core.ids import _ID_PATTERN
+from wallet_core.ledger import TransactionKind
+from wallet_core.topups import TopUpStatus
+from wallet_core.use_cases.read_wallet import MAX_PAGE
+from wallet_core.use_cases.spend_credits import MAX_METADATA_KEYS
+
+Schema = dict[str, Any]
+
+# Schemas that get a name in the OpenAPI document's components (by identity: the same object).
+NAMED: dict[str, Schema] = {}
+
+
+def named(name: str, schema: Schema) -> Schema:
+    NAMED[name] = schema
+    return schema
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+# The core's id rule (wallet_core.ids.check_user_id), anchored for JSON Schema. Hold ids follow it too.
+ID_PATTERN = f"^{_ID_PATTERN.pattern}$"
+PAYMENT_INTENT_ID_PATTERN = "^[A-Za-z0-9_]{1,255}$"
+IDEMPOTENCY_KEY_PATTERN = "^[\\x21-\\x7e]{1,255}$"
+# Text no string in a request body may hold (enforced by `validate` on every string): C0 and C1
+# controls, line and paragraph separators, and the bidirectional marks, embeddings, overrides and
+# isolates that make audit text read differently from what it is ("Trojan Source").
+UNSAFE_TEXT = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069"
+NO_CONTROL_CHARACTERS = f"^[^{UNSAFE_TEXT}]*$"
+_UNSAFE = re.compile(f"[{UNSAFE_TEXT}]")
+
+USER_ID: Schema = {
+    "type": "string",
+    "pattern": ID_PATTERN,
+    "maxLength": 128,
+    "description": "1-128 characters: letters, digits and _ . : @ | + -, starting with a letter or digit.",
+    "examples": ["alice"],
+}
+HOLD_ID: Schema = {**USER_ID, "description": "A hold id, as placing the hold answered.", "examples": ["hold_0f3a"]}
+PAYMENT_INTENT_ID: Schema = {
+    "type": "string",
+    "pattern": PAYMENT_INTENT_ID_PATTERN,
+    "description": "A Stripe PaymentIntent id: 1-255 letters, digits and underscores.",
+    "examples": ["pi_3N4x"],
+}
+IDEMPOTENCY_KEY: Schema = {
+    "type": "string",
+    "pattern": IDEMPOTENCY_KEY_PATTERN,
+    "description": "1-255 printable ASCII characters without spaces. The same key and request again "
+    "answer the first result (200) and move nothing; the same key for a different request is 409.",
+    "examples": ["order-17"],
+}
+STRIPE_SIGNATURE: Schema = {
+    "type": "string",
+    "description": "Stripe's signature over the raw body: t=<unix time>,v1=<hex HMAC-SHA256>.",
+    "examples": ["t=1700000000,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"],
+}
+
+AMOUNT_IN: Schema = {
+    "type": ["string", "number"],
+    "pattern": "^[0-9]{1,12}(\\.[0-9]{1,2})?$",
+    "exclusiveMinimum": 0,
+    "description": 'A decimal number greater than 0 with at most 2 decimal places, as a string ("10.00") '
+    "or a JSON number (read exactly, never as a binary float). NaN and Infinity are refused.",
+    "examples": ["10.00"],
+}
+REASON: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 500,
+    "pattern": NO_CONTROL_CHARACTERS,
+    "description": "Why, for the audit trail: 1-500 characters, not only spaces, no control characters.",
+    "examples": ["welcome bonus"],
+}
+METADATA: Schema = {
+    "type": ["object", "null"],
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": 40, "pattern": NO_CONTROL_CHARACTERS},
+    "additionalProperties": {"type": "string", "maxLength": 500, "pattern": NO_CONTROL_CHARACTERS},
+    "description": f"At most {MAX_METADATA_KEYS} string values (keys of 1-40 characters, values of at most "
+    "500), kept on the transaction. No control characters.",
+    "examples": [{"order": "o-17"}],
+}
+INSTANT_IN: Schema = {
+    "type": ["string", "null"],
+    "format": "date-time",
+    "maxLength": 64,
+    "description": 'an ISO 8601 time with a timezone, e.g. "2027-01-01T00:00:00Z"',
+}
+
+# -- request bodies -------------------------------------------------------------------------------
+
+TOP_UP_REQUEST = named("TopUpRequest", {
+    "type": "object",
+    "properties": {"amount_usd": {**AMOUNT_IN, "description": "US dollars to pay, within the configured "
+                                  "minimum and maximum. " + AMOUNT_IN["description"]}},
+    "required": ["amount_usd"],
+    "additionalProperties": False,
+})
+GRANT_REQUEST = named("GrantRequest", {
+    "type": "object",
+    "properties": {
+        "credits": AMOUNT_IN,
+        "reason": REASON,
+        "expires_at": {**INSTANT_IN, "description": "When the credits stop counting (in the future): "
+                       + INSTANT_IN["description"] + ". Left out or null: never."},
+    },
+    "required": ["credits", "reason"],
+    "additionalProperties": False,
+})
+SPEND_REQUEST = named("SpendRequest", {
+    "type": "object",
+    "properties": {"credits": AMOUNT_IN, "reason": REASON, "metadata": METADATA},
+    "required": ["credits", "reason"],
+    "additionalProperties": False,
+})
+HOLD_REQUEST = named("HoldRequest", {
+    "type": "object",
+    "properties": {
+        "credits": AMOUNT_IN,
+        "reason": REASON,
+        "expires_in_seconds": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": int(MAX_HOLD_TTL.total_seconds()),
+            "description": "How long the hold lasts, in whole seconds (default 900, at most 7 days).",
+        },
+        "metadata": METADATA,
+    },
+    "required": ["credits", "reason"],
+    "additionalProperties": False,
+})
+CAPTURE_REQUEST = named("CaptureRequest", {
+    "type": "object",
+    "properties": {
+        "credits": {**AMOUNT_IN, "type": ["string", "number", "null"],
+                    "description": "How much of the hold to spend (at most the held amount); left out or "
+                    "null: all of it. " + AMOUNT_IN["description"]},
+        "reason": {**REASON, "type": ["string", "null"]},
+    },
+    "additionalProperties": False,
+})
+RELEASE_REQUEST = named("ReleaseRequest", {
+    "type": "object",
+    "properties": {"reason": {**REASON, "type": ["string", "null"]}},
+    "additionalProperties": False,
+})
+# Not validated here: the Stripe adapter reads the event after checking the signature over the raw
+# bytes, and Stripe adds fields at will (so unknown fields are allowed).
+STRIPE_EVENT = named("StripeEvent", {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "examples": ["evt_1"]},
+        "type": {"type": "string", "examples": ["payment_intent.succeeded"]},
+        "data": {"type": "object", "properties": {"object": {"type": "object"}}},
+    },
+    "required": ["id", "type"],
+    "description": "A Stripe event, exactly as Stripe signed it.",
+})
+
+# -- responses ------------------------------------------------------------------------------------
+
+AMOUNT_OUT: Schema = {
+    "type": "string",
+    "pattern": "^-?[0-9]+\\.[0-9]{2}$",
+    "description": "A decimal amount with two places.",
+    "examples": ["10.00"],
+}
+INSTANT_OUT: Schema = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC."}
+TEXT_OR_NULL: Schema = {"type": ["string", "null"]}
+
+
+def _object(properties: dict[str, Schema], *, optional: tuple[str, ...] = (), **extra: Any) -> Schema:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+ERROR = named("Error", _object(
+    {
+        "title": {"type": "string", "examples": ["Invalid input"]},
+        "description": {"type": "string", "examples": ["credits must have at most 2 decimal places"]},
+        "spendable": {**AMOUNT_OUT, "description": "Insufficient credits only: what the wallet can spend now."},
+        "held": {**AMOUNT_OUT, "description": "Insufficient credits only: what open holds reserve."},
+        "debt": {**AMOUNT_OUT, "description": "Insufficient credits only: what the wallet owes."},
+    },
+    optional=("spendable", "held", "debt"),
+    description="Every error: a short title and a description saying what to change. Never a stack trace.",
+))
+TRANSACTION = named("Transaction", _object({
+    "id": {"type": "string"},
+    "kind": {"type": "string", "enum": [str(k) for k in TransactionKind]},
+    "credits": {**AMOUNT_OUT, "description": "Change to the spendable balance."},
+    "held_change": {**AMOUNT_OUT, "description": "Change to the held balance."},
+    "balance_after": {**AMOUNT_OUT, "description": "Spendable balance right after."},
+    "reference_id": {"type": "string"},
+    "created_at": INSTANT_OUT,
+    "reason": TEXT_OR_NULL,
+    "hold_id": TEXT_OR_NULL,
+    "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+}))
+WALLET = named("Wallet", _object({
+    "user_id": {"type": "string"},
+    "balance": {**AMOUNT_OUT, "description": "Spendable now; negative while the wallet is in debt."},
+    "held": {**AMOUNT_OUT, "description": "Reserved by open holds."},
+    "debt": {**AMOUNT_OUT, "description": "What refunds or disputes of already-spent credits left owing."},
+    "transactions": {"type": "array", "items": TRANSACTION, "description": "The most recent, newest first."},
+}))
+HISTORY = named("History", _object({
+    "transactions": {"type": "array", "items": TRANSACTION, "maxItems": MAX_PAGE},
+    "next_cursor": {**TEXT_OR_NULL, "description": "Pass back as `cursor` for the next page; null on the last."},
+}))
+TOP_UP = named("TopUp", _object({
+    "top_up_id": {"type": "string"},
+    "payment_intent_id": {"type": "string"},
+    "client_secret": {**TEXT_OR_NULL, "description": "For Stripe.js in the buyer's browser."},
+    "amount_usd": AMOUNT_OUT,
+    "credits": {**AMOUNT_OUT, "description": "Credits granted when Stripe says the money arrived."},
+    "status": {"type": "string", "enum": [str(s) for s in TopUpStatus]},
+}))
+GRANT = named("Grant", _object({
+    "user_id": {"type": "string"},
+    "credits_granted": AMOUNT_OUT,
+    "balance": AMOUNT_OUT,
+    "transaction_id": {"type": "string"},
+    "expires_at": {"type": ["string", "null"], "format": "date-time"},
+}))
+SPEND = named("Spend", _object({
+    "user_id": {"type": "string"},
+    "credits_spent": AMOUNT_OUT,
+    "balance": AMOUNT_OUT,
+    "transaction_id": {"type": "string"},
+}))
+HOLD = named("Hold", _object({
+    "hold_id": {"type": "string"},
+    "user_id": {"type": "string"},
+    "status": {"type": "string", "enum": [str(s) for s in HoldStatus]},
+    "credits_held": AMOUNT_OUT,
+    "credits_captured": AMOUNT_OUT,
+    "balance": AMOUNT_OUT,
+    "expires_at": INSTANT_OUT,
+    "transaction_id": {"type": "string"},
+}))
+WEBHOOK_RECEIPT = named("WebhookReceipt", _object({
+    "received": {"const": True},
+    "event_id": {"type": "string"},
+    "type": {"type": "string"},
+    "outcome": {"type": "string", "description": "What the event did: granted, duplicate, ignored, ... "
+                "(see docs/payments.md)."},
+}))
+PAYMENT_EVENT = named("PaymentEvent", _object({
+    "event_id": {"type": "string"},
+    "type": {"type": "string"},
+    "outcome": {"type": "string"},
+    "source": {"type": "string", "enum": ["webhook", "reconcile"]},
+    "received_at": INSTANT_OUT,
+    "payment_intent_id": TEXT_OR_NULL,
+    "top_up_id": TEXT_OR_NULL,
+}))
+PAYMENT_EVENTS = named("PaymentEvents", _object({
+    "payment_intent_id": {"type": "string"},
+    "events": {"type": "array", "items": PAYMENT_EVENT, "description": "Oldest first."},
+}))
+HEALTH = named("Health", _object({"status": {"const": "ok"}}))
+READY = named("Ready", _object({"status": {"const": "ready"}}))
+OPENAPI_DOCUMENT: Schema = {"type": "object", "required": ["openapi", "paths"],
+                            "description": "This document (OpenAPI 3.1)."}
+TEXT: Schema = {"type": "string"}
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+# What `validate` enforces; the value keywords beside them are documentation (the core checks values).
+STRUCTURAL = frozenset({"type", "properties", "required", "additionalProperties", "items", "const"})
+ANNOTATIONS = frozenset({
+    "description", "examples", "title", "format", "pattern", "minLength", "maxLength", "minimum", "maximum",
+    "exclusiveMinimum", "maxProperties", "propertyNames", "maxItems", "enum",
+})
+_TYPE_WORDS = {
+    "object": "a JSON object", "array": "an array", "string": "a string", "integer": "a whole number",
+    "number": "a number", "boolean": "true or false", "null": "null",
+}
+
+
+def _is(value: object, kind: str) -> bool:
+    if kind == "object":
+        return isinstance(value, dict)
+    if kind == "array":
+        return isinstance(value, list)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "null":
+        return value is None
+    if isinstance(value, bool):
+        return False
+    if kind == "integer":
+        return isinstance(value, int)
+    return isinstance(value, (int, float, Decimal))  # number
+
+
+def _name(key: str) -> str:
+    """A property name from the request, safe to echo: short, and escaped when it is not plain."""
+    plain = key.isascii() and key.isprintable() and len(key) <= 40 and '"' not in key
+    return key if plain else json.dumps(key[:40])
+
+
+def validate(value: object, schema: Schema, where: str = "body") -> None:
+    """Raise InvalidInput (422) naming the first place where `value` breaks `schema`'s structure."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if not any(_is(value, k) for k in kinds):
+            words = " or ".join(_TYPE_WORDS[k] for k in kinds if k != "null")
+            hint = schema.get("description", "")
+            raise InvalidInput(where, f"must be {words}" + (f": {hint}" if hint and "properties" not in schema else ""))
+    if isinstance(value, str) and _UNSAFE.search(value):
+        raise InvalidInput(where, "must not contain control, line-separator or bidirectional-override characters")
+    if "const" in schema and value != schema["const"]:
+        raise InvalidInput(where, f"must be {json.dumps(schema['const'])}")
+    if isinstance(value, dict):
+        properties: dict[str, Schema] = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        prefix = "" if where == "body" else f"{where}."
+        unknown = sorted(k for k in value if k not in properties) if extra is False else []
+        if unknown:
+            raise InvalidInput(where, f"has unknown field(s): {', '.join(_name(k) for k in unknown)}"[:240])
+        for name in schema.get("required", ()):
+            if name not in value:
+                raise InvalidInput(f"{prefix}{name}", "is required")
+        for key, item in value.items():
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            if _UNSAFE.search(key):
+                raise InvalidInput(where, "must not have names with control, line-separator or "
+                                   "bidirectional-override characters")
+            if sub is not None:
+                validate(item, sub, f"{prefix}{_name(key)}")
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            validate(item, schema["items"], f"{where}[{index}]")
+
+
+def keywords(schema: object) -> set[str]:
+    """Every keyword used anywhere in `schema` (to prove `validate` understands or ignores each)."""
+    found: set[str] = set()
+    if isinstance(schema, dict):
+        for key, sub in schema.items():
+            found.add(key)
+            if key == "properties":
+                for prop in sub.values():
+                    found |= keywords(prop)
+            elif key in ("additionalProperties", "items", "propertyNames"):
+                found |= keywords(sub)
+    return found
