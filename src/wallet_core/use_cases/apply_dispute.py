@@ -54,8 +54,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                     metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
                 )
             )
-            _move(tx, top_up, TopUpStatus.DISPUTED)
-            _move(tx, replace(top_up, status=TopUpStatus.DISPUTED), TopUpStatus.DISPUTE_LOST)
+            if can_move(top_up.status, TopUpStatus.DISPUTED):  # opened and lost in one step
+                tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.DISPUTE_LOST))
             return "dispute_lost"
         if dispute.status in CLOSED_WON:
             # Won before we saw it open: nothing was frozen. Record the close (moving nothing) so a
