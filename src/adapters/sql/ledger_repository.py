@@ -20,8 +20,8 @@ order is by code point, the same as Python's (and the in-memory fake's) whatever
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
@@ -43,11 +43,12 @@ from sqlalchemy import (
     select,
     text,
     union,
-    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from adapters.sql import write_statements as sql
+from adapters.sql.driver import Driver, Sql
 from adapters.sql.tables import (
     UtcDateTime,
     credit_lots,
@@ -93,35 +94,6 @@ def _at(name: str) -> Any:
 
 
 # -- statements that are the same on every database ----------------------------------------------
-_LIVE_LOTS = (
-    select(credit_lots)
-    .where(_lot.user_id == bindparam("p_user"), or_(_lot.remaining != 0, _lot.held != 0))
-    .order_by(_lot.created_at, _lot.id)
-)
-# What credits coming in need: lots in debt (partial index) and promotional lots expired with
-# something left (the (user_id, expires_at) index), never the user's other live lots.
-_DUE_LOTS = union_all(
-    select(credit_lots).where(_lot.user_id == bindparam("p_user"), literal_column("remaining") < literal_column("0")),
-    select(credit_lots).where(
-        _lot.user_id == bindparam("p_user"),
-        _lot.expires_at <= bindparam("p_now", type_=_lot.expires_at.type),
-        literal_column("remaining") > literal_column("0"),
-    ),
-)
-_TRANSACTION_BY_REFERENCE = select(credit_transactions).where(_tx.reference_id == bindparam("p_reference"))
-# Undoes the wallet change of a booking whose reference turned out to be recorded already.
-_TAKE_BACK = (
-    update(wallets)
-    .where(_w.user_id == bindparam("p_user"))
-    .values(available=_w.available - bindparam("p_credits"), held=_w.held - bindparam("p_held"))
-)
-_ADD_POSTINGS = postings.insert()
-_ADD_LOTS = credit_lots.insert()
-_CHANGE_LOT = (
-    update(credit_lots)
-    .where(_lot.id == bindparam("p_lot"))
-    .values(remaining=_lot.remaining + bindparam("p_remaining"), held=_lot.held + bindparam("p_held"))
-)
 _ADD_HOLD = holds.insert()
 _ADD_ALLOCATIONS = hold_allocations.insert()
 _UPDATE_HOLD = (
@@ -131,11 +103,7 @@ _UPDATE_HOLD = (
 )
 _TOTAL_POSTED = select(func.coalesce(func.sum(_p.amount), 0))
 _TOP_UP_BY_ID = select(top_ups).where(_tu.id == bindparam("p_id"))
-_TOP_UP_BY_INTENT = select(top_ups).where(_tu.payment_intent_id == bindparam("p_intent"))
 _TOP_UP_BY_KEY = select(top_ups).where(_tu.user_id == bindparam("p_user"), _tu.idempotency_key == bindparam("p_key"))
-_SET_STATUS = (
-    update(top_ups).where(_tu.id == bindparam("p_id")).values(status=bindparam("p_status"), updated_at=_at("p_at"))
-)
 _UPDATE_TOP_UP = (
     update(top_ups)
     .where(_tu.id == bindparam("p_id"))
@@ -146,43 +114,14 @@ _UPDATE_TOP_UP = (
         updated_at=_at("p_at"),
     )
 )
-_EVENT_BY_ID = select(payment_events).where(_ev.event_id == bindparam("p_id"))
 
-_LOT_COLUMNS = ("id", "user_id", "kind", "granted", "remaining", "held", "created_at", "expires_at")
-# PostgreSQL: a booking's postings, new lots and lot changes in one statement (one round trip), sent as
-# arrays unnested server-side, so the text is the same whatever the booking's shape (and psycopg
-# prepares it once it is used a few times).
-_PG_BOOK_THE_REST = text(
-    """
-    WITH new_lots AS (
-        INSERT INTO credit_lots (id, user_id, kind, granted, remaining, held, created_at, expires_at)
-        SELECT * FROM unnest(
-            CAST(:lot_id AS varchar[]), CAST(:lot_user_id AS varchar[]), CAST(:lot_kind AS varchar[]),
-            CAST(:lot_granted AS bigint[]), CAST(:lot_remaining AS bigint[]), CAST(:lot_held AS bigint[]),
-            CAST(:lot_created_at AS timestamptz[]), CAST(:lot_expires_at AS timestamptz[]))
-    ), changed_lots AS (
-        UPDATE credit_lots
-        SET remaining = credit_lots.remaining + change.remaining, held = credit_lots.held + change.held
-        FROM unnest(CAST(:change_ids AS varchar[]), CAST(:change_remaining AS bigint[]),
-                    CAST(:change_held AS bigint[])) AS change (id, remaining, held)
-        WHERE credit_lots.id = change.id
-    )
-    INSERT INTO postings (transaction_id, account, user_id, lot_id, amount)
-    SELECT CAST(:tx_id AS varchar), leg.* FROM unnest(CAST(:accounts AS varchar[]), CAST(:users AS varchar[]),
-                                     CAST(:lots AS varchar[]), CAST(:amounts AS bigint[])) AS leg
-    """
-)
 
 
 @dataclass(frozen=True)
 class _Statements:
     """What differs by dialect: the upserts, and ordering by code point."""
 
-    lock_wallet: Insert  # INSERT ... ON CONFLICT (user_id) DO UPDATE SET updated_at RETURNING available, held
-    add_to_wallet: Insert  # INSERT ... ON CONFLICT (user_id) DO UPDATE SET available + x ... RETURNING available
-    book: Insert  # INSERT ... ON CONFLICT (reference_id) DO NOTHING RETURNING id
     add_top_up: Insert  # INSERT ... ON CONFLICT DO NOTHING RETURNING id
-    add_event: Insert  # INSERT ... ON CONFLICT (event_id) DO NOTHING
     balances: Select[Any]
     events_for_payment_intent: Select[Any]
     transactions: Select[Any]
@@ -201,9 +140,6 @@ def _statements(dialect_name: str) -> _Statements:
 
     def bytewise(column: ColumnElement[Any]) -> ColumnElement[Any]:
         return column.collate("C") if pg else column  # SQLite's default BINARY collation already is
-
-    wallet = insert(wallets)
-    booked_wallet = insert(wallets)
 
     expired_unswept = (
         select(func.coalesce(func.sum(_lot.remaining), 0))
@@ -307,20 +243,7 @@ def _statements(dialect_name: str) -> _Statements:
     )
 
     return _Statements(
-        lock_wallet=wallet.on_conflict_do_update(
-            index_elements=[_w.user_id], set_={"updated_at": wallet.excluded.updated_at}
-        ).returning(_w.available, _w.held),
-        add_to_wallet=booked_wallet.on_conflict_do_update(
-            index_elements=[_w.user_id],
-            set_={
-                "available": _w.available + booked_wallet.excluded.available,
-                "held": _w.held + booked_wallet.excluded.held,
-                "updated_at": booked_wallet.excluded.updated_at,
-            },
-        ).returning(_w.available),
-        book=insert(credit_transactions).on_conflict_do_nothing(index_elements=[_tx.reference_id]).returning(_tx.id),
         add_top_up=insert(top_ups).on_conflict_do_nothing().returning(_tu.id),
-        add_event=insert(payment_events).on_conflict_do_nothing(index_elements=[_ev.event_id]),
         balances=select((_w.available - expired_unswept).label("spendable"), _w.held).where(
             _w.user_id == bindparam("p_user")
         ),
@@ -349,6 +272,7 @@ class SqlLedgerRepository:
         self._conn = connection
         self._sql = _statements(connection.dialect.name)
         self._pg = connection.dialect.name == "postgresql"
+        self._driver = Driver(connection)
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
@@ -368,61 +292,57 @@ class SqlLedgerRepository:
         return [_transaction(row) for row in self._conn.execute(statement, params)]
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
-        return self._one(_TRANSACTION_BY_REFERENCE, {"p_reference": reference_id}, _transaction)
+        row = self._driver.one(sql.TRANSACTION_BY_REFERENCE, {"p_reference": reference_id})
+        return None if row is None else self._transaction_of(row)
 
     # -- writing -------------------------------------------------------------------------------
     def lock_wallet(self, user_id: str) -> WalletState:
-        # On PostgreSQL the upsert locks the wallet row until the transaction ends; the lots read
-        # next are then what the previous holder of the lock committed (READ COMMITTED). On SQLite
-        # the transaction began with BEGIN IMMEDIATE and already holds the database's writer lock.
-        stored = self._conn.execute(
-            self._sql.lock_wallet,
-            {"user_id": user_id, "available": 0, "held": 0, "updated_at": datetime.now(UTC)},
-        ).one()
-        lots = tuple(_lot_of(row) for row in self._conn.execute(_LIVE_LOTS, {"p_user": user_id}))
-        return WalletState(user_id, Credits(stored.available), Credits(stored.held), lots)
+        return self._lock(user_id, sql.LIVE_LOTS, {"p_user": user_id})
 
     def lock_wallet_for_credit(self, user_id: str, now: datetime) -> WalletState:
-        stored = self._conn.execute(
-            self._sql.lock_wallet,
-            {"user_id": user_id, "available": 0, "held": 0, "updated_at": datetime.now(UTC)},
-        ).one()
-        rows = self._conn.execute(_DUE_LOTS, {"p_user": user_id, "p_now": now})
-        lots = tuple(sorted((_lot_of(row) for row in rows), key=lambda lot: (lot.created_at, lot.id)))
-        return WalletState(user_id, Credits(stored.available), Credits(stored.held), lots)
+        state = self._lock(user_id, sql.DUE_LOTS, {"p_user": user_id, "p_now": self._driver.at(now)})
+        return replace(state, lots=tuple(sorted(state.lots, key=lambda lot: (lot.created_at, lot.id))))
+
+    def _lock(self, user_id: str, lots: Sql, params: dict[str, Any]) -> WalletState:
+        """The lock, then the lots: two statements, so the lots are read after the lock is held (on
+        PostgreSQL each statement sees what was committed when it began), sent together (one round trip)."""
+        lock = {"p_user": user_id, "p_at": self._driver.at(datetime.now(UTC))}
+        wallet, rows = self._driver.one_then_all(sql.LOCK_WALLET, lock, lots, params)
+        assert wallet is not None  # an upsert with RETURNING always returns its row
+        return WalletState(user_id, Credits(wallet[0]), Credits(wallet[1]), tuple(self._lot_of(r) for r in rows))
 
     def record(self, booking: Booking) -> CreditTransaction:
         user, credits, held = booking.user_id, booking.credits, booking.held_change
-        # The upsert comes first: it takes the wallet's row lock (PostgreSQL), so concurrent bookings
-        # for one user queue here, and it returns the balance after this booking.
-        after = self._conn.execute(
-            self._sql.add_to_wallet,
-            {"user_id": user, "available": credits.minor, "held": held.minor, "updated_at": booking.created_at},
-        ).scalar_one()
-        booked = self._conn.execute(
-            self._sql.book,
-            {
-                "id": booking.id,
-                "user_id": user,
-                "kind": booking.kind.value,
-                "credits": credits.minor,
-                "held_change": held.minor,
-                "balance_after": after,
-                "reference_id": booking.reference_id,
-                "reason": booking.reason,
-                "actor": booking.actor,
-                "metadata": _metadata_json(booking.metadata),
-                "hold_id": booking.hold_id,
-                "created_at": booking.created_at,
-            },
-        ).first()
-        if booked is None:
-            self._conn.execute(_TAKE_BACK, {"p_user": user, "p_credits": credits.minor, "p_held": held.minor})
-            raise DuplicateReference(f"reference {booking.reference_id} is recorded already")
+        at = self._driver.at(booking.created_at)
+        wallet_change = {"p_user": user, "p_credits": credits.minor, "p_held": held.minor, "p_at": at}
+        row = {
+            "id": booking.id,
+            "user_id": user,
+            "kind": booking.kind.value,
+            "credits": credits.minor,
+            "held_change": held.minor,
+            "reference_id": booking.reference_id,
+            "reason": booking.reason,
+            "actor": booking.actor,
+            "metadata": _metadata_json(booking.metadata),
+            "hold_id": booking.hold_id,
+            "created_at": at,
+        }
         if self._pg:
-            self._conn.execute(_PG_BOOK_THE_REST, _pg_rest_params(booking))
+            answer = self._driver.one(sql.PG_BOOK, {**wallet_change, **row, **_pg_rest_params(booking)})
+            assert answer is not None
+            after, booked = int(answer[0]), bool(answer[1])
         else:
-            self._book_the_rest(booking)
+            # The upsert comes first: it returns the balance after this booking.
+            wallet = self._driver.one(sql.ADD_TO_WALLET, wallet_change)
+            assert wallet is not None
+            after = int(wallet[0])
+            booked = self._driver.one(sql.BOOK, {**row, "balance_after": after}) is not None
+            if booked:
+                self._book_the_rest(booking)
+        if not booked:
+            self._driver.run(sql.TAKE_BACK, {"p_user": user, "p_credits": credits.minor, "p_held": held.minor})
+            raise DuplicateReference(f"reference {booking.reference_id} is recorded already")
         return CreditTransaction(
             id=booking.id,
             user_id=user,
@@ -440,8 +360,8 @@ class SqlLedgerRepository:
 
     def _book_the_rest(self, booking: Booking) -> None:
         """Postings, new lots, lot changes: an executemany each (SQLite, where statements cost no round trip)."""
-        self._many(
-            _ADD_POSTINGS,
+        self._driver.many(
+            sql.ADD_POSTING,
             (
                 {
                     "transaction_id": booking.id,
@@ -453,13 +373,53 @@ class SqlLedgerRepository:
                 for p in booking.postings
             ),
         )
-        self._many(_ADD_LOTS, (_lot_row(lot) for lot in booking.new_lots))
-        self._many(
-            _CHANGE_LOT,
+        self._driver.many(
+            sql.ADD_LOT,
+            (
+                {
+                    **_lot_row(lot),
+                    "created_at": self._driver.at(lot.created_at),
+                    "expires_at": self._driver.at(lot.expires_at),
+                }
+                for lot in booking.new_lots
+            ),
+        )
+        self._driver.many(
+            sql.CHANGE_LOT,
             (
                 {"p_lot": c.lot_id, "p_remaining": c.remaining.minor, "p_held": c.held.minor}
                 for c in booking.lot_changes
             ),
+        )
+
+    def _lot_of(self, row: Sequence[Any]) -> Lot:
+        lot_id, user_id, kind, granted, remaining, held, created_at, expires_at = row
+        return Lot(
+            id=lot_id,
+            user_id=user_id,
+            kind=CreditKind(kind),
+            granted=Credits(granted),
+            remaining=Credits(remaining),
+            held=Credits(held),
+            created_at=self._driver.time(created_at),
+            expires_at=self._driver.maybe_time(expires_at),
+        )
+
+    def _transaction_of(self, row: Sequence[Any]) -> CreditTransaction:
+        tx_id, user_id, kind, credits, held_change, after, reference, created_at, reason, actor, meta, hold = row
+        return CreditTransaction(
+            id=tx_id,
+            user_id=user_id,
+            kind=TransactionKind(kind),
+            credits=Credits(credits),
+            held_change=Credits(held_change),
+            balance_after=Credits(after),
+            reference_id=reference,
+            created_at=self._driver.time(created_at),
+            reason=reason,
+            actor=actor,
+            metadata=_metadata(meta),
+            hold_id=hold,
         )
 
     # -- holds ---------------------------------------------------------------------------------
@@ -551,16 +511,33 @@ class SqlLedgerRepository:
         return self._one(_TOP_UP_BY_ID, {"p_id": top_up_id}, _top_up)
 
     def find_top_up_by_payment_intent(self, payment_intent_id: str) -> TopUp | None:
-        return self._one(_TOP_UP_BY_INTENT, {"p_intent": payment_intent_id}, _top_up)
+        row = self._driver.one(sql.TOP_UP_BY_INTENT, {"p_intent": payment_intent_id})
+        if row is None:
+            return None
+        top_up_id, user_id, cents, currency, credits, status, intent, created_at, key, refunded, taken_back = row
+        return TopUp(
+            id=top_up_id,
+            user_id=user_id,
+            amount=Usd(cents),
+            currency=currency,
+            credits=Credits(credits),
+            status=TopUpStatus(status),
+            payment_intent_id=intent,
+            created_at=self._driver.time(created_at),
+            idempotency_key=key,
+            refunded=Usd(refunded),
+            credits_refunded=Credits(taken_back),
+        )
 
     def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None:
         return self._one(_TOP_UP_BY_KEY, {"p_user": user_id, "p_key": key}, _top_up)
 
     def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None:
-        result = self._conn.execute(
-            _SET_STATUS, {"p_id": top_up_id, "p_status": status.value, "p_at": datetime.now(UTC)}
+        changed = self._driver.run(
+            sql.SET_TOP_UP_STATUS,
+            {"p_id": top_up_id, "p_status": status.value, "p_at": self._driver.at(datetime.now(UTC))},
         )
-        if result.rowcount == 0:
+        if changed == 0:
             raise NotFound(f"top-up {top_up_id} does not exist")
 
     def update_top_up(self, top_up: TopUp) -> None:
@@ -579,19 +556,21 @@ class SqlLedgerRepository:
 
     # -- the payment event log -----------------------------------------------------------------
     def find_event(self, event_id: str) -> StoredEvent | None:
-        return self._one(_EVENT_BY_ID, {"p_id": event_id}, _event)
+        row = self._driver.one(sql.EVENT_BY_ID, {"p_id": event_id})
+        if row is None:
+            return None
+        event_id, event_type, intent, top_up_id, received_at, outcome, source = row
+        return StoredEvent(event_id, event_type, intent, top_up_id, self._driver.time(received_at), outcome, source)
 
     def add_event(self, event: StoredEvent) -> None:
-        # ON CONFLICT DO NOTHING: a second event with the same id is ignored, and (unlike a caught
-        # IntegrityError) leaves a PostgreSQL transaction usable.
-        self._conn.execute(
-            self._sql.add_event,
+        self._driver.run(
+            sql.ADD_EVENT,
             {
                 "event_id": event.event_id,
                 "type": event.type,
                 "payment_intent_id": event.payment_intent_id,
                 "top_up_id": event.top_up_id,
-                "received_at": event.received_at,
+                "received_at": self._driver.at(event.received_at),
                 "outcome": event.outcome,
                 "source": event.source,
             },
@@ -626,8 +605,11 @@ def _lot_row(lot: Lot) -> dict[str, Any]:
     }
 
 
+_LOT_COLUMNS = ("id", "user_id", "kind", "granted", "remaining", "held", "created_at", "expires_at")
+
+
 def _pg_rest_params(booking: Booking) -> dict[str, Any]:
-    """_PG_BOOK_THE_REST's arrays. Its parts see one snapshot, so changes to one lot are summed first, and
+    """PG_BOOK's arrays. Its parts see one snapshot, so changes to one lot are summed first, and
     changes to a lot this booking creates are applied to the new lot before it is inserted."""
     new_lots = {lot.id: _lot_row(lot) for lot in booking.new_lots}
     changes: dict[str, list[int]] = {}
@@ -644,7 +626,6 @@ def _pg_rest_params(booking: Booking) -> dict[str, Any]:
         if row["created_at"].tzinfo is None or (row["expires_at"] is not None and row["expires_at"].tzinfo is None):
             raise ValueError("naive datetime: the ledger stores timezone-aware datetimes only")
     return {
-        "tx_id": booking.id,
         "accounts": [p.account.value for p in booking.postings],
         "users": [p.user_id for p in booking.postings],
         "lots": [p.lot_id for p in booking.postings],
@@ -688,19 +669,6 @@ def _transaction(row: Row[Any]) -> CreditTransaction:
         actor=values["actor"],
         metadata=_metadata(values["metadata"]),
         hold_id=values["hold_id"],
-    )
-
-
-def _lot_of(row: Row[Any]) -> Lot:
-    return Lot(
-        id=row.id,
-        user_id=row.user_id,
-        kind=CreditKind(row.kind),
-        granted=Credits(row.granted),
-        remaining=Credits(row.remaining),
-        held=Credits(row.held),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
     )
 
 

@@ -7,6 +7,7 @@ happen (entering, inside the block, committing), with a message that names no ho
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -72,10 +73,17 @@ def sql_unit_of_work_factory(engine: Engine) -> Callable[[], SqlUnitOfWork]:
 
 
 def is_unavailable(error: BaseException) -> bool:
-    """True for failures of the database itself (down, unreachable, locked), not of our statements."""
+    """True for failures of the database itself (down, unreachable, locked), not of our statements:
+    as SQLAlchemy reports them, or as the driver does for statements sent to it directly
+    (adapters.sql.driver)."""
     if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
-    return isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+    if isinstance(error, sa_exc.DBAPIError):
+        return error.connection_invalidated
+    if isinstance(error, sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")  # imported only where PostgreSQL is in use
+    return psycopg is not None and isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def unavailable(error: BaseException) -> StorageUnavailable:
@@ -96,7 +104,7 @@ def _describe(error: BaseException) -> str:
     """A safe description: driver messages may quote the connection string, so only SQLite's are shown."""
     if isinstance(error, sa_exc.TimeoutError):
         return "no free connection in the pool"
-    original = getattr(error, "orig", None)
+    original = getattr(error, "orig", None) if isinstance(error, sa_exc.SQLAlchemyError) else error
     if isinstance(original, sqlite3.Error):
         return str(original)  # e.g. "database is locked"; SQLite's messages carry no paths or secrets
     if original is None:

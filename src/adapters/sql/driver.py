@@ -1,0 +1,145 @@
+"""Plain SQL sent straight to the database driver (sqlite3 or psycopg), inside the unit of work's
+SQLAlchemy transaction. The ledger's hot statements (what every webhook grant and every spend runs)
+go this way; everything else stays on SQLAlchemy Core.
+
+Why: SQLAlchemy's execute costs about 60-100 us of Python per statement (context, compiled cache
+lookup, parameter and result processing); a grant runs about ten statements, and that overhead was
+the largest share of its CPU time (bench/run.py's profile, docs/performance.md). The driver runs the
+same statement in a fraction of that.
+
+What stays the same: the transaction is SQLAlchemy's (begun through it, so SQLite still begins with
+BEGIN IMMEDIATE; committed and rolled back by the unit of work); datetimes go through UtcDateTime's own
+conversions, so a row written here reads back exactly like one written through Core; and driver
+errors meaning "the database is down or locked" become StorageUnavailable like SQLAlchemy's do
+(adapters.sql.unit_of_work), the connection being invalidated when it is lost.
+
+Statements are written once, with `:name` parameters; psycopg gets them as `%(name)s`.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from adapters.sql.tables import UtcDateTime
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@dataclass(frozen=True)
+class Sql:
+    """One statement, as each driver wants it."""
+
+    sqlite: str
+    postgresql: str
+
+    @classmethod
+    def of(cls, text: str, postgresql: str | None = None) -> Sql:
+        pg = postgresql if postgresql is not None else text
+        if "%" in pg:
+            raise ValueError("a literal % would need escaping for psycopg")
+        return cls(" ".join(text.split()), " ".join(_NAMED.sub(r"%(\1)s", pg).split()))
+
+
+class Driver:
+    """The driver connection under one SQLAlchemy connection, for the statements above."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._sa = connection
+        dialect = connection.dialect
+        self.postgresql = dialect.name == "postgresql"
+        stored_time = UtcDateTime().dialect_impl(dialect)  # with the dialect's own DateTime conversions
+        bind = stored_time.bind_processor(dialect)
+        result = stored_time.result_processor(dialect, None)
+        self._bind_time: Callable[[Any], Any] = bind if bind is not None else (lambda value: value)
+        self._read_time: Callable[[Any], Any] = result if result is not None else (lambda value: value)
+
+    # -- values ------------------------------------------------------------------------------------
+    def at(self, value: datetime | None) -> Any:
+        """A datetime as this database stores it (refuses naive ones, like the Core path)."""
+        return self._bind_time(value)
+
+    def time(self, value: Any) -> datetime:
+        """A stored datetime read back: timezone-aware UTC."""
+        converted: datetime = self._read_time(value)
+        return converted
+
+    def maybe_time(self, value: Any) -> datetime | None:
+        return None if value is None else self.time(value)
+
+    # -- statements --------------------------------------------------------------------------------
+    def one(self, sql: Sql, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = self._execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: Sql, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = self._execute(sql, params).fetchall()
+        return rows
+
+    def one_then_all(
+        self, first: Sql, first_params: Mapping[str, Any], then: Sql, then_params: Mapping[str, Any]
+    ) -> tuple[Sequence[Any] | None, list[Sequence[Any]]]:
+        """Two statements run one after the other, as if sent separately; on PostgreSQL they go in one
+        pipeline (one round trip: the server still finishes the first before it starts the second)."""
+        if not self.postgresql:
+            return self.one(first, first_params), self.all(then, then_params)
+        conn = self._driver()
+        try:
+            with conn.pipeline():
+                a = conn.execute(first.postgresql, first_params)
+                b = conn.execute(then.postgresql, then_params)
+            return a.fetchone(), b.fetchall()
+        except Exception as error:
+            self._lost(error)
+            raise
+
+    def run(self, sql: Sql, params: Mapping[str, Any]) -> int:
+        """Runs a statement that returns no rows; the number of rows it changed."""
+        count: int = self._execute(sql, params).rowcount
+        return count
+
+    def many(self, sql: Sql, rows: Iterable[Mapping[str, Any]]) -> None:
+        """One executemany; nothing when there are no rows."""
+        batch = list(rows)
+        if not batch:
+            return
+        conn = self._driver()
+        try:
+            if self.postgresql:
+                with conn.cursor() as cursor:
+                    cursor.executemany(sql.postgresql, batch)
+            else:
+                conn.executemany(sql.sqlite, batch)
+        except Exception as error:
+            self._lost(error)
+            raise
+
+    def _execute(self, sql: Sql, params: Mapping[str, Any]) -> Any:
+        conn = self._driver()
+        try:
+            return conn.execute(sql.postgresql if self.postgresql else sql.sqlite, params)
+        except Exception as error:
+            self._lost(error)
+            raise
+
+    def _driver(self) -> Any:
+        if not self._sa.in_transaction():
+            self._sa.begin()  # SQLite's "begin" hook sends BEGIN IMMEDIATE (adapters.sql.engine)
+        return self._sa.connection.driver_connection
+
+    def _lost(self, error: Exception) -> None:
+        """Tell SQLAlchemy when the connection is gone, as it would have noticed itself: this
+        connection is dropped, and the pool forgets the others (a restarted server killed them all)."""
+        if isinstance(error, sqlite3.Error):
+            return
+        dialect = self._sa.dialect
+        driver = self._sa.connection.driver_connection
+        if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(error, driver, None):
+            self._sa.invalidate(error)
+            self._sa.engine.dispose(close=False)

@@ -1,0 +1,154 @@
+"""The write path's statements (a webhook grant, a spend, a hold) as plain SQL for adapters.sql.driver.
+
+They are the ones every credit movement runs, so they skip SQLAlchemy's per-statement cost; the tables
+they touch are defined in adapters.sql.tables (the migrations create exactly those). Columns are
+listed explicitly: readers unpack rows by position.
+"""
+
+# ruff: noqa: S608 -- the f-strings splice in the constant column lists below, never a value
+
+from __future__ import annotations
+
+from adapters.sql.driver import Sql
+
+TOP_UP_COLUMNS = (
+    "id, user_id, amount_cents, currency, credits, status, payment_intent_id, created_at, idempotency_key, "
+    "refunded_cents, credits_refunded"
+)
+EVENT_COLUMNS = "event_id, type, payment_intent_id, top_up_id, received_at, outcome, source"
+LOT_COLUMNS = "id, user_id, kind, granted, remaining, held, created_at, expires_at"
+TRANSACTION_COLUMNS = (
+    "id, user_id, kind, credits, held_change, balance_after, reference_id, created_at, reason, actor, metadata, "
+    "hold_id"
+)
+
+# -- what a webhook reads first ----------------------------------------------------------------------
+EVENT_BY_ID = Sql.of(f"SELECT {EVENT_COLUMNS} FROM payment_events WHERE event_id = :p_id")
+TOP_UP_BY_INTENT = Sql.of(f"SELECT {TOP_UP_COLUMNS} FROM top_ups WHERE payment_intent_id = :p_intent")
+TRANSACTION_BY_REFERENCE = Sql.of(
+    f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions WHERE reference_id = :p_reference"
+)
+
+# -- the wallet's lock ---------------------------------------------------------------------------------
+# On PostgreSQL the upsert locks the wallet row until the transaction ends; lots read by a later
+# statement are then what the previous holder of the lock committed (READ COMMITTED). On SQLite the
+# transaction began with BEGIN IMMEDIATE and already holds the database's writer lock.
+LOCK_WALLET = Sql.of(
+    """
+    INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, 0, 0, :p_at)
+    ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at
+    RETURNING available, held
+    """
+)
+LIVE_LOTS = Sql.of(
+    f"""
+    SELECT {LOT_COLUMNS} FROM credit_lots
+    WHERE user_id = :p_user AND (remaining <> 0 OR held <> 0)
+    ORDER BY created_at, id
+    """
+)
+# What credits coming in need: lots in debt (partial index ix_credit_lots_user_debt) and promotional
+# lots expired with something left ((user_id, expires_at) index), never the user's other live lots.
+# `remaining < 0` / `> 0` are spelled literally so the partial index applies.
+DUE_LOTS = Sql.of(
+    f"""
+    SELECT {LOT_COLUMNS} FROM credit_lots WHERE user_id = :p_user AND remaining < 0
+    UNION ALL
+    SELECT {LOT_COLUMNS} FROM credit_lots WHERE user_id = :p_user AND expires_at <= :p_now AND remaining > 0
+    """
+)
+
+# -- a booking -------------------------------------------------------------------------------------------
+# The wallet upsert comes first: it returns the balance after this booking.
+ADD_TO_WALLET = Sql.of(
+    """
+    INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, :p_credits, :p_held, :p_at)
+    ON CONFLICT (user_id) DO UPDATE SET available = wallets.available + excluded.available,
+        held = wallets.held + excluded.held, updated_at = excluded.updated_at
+    RETURNING available
+    """
+)
+BOOK = Sql.of(
+    f"""
+    INSERT INTO credit_transactions ({TRANSACTION_COLUMNS})
+    VALUES (:id, :user_id, :kind, :credits, :held_change, :balance_after, :reference_id, :created_at, :reason,
+            :actor, :metadata, :hold_id)
+    ON CONFLICT (reference_id) DO NOTHING
+    RETURNING id
+    """
+)
+# Undoes the wallet change of a booking whose reference turned out to be recorded already.
+TAKE_BACK = Sql.of(
+    "UPDATE wallets SET available = available - :p_credits, held = held - :p_held WHERE user_id = :p_user"
+)
+# SQLite: one executemany each (a statement there is a function call, no round trip).
+ADD_POSTING = Sql.of(
+    "INSERT INTO postings (transaction_id, account, user_id, lot_id, amount) "
+    "VALUES (:transaction_id, :account, :user_id, :lot_id, :amount)"
+)
+ADD_LOT = Sql.of(
+    f"INSERT INTO credit_lots ({LOT_COLUMNS}) "
+    "VALUES (:id, :user_id, :kind, :granted, :remaining, :held, :created_at, :expires_at)"
+)
+CHANGE_LOT = Sql.of(
+    "UPDATE credit_lots SET remaining = remaining + :p_remaining, held = held + :p_held WHERE id = :p_lot"
+)
+# PostgreSQL: the whole booking in one statement (one round trip): the wallet upsert (which returns the
+# balance after), the transaction row, and -- only when that row went in, its reference being new --
+# the new lots, the lot changes and the postings. Lots and postings come as arrays unnested
+# server-side, so the text is the same whatever the booking's shape (psycopg prepares it once it has
+# run a few times). The parts see one snapshot: the caller sums changes per lot and applies changes to
+# a lot it creates before inserting it. Foreign keys are checked at the end of the statement, when the
+# transaction row and the wallet exist. Answers the balance after, and whether the row went in (when it
+# did not, the caller undoes the wallet change with TAKE_BACK).
+PG_BOOK = Sql.of(
+    "",
+    postgresql=f"""
+    WITH wallet AS (
+        INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, :p_credits, :p_held, :p_at)
+        ON CONFLICT (user_id) DO UPDATE SET available = wallets.available + excluded.available,
+            held = wallets.held + excluded.held, updated_at = excluded.updated_at
+        RETURNING available
+    ), booked AS (
+        INSERT INTO credit_transactions ({TRANSACTION_COLUMNS})
+        SELECT CAST(:id AS varchar), CAST(:user_id AS varchar), CAST(:kind AS varchar), CAST(:credits AS bigint),
+            CAST(:held_change AS bigint), wallet.available, CAST(:reference_id AS varchar),
+            CAST(:created_at AS timestamptz), CAST(:reason AS text), CAST(:actor AS varchar),
+            CAST(:metadata AS text), CAST(:hold_id AS varchar)
+        FROM wallet
+        ON CONFLICT (reference_id) DO NOTHING
+        RETURNING id
+    ), new_lots AS (
+        INSERT INTO credit_lots (id, user_id, kind, granted, remaining, held, created_at, expires_at)
+        SELECT * FROM unnest(
+            CAST(:lot_id AS varchar[]), CAST(:lot_user_id AS varchar[]), CAST(:lot_kind AS varchar[]),
+            CAST(:lot_granted AS bigint[]), CAST(:lot_remaining AS bigint[]), CAST(:lot_held AS bigint[]),
+            CAST(:lot_created_at AS timestamptz[]), CAST(:lot_expires_at AS timestamptz[]))
+        WHERE EXISTS (SELECT FROM booked)
+    ), changed_lots AS (
+        UPDATE credit_lots
+        SET remaining = credit_lots.remaining + change.remaining, held = credit_lots.held + change.held
+        FROM unnest(CAST(:change_ids AS varchar[]), CAST(:change_remaining AS bigint[]),
+                    CAST(:change_held AS bigint[])) AS change (id, remaining, held)
+        WHERE credit_lots.id = change.id AND EXISTS (SELECT FROM booked)
+    ), legs AS (
+        INSERT INTO postings (transaction_id, account, user_id, lot_id, amount)
+        SELECT CAST(:id AS varchar), leg.* FROM unnest(CAST(:accounts AS varchar[]), CAST(:users AS varchar[]),
+                                         CAST(:lots AS varchar[]), CAST(:amounts AS bigint[])) AS leg
+        WHERE EXISTS (SELECT FROM booked)
+    )
+    SELECT (SELECT available FROM wallet), EXISTS (SELECT FROM booked)
+    """,
+)
+
+# -- top-up status and the event log ---------------------------------------------------------------
+SET_TOP_UP_STATUS = Sql.of("UPDATE top_ups SET status = :p_status, updated_at = :p_at WHERE id = :p_id")
+# ON CONFLICT DO NOTHING: a second event with the same id is ignored, and (unlike a caught
+# IntegrityError) leaves a PostgreSQL transaction usable.
+ADD_EVENT = Sql.of(
+    f"""
+    INSERT INTO payment_events ({EVENT_COLUMNS})
+    VALUES (:event_id, :type, :payment_intent_id, :top_up_id, :received_at, :outcome, :source)
+    ON CONFLICT (event_id) DO NOTHING
+    """
+)
