@@ -4,13 +4,13 @@ an interleaved A/B against its own baseline in the same run. Evidence for docs/p
     python bench/probe.py                 # SQLite and PostgreSQL (throw-away databases)
     python bench/probe.py --sqlite-only
 
-1. Statements per grant: every statement SQLAlchemy sends (executemany counts once), the transaction
-   control, and the pool's pre-ping, for one payment_intent.succeeded.
+1. Statements per grant: every statement sent (SQLAlchemy's and those the write path sends to the
+   driver itself; executemany counts once), the transaction control, and on PostgreSQL how many
+   statements travelled in pairs (one round trip), for one payment_intent.succeeded.
 2. The library's handle_stripe_webhook vs the raw transaction bench/baseline_server.py runs
    (signature check + JSON + 2 statements), per grant.
-3. PostgreSQL: the engine's pool_pre_ping=True (adapters/sql/engine.py) vs the same engine without it.
-4. A grant to a user who already has 1,000 live paid lots vs to one with a single lot: lock_wallet
-   reads every live lot of the wallet on each write.
+3. A grant to a user who already has 1,000 live paid lots vs to one with a single lot (a grant reads
+   only the lots in debt or expired, so this should be ~1x).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from baseline_server import Store  # noqa: E402
 from load import Delivery  # noqa: E402
 from sqlalchemy import Engine, event  # noqa: E402
 
+from adapters.sql.driver import Driver, Sql  # noqa: E402
 from adapters.sql.engine import create_wallet_engine  # noqa: E402
 from adapters.sql.migrate import upgrade  # noqa: E402
 from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory  # noqa: E402
@@ -141,6 +142,29 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
     def on_begin(conn: Any) -> None:
         counts["begins"] += 1
 
+    # The write path sends its statements to the driver itself (adapters/sql/driver.py): count those too.
+    sent_direct = (Driver._execute, Driver.many, Driver.one_then_all)
+
+    def direct(sql: Sql, executemany: bool = False) -> None:
+        text = sql.postgresql if engine.dialect.name == "postgresql" else sql.sqlite
+        on_execute(None, None, text, None, None, executemany)
+
+    def execute(self: Driver, sql: Sql, params: Any) -> Any:
+        direct(sql)
+        return sent_direct[0](self, sql, params)
+
+    def many(self: Driver, sql: Sql, rows: Any) -> None:
+        direct(sql, executemany=True)
+        sent_direct[1](self, sql, rows)
+
+    def pair(self: Driver, first: Sql, first_params: Any, then: Sql, then_params: Any) -> Any:
+        if self.postgresql:  # one pipeline: the two statements travel together
+            counts["pipelined pairs"] += 1
+            direct(first)
+            direct(then)
+        return sent_direct[2](self, first, first_params, then, then_params)
+
+    Driver._execute, Driver.many, Driver.one_then_all = execute, many, pair  # type: ignore[method-assign]
     event.listen(engine, "before_cursor_execute", on_execute)
     event.listen(engine, "commit", on_commit)
     event.listen(engine, "begin", on_begin)
@@ -156,6 +180,7 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
         body, sig = signed(d)
         assert wallet.handle_stripe_webhook(body, sig).outcome == "granted"
     finally:
+        Driver._execute, Driver.many, Driver.one_then_all = sent_direct  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", on_execute)
         event.remove(engine, "commit", on_commit)
         event.remove(engine, "begin", on_begin)
@@ -228,15 +253,6 @@ def probe(url: str, label: str, blocks: int, block: int) -> None:
     show("library grant vs the raw baseline transaction",
          ab("wallet", wallet_runner(engine, wallet, users, block), "baseline", baseline_runner(base_url, users, block),
             blocks))
-
-    if label == "PostgreSQL":
-        plain = create_wallet_engine(url, pool_pre_ping=False)
-        plain_wallet = make_wallet(plain)
-        grant_all(plain_wallet, [signed(d) for d in pending(plain, users[:20])])
-        show("pool_pre_ping=True (as shipped) vs False",
-             ab("pre-ping", wallet_runner(engine, wallet, users, block),
-                "no pre-ping", wallet_runner(plain, plain_wallet, users, block), blocks))
-        plain.dispose()
 
     # A user who has topped up 1,000 times: 1,000 live paid lots, all read by lock_wallet on each write.
     many_lots(engine, "many", 1000)

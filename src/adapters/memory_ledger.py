@@ -237,6 +237,12 @@ class InMemoryLedgerRepository:
     def find_event(self, event_id: str) -> StoredEvent | None:
         return self._s.events.get(event_id)
 
+    def find_event_and_top_up(
+        self, event_id: str, payment_intent_id: str | None
+    ) -> tuple[StoredEvent | None, TopUp | None]:
+        top_up = None if payment_intent_id is None else self.find_top_up_by_payment_intent(payment_intent_id)
+        return self.find_event(event_id), top_up
+
     def add_event(self, event: StoredEvent) -> None:
         self._s.events.setdefault(event.event_id, event)
 

@@ -146,6 +146,13 @@ class LedgerRepository(Protocol):
     # -- the payment event log -----------------------------------------------------------------
     def find_event(self, event_id: str) -> StoredEvent | None: ...
 
+    def find_event_and_top_up(
+        self, event_id: str, payment_intent_id: str | None
+    ) -> tuple[StoredEvent | None, TopUp | None]:
+        """find_event and find_top_up_by_payment_intent in one read (what every webhook asks first);
+        no top-up when `payment_intent_id` is None."""
+        ...
+
     def add_event(self, event: StoredEvent) -> None:
         """Store the event; a second event with the same id is ignored (no error)."""
         ...

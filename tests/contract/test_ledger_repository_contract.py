@@ -969,6 +969,37 @@ def test_events_are_stored_found_and_listed_oldest_first_per_payment_intent(uow:
     assert found is not None and found.received_at == T0 + HOUR and found.received_at.utcoffset() is not None
 
 
+def test_an_event_and_its_top_up_are_found_in_one_read(uow: Uow) -> None:
+    logged = event("evt_1", outcome="granted")
+    with uow() as tx:
+        assert tx.ledger.find_event_and_top_up("evt_1", "pi_1") == (None, None)
+        tx.ledger.add_top_up(top_up())
+        tx.ledger.add_top_up(top_up("tu_2", intent="pi_2", key="key-2"))
+        tx.ledger.add_event(logged)
+        tx.commit()
+    with uow() as tx:
+        assert tx.ledger.find_event_and_top_up("evt_1", "pi_1") == (logged, top_up())
+        assert tx.ledger.find_event_and_top_up("evt_1", "pi_2")[1] == tx.ledger.find_top_up_by_payment_intent("pi_2")
+        assert tx.ledger.find_event_and_top_up("evt_new", "pi_1") == (None, top_up())  # a new event
+        assert tx.ledger.find_event_and_top_up("evt_1", None) == (logged, None)  # an event about no payment
+        assert tx.ledger.find_event_and_top_up("evt_1", "pi_404") == (logged, None)
+
+
+def test_an_event_log_write_the_database_refuses_commits_nothing_of_the_unit_of_work(
+    uow: Uow, sql_engine: Engine
+) -> None:
+    # The event log's insert may travel with the COMMIT (PostgreSQL): refused, it must stop the commit.
+    refused = replace(event("evt_1", outcome="granted"), outcome=None)  # NOT NULL
+    with pytest.raises(Exception), uow() as tx:  # the driver's IntegrityError, or SQLAlchemy's
+        tx.ledger.record(credit(credits=100, reference="with-the-event"))
+        tx.ledger.add_event(refused)
+        tx.commit()
+    assert balances(uow) == c(0, 0)
+    with uow() as tx:
+        assert tx.ledger.find_transaction_by_reference("with-the-event") is None
+        assert tx.ledger.find_event("evt_1") is None
+
+
 def test_a_second_event_with_the_same_id_is_ignored_and_the_unit_of_work_still_commits(uow: Uow) -> None:
     first = event("evt_1", outcome="granted")
     with uow() as tx:

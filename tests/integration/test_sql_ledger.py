@@ -342,16 +342,27 @@ def test_the_new_methods_cost_one_statement_each_and_audit_three(empty_engine: E
     def count(*args: Any) -> None:  # (connection, cursor, statement, parameters, context, executemany)
         sent.append(args[2])
 
-    # The write path's statements go straight to the driver (adapters.sql.driver): count those too.
-    def counting(run: Any) -> Any:
+    # The write path's statements go straight to the driver (adapters.sql.driver): count those too,
+    # once each, whether sent at once or later (a deferred write runs at once on SQLite).
+    deferring: list[bool] = []
+
+    def counting(run: Any, *, deferred: bool = False) -> Any:
         def wrapper(self: Driver, statement: Sql, params: Any) -> Any:
-            sent.append(statement.sqlite)
-            return run(self, statement, params)
+            if not deferring:
+                sent.append(statement.sqlite)
+            if deferred:
+                deferring.append(True)
+            try:
+                return run(self, statement, params)
+            finally:
+                if deferred:
+                    deferring.pop()
 
         return wrapper
 
     monkeypatch.setattr(Driver, "_execute", counting(Driver._execute))
     monkeypatch.setattr(Driver, "many", counting(Driver.many))
+    monkeypatch.setattr(Driver, "later", counting(Driver.later, deferred=True))
     uow = sql_unit_of_work_factory(empty_engine)
     with uow() as tx:
         top_up = tx.ledger.get_top_up("tu_1")
@@ -365,6 +376,7 @@ def test_the_new_methods_cost_one_statement_each_and_audit_three(empty_engine: E
                 ("add_event", lambda: tx.ledger.add_event(logged)),
                 ("add_event again", lambda: tx.ledger.add_event(logged)),
                 ("find_event", lambda: tx.ledger.find_event("evt_1")),
+                ("find_event_and_top_up", lambda: tx.ledger.find_event_and_top_up("evt_1", "pi_1")),
                 ("events_for_payment_intent", lambda: tx.ledger.events_for_payment_intent("pi_1")),
                 ("audit", tx.ledger.audit),
             ]:
@@ -378,7 +390,7 @@ def test_the_new_methods_cost_one_statement_each_and_audit_three(empty_engine: E
         finally:
             event.remove(empty_engine, "before_cursor_execute", count)
     assert costs == {"update_top_up": 1, "add_event": 1, "add_event again": 1, "find_event": 1,
-                     "events_for_payment_intent": 1, "audit": 3, "update_top_up unknown": 1}
+                     "find_event_and_top_up": 1, "events_for_payment_intent": 1, "audit": 3, "update_top_up unknown": 1}
 
 
 def test_sqlite_uses_wal_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> None:

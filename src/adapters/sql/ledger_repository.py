@@ -1,16 +1,19 @@
-"""LedgerRepository over one SQLAlchemy Core connection: rows in, wallet_core dataclasses out.
+"""LedgerRepository over one SQLAlchemy connection: rows in, wallet_core dataclasses out.
 
-Statements are built once per dialect and reused (SQLAlchemy caches their compiled form). What each
-call costs, in statements sent:
+The write path (what every grant, spend and webhook runs: the event and top-up lookups, the wallet
+lock, record, set_top_up_status, add_event, find_transaction_by_reference) is plain SQL sent to the
+driver (adapters.sql.driver, adapters.sql.write_statements); the rest are SQLAlchemy Core statements
+built once per dialect. What each call costs, in statements sent:
 
 - balances, transactions, find_transaction_by_reference, get_hold, update_hold,
   users_with_expired_credits, expired_open_holds, every top-up method (update_top_up too) and every
-  event-log method (find_event, add_event, events_for_payment_intent): 1
-- lock_wallet: 2 (the wallet upsert that takes the row lock, then the live lots)
-- record: 3 on PostgreSQL (wallet upsert, transaction insert, then postings + new lots + lot changes
-  in one statement); on SQLite, where a statement is a function call and no round trip, 2 plus one
-  executemany each for the postings, new lots and lot changes the booking has (a grant, top-up, spend,
-  hold or settlement is 4). A refused duplicate is 3 on both (the wallet change is undone).
+  event-log method (find_event, find_event_and_top_up, add_event, events_for_payment_intent): 1
+- lock_wallet, lock_wallet_for_credit: 2 (the wallet upsert that takes the row lock, then the lots),
+  sent together on PostgreSQL (one round trip)
+- record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
+  lot changes and postings); on SQLite, where a statement is a function call and no round trip, 2
+  plus one executemany each for the postings, new lots and lot changes the booking has. A refused
+  duplicate costs one more (the wallet change is undone).
 - add_hold: 2 (the hold, its allocations); audit: 3
 
 On PostgreSQL, values that are sorted or compared as text (ids, user ids) use the "C" collation, so the
@@ -272,7 +275,8 @@ class SqlLedgerRepository:
         self._conn = connection
         self._sql = _statements(connection.dialect.name)
         self._pg = connection.dialect.name == "postgresql"
-        self._driver = Driver(connection)
+        self.driver = Driver(connection)
+        self._driver = self.driver
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
@@ -512,8 +516,9 @@ class SqlLedgerRepository:
 
     def find_top_up_by_payment_intent(self, payment_intent_id: str) -> TopUp | None:
         row = self._driver.one(sql.TOP_UP_BY_INTENT, {"p_intent": payment_intent_id})
-        if row is None:
-            return None
+        return None if row is None else self._top_up_of(row)
+
+    def _top_up_of(self, row: Sequence[Any]) -> TopUp:
         top_up_id, user_id, cents, currency, credits, status, intent, created_at, key, refunded, taken_back = row
         return TopUp(
             id=top_up_id,
@@ -557,13 +562,25 @@ class SqlLedgerRepository:
     # -- the payment event log -----------------------------------------------------------------
     def find_event(self, event_id: str) -> StoredEvent | None:
         row = self._driver.one(sql.EVENT_BY_ID, {"p_id": event_id})
-        if row is None:
-            return None
+        return None if row is None else self._event_of(row)
+
+    def find_event_and_top_up(
+        self, event_id: str, payment_intent_id: str | None
+    ) -> tuple[StoredEvent | None, TopUp | None]:
+        row = self._driver.one(sql.EVENT_AND_TOP_UP, {"p_event": event_id, "p_intent": payment_intent_id})
+        assert row is not None  # the probe row
+        event, top_up = row[:_EVENT_WIDTH], row[_EVENT_WIDTH:]
+        return (
+            None if event[0] is None else self._event_of(event),
+            None if top_up[0] is None else self._top_up_of(top_up),
+        )
+
+    def _event_of(self, row: Sequence[Any]) -> StoredEvent:
         event_id, event_type, intent, top_up_id, received_at, outcome, source = row
         return StoredEvent(event_id, event_type, intent, top_up_id, self._driver.time(received_at), outcome, source)
 
     def add_event(self, event: StoredEvent) -> None:
-        self._driver.run(
+        self._driver.later(
             sql.ADD_EVENT,
             {
                 "event_id": event.event_id,
@@ -605,6 +622,7 @@ def _lot_row(lot: Lot) -> dict[str, Any]:
     }
 
 
+_EVENT_WIDTH = len(sql.EVENT_COLUMNS.split(","))
 _LOT_COLUMNS = ("id", "user_id", "kind", "granted", "remaining", "held", "created_at", "expires_at")
 
 

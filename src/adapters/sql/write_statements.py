@@ -25,6 +25,16 @@ TRANSACTION_COLUMNS = (
 # -- what a webhook reads first ----------------------------------------------------------------------
 EVENT_BY_ID = Sql.of(f"SELECT {EVENT_COLUMNS} FROM payment_events WHERE event_id = :p_id")
 TOP_UP_BY_INTENT = Sql.of(f"SELECT {TOP_UP_COLUMNS} FROM top_ups WHERE payment_intent_id = :p_intent")
+# Both in one statement: one row always (the probe), with NULLs where nothing matched.
+EVENT_AND_TOP_UP = Sql.of(
+    f"""
+    SELECT {", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))},
+           {", ".join(f"t.{c.strip()}" for c in TOP_UP_COLUMNS.split(","))}
+    FROM (SELECT 1 AS probe) AS probe
+    LEFT JOIN payment_events AS e ON e.event_id = :p_event
+    LEFT JOIN top_ups AS t ON t.payment_intent_id = :p_intent
+    """
+)
 TRANSACTION_BY_REFERENCE = Sql.of(
     f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions WHERE reference_id = :p_reference"
 )

@@ -68,10 +68,10 @@ def apply_payment_event(
     if event.type == "charge.refunded" and not event.refunds_listed and event.about and gateway is not None:
         refunds = tuple(gateway.list_refunds(event.about))  # before the transaction: no lock held on I/O
     with uow() as tx:
-        seen = tx.ledger.find_event(event.id)
+        seen, top_up = tx.ledger.find_event_and_top_up(event.id, event.about)
         if seen is not None:
             return WebhookOutcome(event.id, event.type, "duplicate", seen.top_up_id)
-        result = _apply(tx, event, refunds, now)
+        result = _apply(tx, event, top_up, refunds, now)
         if result.outcome == "duplicate_race":
             return WebhookOutcome(event.id, event.type, "already_granted", result.top_up_id)
         tx.ledger.add_event(
@@ -89,14 +89,15 @@ def apply_payment_event(
     return result
 
 
-def _apply(tx: UnitOfWork, event: PaymentEvent, refunds: tuple[Refund, ...], now: Clock) -> WebhookOutcome:
+def _apply(
+    tx: UnitOfWork, event: PaymentEvent, top_up: TopUp | None, refunds: tuple[Refund, ...], now: Clock
+) -> WebhookOutcome:
     def outcome(name: str, top_up: TopUp | None = None, credits: Credits | None = None) -> WebhookOutcome:
         return WebhookOutcome(event.id, event.type, name, top_up.id if top_up else None, credits)
 
     handled = event.type in (SUCCEEDED, FAILED, CANCELED) or event.type in REFUND_EVENTS | DISPUTE_EVENTS
     if not handled or event.about is None:
         return outcome("ignored")
-    top_up = tx.ledger.find_top_up_by_payment_intent(event.about)
     if top_up is None:
         ours = event.payment_intent is not None and META_TOP_UP_ID in event.payment_intent.metadata
         if ours:
