@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -413,6 +415,43 @@ def test_sqlite_transactions_take_the_write_lock_at_once(sqlite_url: str, tmp_pa
     other.execute("BEGIN IMMEDIATE")
     other.rollback()
     other.close()
+    engine.dispose()
+
+
+def test_sqlite_units_of_work_of_one_process_take_turns_and_give_up_after_the_busy_timeout(sqlite_url: str) -> None:
+    engine = create_wallet_engine(sqlite_url, connect_args={"timeout": 0.3})
+    upgrade(engine)
+    uow = sql_unit_of_work_factory(engine)
+    inside, leave = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with uow() as tx:
+            tx.ledger.record(grant())
+            inside.set()
+            leave.wait(5)
+            order.append("first commits")
+            tx.commit()
+
+    def second() -> None:
+        with uow() as tx:  # waits for `first`, then sees what it committed
+            order.append("second enters")
+            assert tx.ledger.balances("alice", datetime.now(UTC))[0] == Credits(1000)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert inside.wait(5)
+    with pytest.raises(StorageUnavailable, match="database is locked"), uow():  # held longer than the timeout
+        pass
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    time.sleep(0.1)  # the waiter is queued behind `first` by now
+    leave.set()
+    holder.join(10)
+    waiter.join(10)
+    assert order == ["first commits", "second enters"]
+    with uow() as tx:  # the turn was given back
+        assert tx.ledger.balances("alice", datetime.now(UTC))[0] == Credits(1000)
     engine.dispose()
 
 

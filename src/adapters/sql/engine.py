@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -49,9 +52,30 @@ def _postgresql_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
     return create_engine(url, **kwargs)
 
 
+@dataclass(frozen=True)
+class WriterQueue:
+    """SQLite lets one transaction write at a time (every wallet transaction begins with BEGIN
+    IMMEDIATE). Threads of one process queue here for it, and each is woken the moment the one before
+    it finishes, instead of polling in SQLite's busy handler, which sleeps 1, 2, 5, 10 ... 100 ms
+    between tries and left requests waiting long after the lock was free (p99 in the hundreds of ms
+    under 8 threads, docs/performance.md). Other processes still meet the busy timeout."""
+
+    lock: threading.RLock  # re-entrant: a unit of work opened inside another waits in SQLite, as before
+    timeout: float
+
+
+_WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+
+
+def writer_queue(engine: Engine) -> WriterQueue | None:
+    """The engine's queue of writers: SQLite engines made by create_wallet_engine have one."""
+    return _WRITER_QUEUES.get(engine)
+
+
 def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, **kwargs.pop("connect_args", {})}
     engine = create_engine(url, connect_args=connect_args, **kwargs)
+    _WRITER_QUEUES[engine] = WriterQueue(threading.RLock(), float(connect_args["timeout"]))
     in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
     @event.listens_for(engine, "connect")

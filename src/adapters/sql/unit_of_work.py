@@ -15,6 +15,7 @@ from types import TracebackType
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
+from adapters.sql.engine import writer_queue
 from adapters.sql.ledger_repository import SqlLedgerRepository
 from wallet_core.errors import StorageUnavailable
 
@@ -25,13 +26,28 @@ class SqlUnitOfWork:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._conn: Connection | None = None
+        self._queue = writer_queue(engine)  # SQLite: this process's writers take turns (engine.py)
+        self._queued = False
 
     def __enter__(self) -> SqlUnitOfWork:
         assert self._conn is None, "a SqlUnitOfWork cannot be entered twice"
-        with translate_storage_errors():
-            self._conn = self._engine.connect()  # the transaction begins with the first statement
+        if self._queue is not None:
+            if not self._queue.lock.acquire(timeout=self._queue.timeout):
+                raise StorageUnavailable("the database is unavailable: database is locked")
+            self._queued = True
+        try:
+            with translate_storage_errors():
+                self._conn = self._engine.connect()  # the transaction begins with the first statement
+        except BaseException:
+            self._leave_queue()
+            raise
         self.ledger = SqlLedgerRepository(self._conn)
         return self
+
+    def _leave_queue(self) -> None:
+        if self._queued and self._queue is not None:
+            self._queued = False
+            self._queue.lock.release()
 
     def __exit__(
         self,
@@ -47,6 +63,8 @@ class SqlUnitOfWork:
         except StorageUnavailable:
             if exc is None:
                 raise
+        finally:
+            self._leave_queue()
         if exc is not None and is_unavailable(exc):
             raise unavailable(exc) from exc
 
