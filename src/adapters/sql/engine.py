@@ -91,6 +91,9 @@ def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: every unit of work begins here, and SQLAlchemy's execute costs
+        # several times the statement. A failure ("database is locked") is translated like any other
+        # driver error (adapters.sql.unit_of_work).
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
     return engine
