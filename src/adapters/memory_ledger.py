@@ -15,6 +15,7 @@ from types import TracebackType
 from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
+    TAKE_BACK_KINDS,
     Account,
     Booking,
     CreditTransaction,
@@ -22,6 +23,7 @@ from wallet_core.ledger import (
     Posting,
     TransactionCursor,
     WalletState,
+    explained_debt,
 )
 from wallet_core.money import Credits
 from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
@@ -171,12 +173,20 @@ class InMemoryLedgerRepository:
             per_tx[tx_id] += p.amount.minor
             if p.user_id is not None:
                 posted[(p.user_id, p.account)] += p.amount.minor
+        taken_back: dict[str, int] = defaultdict(int)  # lot id -> what refunds and disputes took from it
+        for tx_id, p in self._s.postings:
+            booked = self._s.transactions.get(tx_id)
+            if booked is not None and booked.kind in TAKE_BACK_KINDS and p.account is Account.WALLET and p.lot_id:
+                taken_back[p.lot_id] -= p.amount.minor
         in_lots: dict[tuple[str, Account], int] = defaultdict(int)
         debt: dict[str, int] = defaultdict(int)
+        unexplained: dict[str, int] = defaultdict(int)
         for lot in self._s.lots.values():
             in_lots[(lot.user_id, Account.WALLET)] += lot.remaining.minor
             in_lots[(lot.user_id, Account.HELD)] += lot.held.minor
-            debt[lot.user_id] += max(0, -lot.remaining.minor)
+            owed, beyond = explained_debt(lot.remaining, Credits(taken_back[lot.id]))
+            debt[lot.user_id] += owed.minor
+            unexplained[lot.user_id] += beyond.minor
         accounts = []
         for user in sorted(set(self._s.available) | {u for u, _ in posted}):
             for account, stored in ((Account.WALLET, self._s.available), (Account.HELD, self._s.held)):
@@ -188,6 +198,7 @@ class InMemoryLedgerRepository:
                         Credits(posted[(user, account)]),
                         Credits(in_lots[(user, account)]),
                         Credits(debt[user] if account is Account.WALLET else 0),
+                        Credits(unexplained[user] if account is Account.WALLET else 0),
                     )
                 )
         return LedgerAudit(

@@ -37,6 +37,19 @@ class TransactionKind(StrEnum):
     DISPUTE_LOST = "dispute_lost"  # frozen credits gone with the money
 
 
+# The only movements that may take a lot below zero: credits taken back (or given back) for money that
+# went back to the buyer, after they were spent (wallet_core.refunds, docs/ledger.md).
+TAKE_BACK_KINDS = frozenset({TransactionKind.REFUND, TransactionKind.DISPUTE, TransactionKind.DISPUTE_WON})
+
+
+def explained_debt(remaining: Credits, taken_back: Credits) -> tuple[Credits, Credits]:
+    """A lot's debt split into what take-backs explain and what nothing does. `taken_back`: the net
+    credits refund and dispute postings took from the lot."""
+    debt = max(0, -remaining.minor)
+    explained = min(debt, max(0, taken_back.minor))
+    return Credits(explained), Credits(debt - explained)
+
+
 class Account(StrEnum):
     WALLET = "wallet"  # per user: spendable credits
     HELD = "held"  # per user: reserved by open holds

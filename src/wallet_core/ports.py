@@ -51,7 +51,11 @@ class AccountAudit:
     stored: Credits
     posted: Credits
     in_lots: Credits
-    debt: Credits = Credits(0)  # noqa: RUF009 - what lots in debt owe (refunds/disputes after spending), >= 0
+    # What lots in debt owe, as far as refunds and disputes explain it: a lot goes below zero only when
+    # they take back credits already spent, and never by more than they took (>= 0).
+    debt: Credits = Credits(0)  # noqa: RUF009
+    # What lots owe beyond that: an overdraw nothing in the ledger explains (always 0 in a sound ledger).
+    unexplained_debt: Credits = Credits(0)  # noqa: RUF009
 
 
 @dataclass(frozen=True)

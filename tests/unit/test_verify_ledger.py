@@ -141,14 +141,6 @@ def test_a_negative_balance_beyond_the_recorded_debt_is_named(busy: WalletDriver
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG verify_ledger.py:36 / memory_ledger.py:174 audit(): any lot below zero counts as 'recorded debt', "
-        "so a spend that overdraws a lot (no refund or dispute behind it) passes verify; with lots consistent "
-        "with the postings the 'beyond its recorded debt' check can never fire"
-    ),
-)
 def test_a_negative_balance_is_named_even_when_everything_adds_up(busy: WalletDriver, store: InMemoryStore) -> None:
     # Everything adds up (postings, stored balance, lots); only the sign is wrong, and no refund or dispute
     # was ever booked, so bob owes nothing.
@@ -156,8 +148,29 @@ def test_a_negative_balance_is_named_even_when_everything_adds_up(busy: WalletDr
 
     found = busy.verify()
 
-    assert [v.subject for v in found] == ["wallet:bob"]
-    assert found[0].problem.startswith("negative balance -5.00")
+    assert found == [
+        Violation("wallet:bob", "negative balance -5.00 beyond its recorded debt 0.00"),
+        Violation("wallet:bob", "its lots are overdrawn by 5.00 that no refund or dispute took back"),
+    ]
+
+
+def test_a_lot_overdrawn_is_named_even_when_the_wallet_stays_positive(busy: WalletDriver, store: InMemoryStore) -> None:
+    # Bob's paid lot goes 5 below zero by a spend, while a later grant keeps the wallet positive.
+    busy.grant("100", "bob")
+    bobs = [x for x in store.state.lots.values() if x.user_id == "bob" and x.remaining.is_positive()]
+    paid = next(x for x in bobs if x.kind is CreditKind.PAID)
+    overdraw = paid.remaining + c("5")
+    store.state.postings.extend([
+        ("ctx_overdraw", Posting(Account.WALLET, -overdraw, "bob", paid.id)),
+        ("ctx_overdraw", Posting(Account.REVENUE, overdraw)),
+    ])
+    store.state.lots[paid.id] = replace(paid, remaining=c("-5"))
+    store.state.available["bob"] = store.state.available["bob"] - overdraw
+    assert store.state.available["bob"].is_positive()
+
+    assert busy.verify() == [
+        Violation("wallet:bob", "its lots are overdrawn by 5.00 that no refund or dispute took back"),
+    ]
 
 
 def test_a_transaction_with_unbalanced_postings_is_named(busy: WalletDriver, store: InMemoryStore) -> None:

@@ -14,7 +14,7 @@ built once per dialect. What each call costs, in statements sent:
   lot changes and postings); on SQLite, where a statement is a function call and no round trip, 2
   plus one executemany each for the postings, new lots and lot changes the booking has. A refused
   duplicate costs one more (the wallet change is undone).
-- add_hold: 2 (the hold, its allocations); audit: 3
+- add_hold: 2 (the hold, its allocations); audit: 4
 
 On PostgreSQL, values that are sorted or compared as text (ids, user ids) use the "C" collation, so the
 order is by code point, the same as Python's (and the in-memory fake's) whatever the database locale.
@@ -66,6 +66,7 @@ from adapters.sql.tables import (
 from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
+    TAKE_BACK_KINDS,
     Account,
     Booking,
     CreditKind,
@@ -74,6 +75,7 @@ from wallet_core.ledger import (
     TransactionCursor,
     TransactionKind,
     WalletState,
+    explained_debt,
 )
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
@@ -105,6 +107,23 @@ _UPDATE_HOLD = (
     .values(status=bindparam("p_status"), captured=bindparam("p_captured"), updated_at=_at("p_at"))
 )
 _TOTAL_POSTED = select(func.coalesce(func.sum(_p.amount), 0))
+# Lots in debt (the partial index ix_credit_lots_user_debt), each with what refunds and disputes took
+# from it: a lot may owe that much and no more (wallet_core.ledger.explained_debt).
+_LOTS_IN_DEBT = text(
+    f"""
+    SELECT l.user_id, l.remaining, taken.amount AS taken_back
+    FROM credit_lots AS l
+    LEFT JOIN (
+        SELECT p.lot_id, -SUM(p.amount) AS amount
+        FROM postings AS p JOIN credit_transactions AS t ON t.id = p.transaction_id
+        WHERE p.account = '{Account.WALLET.value}'
+          AND t.kind IN ({", ".join(f"'{kind.value}'" for kind in sorted(TAKE_BACK_KINDS))})
+          AND p.lot_id IN (SELECT id FROM credit_lots WHERE remaining < 0)
+        GROUP BY p.lot_id
+    ) AS taken ON taken.lot_id = l.id
+    WHERE l.remaining < 0
+    """  # noqa: S608 - constants of the domain, never a value
+)
 _TOP_UP_BY_ID = select(top_ups).where(_tu.id == bindparam("p_id"))
 _TOP_UP_BY_KEY = select(top_ups).where(_tu.user_id == bindparam("p_user"), _tu.idempotency_key == bindparam("p_key"))
 _UPDATE_TOP_UP = (
@@ -219,8 +238,6 @@ def _statements(dialect_name: str) -> _Statements:
             _lot.user_id,
             func.sum(_lot.remaining).label("remaining"),
             func.sum(_lot.held).label("held"),
-            # what lots in debt owe: the sum of -remaining over lots gone negative
-            func.sum(case((_lot.remaining < literal_column("0"), -_lot.remaining), else_=0)).label("debt"),
         )
         .group_by(_lot.user_id)
         .subquery("in_lots")
@@ -235,7 +252,6 @@ def _statements(dialect_name: str) -> _Statements:
             posted.c.held.label("posted_held"),
             in_lots.c.remaining.label("lots_wallet"),
             in_lots.c.held.label("lots_held"),
-            in_lots.c.debt.label("debt"),
         )
         .select_from(
             users.outerjoin(wallets, _w.user_id == users.c.user_id)
@@ -476,15 +492,23 @@ class SqlLedgerRepository:
         unbalanced = [
             (row.transaction_id, Credits(int(row.total))) for row in self._conn.execute(self._sql.unbalanced)
         ]
+        debt: dict[str, int] = {}
+        unexplained: dict[str, int] = {}
+        for lot in self._conn.execute(_LOTS_IN_DEBT):
+            owed, beyond = explained_debt(Credits(int(lot.remaining)), _credits(lot.taken_back))
+            debt[lot.user_id] = debt.get(lot.user_id, 0) + owed.minor
+            unexplained[lot.user_id] = unexplained.get(lot.user_id, 0) + beyond.minor
         accounts: list[AccountAudit] = []
         for row in self._conn.execute(self._sql.accounts):
-            for account, stored, posted, in_lots, debt in (
-                (Account.WALLET, row.stored_wallet, row.posted_wallet, row.lots_wallet, row.debt),
-                (Account.HELD, row.stored_held, row.posted_held, row.lots_held, 0),
+            for account, stored, posted, in_lots, owed, beyond in (
+                (Account.WALLET, row.stored_wallet, row.posted_wallet, row.lots_wallet,
+                 debt.get(row.user_id, 0), unexplained.get(row.user_id, 0)),
+                (Account.HELD, row.stored_held, row.posted_held, row.lots_held, 0, 0),
             ):
                 accounts.append(
                     AccountAudit(
-                        row.user_id, account, _credits(stored), _credits(posted), _credits(in_lots), _credits(debt)
+                        row.user_id, account, _credits(stored), _credits(posted), _credits(in_lots),
+                        Credits(owed), Credits(beyond),
                     )
                 )
         return LedgerAudit(total_posted=Credits(int(total)), unbalanced=unbalanced, accounts=accounts)

@@ -16,8 +16,8 @@ class Violation:
 
 def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
     """An empty list means: postings sum to zero overall and per transaction, every stored balance
-    equals the sum of its postings and of its lots, and no balance is negative except by a recorded
-    debt (credits refunded or disputed after they were spent)."""
+    equals the sum of its postings and of its lots, and no balance or lot is negative except by a
+    recorded debt (credits refunded or disputed after they were spent, never more than was taken back)."""
     with uow() as tx:
         audit = tx.ledger.audit()
     found: list[Violation] = []
@@ -37,4 +37,7 @@ def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
             # A wallet may go negative only by a recorded debt: credits refunded or disputed after
             # they were spent, owed by the top-up's lot (docs/ledger.md).
             found.append(Violation(name, f"negative balance {acc.stored} beyond its recorded debt {acc.debt}"))
+        if acc.unexplained_debt.is_positive():
+            found.append(Violation(name, f"its lots are overdrawn by {acc.unexplained_debt} that no refund or "
+                                         "dispute took back"))
     return found
