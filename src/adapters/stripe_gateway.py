@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import stripe
 
+from adapters.stripe_http import DeadlineRequestsClient
 from adapters.stripe_webhooks import TOLERANCE_SECONDS, intent_from_dict, parse_webhook, refund_from_dict
 from wallet_core.errors import (
     InvalidWebhook,
@@ -221,7 +222,7 @@ class StripePaymentGateway:
                 self._client = stripe.StripeClient(
                     self._secret_key,
                     base_addresses={"api": self.api_base} if self.api_base else None,
-                    http_client=stripe.RequestsClient(timeout=self.timeout_seconds),
+                    http_client=DeadlineRequestsClient(self.timeout_seconds),
                     max_network_retries=self.max_network_retries,
                 )
             return self._client

@@ -153,6 +153,30 @@ def test_slow_stripe_times_out_into_gateway_failed() -> None:
         assert time.monotonic() - started < 2.5
 
 
+def test_the_timeout_bounds_the_whole_call_retries_included() -> None:
+    # Stripe answers nothing for 3 s, every time. With 2 network retries the SDK alone would wait
+    # 3 x 1.5 s plus back-off; the budget is the whole call's.
+    with local_server(lambda _: Answer(body=intent_json(), delay=3)) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, timeout_seconds=1.5, max_network_retries=2)
+        started = time.monotonic()
+        with pytest.raises(PaymentGatewayFailed, match="could not be reached"):
+            gateway.create_payment_intent(a_request())
+        took = time.monotonic() - started
+    assert took < 2.5, took
+    assert len(seen) == 1  # no time was left for a retry
+
+
+def test_a_retry_still_happens_when_the_budget_leaves_time_for_it() -> None:
+    answers = iter([Answer(status=503, body={"error": {"type": "api_error", "message": "busy"}}),
+                    Answer(body=intent_json("pi_second_try"))])
+    with local_server(lambda _: next(answers)) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, timeout_seconds=5, max_network_retries=2)
+        intent = gateway.create_payment_intent(a_request())
+    assert intent.id == "pi_second_try"
+    assert len(seen) == 2
+    assert seen[0].headers.get("Idempotency-Key") == seen[1].headers.get("Idempotency-Key") is not None
+
+
 def test_stripe_error_messages_are_scrubbed_of_the_key(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     # Real Stripe echoes (a masked form of) the key; be safe even if it echoed all of it.

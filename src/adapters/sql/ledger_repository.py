@@ -495,22 +495,19 @@ class SqlLedgerRepository:
         debt: dict[str, int] = {}
         unexplained: dict[str, int] = {}
         for lot in self._conn.execute(_LOTS_IN_DEBT):
-            owed, beyond = explained_debt(Credits(int(lot.remaining)), _credits(lot.taken_back))
-            debt[lot.user_id] = debt.get(lot.user_id, 0) + owed.minor
+            part, beyond = explained_debt(Credits(int(lot.remaining)), _credits(lot.taken_back))
+            debt[lot.user_id] = debt.get(lot.user_id, 0) + part.minor
             unexplained[lot.user_id] = unexplained.get(lot.user_id, 0) + beyond.minor
         accounts: list[AccountAudit] = []
         for row in self._conn.execute(self._sql.accounts):
-            for account, stored, posted, in_lots, owed, beyond in (
-                (Account.WALLET, row.stored_wallet, row.posted_wallet, row.lots_wallet,
-                 debt.get(row.user_id, 0), unexplained.get(row.user_id, 0)),
-                (Account.HELD, row.stored_held, row.posted_held, row.lots_held, 0, 0),
-            ):
-                accounts.append(
-                    AccountAudit(
-                        row.user_id, account, _credits(stored), _credits(posted), _credits(in_lots),
-                        Credits(owed), Credits(beyond),
-                    )
-                )
+            user = row.user_id
+            accounts.append(AccountAudit(
+                user, Account.WALLET, _credits(row.stored_wallet), _credits(row.posted_wallet),
+                _credits(row.lots_wallet), Credits(debt.get(user, 0)), Credits(unexplained.get(user, 0)),
+            ))
+            accounts.append(AccountAudit(
+                user, Account.HELD, _credits(row.stored_held), _credits(row.posted_held), _credits(row.lots_held),
+            ))
         return LedgerAudit(total_posted=Credits(int(total)), unbalanced=unbalanced, accounts=accounts)
 
     # -- top-ups -------------------------------------------------------------------------------
