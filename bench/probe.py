@@ -5,8 +5,8 @@ an interleaved A/B against its own baseline in the same run. Evidence for docs/p
     python bench/probe.py --sqlite-only
 
 1. Statements per grant: every statement sent (SQLAlchemy's and those the write path sends to the
-   driver itself; executemany counts once), the transaction control, and on PostgreSQL how many
-   statements travelled in pairs (one round trip), for one payment_intent.succeeded.
+   driver itself; executemany counts once) and the transaction control, for one
+   payment_intent.succeeded.
 2. The library's handle_stripe_webhook vs the raw transaction bench/baseline_server.py runs
    (signature check + JSON + 2 statements), per grant.
 3. A grant to a user who already has 1,000 live paid lots vs to one with a single lot (a grant reads
@@ -143,7 +143,7 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
         counts["begins"] += 1
 
     # The write path sends its statements to the driver itself (adapters/sql/driver.py): count those too.
-    sent_direct = (Driver._execute, Driver.many, Driver.one_then_all)
+    sent_direct = (Driver._execute, Driver.many)
 
     def direct(sql: Sql, executemany: bool = False) -> None:
         text = sql.postgresql if engine.dialect.name == "postgresql" else sql.sqlite
@@ -157,14 +157,7 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
         direct(sql, executemany=True)
         sent_direct[1](self, sql, rows)
 
-    def pair(self: Driver, first: Sql, first_params: Any, then: Sql, then_params: Any) -> Any:
-        if self.postgresql:  # one pipeline: the two statements travel together
-            counts["pipelined pairs"] += 1
-            direct(first)
-            direct(then)
-        return sent_direct[2](self, first, first_params, then, then_params)
-
-    Driver._execute, Driver.many, Driver.one_then_all = execute, many, pair  # type: ignore[method-assign]
+    Driver._execute, Driver.many = execute, many  # type: ignore[method-assign]
     event.listen(engine, "before_cursor_execute", on_execute)
     event.listen(engine, "commit", on_commit)
     event.listen(engine, "begin", on_begin)
@@ -180,7 +173,7 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
         body, sig = signed(d)
         assert wallet.handle_stripe_webhook(body, sig).outcome == "granted"
     finally:
-        Driver._execute, Driver.many, Driver.one_then_all = sent_direct  # type: ignore[method-assign]
+        Driver._execute, Driver.many = sent_direct  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", on_execute)
         event.remove(engine, "commit", on_commit)
         event.remove(engine, "begin", on_begin)

@@ -335,7 +335,7 @@ def _kill_mid_burst_then_redeliver(database_url: str, cwd: Path, tag: str) -> No
                     in_flight[0] += 1
                 try:
                     status, body = _deliver(port, p, event_of[p.payment_intent_id], timeout=10)
-                except OSError:
+                except (OSError, http.client.HTTPException):  # killed mid-answer: IncompleteRead
                     status, body = None, None
                 with lock:
                     in_flight[0] -= 1

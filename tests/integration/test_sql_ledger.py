@@ -345,27 +345,16 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
     def count(*args: Any) -> None:  # (connection, cursor, statement, parameters, context, executemany)
         sent.append(args[2])
 
-    # The write path's statements go straight to the driver (adapters.sql.driver): count those too,
-    # once each, whether sent at once or later (a deferred write runs at once on SQLite).
-    deferring: list[bool] = []
-
-    def counting(run: Any, *, deferred: bool = False) -> Any:
+    # The write path's statements go straight to the driver (adapters.sql.driver): count those too.
+    def counting(run: Any) -> Any:
         def wrapper(self: Driver, statement: Sql, params: Any) -> Any:
-            if not deferring:
-                sent.append(statement.sqlite)
-            if deferred:
-                deferring.append(True)
-            try:
-                return run(self, statement, params)
-            finally:
-                if deferred:
-                    deferring.pop()
+            sent.append(statement.sqlite)
+            return run(self, statement, params)
 
         return wrapper
 
     monkeypatch.setattr(Driver, "_execute", counting(Driver._execute))
     monkeypatch.setattr(Driver, "many", counting(Driver.many))
-    monkeypatch.setattr(Driver, "later", counting(Driver.later, deferred=True))
     uow = sql_unit_of_work_factory(empty_engine)
     with uow() as tx:
         top_up = tx.ledger.get_top_up("tu_1")

@@ -18,7 +18,6 @@ Statements are written once, with `:name` parameters; psycopg gets them as `%(na
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,7 +29,6 @@ from sqlalchemy import Connection
 
 from adapters.sql.tables import UtcDateTime
 
-_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE: no transaction open (psycopg is imported only for PostgreSQL)
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
@@ -54,7 +52,6 @@ class Driver:
 
     def __init__(self, connection: Connection) -> None:
         self._sa = connection
-        self._later: list[tuple[Sql, Mapping[str, Any]]] = []
         dialect = connection.dialect
         self.postgresql = dialect.name == "postgresql"
         stored_time = UtcDateTime().dialect_impl(dialect)  # with the dialect's own DateTime conversions
@@ -85,56 +82,6 @@ class Driver:
         rows: list[Sequence[Any]] = self._execute(sql, params).fetchall()
         return rows
 
-    def later(self, sql: Sql, params: Mapping[str, Any]) -> None:
-        """A write whose answer nobody waits for (the event log's insert): on PostgreSQL it travels with
-        the next statement or with COMMIT (one round trip fewer); on SQLite it runs now. Its errors
-        surface there, and stop the commit."""
-        if self.postgresql:
-            self._later.append((sql, params))
-        else:
-            self._execute(sql, params)
-
-    def commit(self) -> None:
-        """Commit the SQLAlchemy transaction, sending what waits (later) in the same round trip."""
-        if not self._later:
-            self._sa.commit()
-            return
-        conn = self._driver()
-        try:
-            with conn.pipeline():
-                self._send_later(conn)
-                self._sa.commit()  # psycopg queues COMMIT behind them and syncs; an error skips the COMMIT
-        except Exception as error:
-            self._lost(error)
-            # SQLAlchemy counts the transaction as ended and would hand the connection back to the pool
-            # as it is: in an aborted transaction. End it here.
-            if not conn.closed:
-                with contextlib.suppress(Exception):
-                    conn.rollback()
-            raise
-
-    def forget_later(self) -> None:
-        """The transaction is being rolled back: what waits goes with it."""
-        self._later.clear()
-
-    def one_then_all(
-        self, first: Sql, first_params: Mapping[str, Any], then: Sql, then_params: Mapping[str, Any]
-    ) -> tuple[Sequence[Any] | None, list[Sequence[Any]]]:
-        """Two statements run one after the other, as if sent separately; on PostgreSQL they go in one
-        pipeline (one round trip: the server still finishes the first before it starts the second)."""
-        if not self.postgresql:
-            return self.one(first, first_params), self.all(then, then_params)
-        conn = self._driver()
-        try:
-            with conn.pipeline():
-                self._send_later(conn)
-                a = conn.execute(first.postgresql, first_params)
-                b = conn.execute(then.postgresql, then_params)
-            return a.fetchone(), b.fetchall()
-        except Exception as error:
-            self._lost(error)
-            raise
-
     def run(self, sql: Sql, params: Mapping[str, Any]) -> int:
         """Runs a statement that returns no rows; the number of rows it changed."""
         count: int = self._execute(sql, params).rowcount
@@ -148,7 +95,6 @@ class Driver:
         conn = self._driver()
         try:
             if self.postgresql:
-                self._send_later(conn)
                 with conn.cursor() as cursor:
                     cursor.executemany(sql.postgresql, batch)
             else:
@@ -160,24 +106,10 @@ class Driver:
     def _execute(self, sql: Sql, params: Mapping[str, Any]) -> Any:
         conn = self._driver()
         try:
-            if not self.postgresql:
-                return conn.execute(sql.sqlite, params)
-            if self._later or conn.info.transaction_status == _IDLE:
-                # psycopg opens the transaction with its own BEGIN, a round trip of its own unless it
-                # goes in a pipeline with the first statement; writes waiting (later) go first.
-                with conn.pipeline():
-                    self._send_later(conn)
-                    cursor = conn.execute(sql.postgresql, params)
-                return cursor
-            return conn.execute(sql.postgresql, params)
+            return conn.execute(sql.postgresql if self.postgresql else sql.sqlite, params)
         except Exception as error:
             self._lost(error)
             raise
-
-    def _send_later(self, conn: Any) -> None:
-        waiting, self._later = self._later, []
-        for sql, params in waiting:
-            conn.execute(sql.postgresql, params)
 
     def _driver(self) -> Any:
         if not self._sa.in_transaction():

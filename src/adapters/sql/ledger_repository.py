@@ -8,8 +8,7 @@ built once per dialect. What each call costs, in statements sent:
 - balances, transactions, find_transaction_by_reference, get_hold, update_hold,
   users_with_expired_credits, expired_open_holds, every top-up method (update_top_up too) and every
   event-log method (find_event, find_event_and_top_up, add_event, events_for_payment_intent): 1
-- lock_wallet, lock_wallet_for_credit: 2 (the wallet upsert that takes the row lock, then the lots),
-  sent together on PostgreSQL (one round trip)
+- lock_wallet, lock_wallet_for_credit: 2 (the wallet upsert that takes the row lock, then the lots)
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
   lot changes and postings); on SQLite, where a statement is a function call and no round trip, 2
   plus one executemany each for the postings, new lots and lot changes the booking has. A refused
@@ -291,8 +290,7 @@ class SqlLedgerRepository:
         self._conn = connection
         self._sql = _statements(connection.dialect.name)
         self._pg = connection.dialect.name == "postgresql"
-        self.driver = Driver(connection)
-        self._driver = self.driver
+        self._driver = Driver(connection)
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
@@ -325,10 +323,11 @@ class SqlLedgerRepository:
 
     def _lock(self, user_id: str, lots: Sql, params: dict[str, Any]) -> WalletState:
         """The lock, then the lots: two statements, so the lots are read after the lock is held (on
-        PostgreSQL each statement sees what was committed when it began), sent together (one round trip)."""
+        PostgreSQL each statement sees what was committed when it began)."""
         lock = {"p_user": user_id, "p_at": self._driver.at(datetime.now(UTC))}
-        wallet, rows = self._driver.one_then_all(sql.LOCK_WALLET, lock, lots, params)
+        wallet = self._driver.one(sql.LOCK_WALLET, lock)
         assert wallet is not None  # an upsert with RETURNING always returns its row
+        rows = self._driver.all(lots, params)
         return WalletState(user_id, Credits(wallet[0]), Credits(wallet[1]), tuple(self._lot_of(r) for r in rows))
 
     def record(self, booking: Booking) -> CreditTransaction:
@@ -601,7 +600,7 @@ class SqlLedgerRepository:
         return StoredEvent(event_id, event_type, intent, top_up_id, self._driver.time(received_at), outcome, source)
 
     def add_event(self, event: StoredEvent) -> None:
-        self._driver.later(
+        self._driver.run(
             sql.ADD_EVENT,
             {
                 "event_id": event.event_id,
@@ -644,12 +643,10 @@ def _lot_row(lot: Lot) -> dict[str, Any]:
 
 
 _EVENT_WIDTH = len(sql.EVENT_COLUMNS.split(","))
-_LOT_COLUMNS = ("id", "user_id", "kind", "granted", "remaining", "held", "created_at", "expires_at")
-
-
 def _pg_rest_params(booking: Booking) -> dict[str, Any]:
-    """PG_BOOK's arrays. Its parts see one snapshot, so changes to one lot are summed first, and
-    changes to a lot this booking creates are applied to the new lot before it is inserted."""
+    """PG_BOOK's legs, new lots and lot changes, each a JSON array of records (three parameters,
+    cheap to send, however many rows). Its parts see one snapshot, so changes to one lot are summed
+    first, and changes to a lot this booking creates are applied to the new lot before it is inserted."""
     new_lots = {lot.id: _lot_row(lot) for lot in booking.new_lots}
     changes: dict[str, list[int]] = {}
     for change in booking.lot_changes:
@@ -660,20 +657,22 @@ def _pg_rest_params(booking: Booking) -> dict[str, Any]:
             total = changes.setdefault(change.lot_id, [0, 0])
             total[0] += change.remaining.minor
             total[1] += change.held.minor
-    lots = list(new_lots.values())
-    for row in lots:
-        if row["created_at"].tzinfo is None or (row["expires_at"] is not None and row["expires_at"].tzinfo is None):
-            raise ValueError("naive datetime: the ledger stores timezone-aware datetimes only")
-    return {
-        "accounts": [p.account.value for p in booking.postings],
-        "users": [p.user_id for p in booking.postings],
-        "lots": [p.lot_id for p in booking.postings],
-        "amounts": [p.amount.minor for p in booking.postings],
-        **{f"lot_{name}": [row[name] for row in lots] for name in _LOT_COLUMNS},
-        "change_ids": list(changes),
-        "change_remaining": [r for r, _ in changes.values()],
-        "change_held": [h for _, h in changes.values()],
-    }
+    for row in new_lots.values():
+        for name in ("created_at", "expires_at"):
+            if row[name] is not None:
+                if row[name].tzinfo is None:
+                    raise ValueError("naive datetime: the ledger stores timezone-aware datetimes only")
+                row[name] = row[name].isoformat()
+    legs = [
+        {"account": p.account.value, "user_id": p.user_id, "lot_id": p.lot_id, "amount": p.amount.minor}
+        for p in booking.postings
+    ]
+    changed = [{"id": lot_id, "remaining": r, "held": h} for lot_id, (r, h) in changes.items()]
+    return {"legs": _json(legs), "new_lots": _json(list(new_lots.values())), "changes": _json(changed)}
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
 def _credits(value: Any) -> Credits:

@@ -69,12 +69,10 @@ class SqlUnitOfWork:
             raise unavailable(exc) from exc
 
     def commit(self) -> None:
-        self._connection()
         with translate_storage_errors():
-            self.ledger.driver.commit()  # the next statement begins a new transaction
+            self._connection().commit()  # the next statement begins a new transaction
 
     def rollback(self) -> None:
-        self.ledger.driver.forget_later()
         with translate_storage_errors():
             self._connection().rollback()
 

@@ -105,12 +105,13 @@ CHANGE_LOT = Sql.of(
 )
 # PostgreSQL: the whole booking in one statement (one round trip): the wallet upsert (which returns the
 # balance after), the transaction row, and -- only when that row went in, its reference being new --
-# the new lots, the lot changes and the postings. Lots and postings come as arrays unnested
-# server-side, so the text is the same whatever the booking's shape (psycopg prepares it once it has
-# run a few times). The parts see one snapshot: the caller sums changes per lot and applies changes to
-# a lot it creates before inserting it. Foreign keys are checked at the end of the statement, when the
-# transaction row and the wallet exist. Answers the balance after, and whether the row went in (when it
-# did not, the caller undoes the wallet change with TAKE_BACK).
+# the new lots, the lot changes and the postings. Those come as three JSON arrays of records, read
+# server-side by json_to_recordset, so the text is the same whatever the booking's shape (psycopg
+# prepares it once it has run a few times) and sending them costs three strings. The parts see one
+# snapshot: the caller sums changes per lot and applies changes to a lot it creates before inserting
+# it. Foreign keys are checked at the end of the statement, when the transaction row and the wallet
+# exist. Answers the balance after, and whether the row went in (when it did not, the caller undoes
+# the wallet change with TAKE_BACK).
 PG_BOOK = Sql.of(
     "",
     postgresql=f"""
@@ -129,22 +130,21 @@ PG_BOOK = Sql.of(
         ON CONFLICT (reference_id) DO NOTHING
         RETURNING id
     ), new_lots AS (
-        INSERT INTO credit_lots (id, user_id, kind, granted, remaining, held, created_at, expires_at)
-        SELECT * FROM unnest(
-            CAST(:lot_id AS varchar[]), CAST(:lot_user_id AS varchar[]), CAST(:lot_kind AS varchar[]),
-            CAST(:lot_granted AS bigint[]), CAST(:lot_remaining AS bigint[]), CAST(:lot_held AS bigint[]),
-            CAST(:lot_created_at AS timestamptz[]), CAST(:lot_expires_at AS timestamptz[]))
+        INSERT INTO credit_lots ({LOT_COLUMNS})
+        SELECT {LOT_COLUMNS}
+        FROM json_to_recordset(CAST(:new_lots AS json)) AS lot (id varchar, user_id varchar, kind varchar,
+            granted bigint, remaining bigint, held bigint, created_at timestamptz, expires_at timestamptz)
         WHERE EXISTS (SELECT FROM booked)
     ), changed_lots AS (
         UPDATE credit_lots
         SET remaining = credit_lots.remaining + change.remaining, held = credit_lots.held + change.held
-        FROM unnest(CAST(:change_ids AS varchar[]), CAST(:change_remaining AS bigint[]),
-                    CAST(:change_held AS bigint[])) AS change (id, remaining, held)
+        FROM json_to_recordset(CAST(:changes AS json)) AS change (id varchar, remaining bigint, held bigint)
         WHERE credit_lots.id = change.id AND EXISTS (SELECT FROM booked)
     ), legs AS (
         INSERT INTO postings (transaction_id, account, user_id, lot_id, amount)
-        SELECT CAST(:id AS varchar), leg.* FROM unnest(CAST(:accounts AS varchar[]), CAST(:users AS varchar[]),
-                                         CAST(:lots AS varchar[]), CAST(:amounts AS bigint[])) AS leg
+        SELECT CAST(:id AS varchar), leg.account, leg.user_id, leg.lot_id, leg.amount
+        FROM json_to_recordset(CAST(:legs AS json)) AS leg (account varchar, user_id varchar, lot_id varchar,
+            amount bigint)
         WHERE EXISTS (SELECT FROM booked)
     )
     SELECT (SELECT available FROM wallet), EXISTS (SELECT FROM booked)
