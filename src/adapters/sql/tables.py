@@ -96,8 +96,7 @@ postings = Table(
     Column("user_id", String(128), nullable=True),  # set on per-user accounts (wallet, held) only
     Column("lot_id", String(64), nullable=True),
     Column("amount", BigInteger, nullable=False),
-    Index("ix_postings_transaction_id", "transaction_id"),
-    Index("ix_postings_user_account", "user_id", "account"),
+    Index("ix_postings_transaction_id", "transaction_id"),  # a transaction's postings (no index by user: 0005)
 )
 
 credit_lots = Table(
