@@ -18,6 +18,7 @@ Statements are written once, with `:name` parameters; psycopg gets them as `%(na
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 
 from adapters.sql.tables import UtcDateTime
 
@@ -47,18 +48,27 @@ class Sql:
         return cls(" ".join(text.split()), " ".join(_NAMED.sub(r"%(\1)s", pg).split()))
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+@functools.cache
+def _time_conversions(dialect: Dialect) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """UtcDateTime's conversions with the dialect's own DateTime ones (once per dialect: a unit of
+    work makes a Driver every time)."""
+    stored_time = UtcDateTime().dialect_impl(dialect)
+    bind = stored_time.bind_processor(dialect)
+    result = stored_time.result_processor(dialect, None)
+    return bind or _same, result or _same
+
+
 class Driver:
     """The driver connection under one SQLAlchemy connection, for the statements above."""
 
     def __init__(self, connection: Connection) -> None:
         self._sa = connection
-        dialect = connection.dialect
-        self.postgresql = dialect.name == "postgresql"
-        stored_time = UtcDateTime().dialect_impl(dialect)  # with the dialect's own DateTime conversions
-        bind = stored_time.bind_processor(dialect)
-        result = stored_time.result_processor(dialect, None)
-        self._bind_time: Callable[[Any], Any] = bind if bind is not None else (lambda value: value)
-        self._read_time: Callable[[Any], Any] = result if result is not None else (lambda value: value)
+        self.postgresql = connection.dialect.name == "postgresql"
+        self._bind_time, self._read_time = _time_conversions(connection.dialect)
 
     # -- values ------------------------------------------------------------------------------------
     def at(self, value: datetime | None) -> Any:
