@@ -8,7 +8,8 @@ built once per dialect. What each call costs, in statements sent:
 - balances, transactions, find_transaction_by_reference, get_hold, update_hold,
   users_with_expired_credits, expired_open_holds, every top-up method (update_top_up too) and every
   event-log method (find_event, find_event_and_top_up, add_event, events_for_payment_intent): 1
-- lock_wallet, lock_wallet_for_credit: 2 (the wallet upsert that takes the row lock, then the lots)
+- lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots), 3 for a
+  user's first write (the read finds no row; an upsert creates and locks it)
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
   lot changes and postings); on SQLite, where a statement is a function call and no round trip, 2
   plus one executemany each for the postings, new lots and lot changes the booking has. A refused
@@ -324,9 +325,10 @@ class SqlLedgerRepository:
     def _lock(self, user_id: str, lots: Sql, params: dict[str, Any]) -> WalletState:
         """The lock, then the lots: two statements, so the lots are read after the lock is held (on
         PostgreSQL each statement sees what was committed when it began)."""
-        lock = {"p_user": user_id, "p_at": self._driver.at(datetime.now(UTC))}
-        wallet = self._driver.one(sql.LOCK_WALLET, lock)
-        assert wallet is not None  # an upsert with RETURNING always returns its row
+        wallet = self._driver.one(sql.LOCK_EXISTING_WALLET, {"p_user": user_id})
+        if wallet is None:
+            wallet = self._driver.one(sql.LOCK_WALLET, {"p_user": user_id, "p_at": self._driver.at(datetime.now(UTC))})
+            assert wallet is not None  # an upsert with RETURNING always returns its row
         rows = self._driver.all(lots, params)
         return WalletState(user_id, Credits(wallet[0]), Credits(wallet[1]), tuple(self._lot_of(r) for r in rows))
 

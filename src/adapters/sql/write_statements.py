@@ -43,6 +43,15 @@ TRANSACTION_BY_REFERENCE = Sql.of(
 # On PostgreSQL the upsert locks the wallet row until the transaction ends; lots read by a later
 # statement are then what the previous holder of the lock committed (READ COMMITTED). On SQLite the
 # transaction began with BEGIN IMMEDIATE and already holds the database's writer lock.
+# The wallet row of a user who has one (nearly every write), locked without writing it: a row lock on
+# PostgreSQL (FOR UPDATE re-reads the latest committed version once the lock is granted), and on
+# SQLite, where BEGIN IMMEDIATE already holds the database's writer lock, a plain read.
+LOCK_EXISTING_WALLET = Sql.of(
+    "SELECT available, held FROM wallets WHERE user_id = :p_user",
+    postgresql="SELECT available, held FROM wallets WHERE user_id = :p_user FOR UPDATE",
+)
+# A user's first write: the upsert creates the row (or, when a concurrent first write just did, waits
+# for its lock and updates it), and locks it either way.
 LOCK_WALLET = Sql.of(
     """
     INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, 0, 0, :p_at)
