@@ -154,8 +154,10 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
         return sent_direct[0](self, sql, params)
 
     def many(self: Driver, sql: Sql, rows: Any) -> None:
-        direct(sql, executemany=True)
-        sent_direct[1](self, sql, rows)
+        batch = list(rows)
+        if batch:  # an empty batch is not sent
+            direct(sql, executemany=True)
+        sent_direct[1](self, sql, batch)
 
     Driver._execute, Driver.many = execute, many  # type: ignore[method-assign]
     event.listen(engine, "before_cursor_execute", on_execute)
