@@ -1,9 +1,10 @@
 """LedgerRepository over one SQLAlchemy connection: rows in, wallet_core dataclasses out.
 
 The write path (what every grant, spend and webhook runs: the event and top-up lookups, the wallet
-lock, record, set_top_up_status, add_event, find_transaction_by_reference) is plain SQL sent to the
-driver (adapters.sql.driver, adapters.sql.write_statements); the rest are SQLAlchemy Core statements
-built once per dialect. What each call costs, in statements sent:
+lock, record, set_top_up_status, add_event, find_transaction_by_reference) and every read of
+transactions, top-ups and events are plain SQL sent to the driver (adapters.sql.driver,
+adapters.sql.write_statements); balances, holds, expiry queries and the audit are SQLAlchemy Core
+statements built once per dialect. What each call costs, in statements sent:
 
 - balances, transactions, find_transaction_by_reference, get_hold, update_hold,
   users_with_expired_credits, expired_open_holds, every top-up method (update_top_up too) and every
@@ -23,11 +24,11 @@ order is by code point, the same as Python's (and the in-memory fake's) whatever
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -37,12 +38,10 @@ from sqlalchemy import (
     Row,
     Select,
     Update,
-    and_,
     bindparam,
     case,
     func,
     literal_column,
-    or_,
     select,
     text,
     union,
@@ -80,8 +79,6 @@ from wallet_core.ledger import (
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
 from wallet_core.topups import TopUp, TopUpStatus
-
-T = TypeVar("T")
 
 _w = wallets.c
 _tx = credit_transactions.c
@@ -124,8 +121,6 @@ _LOTS_IN_DEBT = text(
     WHERE l.remaining < 0
     """  # noqa: S608 - constants of the domain, never a value
 )
-_TOP_UP_BY_ID = select(top_ups).where(_tu.id == bindparam("p_id"))
-_TOP_UP_BY_KEY = select(top_ups).where(_tu.user_id == bindparam("p_user"), _tu.idempotency_key == bindparam("p_key"))
 _UPDATE_TOP_UP = (
     update(top_ups)
     .where(_tu.id == bindparam("p_id"))
@@ -145,9 +140,6 @@ class _Statements:
 
     add_top_up: Insert  # INSERT ... ON CONFLICT DO NOTHING RETURNING id
     balances: Select[Any]
-    events_for_payment_intent: Select[Any]
-    transactions: Select[Any]
-    transactions_before: Select[Any]
     get_hold: Select[Any]
     expired_open_holds: Select[Any]
     users_with_expired_credits: Executable
@@ -172,13 +164,6 @@ def _statements(dialect_name: str) -> _Statements:
         )
         .scalar_subquery()
     )
-    newest_first = (
-        select(credit_transactions)
-        .where(_tx.user_id == bindparam("p_user"))
-        .order_by(_tx.created_at.desc(), bytewise(_tx.id).desc())
-        .limit(bindparam("p_limit"))
-    )
-    before_at = _at("p_before_at")
     hold_with_allocations = (
         select(holds, _a.lot_id.label("allocated_lot"), _a.amount.label("allocated"))
         .select_from(holds.outerjoin(hold_allocations, _a.hold_id == _h.id))
@@ -266,16 +251,6 @@ def _statements(dialect_name: str) -> _Statements:
         balances=select((_w.available - expired_unswept).label("spendable"), _w.held).where(
             _w.user_id == bindparam("p_user")
         ),
-        events_for_payment_intent=select(payment_events)
-        .where(_ev.payment_intent_id == bindparam("p_intent"))
-        .order_by(_ev.received_at, bytewise(_ev.event_id)),
-        transactions=newest_first,
-        transactions_before=newest_first.where(
-            or_(
-                _tx.created_at < before_at,
-                and_(_tx.created_at == before_at, bytewise(_tx.id) < bindparam("p_before_id")),
-            )
-        ),
         get_hold=hold_with_allocations,
         expired_open_holds=due_with_allocations,
         users_with_expired_credits=users_with_expired,
@@ -304,11 +279,11 @@ class SqlLedgerRepository:
         self, user_id: str, limit: int, before: TransactionCursor | None = None
     ) -> list[CreditTransaction]:
         params: dict[str, Any] = {"p_user": user_id, "p_limit": limit}
-        statement = self._sql.transactions
+        statement = sql.TRANSACTIONS
         if before is not None:
-            statement = self._sql.transactions_before
-            params.update(p_before_at=before.created_at, p_before_id=before.id)
-        return [_transaction(row) for row in self._conn.execute(statement, params)]
+            statement = sql.TRANSACTIONS_BEFORE
+            params.update(p_before_at=self._driver.at(before.created_at), p_before_id=before.id)
+        return [self._transaction_of(row) for row in self._driver.all(statement, params)]
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
         row = self._driver.one(sql.TRANSACTION_BY_REFERENCE, {"p_reference": reference_id})
@@ -534,7 +509,8 @@ class SqlLedgerRepository:
             raise DuplicateTopUp(f"top-up {top_up.id} exists already (same id, payment intent or idempotency key)")
 
     def get_top_up(self, top_up_id: str) -> TopUp | None:
-        return self._one(_TOP_UP_BY_ID, {"p_id": top_up_id}, _top_up)
+        row = self._driver.one(sql.TOP_UP_BY_ID, {"p_id": top_up_id})
+        return None if row is None else self._top_up_of(row)
 
     def find_top_up_by_payment_intent(self, payment_intent_id: str) -> TopUp | None:
         row = self._driver.one(sql.TOP_UP_BY_INTENT, {"p_intent": payment_intent_id})
@@ -557,7 +533,8 @@ class SqlLedgerRepository:
         )
 
     def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None:
-        return self._one(_TOP_UP_BY_KEY, {"p_user": user_id, "p_key": key}, _top_up)
+        row = self._driver.one(sql.TOP_UP_BY_KEY, {"p_user": user_id, "p_key": key})
+        return None if row is None else self._top_up_of(row)
 
     def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None:
         changed = self._driver.run(
@@ -616,14 +593,10 @@ class SqlLedgerRepository:
         )
 
     def events_for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
-        rows = self._conn.execute(self._sql.events_for_payment_intent, {"p_intent": payment_intent_id})
-        return [_event(row) for row in rows]
+        rows = self._driver.all(sql.EVENTS_FOR_INTENT, {"p_intent": payment_intent_id})
+        return [self._event_of(row) for row in rows]
 
     # -- helpers -------------------------------------------------------------------------------
-    def _one(self, statement: Select[Any], params: dict[str, Any], convert: Callable[[Row[Any]], T]) -> T | None:
-        row = self._conn.execute(statement, params).first()
-        return None if row is None else convert(row)
-
     def _many(self, statement: Insert | Update, rows: Iterable[dict[str, Any]]) -> None:
         """One executemany (one multi-row INSERT where the driver can), nothing when there are no rows."""
         batch = list(rows)
@@ -694,24 +667,6 @@ def _metadata(text: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in loaded.items()}
 
 
-def _transaction(row: Row[Any]) -> CreditTransaction:
-    values = row._mapping
-    return CreditTransaction(
-        id=values["id"],
-        user_id=values["user_id"],
-        kind=TransactionKind(values["kind"]),
-        credits=Credits(values["credits"]),
-        held_change=Credits(values["held_change"]),
-        balance_after=Credits(values["balance_after"]),
-        reference_id=values["reference_id"],
-        created_at=values["created_at"],
-        reason=values["reason"],
-        actor=values["actor"],
-        metadata=_metadata(values["metadata"]),
-        hold_id=values["hold_id"],
-    )
-
-
 def _holds(rows: Iterable[Row[Any]]) -> list[Hold]:
     """Holds from rows of (hold columns, one allocation), ordered by hold then allocation position."""
     found: list[Hold] = []
@@ -741,29 +696,3 @@ def _holds(rows: Iterable[Row[Any]]) -> list[Hold]:
     return found
 
 
-def _top_up(row: Row[Any]) -> TopUp:
-    return TopUp(
-        id=row.id,
-        user_id=row.user_id,
-        amount=Usd(row.amount_cents),
-        currency=row.currency,
-        credits=Credits(row.credits),
-        status=TopUpStatus(row.status),
-        payment_intent_id=row.payment_intent_id,
-        created_at=row.created_at,
-        idempotency_key=row.idempotency_key,
-        refunded=Usd(row.refunded_cents),
-        credits_refunded=Credits(row.credits_refunded),
-    )
-
-
-def _event(row: Row[Any]) -> StoredEvent:
-    return StoredEvent(
-        event_id=row.event_id,
-        type=row.type,
-        payment_intent_id=row.payment_intent_id,
-        top_up_id=row.top_up_id,
-        received_at=row.received_at,
-        outcome=row.outcome,
-        source=row.source,
-    )

@@ -1,8 +1,10 @@
-"""The write path's statements (a webhook grant, a spend, a hold) as plain SQL for adapters.sql.driver.
+"""The write path's statements (a webhook grant, a spend, a hold), and every read of transactions,
+top-ups and events, as plain SQL for adapters.sql.driver.
 
-They are the ones every credit movement runs, so they skip SQLAlchemy's per-statement cost; the tables
-they touch are defined in adapters.sql.tables (the migrations create exactly those). Columns are
-listed explicitly: readers unpack rows by position.
+The write path is what every credit movement runs, so it skips SQLAlchemy's per-statement cost; the
+reads of the same rows live here too, so each kind of row has one reader. The tables are defined in
+adapters.sql.tables (the migrations create exactly those). Columns are listed explicitly: readers
+unpack rows by position.
 """
 
 # ruff: noqa: S608 -- the f-strings splice in the constant column lists below, never a value
@@ -34,6 +36,29 @@ EVENT_AND_TOP_UP = Sql.of(
     LEFT JOIN payment_events AS e ON e.event_id = :p_event
     LEFT JOIN top_ups AS t ON t.payment_intent_id = :p_intent
     """
+)
+TOP_UP_BY_ID = Sql.of(f"SELECT {TOP_UP_COLUMNS} FROM top_ups WHERE id = :p_id")
+TOP_UP_BY_KEY = Sql.of(f"SELECT {TOP_UP_COLUMNS} FROM top_ups WHERE user_id = :p_user AND idempotency_key = :p_key")
+# Ties on the time are broken by id in code point order: PostgreSQL is told to compare bytes ("C"),
+# whatever the database's locale; SQLite's default collation already does.
+EVENTS_FOR_INTENT = Sql.of(
+    f"SELECT {EVENT_COLUMNS} FROM payment_events WHERE payment_intent_id = :p_intent ORDER BY received_at, event_id",
+    postgresql=f"SELECT {EVENT_COLUMNS} FROM payment_events WHERE payment_intent_id = :p_intent "
+    'ORDER BY received_at, event_id COLLATE "C"',
+)
+# History, newest first, a page at a time (the index ix_credit_transactions_user_recent); a cursor is
+# the (created_at, id) of the last row of the page before.
+_NEWEST_FIRST = f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions WHERE user_id = :p_user"
+TRANSACTIONS = Sql.of(
+    f"{_NEWEST_FIRST} ORDER BY created_at DESC, id DESC LIMIT :p_limit",
+    postgresql=f'{_NEWEST_FIRST} ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :p_limit',
+)
+TRANSACTIONS_BEFORE = Sql.of(
+    f"{_NEWEST_FIRST} AND (created_at < :p_before_at OR (created_at = :p_before_at AND id < :p_before_id)) "
+    "ORDER BY created_at DESC, id DESC LIMIT :p_limit",
+    postgresql=f"{_NEWEST_FIRST} AND (created_at < :p_before_at "
+    'OR (created_at = :p_before_at AND id COLLATE "C" < :p_before_id)) '
+    'ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :p_limit',
 )
 TRANSACTION_BY_REFERENCE = Sql.of(
     f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions WHERE reference_id = :p_reference"
