@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
@@ -57,7 +58,7 @@ class _State:
 
 
 class InMemoryStore:
-    """The shared 'database'. Create one per test; hand `InMemoryUnitOfWork(store)` to use cases."""
+    """The shared 'database'. Create one per test; hand `in_memory_unit_of_work_factory(store)` to use cases."""
 
     def __init__(self) -> None:
         self.state = _State()
@@ -263,8 +264,9 @@ class InMemoryLedgerRepository:
 
 
 class InMemoryUnitOfWork:
-    def __init__(self, store: InMemoryStore) -> None:
+    def __init__(self, store: InMemoryStore, *, read_only: bool = False) -> None:
         self._store = store
+        self._read_only = read_only
         self._working: _State | None = None
         self.ledger: InMemoryLedgerRepository
 
@@ -288,9 +290,20 @@ class InMemoryUnitOfWork:
 
     def commit(self) -> None:
         assert self._working is not None, "commit outside the unit of work"
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         self._store.state = self._working
         self._store.commits += 1
         self._begin()
 
     def rollback(self) -> None:
         self._begin()
+
+
+def in_memory_unit_of_work_factory(store: InMemoryStore) -> Callable[..., InMemoryUnitOfWork]:
+    """What the use cases take as `uow`: each call is a new unit of work on `store`."""
+
+    def make(*, read_only: bool = False) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(store, read_only=read_only)
+
+    return make

@@ -46,7 +46,7 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         engine.dispose()
 
 
-def _unit_of_work(engine: Engine) -> Callable[[], SqlUnitOfWork]:
+def _unit_of_work(engine: Engine) -> Callable[..., SqlUnitOfWork]:
     from adapters.sql.unit_of_work import sql_unit_of_work_factory
 
     return sql_unit_of_work_factory(engine)

@@ -228,14 +228,14 @@ class Wallet:
 
     def audit(self) -> LedgerAudit:
         """The ledger's accounts as stored and as their postings and lots add up (what verify checks)."""
-        with self._uow() as tx:
+        with self._uow(read_only=True) as tx:
             return tx.ledger.audit()
 
     def events(self, payment_intent_id: str) -> list[StoredEvent]:
         """Every Stripe event received about one PaymentIntent (webhooks and reconcile repairs),
         oldest first, each with what it did: support's answer to "what happened to this payment?"."""
         payment_intent_id = check_payment_intent_id(payment_intent_id)
-        with self._uow() as tx:
+        with self._uow(read_only=True) as tx:
             return tx.ledger.events_for_payment_intent(payment_intent_id)
 
     def reconcile(

@@ -188,4 +188,7 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self) -> UnitOfWork: ...
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """A new unit of work. `read_only`: it only reads and never commits, so a store may run it
+        beside writers (SQLite: a reader in WAL mode waits for no writer, and no writer waits for it)."""
+        ...

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Engine, text
 
-from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from adapters.memory_ledger import InMemoryStore, in_memory_unit_of_work_factory
 from adapters.sql.engine import create_wallet_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.unit_of_work import sql_unit_of_work_factory
@@ -39,7 +39,7 @@ from wallet_core.refunds import take_back_booking, top_up_lot_id
 from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases import verify_ledger
 
-Uow = Callable[[], UnitOfWork]
+Uow = Callable[..., UnitOfWork]
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 ALL_TABLES = "hold_allocations, holds, postings, credit_lots, credit_transactions, wallets, top_ups, payment_events"
@@ -64,7 +64,7 @@ def pg_engine(postgres_url: str) -> Iterator[Engine]:
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "memory":
         store = InMemoryStore()
-        return Backend("memory", lambda: InMemoryUnitOfWork(store))
+        return Backend("memory", in_memory_unit_of_work_factory(store))
     if request.param == "sqlite":
         engine = create_wallet_engine(request.getfixturevalue("sqlite_url"))
         request.addfinalizer(engine.dispose)
@@ -967,6 +967,17 @@ def test_events_are_stored_found_and_listed_oldest_first_per_payment_intent(uow:
     assert [e.event_id for e in listed] == ["evt_first", "evt_B", "evt_a-", "evt_b", "evt_late"]
     assert listed[-1] == mine[0] and listed[-1].source == "reconcile"
     assert found is not None and found.received_at == T0 + HOUR and found.received_at.utcoffset() is not None
+
+
+def test_a_read_only_unit_of_work_reads_what_was_committed_and_cannot_commit(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.record(credit(credits=100, reference="r1"))
+        tx.commit()
+    with uow(read_only=True) as tx:
+        assert tx.ledger.balances("alice", T0) == c(100, 0)
+        with pytest.raises(RuntimeError, match="read-only unit of work cannot commit"):
+            tx.commit()
+    assert balances(uow) == c(100, 0)
 
 
 def test_an_event_and_its_top_up_are_found_in_one_read(uow: Uow) -> None:

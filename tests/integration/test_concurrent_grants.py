@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select, text
 from adapters.sql.engine import create_wallet_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.tables import credit_lots, credit_transactions, postings
-from adapters.sql.unit_of_work import SqlUnitOfWork
+from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory
 from wallet_core.bookings import credit_booking
 from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import Booking, CreditKind
@@ -84,4 +84,4 @@ def test_the_same_reference_is_granted_exactly_once(engine: Engine, wallet_exist
         ).scalar_one()
         lots = conn.execute(select(func.count()).select_from(credit_lots)).scalar_one()
     assert (rows, booked_postings, lots) == (1, 2, 2 if wallet_exists else 1)
-    assert verify_ledger(uow=lambda: SqlUnitOfWork(engine)) == []
+    assert verify_ledger(uow=sql_unit_of_work_factory(engine)) == []

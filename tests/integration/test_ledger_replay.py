@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
-from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from adapters.memory_ledger import InMemoryStore, in_memory_unit_of_work_factory
 from wallet_core.errors import WalletError
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import UnitOfWork
@@ -47,7 +47,7 @@ BASE = datetime(2030, 1, 1, tzinfo=UTC)
 SPACING = timedelta(days=1000)
 POLICY = TopUpPolicy(min_amount=Usd(100), max_amount=Usd(50_000), credits_per_usd=Decimal(100))
 
-Uow = Callable[[], UnitOfWork]
+Uow = Callable[..., UnitOfWork]
 Op = tuple[Any, ...]
 
 
@@ -257,7 +257,7 @@ def run_all(make_uow: Callable[[int], Uow]) -> list[Trace]:
 
 def _memory_uow(_: int) -> Uow:
     store = InMemoryStore()
-    return lambda: InMemoryUnitOfWork(store)
+    return in_memory_unit_of_work_factory(store)
 
 
 @pytest.fixture(scope="module")

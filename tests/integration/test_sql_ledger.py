@@ -445,6 +445,32 @@ def test_sqlite_units_of_work_of_one_process_take_turns_and_give_up_after_the_bu
     engine.dispose()
 
 
+def test_sqlite_readers_neither_wait_for_a_writer_nor_see_what_it_has_not_committed(sqlite_url: str, tmp_path) -> None:
+    engine = create_wallet_engine(sqlite_url, connect_args={"timeout": 0.3})
+    upgrade(engine)
+    uow = sql_unit_of_work_factory(engine)
+    with uow() as tx:
+        tx.ledger.record(grant("before"))
+        tx.commit()
+    # Another process is in the middle of a write: it holds SQLite's writer lock.
+    writer = sqlite3.connect(tmp_path / "wallet.sqlite3", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE wallets SET available = available + 999 WHERE user_id = 'alice'")
+    try:
+        started = time.monotonic()
+        assert read_wallet(user_id="alice", uow=uow).balance == Credits(1000)  # the committed balance
+        assert verify_ledger(uow=uow) == []  # `wallet verify` holds up no payment, and waits for none
+        assert time.monotonic() - started < 0.3  # neither waited for the busy timeout
+        with pytest.raises(StorageUnavailable, match="locked"), uow() as tx:  # a writer still waits, then 503
+            tx.ledger.record(grant("after"))
+        with pytest.raises(RuntimeError, match="read-only"), uow(read_only=True) as tx:
+            tx.commit()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        engine.dispose()
+
+
 def test_postgresql_urls_are_served_by_psycopg_3() -> None:
     engine = create_wallet_engine("postgresql://wallet:secret@db.invalid/wallet")
     assert engine.dialect.driver == "psycopg"

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
-from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork, in_memory_unit_of_work_factory
 from tests.unit.helpers import FakeClock, WalletDriver
 from wallet_core.money import Usd
 from wallet_core.topups import TopUpPolicy
@@ -22,9 +22,9 @@ def store() -> InMemoryStore:
 
 
 @pytest.fixture
-def uow(store: InMemoryStore) -> Callable[[], InMemoryUnitOfWork]:
-    """The zero-argument unit-of-work factory every use case takes."""
-    return lambda: InMemoryUnitOfWork(store)
+def uow(store: InMemoryStore) -> Callable[..., InMemoryUnitOfWork]:
+    """The unit-of-work factory every use case takes."""
+    return in_memory_unit_of_work_factory(store)
 
 
 @pytest.fixture

@@ -221,8 +221,8 @@ class WalletDriver:
         self.clock = clock
         self._keys = itertools.count(1)
 
-    def uow(self) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self.store)
+    def uow(self, *, read_only: bool = False) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self.store, read_only=read_only)
 
     def key(self) -> str:
         return f"key-{next(self._keys)}"

@@ -25,7 +25,7 @@ from wallet_core.use_cases import (
     request_top_up,
 )
 
-UowFactory = Callable[[], InMemoryUnitOfWork]
+UowFactory = Callable[..., InMemoryUnitOfWork]
 
 
 @pytest.fixture

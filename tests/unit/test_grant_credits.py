@@ -15,7 +15,7 @@ from wallet_core.ledger import Account, CreditKind, Posting, TransactionKind
 from wallet_core.money import Credits
 from wallet_core.use_cases import GrantResult, grant_credits, read_wallet
 
-UowFactory = Callable[[], InMemoryUnitOfWork]
+UowFactory = Callable[..., InMemoryUnitOfWork]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import apply_payment_event, grant_credits, read_wallet, request_top_up
 from wallet_core.use_cases.read_wallet import RECENT
 
-UowFactory = Callable[[], InMemoryUnitOfWork]
+UowFactory = Callable[..., InMemoryUnitOfWork]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from wallet_core.payments import META_TOP_UP_ID, META_USER_ID
 from wallet_core.topups import TopUpPolicy, TopUpStatus
 from wallet_core.use_cases import TopUpResult, request_top_up
 
-UowFactory = Callable[[], InMemoryUnitOfWork]
+UowFactory = Callable[..., InMemoryUnitOfWork]
 
 
 @pytest.fixture

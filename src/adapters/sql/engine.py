@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 10.0
+READ_ONLY = "wallet_read_only"  # the execution option a read-only unit of work sets on its connection
 
 
 def create_wallet_engine(url: str, **kwargs: Any) -> Engine:
@@ -93,7 +94,9 @@ def _sqlite_engine(url: URL, kwargs: dict[str, Any]) -> Engine:
     def _begin_immediate(connection: Any) -> None:
         # Straight to the driver: every unit of work begins here, and SQLAlchemy's execute costs
         # several times the statement. A failure ("database is locked") is translated like any other
-        # driver error (adapters.sql.unit_of_work).
-        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        # driver error (adapters.sql.unit_of_work). A read-only unit of work begins a plain (deferred)
+        # transaction: in WAL mode it reads a snapshot beside the writer and holds up nobody.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine

@@ -15,7 +15,7 @@ from types import TracebackType
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
-from adapters.sql.engine import writer_queue
+from adapters.sql.engine import READ_ONLY, writer_queue
 from adapters.sql.ledger_repository import SqlLedgerRepository
 from wallet_core.errors import StorageUnavailable
 
@@ -23,10 +23,12 @@ from wallet_core.errors import StorageUnavailable
 class SqlUnitOfWork:
     ledger: SqlLedgerRepository
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
+        self._read_only = read_only
         self._conn: Connection | None = None
-        self._queue = writer_queue(engine)  # SQLite: this process's writers take turns (engine.py)
+        # SQLite: this process's writers take turns (engine.py); a reader waits for none of them.
+        self._queue = None if read_only else writer_queue(engine)
         self._queued = False
 
     def __enter__(self) -> SqlUnitOfWork:
@@ -38,6 +40,8 @@ class SqlUnitOfWork:
         try:
             with translate_storage_errors():
                 self._conn = self._engine.connect()  # the transaction begins with the first statement
+                if self._read_only:
+                    self._conn = self._conn.execution_options(**{READ_ONLY: True})  # SQLite: plain BEGIN
         except BaseException:
             self._leave_queue()
             raise
@@ -69,6 +73,8 @@ class SqlUnitOfWork:
             raise unavailable(exc) from exc
 
     def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         with translate_storage_errors():
             self._connection().commit()  # the next statement begins a new transaction
 
@@ -81,11 +87,11 @@ class SqlUnitOfWork:
         return self._conn
 
 
-def sql_unit_of_work_factory(engine: Engine) -> Callable[[], SqlUnitOfWork]:
+def sql_unit_of_work_factory(engine: Engine) -> Callable[..., SqlUnitOfWork]:
     """What the use cases take as `uow`: each call is a new unit of work on `engine`."""
 
-    def make() -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine)
+    def make(*, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(engine, read_only=read_only)
 
     return make
 

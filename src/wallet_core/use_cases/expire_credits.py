@@ -31,7 +31,7 @@ def expire_credits(*, uow: UnitOfWorkFactory, now: Clock = utc_now, batch: int =
     at = now()
     wallets, total, holds = 0, 0, 0
     while True:
-        with uow() as tx:
+        with uow(read_only=True) as tx:
             users = tx.ledger.users_with_expired_credits(at, batch)
         for user_id in users:
             with uow() as tx:
@@ -44,7 +44,7 @@ def expire_credits(*, uow: UnitOfWorkFactory, now: Clock = utc_now, batch: int =
         if len(users) < batch:
             break
     while True:
-        with uow() as tx:
+        with uow(read_only=True) as tx:
             due = tx.ledger.expired_open_holds(at, batch)
         for hold in due:
             with uow() as tx:

@@ -20,7 +20,7 @@ MAX_PAGE = 100
 def read_wallet(*, user_id: str, uow: UnitOfWorkFactory, recent: int = RECENT, now: Clock = utc_now) -> WalletView:
     """The balance (spendable and held) and the most recent transactions, newest first, in one read."""
     user_id = check_user_id(user_id)
-    with uow() as tx:
+    with uow(read_only=True) as tx:
         spendable, held = tx.ledger.balances(user_id, now())
         rows = tx.ledger.transactions(user_id, recent) if recent > 0 else []
     return WalletView(user_id=user_id, balance=spendable, held=held, transactions=rows)
@@ -38,7 +38,7 @@ def list_transactions(
     user_id = check_user_id(user_id)
     size = _limit(limit)
     before = decode_cursor(cursor) if cursor else None
-    with uow() as tx:
+    with uow(read_only=True) as tx:
         rows = tx.ledger.transactions(user_id, size + 1, before)
     more = len(rows) > size
     rows = rows[:size]

@@ -48,7 +48,7 @@ def reconcile_payments(
         if META_TOP_UP_ID not in intent.metadata:
             continue  # not one of ours (another product on the same Stripe account)
         report.checked += 1
-        with uow() as tx:
+        with uow(read_only=True) as tx:
             top_up = tx.ledger.find_top_up_by_payment_intent(intent.id)
         if top_up is None:
             report.needs_review += 1
@@ -99,7 +99,7 @@ def _repairs(
         )
     if intent.status == "succeeded":
         refunds = gateway.list_refunds(intent.id)
-        with uow() as tx:
+        with uow(read_only=True) as tx:
             missing = [
                 r
                 for r in refunds

@@ -46,7 +46,7 @@ def request_top_up(
     credits = policy.check(amount)
 
     if key is not None:
-        with uow() as tx:
+        with uow(read_only=True) as tx:
             earlier = tx.ledger.find_top_up_by_idempotency_key(user_id, key)
         if earlier is not None:
             return _replay(earlier, amount, gateway)

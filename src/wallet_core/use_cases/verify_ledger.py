@@ -18,7 +18,7 @@ def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
     """An empty list means: postings sum to zero overall and per transaction, every stored balance
     equals the sum of its postings and of its lots, and no balance or lot is negative except by a
     recorded debt (credits refunded or disputed after they were spent, never more than was taken back)."""
-    with uow() as tx:
+    with uow(read_only=True) as tx:  # a long read: it must not hold up payments
         audit = tx.ledger.audit()
     found: list[Violation] = []
     if audit.total_posted.minor != 0:
