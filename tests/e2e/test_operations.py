@@ -348,6 +348,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def http_post(url: str, body: dict[str, object], headers: dict[str, str], timeout: float = 5,
+              ) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
 def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -469,17 +480,19 @@ def in_flight(server: Server) -> float:
 
 def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(serve, tmp_path):
     server = serve()
-    token = JwtAuthenticator(Secret(JWT_SECRET)).mint("alice")
-    # Hold SQLite's write lock: the wallet read below waits for it (busy timeout), so it is in flight.
+    token = JwtAuthenticator(Secret(JWT_SECRET)).mint("ops", roles=["admin"])
+    # Hold SQLite's write lock: the grant below waits for it (busy timeout), so it is in flight.
     locker = sqlite3.connect(tmp_path / "wallet.sqlite3", isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")
     answer: dict[str, object] = {}
 
     def slow_request() -> None:
         try:
-            status, _, body = http_get(f"{server.url}/api/v1/users/me/wallet",
-                                             {"Authorization": f"Bearer {token}", "X-Request-Id": "slow-1"},
-                                             timeout=30)
+            status, _, body = http_post(f"{server.url}/api/v1/admin/users/alice/wallet/grant",
+                                        {"credits": "5.00", "reason": "in flight at SIGTERM"},
+                                        {"Authorization": f"Bearer {token}", "X-Request-Id": "slow-1",
+                                         "Idempotency-Key": "sigterm-1"},
+                                        timeout=30)
             answer.update(status=status, body=json.loads(body))
         except Exception as exc:  # noqa: BLE001 (reported by the assertion below)
             answer["error"] = repr(exc)
@@ -511,8 +524,8 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(s
         locker.close()
     client.join(timeout=20)
 
-    assert answer.get("status") == 200, answer
-    assert answer["body"]["user_id"] == "alice"
+    assert answer.get("status") == 201, answer
+    assert answer["body"]["user_id"] == "alice" and answer["body"]["credits_granted"] == "5.00"
     assert server.proc.wait(timeout=15) == 0
     lines = server.lines()
     messages = [e["message"] for e in lines]
@@ -520,4 +533,4 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(s
     assert stopping["in_flight"] >= 1  # the slow request (and maybe the last scrape, still flushing)
     assert messages[-1] == "wallet stopped"
     slow = [e for e in lines if e.get("request_id") == "slow-1" and e["logger"] == "wallet.access"]
-    assert [e["status"] for e in slow] == [200]
+    assert [e["status"] for e in slow] == [201]

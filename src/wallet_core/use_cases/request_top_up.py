@@ -46,7 +46,9 @@ def request_top_up(
     credits = policy.check(amount)
 
     if key is not None:
-        with uow(read_only=True) as tx:
+        # A writing unit of work although it only reads: where the store cannot take a write now
+        # (SQLite locked), this fails before Stripe is asked for a PaymentIntent the wallet could not record.
+        with uow() as tx:
             earlier = tx.ledger.find_top_up_by_idempotency_key(user_id, key)
         if earlier is not None:
             return _replay(earlier, amount, gateway)
