@@ -1,6 +1,7 @@
 """Plain SQL sent straight to the database driver (sqlite3 or psycopg), inside the unit of work's
-SQLAlchemy transaction. The ledger's hot statements (what every webhook grant and every spend runs)
-go this way; everything else stays on SQLAlchemy Core.
+SQLAlchemy transaction. The ledger's hot statements (what every webhook grant and every spend runs),
+and every read of the rows they write (transactions, top-ups, events), go this way; balances, holds,
+the expiry searches and the audit stay on SQLAlchemy Core.
 
 Why: SQLAlchemy's execute costs about 60-100 us of Python per statement (context, compiled cache
 lookup, parameter and result processing); a grant runs about ten statements, and that overhead was
@@ -8,8 +9,9 @@ the largest share of its CPU time (bench/run.py's profile, docs/performance.md).
 same statement in a fraction of that.
 
 What stays the same: the transaction is SQLAlchemy's (begun through it, so SQLite still begins with
-BEGIN IMMEDIATE; committed and rolled back by the unit of work); datetimes go through UtcDateTime's own
-conversions, so a row written here reads back exactly like one written through Core; and driver
+BEGIN IMMEDIATE, or a plain BEGIN when read-only; committed and rolled back by the unit of work);
+datetimes go through UtcDateTime's own conversions, so a row written here reads back exactly like one
+written through Core; and driver
 errors meaning "the database is down or locked" become StorageUnavailable like SQLAlchemy's do
 (adapters.sql.unit_of_work), the connection being invalidated when it is lost.
 
