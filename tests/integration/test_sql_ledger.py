@@ -471,6 +471,29 @@ def test_sqlite_readers_neither_wait_for_a_writer_nor_see_what_it_has_not_commit
         engine.dispose()
 
 
+def test_a_read_only_unit_of_work_reads_one_snapshot_while_others_commit(empty_engine: Engine) -> None:
+    # What `wallet verify` relies on: its audit is several statements; a payment committed between two
+    # of them must not make the ledger look unbalanced.
+    upgrade(empty_engine)
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        tx.ledger.record(grant("first"))
+        tx.commit()
+    now = datetime.now(UTC)
+    with uow(read_only=True) as reader:
+        assert reader.ledger.balances("alice", now)[0] == Credits(1000)
+        with uow() as writer:  # another request commits meanwhile
+            writer.ledger.record(grant("second"))
+            writer.commit()
+        assert reader.ledger.balances("alice", now)[0] == Credits(1000)  # still the reader's snapshot
+        assert reader.ledger.find_transaction_by_reference("second") is None
+        audit = reader.ledger.audit()
+    assert audit.unbalanced == [] and audit.total_posted == Credits(0)
+    assert [a.stored for a in audit.accounts if a.user_id == "alice"] == [Credits(1000), Credits(0)]
+    with uow(read_only=True) as reader:  # a new unit of work sees it
+        assert reader.ledger.balances("alice", now)[0] == Credits(2000)
+
+
 def test_postgresql_urls_are_served_by_psycopg_3() -> None:
     engine = create_wallet_engine("postgresql://wallet:secret@db.invalid/wallet")
     assert engine.dialect.driver == "psycopg"

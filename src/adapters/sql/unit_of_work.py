@@ -41,7 +41,7 @@ class SqlUnitOfWork:
             with translate_storage_errors():
                 self._conn = self._engine.connect()  # the transaction begins with the first statement
                 if self._read_only:
-                    self._conn = self._conn.execution_options(**{READ_ONLY: True})  # SQLite: plain BEGIN
+                    self._conn = self._conn.execution_options(**_read_only_options(self._conn))
         except BaseException:
             self._leave_queue()
             raise
@@ -85,6 +85,16 @@ class SqlUnitOfWork:
     def _connection(self) -> Connection:
         assert self._conn is not None, "outside the unit of work"
         return self._conn
+
+
+def _read_only_options(conn: Connection) -> dict[str, object]:
+    """SQLite: a plain BEGIN (engine.py), one snapshot for the whole transaction in WAL mode.
+    PostgreSQL: REPEATABLE READ, READ ONLY, so every statement of the unit of work sees the same
+    snapshot (the audit's several statements add up even while payments commit; under the default
+    READ COMMITTED each would see its own moment) and nothing can be written by mistake."""
+    if conn.dialect.name == "postgresql":
+        return {READ_ONLY: True, "isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    return {READ_ONLY: True}
 
 
 def sql_unit_of_work_factory(engine: Engine) -> Callable[..., SqlUnitOfWork]:
