@@ -3,7 +3,7 @@
 The write path (what every grant, spend and webhook runs: the event and top-up lookups, the wallet
 lock, record, set_top_up_status, add_event, find_transaction_by_reference) and every read of
 transactions, top-ups and events are plain SQL sent to the driver (adapters.sql.driver,
-adapters.sql.write_statements); balances, holds, expiry queries and the audit are SQLAlchemy Core
+adapters.sql.driver_statements); balances, holds, expiry queries and the audit are SQLAlchemy Core
 statements built once per dialect. What each call costs, in statements sent:
 
 - balances, transactions, find_transaction_by_reference, get_hold, update_hold,
@@ -49,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from adapters.sql import write_statements as sql
+from adapters.sql import driver_statements as sql
 from adapters.sql.driver import Driver, Sql
 from adapters.sql.tables import (
     UtcDateTime,

@@ -1,5 +1,5 @@
-"""The write path's statements (a webhook grant, a spend, a hold), and every read of transactions,
-top-ups and events, as plain SQL for adapters.sql.driver.
+"""The statements sent through adapters.sql.driver, as plain SQL: the write path's (a webhook grant,
+a spend, a hold) and every read of transactions, top-ups and events.
 
 The write path is what every credit movement runs, so it skips SQLAlchemy's per-statement cost; the
 reads of the same rows live here too, so each kind of row has one reader. The tables are defined in
