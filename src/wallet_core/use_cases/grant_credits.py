@@ -12,7 +12,7 @@ from wallet_core.ids import check_idempotency_key, check_reason, check_user_id, 
 from wallet_core.ledger import CreditKind, CreditTransaction, TransactionKind
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWorkFactory
-from wallet_core.use_cases.idempotency import check_same_request
+from wallet_core.use_cases.idempotency import check_same_request, race_winner
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 EXPIRES_AT = "expires_at"  # kept in the grant's metadata, so a retry can be compared
@@ -82,12 +82,7 @@ def grant_credits(
         )
         try:
             booked = tx.ledger.record(booking)
-        except DuplicateReference:
-            # A concurrent request with the same key won the race.
-            tx.rollback()
-            earlier = tx.ledger.find_transaction_by_reference(reference)
-            if earlier is None:
-                raise
-            return replay(earlier)
+        except DuplicateReference as lost:
+            return replay(race_winner(tx, reference, lost))
         tx.commit()
     return GrantResult(user_id, amount, booked.balance_after, booked.id, expires_at)

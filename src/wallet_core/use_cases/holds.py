@@ -26,7 +26,7 @@ from wallet_core.ids import check_reason, check_user_id, derived_id
 from wallet_core.ledger import CreditTransaction, TransactionKind, WalletState
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
-from wallet_core.use_cases.idempotency import check_same_request, required_key
+from wallet_core.use_cases.idempotency import check_same_request, race_winner, required_key
 from wallet_core.use_cases.spend_credits import check_amount, check_metadata
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
@@ -102,12 +102,8 @@ def place_hold(
         )
         try:
             booked = tx.ledger.record(booking)
-        except DuplicateReference:
-            tx.rollback()
-            earlier = tx.ledger.find_transaction_by_reference(reference)
-            if earlier is None:
-                raise
-            return replay(earlier, tx)
+        except DuplicateReference as lost:
+            return replay(race_winner(tx, reference, lost), tx)
         tx.ledger.add_hold(hold)
         tx.commit()
     return _result(hold, booked)

@@ -3,10 +3,11 @@ request under a used key is refused (Stripe's and TigerBeetle's rule)."""
 
 from __future__ import annotations
 
-from wallet_core.errors import IdempotencyConflict, InvalidInput
+from wallet_core.errors import DuplicateReference, IdempotencyConflict, InvalidInput
 from wallet_core.ids import check_idempotency_key
 from wallet_core.ledger import CreditTransaction, TransactionKind
 from wallet_core.money import Credits
+from wallet_core.ports import UnitOfWork
 
 
 def required_key(value: str | None) -> str:
@@ -29,3 +30,13 @@ def check_same_request(
         raise IdempotencyConflict(
             "this Idempotency-Key was used for a different request; use a new key for a new request"
         )
+
+
+def race_winner(tx: UnitOfWork, reference: str, lost: DuplicateReference) -> CreditTransaction:
+    """record() refused `reference`: a concurrent request with the same key booked it first. Roll back
+    and return the transaction that won, for the caller to replay; re-raise `lost` if there is none."""
+    tx.rollback()
+    earlier = tx.ledger.find_transaction_by_reference(reference)
+    if earlier is None:
+        raise lost
+    return earlier

@@ -16,7 +16,7 @@ from wallet_core.ids import check_reason, check_user_id, has_control_characters
 from wallet_core.ledger import CreditTransaction, TransactionKind
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWorkFactory
-from wallet_core.use_cases.idempotency import check_same_request, required_key
+from wallet_core.use_cases.idempotency import check_same_request, race_winner, required_key
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 MAX_METADATA_KEYS = 20
@@ -88,11 +88,7 @@ def spend_credits(
         )
         try:
             booked = tx.ledger.record(booking)
-        except DuplicateReference:
-            tx.rollback()
-            earlier = tx.ledger.find_transaction_by_reference(reference)
-            if earlier is None:
-                raise
-            return replay(earlier)
+        except DuplicateReference as lost:
+            return replay(race_winner(tx, reference, lost))
         tx.commit()
     return SpendResult(user_id, amount, booked.balance_after, booked.id)
