@@ -27,10 +27,7 @@ class DeadlineRequestsClient(stripe.RequestsClient):
     # The SDK reads `_timeout` for each attempt: what is left of this call's budget.
     @property
     def _timeout(self) -> float:
-        deadline: float | None = getattr(self._deadline, "at", None)
-        if deadline is None:
-            return self._budget
-        return max(0.001, deadline - time.monotonic())
+        return max(0.001, self._left())
 
     @_timeout.setter
     def _timeout(self, value: Any) -> None:  # the SDK's __init__ sets it
