@@ -9,7 +9,13 @@ an interleaved A/B against its own baseline in the same run. Evidence for docs/p
    payment_intent.succeeded.
 2. The library's handle_stripe_webhook vs the raw transaction bench/baseline_server.py runs
    (signature check + JSON + 2 statements), per grant.
-3. A grant to a user who already has 1,000 live paid lots vs to one with a single lot (a grant reads
+3. The floor under any rewrite of the wallet's Python: the statements one grant sent (item 1, with
+   their parameters), sent again by hand on a plain driver connection for new payments, vs the
+   baseline's two statements, in CPU time per grant (this process, plus the PostgreSQL server process
+   serving the connection, read from /proc/PID/schedstat). The difference is what the database itself
+   spends on the rows a grant writes (the transaction, its lot and two postings, the top-up's status,
+   the event log) that the baseline does not; no change to the wallet's Python can take it away.
+4. A grant to a user who already has 1,000 live paid lots vs to one with a single lot (a grant reads
    only the lots in debt or expired, so this should be ~1x).
 """
 
@@ -17,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import secrets
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -46,6 +54,7 @@ from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory  #
 from adapters.stripe_gateway import StripePaymentGateway  # noqa: E402
 from entrypoints.library import Wallet  # noqa: E402
 from wallet_core.money import Credits, Usd  # noqa: E402
+from wallet_core.refunds import top_up_lot_id  # noqa: E402
 from wallet_core.topups import TopUp, TopUpPolicy, TopUpStatus  # noqa: E402
 
 SECRET = "whsec_probe_" + secrets.token_hex(8)
@@ -123,15 +132,25 @@ def ab(name_a: str, run_a: Callable[[], float], name_b: str, run_b: Callable[[],
     return {"a": name_a, "b": name_b, "a_ms": ma * 1000, "b_ms": mb * 1000, "ratio": ma / mb}
 
 
-def show(title: str, res: dict[str, Any]) -> None:
-    print(f"  {title}: {res['a']} {res['a_ms']:.2f} ms vs {res['b']} {res['b_ms']:.2f} ms per grant "
-          f"= {res['ratio']:.2f}x")
+def show(title: str, res: dict[str, Any], unit: str = "ms") -> None:
+    if unit == "ms":
+        a, b = f"{res['a_ms']:.2f} ms", f"{res['b_ms']:.2f} ms"
+    else:
+        a, b = f"{res['a_ms'] * 1000:.0f} {unit}", f"{res['b_ms'] * 1000:.0f} {unit}"
+    print(f"  {title}: {res['a']} {a} vs {res['b']} {b} per grant = {res['ratio']:.2f}x"
+          + (f" (+{(res['a_ms'] - res['b_ms']) * 1000:.0f} {unit})" if unit != "ms" else ""))
 
 
-def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str]:
+Sent = tuple[str, Any, bool]  # a statement as the driver got it: text, parameters, executemany
+
+
+def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> tuple[Counter[str], list[Sent]]:
+    """What one grant sends: counted by kind, and every statement with its parameters, in order."""
     counts: Counter[str] = Counter()
+    sent: list[Sent] = []
 
     def on_execute(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        sent.append((statement, params, executemany))
         word = statement.strip().split()[0].upper()
         counts["statements"] += 1
         counts[f"  {word}{' (executemany)' if executemany else ''}"] += 1
@@ -145,18 +164,18 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
     # The write path sends its statements to the driver itself (adapters/sql/driver.py): count those too.
     sent_direct = (Driver._execute, Driver.many)
 
-    def direct(sql: Sql, executemany: bool = False) -> None:
+    def direct(sql: Sql, params: Any, executemany: bool = False) -> None:
         text = sql.postgresql if engine.dialect.name == "postgresql" else sql.sqlite
-        on_execute(None, None, text, None, None, executemany)
+        on_execute(None, None, text, params, None, executemany)
 
     def execute(self: Driver, sql: Sql, params: Any) -> Any:
-        direct(sql)
+        direct(sql, params)
         return sent_direct[0](self, sql, params)
 
     def many(self: Driver, sql: Sql, rows: Any) -> None:
         batch = list(rows)
         if batch:  # an empty batch is not sent
-            direct(sql, executemany=True)
+            direct(sql, batch, executemany=True)
         sent_direct[1](self, sql, batch)
 
     Driver._execute, Driver.many = execute, many  # type: ignore[method-assign]
@@ -180,7 +199,7 @@ def count_statements(engine: Engine, wallet: Wallet, d: Delivery) -> Counter[str
         event.remove(engine, "commit", on_commit)
         event.remove(engine, "begin", on_begin)
         dialect.do_ping = original_ping  # type: ignore[method-assign]
-    return counts
+    return counts, sent
 
 
 def baseline_runner(url: str, users: list[str], block: int) -> Callable[[], float]:
@@ -224,6 +243,106 @@ def baseline_runner(url: str, users: list[str], block: int) -> Callable[[], floa
     return run
 
 
+def cpu_clock(conn: Any | None) -> Callable[[], float]:
+    """Seconds of CPU this thread has used, plus, for a PostgreSQL connection on this machine, its
+    server process's (from /proc/PID/schedstat, in nanoseconds)."""
+    if conn is None or isinstance(conn, sqlite3.Connection):
+        return time.thread_time
+    stat = Path(f"/proc/{conn.info.backend_pid}/schedstat")
+    return lambda: time.thread_time() + int(stat.read_text().split()[0]) / 1e9
+
+
+def raw_connection(url: str) -> Any:
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=10.0)
+        conn.execute("PRAGMA foreign_keys=ON")  # as the wallet's engine (its WAL mode is in the file)
+        return conn
+    import psycopg
+
+    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+def remap(value: Any, pattern: re.Pattern[str], new: dict[str, str]) -> Any:
+    """`value` with every old id in it (in strings, JSON text included) replaced by its new one."""
+    if isinstance(value, str):
+        return pattern.sub(lambda m: new[m.group(0)], value)
+    if isinstance(value, dict):
+        return {k: remap(v, pattern, new) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(remap(v, pattern, new) for v in value)
+    return value
+
+
+def replay_runner(url: str, engine: Engine, sent: list[Sent], d0: Delivery, users: list[str],
+                  block: int) -> Callable[[], float]:
+    """The statements one grant sent (`sent`, for `d0`), sent again by hand for new payments: the
+    database's work for a grant with none of the wallet's Python. CPU seconds per grant (this thread
+    and, on PostgreSQL, the server process)."""
+    conn = raw_connection(url)
+    sqlite = isinstance(conn, sqlite3.Connection)
+    found = {m.group(0) for _, params, _ in sent for m in re.finditer(r"ctx_[0-9a-f]+", repr(params))}
+    assert len(found) == 1, found
+    olds = {"payment": d0.payment_intent_id, "top_up": d0.top_up_id, "user": d0.user_id,
+            "event": load.event_id("probe", d0.payment_intent_id), "lot": top_up_lot_id(d0.payment_intent_id),
+            "booking": found.pop()}
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(olds.values(), key=len, reverse=True)))
+    clock = cpu_clock(conn)
+
+    def run() -> float:
+        batch = []
+        for d in pending(engine, [users[i % len(users)] for i in range(block)]):
+            news = {"payment": d.payment_intent_id, "top_up": d.top_up_id, "user": d.user_id,
+                    "event": load.event_id("probe", d.payment_intent_id), "lot": top_up_lot_id(d.payment_intent_id),
+                    "booking": f"ctx_{next(_seq):032x}"}
+            new = {olds[k]: news[k] for k in olds}
+            batch.append([(text, remap(params, pattern, new), many) for text, params, many in sent])
+        before = count_rows(engine)
+        t0, client0 = clock(), time.thread_time()
+        for statements in batch:
+            conn.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
+            for text, params, many in statements:
+                if many:
+                    cursor = conn.cursor()
+                    cursor.executemany(text, params)
+                    cursor.close()
+                else:
+                    conn.execute(text, params).fetchall() if text.lstrip().upper().startswith(("SELECT", "WITH")) \
+                        or "RETURNING" in text.upper() else conn.execute(text, params)
+            conn.execute("COMMIT")
+        spent, client = clock() - t0, time.thread_time() - client0
+        assert count_rows(engine) == before + block, "every replayed grant wrote its ledger row"
+        CLIENT_SHARE.append(client / spent)
+        return spent / block
+
+    return run
+
+
+CLIENT_SHARE: list[float] = []  # of the replayed statements' CPU, the share spent in this process
+
+
+def count_rows(engine: Engine) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM credit_transactions")).scalar_one())
+
+
+def baseline_sql_runner(url: str, users: list[str], block: int) -> Callable[[], float]:
+    """bench/baseline_server.py's transaction alone (no signature, no JSON): CPU seconds per grant."""
+    store = Store(url)
+    conn = store.connect()
+    clock = cpu_clock(conn)
+
+    def run() -> float:
+        refs = [f"pi_sql_{next(_seq):08d}" for _ in range(block)]
+        t0 = clock()
+        for i, ref in enumerate(refs):
+            assert store.grant(ref, users[i % len(users)], 100_000)
+        return (clock() - t0) / block
+
+    return run
+
+
 def wallet_runner(engine: Engine, wallet: Wallet, users: list[str], block: int) -> Callable[[], float]:
     def run() -> float:
         items = [signed(d) for d in pending(engine, [users[i % len(users)] for i in range(block)])]
@@ -240,7 +359,8 @@ def probe(url: str, label: str, blocks: int, block: int) -> None:
     users = [f"user{i:04d}" for i in range(200)]
     grant_all(wallet, [signed(d) for d in pending(engine, users)])  # every user has one lot; warm caches
 
-    counts = count_statements(engine, wallet, pending(engine, ["user0001"])[0])
+    d0 = pending(engine, ["user0001"])[0]
+    counts, sent = count_statements(engine, wallet, d0)
     print("  per grant: " + ", ".join(f"{k.strip()} {v}" for k, v in counts.items() if not k.startswith("  ")))
     print("    " + ", ".join(f"{k.strip()} {v}" for k, v in counts.items() if k.startswith("  ")))
 
@@ -248,6 +368,16 @@ def probe(url: str, label: str, blocks: int, block: int) -> None:
     show("library grant vs the raw baseline transaction",
          ab("wallet", wallet_runner(engine, wallet, users, block), "baseline", baseline_runner(base_url, users, block),
             blocks))
+
+    # The floor under any rewrite of the wallet's Python: what the database itself spends on the rows a
+    # grant writes (the wallet's statements, replayed by hand) against the baseline's two statements.
+    show("the database's work for a grant (CPU, statements replayed by hand) vs the baseline's transaction",
+         ab("wallet's statements", replay_runner(url, engine, sent, d0, users, block),
+            "baseline's", baseline_sql_runner(base_url, users, block), blocks), unit="us CPU")
+    if label == "PostgreSQL":
+        print(f"    of the wallet's, {statistics.median(CLIENT_SHARE):.0%} in this process (the driver), the rest "
+              "in the PostgreSQL server process")
+    CLIENT_SHARE.clear()
 
     # A user who has topped up 1,000 times: 1,000 live paid lots, all read by lock_wallet on each write.
     many_lots(engine, "many", 1000)

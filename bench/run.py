@@ -414,6 +414,24 @@ class Comparison:
         parts.append(f"machine busy {median(self.a.busy):.0%} vs {median(self.b.busy):.0%} (other tenants included)")
         return "; ".join(parts)
 
+    def machine_ceiling(self, target: float, *, either: bool = False) -> str:
+        """The most the machine's CPUs allow contender a, as a ratio of b's measured rate: every core
+        given to a's measured CPU per grant (its server processes, PostgreSQL, the load driver); with
+        `either`, the smaller of a's and b's (the same code: a's extra cost may be the contention of
+        this very machine). Optimistic: no core ever idle, none lent to other tenants."""
+        cores = os.cpu_count() or 1
+
+        def per_grant(s: Stats) -> float:
+            return median(s.server_ms) + median(s.db_ms or [0.0]) + median(s.client_ms)
+
+        cost = min(per_grant(self.a), per_grant(self.b)) if either else per_grant(self.a)
+        ceiling = cores * 1000 / cost
+        ratio = ceiling / median(self.b.rates)
+        verdict = ("below the target: at this CPU per grant, out of this machine's reach" if ratio < target
+                   else "not what limits it")
+        return (f"machine ceiling: {cores} cores / {cost:.2f} ms of CPU per grant (server, PostgreSQL, load "
+                f"driver) = {ceiling:.0f}/s = {ratio:.2f}x the {self.b_name}'s rate, {verdict}")
+
 
 WARMED: set[int] = set()
 
@@ -597,7 +615,7 @@ def _grant_row(report: Report, part: str, what: str, comp: Comparison, p: Profil
         f"{comp.spread()}; p50 latency {pct(comp.a.latencies, .5) * 1000:.1f} vs "
         f"{pct(comp.b.latencies, .5) * 1000:.1f} ms, p99 {pct(comp.a.latencies, .99) * 1000:.0f} vs "
         f"{pct(comp.b.latencies, .99) * 1000:.0f} ms; {comp.cpu_note('PostgreSQL' in what)}; "
-        f"concurrency {p.processes * p.conns}",
+        f"concurrency {p.processes * p.conns}; {comp.machine_ceiling(0.8)}",
     ))
     for problem in comp.problems:
         report.check(f"{what}: every request answered 200 granted", False, problem)
@@ -637,7 +655,8 @@ def part1_and_3_postgres(p: Profile, report: Report, work: Path, pg: Postgres, p
                 "3", "grants/s, PostgreSQL, 4 processes vs 1", f"{median(comp3.a.rates):.0f}/s",
                 f"{median(comp3.b.rates):.0f}/s", ratio, ">= 1.50", ratio >= 1.5,
                 f"{comp3.spread()}; {comp3.cpu_note(True)} (server CPU summed over the processes); "
-                f"concurrency {p.processes * p.scale_conns} (round-robin over the ports)",
+                f"concurrency {p.processes * p.scale_conns} (round-robin over the ports); "
+                f"{comp3.machine_ceiling(1.5, either=True)}",
             ))
             for problem in comp3.problems:
                 report.check("4 vs 1 processes: every request answered 200 granted", False, problem)
