@@ -9,7 +9,7 @@ Tests drive it. Each of these changes what the fake "Stripe" holds and returns a
   returns a charge.refunded or refund.created event, or None (`event=None`: the webhook was missed);
   `include_refunds=False` leaves the refunds out of charge.refunded, as newer API versions do;
 - `dispute(pi_id, cents, status)` -> charge.dispute.created, then .updated / .closed for the same
-  dispute.
+  dispute (listed by `list_disputes` as it stands now).
 
 `fail_next(...)` makes the next call fail the way an outage would; `configured=False` behaves like
 missing Stripe keys; `clock` stamps each intent's creation time (for `list_payment_intents`).
@@ -118,6 +118,12 @@ class FakePaymentGateway:
         with self._lock:
             self._check()
             return list(reversed(self.refunds.get(payment_intent_id, [])))
+
+    def list_disputes(self, payment_intent_id: str) -> list[Dispute]:
+        """Every dispute of the intent as it stands now, newest first; none for an unknown id."""
+        with self._lock:
+            self._check()
+            return [d for d in reversed(self.disputes.values()) if d.payment_intent_id == payment_intent_id]
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         return parse_webhook(

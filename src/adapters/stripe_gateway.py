@@ -13,20 +13,27 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import stripe
 
 from adapters.stripe_http import DeadlineRequestsClient
-from adapters.stripe_webhooks import TOLERANCE_SECONDS, intent_from_dict, parse_webhook, refund_from_dict
+from adapters.stripe_webhooks import (
+    TOLERANCE_SECONDS,
+    dispute_from_dict,
+    intent_from_dict,
+    parse_webhook,
+    refund_from_dict,
+)
 from wallet_core.errors import (
     InvalidWebhook,
     NotFound,
     PaymentGatewayFailed,
     PaymentsNotConfigured,
 )
-from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +210,32 @@ class StripePaymentGateway:
         except NotFound:
             return []
         return refunds
+
+    def list_disputes(self, payment_intent_id: str) -> list[Dispute]:
+        """Every dispute of the PaymentIntent, all pages, as each stands now. An unknown PaymentIntent
+        has none."""
+        client = self._get_client()
+        if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
+            return []  # without the filter Stripe would list every dispute of the account
+        disputes: list[Dispute] = []
+        try:
+            for page in self._pages(
+                "list disputes",
+                lambda params: client.v1.disputes.list(params),  # type: ignore[arg-type]
+                {"payment_intent": payment_intent_id, "limit": _PAGE_SIZE},
+                not_found="no such PaymentIntent",
+            ):
+                for item in page:
+                    try:
+                        dispute = dispute_from_dict(item)
+                    except InvalidWebhook:
+                        raise PaymentGatewayFailed(
+                            "could not list disputes: Stripe answered with something that is not a Dispute"
+                        ) from None
+                    disputes.append(replace(dispute, payment_intent_id=dispute.payment_intent_id or payment_intent_id))
+        except NotFound:
+            return []
+        return disputes
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         return parse_webhook(

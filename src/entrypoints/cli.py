@@ -100,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
     reconcile = sub.add_parser(
         "reconcile",
-        help="compare Stripe's payments and refunds with the ledger and apply what webhooks missed",
-        description="Compare Stripe's PaymentIntents and refunds with the ledger and apply what webhooks "
+        help="compare Stripe's payments, refunds and disputes with the ledger and apply what webhooks missed",
+        description="Compare Stripe's PaymentIntents, refunds and disputes with the ledger and apply what webhooks "
         "missed. Idempotent and safe while the server runs. Exit 0 when nothing needs review, 1 otherwise.",
     )
     reconcile.add_argument("--since", type=_date, metavar="YYYY-MM-DD",

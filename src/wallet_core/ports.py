@@ -11,7 +11,7 @@ from typing import Protocol
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import Account, Booking, CreditTransaction, TransactionCursor, WalletState
 from wallet_core.money import Credits
-from wallet_core.payments import PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
 from wallet_core.topups import TopUp, TopUpStatus
 
 
@@ -25,6 +25,11 @@ class PaymentGateway(Protocol):
 
     def list_refunds(self, payment_intent_id: str) -> list[Refund]:
         """Every refund of one PaymentIntent. Raises PaymentsNotConfigured or PaymentGatewayFailed."""
+        ...
+
+    def list_disputes(self, payment_intent_id: str) -> list[Dispute]:
+        """Every dispute of one PaymentIntent's charges, as each stands now. Raises
+        PaymentsNotConfigured or PaymentGatewayFailed."""
         ...
 
     def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:

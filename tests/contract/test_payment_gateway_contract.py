@@ -16,7 +16,7 @@ import stripe
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.stripe_gateway import StripePaymentGateway
-from tests.fixtures.localstripe import LOCALSTRIPE_KEY
+from tests.fixtures.localstripe import LOCALSTRIPE_KEY, open_dispute
 from wallet_core.errors import (
     InvalidWebhook,
     NotFound,
@@ -172,6 +172,7 @@ def test_retrieve_of_an_unknown_id_is_not_found(gateway: PaymentGateway) -> None
         pytest.param(lambda g: g.retrieve_payment_intent("pi_anything"), id="retrieve"),
         pytest.param(lambda g: g.list_payment_intents(), id="list_payment_intents"),
         pytest.param(lambda g: g.list_refunds("pi_anything"), id="list_refunds"),
+        pytest.param(lambda g: g.list_disputes("pi_anything"), id="list_disputes"),
     ],
 )
 def test_unconfigured_gateway_refuses_payments(
@@ -351,6 +352,16 @@ class StripeSide:
             return
         self._client.v1.refunds.create({"payment_intent": intent.id, "amount": cents})
 
+    def dispute(self, intent: PaymentIntent, cents: int, status: str = "needs_response",
+                dispute_id: str | None = None) -> str:
+        """The buyer's bank disputes the payment (or moves the dispute `dispute_id` to `status`); no
+        webhook is delivered. Returns the dispute's id."""
+        if isinstance(self.gateway, FakePaymentGateway):
+            self.gateway.dispute(intent.id, cents, status, dispute_id=dispute_id)
+            return dispute_id or [d.id for d in self.gateway.disputes.values() if d.payment_intent_id == intent.id][-1]
+        assert isinstance(self.gateway, StripePaymentGateway) and self.gateway.api_base
+        return str(open_dispute(self.gateway.api_base, intent.id, cents, status, dispute_id)["id"])
+
     def created(self, intent: PaymentIntent) -> datetime:
         if isinstance(self.gateway, FakePaymentGateway):
             return self.gateway.created_at[intent.id]
@@ -431,6 +442,30 @@ def test_list_refunds_returns_each_refund_of_the_intent(gateway: PaymentGateway,
 
 def test_list_refunds_of_an_unknown_intent_is_empty(gateway: PaymentGateway) -> None:
     assert gateway.list_refunds("pi_doesnotexist000000") == []
+
+
+def test_list_disputes_returns_each_dispute_of_the_intent_as_it_stands(
+    gateway: PaymentGateway, side: StripeSide
+) -> None:
+    intent = gateway.create_payment_intent(a_request(5000))
+    other = gateway.create_payment_intent(a_request(5000))
+    side.pay(intent)
+    side.pay(other)
+    assert gateway.list_disputes(intent.id) == []
+
+    first = side.dispute(intent, 5000)
+    side.dispute(other, 700)
+    side.dispute(intent, 5000, "lost", dispute_id=first)
+
+    disputes = gateway.list_disputes(intent.id)
+
+    assert disputes == [Dispute(first, intent.id, Usd(5000), "usd", "lost")]
+    assert [(d.amount.cents, d.status) for d in gateway.list_disputes(other.id)] == [(700, "needs_response")]
+
+
+def test_list_disputes_of_an_unknown_or_empty_intent_is_empty(gateway: PaymentGateway) -> None:
+    assert gateway.list_disputes("pi_doesnotexist000000") == []
+    assert gateway.list_disputes("") == []
 
 
 # -- the payment lifecycle events, as Stripe documents their objects ------------------------------------

@@ -32,7 +32,7 @@ from entrypoints.container import Container, migrate
 from entrypoints.http.app import create_app
 from entrypoints.settings import Secret
 from tests.e2e.conftest import RunningServer, make_settings, run_waitress
-from tests.fixtures.localstripe import LOCALSTRIPE_KEY, register_webhook
+from tests.fixtures.localstripe import LOCALSTRIPE_KEY, open_dispute, register_webhook
 from wallet_core.money import Credits, Usd
 from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases import reconcile_payments, verify_ledger
@@ -212,4 +212,39 @@ def test_a_refund_made_at_stripe_is_found_by_reconciliation(live: Live) -> None:
 
     assert (again.checked, again.repaired, again.correct, again.needs_review, again.actions) == (2, 0, 2, 0, [])
     assert live.balance(user) == "700.00"
+    assert verify_ledger(uow=live.container.unit_of_work()) == []
+
+
+def test_a_dispute_whose_webhooks_never_came_is_found_by_reconciliation(live: Live) -> None:
+    """The bank disputes a paid top-up and later decides it lost; neither webhook arrives. The first
+    reconciliation freezes the credits, the second books them out, a third finds nothing to do."""
+    since = next_whole_second()
+    user = f"disputed-{uuid.uuid4().hex[:8]}"
+    top_up = live.top_up(user, "10.00")
+    pi_id = top_up["payment_intent_id"]
+    pay(live, pi_id)
+    wait_for("the balance after paying", lambda: live.balance(user), lambda b: b == "1000.00")
+    dispute = open_dispute(live.container.settings().stripe_api_base or "", pi_id, 1000)
+
+    opened = reconcile_payments(uow=live.container.unit_of_work(), gateway=live.container.gateway(), since=since)
+
+    assert (opened.checked, opened.repaired, opened.needs_review) == (1, 1, 0), opened
+    assert opened.actions == [f"freeze credits for dispute {dispute['id']} (10.00 usd) of {pi_id}, needs_response: "
+                              "dispute_opened"]
+    assert live.balance(user) == "0.00"
+    assert live.stored_top_up(top_up["top_up_id"]).status is TopUpStatus.DISPUTED
+
+    open_dispute(live.container.settings().stripe_api_base or "", pi_id, 1000, "lost", str(dispute["id"]))
+    lost = reconcile_payments(uow=live.container.unit_of_work(), gateway=live.container.gateway(), since=since)
+
+    assert [a.rsplit(": ", 1)[1] for a in lost.actions] == ["dispute_lost"]
+    assert live.stored_top_up(top_up["top_up_id"]).status is TopUpStatus.DISPUTE_LOST
+    assert live.events(pi_id) == [
+        ("payment_intent.succeeded", "webhook", "granted"),
+        ("charge.dispute.created", "reconcile", "dispute_opened"),
+        ("charge.dispute.closed", "reconcile", "dispute_lost"),
+    ]
+    again = reconcile_payments(uow=live.container.unit_of_work(), gateway=live.container.gateway(), since=since)
+    assert (again.repaired, again.correct, again.actions) == (0, 1, [])
+    assert live.balance(user) == "0.00"
     assert verify_ledger(uow=live.container.unit_of_work()) == []

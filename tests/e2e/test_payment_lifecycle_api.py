@@ -273,8 +273,8 @@ def test_a_dispute_freezes_the_credits_and_a_won_dispute_gives_them_back(service
     assert status(service, pi) is TopUpStatus.DISPUTED
     assert spend(service, "ola", "1.00", "ola-1").status_code == 409
     verified(service)
-    # charge.dispute.updated is not consumed: logged, answered, nothing moves.
-    assert outcome(service, service.gateway.dispute(pi, 1000, "under_review")) == "ignored"
+    # charge.dispute.updated of a dispute already frozen: answered, nothing moves.
+    assert outcome(service, service.gateway.dispute(pi, 1000, "under_review")) == "dispute_open"
     assert balance(service, "ola") == ("0.00", "0.00")
     assert status(service, pi) is TopUpStatus.DISPUTED
 
@@ -283,6 +283,19 @@ def test_a_dispute_freezes_the_credits_and_a_won_dispute_gives_them_back(service
     assert status(service, pi) is TopUpStatus.SUCCEEDED
     assert kinds(service, "ola") == ["dispute_won", "dispute", "top_up"]
     assert spend(service, "ola", "1.00", "ola-2").status_code == 201
+    verified(service)
+
+
+def test_a_dispute_update_freezes_the_credits_when_its_created_event_was_missed(service):
+    pi = top_up(service, "quin")
+    outcome(service, service.gateway.succeed(pi))
+    service.gateway.dispute(pi, 1000)  # charge.dispute.created, never delivered
+
+    assert outcome(service, service.gateway.dispute(pi, 1000, "under_review")) == "dispute_opened"
+    assert balance(service, "quin") == ("0.00", "0.00")
+    assert status(service, pi) is TopUpStatus.DISPUTED
+    assert outcome(service, service.gateway.dispute(pi, 1000, "under_review")) == "dispute_open"
+    assert kinds(service, "quin") == ["dispute", "top_up"]  # frozen once
     verified(service)
 
 

@@ -170,11 +170,14 @@ class StubGateway:
     Records every call, so tests can see what was asked."""
 
     def __init__(self, intents: list[PaymentIntent] | None = None,
-                 refunds: dict[str, list[Refund]] | None = None) -> None:
+                 refunds: dict[str, list[Refund]] | None = None,
+                 disputes: dict[str, list[Dispute]] | None = None) -> None:
         self.intents = list(intents or [])
         self.refunds = dict(refunds or {})
+        self.disputes = dict(disputes or {})
         self.listed_since: list[datetime | None] = []
         self.refund_calls: list[str] = []
+        self.dispute_calls: list[str] = []
 
     def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
         self.listed_since.append(created_after)
@@ -183,6 +186,10 @@ class StubGateway:
     def list_refunds(self, payment_intent_id: str) -> list[Refund]:
         self.refund_calls.append(payment_intent_id)
         return list(self.refunds.get(payment_intent_id, []))
+
+    def list_disputes(self, payment_intent_id: str) -> list[Dispute]:
+        self.dispute_calls.append(payment_intent_id)
+        return list(self.disputes.get(payment_intent_id, []))
 
     def create_payment_intent(self, request: object) -> PaymentIntent:
         raise AssertionError("reconciliation must not create payments")

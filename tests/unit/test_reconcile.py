@@ -12,13 +12,15 @@ from tests.unit.helpers import (
     StubGateway,
     WalletDriver,
     assert_store_unchanged,
+    dispute_event,
     refund,
     refund_event,
     snapshot,
 )
+from wallet_core.errors import PaymentGatewayFailed
 from wallet_core.ledger import TransactionKind
 from wallet_core.money import Credits, Usd
-from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentIntent, Refund
+from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, Dispute, PaymentIntent, Refund
 from wallet_core.ports import StoredEvent
 from wallet_core.topups import TopUpStatus
 from wallet_core.use_cases import ReconcileReport, reconcile_payments
@@ -32,9 +34,14 @@ def _reconcile(wallet: WalletDriver, stub: StubGateway, **kw: Any) -> ReconcileR
     return reconcile_payments(uow=wallet.uow, gateway=stub, now=wallet.clock, **kw)
 
 
-def _stripe(wallet: WalletDriver, refunds: dict[str, list[Refund]] | None = None) -> StubGateway:
+def _stripe(wallet: WalletDriver, refunds: dict[str, list[Refund]] | None = None,
+            disputes: dict[str, list[Dispute]] | None = None) -> StubGateway:
     """Stripe's listing, as the fake gateway's intents stand now."""
-    return StubGateway(intents=list(wallet.gateway.intents.values()), refunds=refunds)
+    return StubGateway(intents=list(wallet.gateway.intents.values()), refunds=refunds, disputes=disputes)
+
+
+def _dispute(pi: str, status: str, cents: int = 1000, dispute_id: str = "du_1") -> Dispute:
+    return Dispute(dispute_id, pi, Usd(cents), "usd", status)
 
 
 def _missed_payment(wallet: WalletDriver, usd: str = "10.00", user: str = "alice") -> str:
@@ -290,3 +297,111 @@ def test_since_and_progress_are_passed_through(wallet: WalletDriver) -> None:
 
     assert stub.listed_since == [since]
     assert seen == [i.id for i in stub.intents]  # every intent listed, ours or not
+
+
+# -- disputes -----------------------------------------------------------------------------------------
+
+
+def test_a_dispute_whose_webhook_was_missed_freezes_the_credits(wallet: WalletDriver) -> None:
+    top_up = wallet.paid("10.00")
+    pi = top_up.payment_intent_id
+    stub = _stripe(wallet, disputes={pi: [_dispute(pi, "needs_response")]})
+
+    report = _reconcile(wallet, stub)
+
+    assert (report.checked, report.correct, report.repaired) == (1, 0, 1)
+    assert report.actions == [f"freeze credits for dispute du_1 (10.00 usd) of {pi}, needs_response: dispute_opened"]
+    assert wallet.spendable() == Credits(0)
+    assert wallet.top_up_record(top_up.id).status is TopUpStatus.DISPUTED
+    logged = wallet.store.state.events["reconcile:du_1:opened"]
+    assert (logged.type, logged.outcome, logged.source) == ("charge.dispute.created", "dispute_opened", "reconcile")
+    assert stub.dispute_calls == [pi]
+    assert wallet.verify() == []
+
+
+@pytest.mark.parametrize(("status", "spendable", "final"), [
+    ("lost", "0", TopUpStatus.DISPUTE_LOST),
+    ("won", "1000", TopUpStatus.SUCCEEDED),
+])
+def test_a_dispute_closed_while_its_webhooks_were_missed_is_closed(
+    wallet: WalletDriver, status: str, spendable: str, final: TopUpStatus
+) -> None:
+    """Its close missed, and perhaps its opening too: lost takes the credits (frozen or not), won
+    leaves or gives them back."""
+    for opened_here in (False, True):
+        top_up = wallet.paid("10.00", "dora" if opened_here else "eve")
+        pi = top_up.payment_intent_id
+        if opened_here:
+            wallet.deliver(dispute_event(pi, f"du_{pi}", 1000, "needs_response"))
+        stub = _stripe(wallet, disputes={pi: [_dispute(pi, status, dispute_id=f"du_{pi}")]})
+
+        report = _reconcile(wallet, stub)
+
+        assert report.repaired == 1, report
+        assert [a.rsplit(": ", 1)[0] for a in report.actions] == [
+            f"close dispute du_{pi} (10.00 usd) of {pi}, {status}"]
+        assert wallet.spendable(top_up.user_id) == c(spendable)
+        assert wallet.top_up_record(top_up.id).status is (final if opened_here or status == "lost"
+                                                          else TopUpStatus.SUCCEEDED)
+        assert wallet.verify() == []
+        assert _reconcile(wallet, stub).repaired == 0  # and once only
+
+
+def test_a_dispute_the_webhooks_applied_is_not_applied_again(wallet: WalletDriver) -> None:
+    pi = wallet.paid("10.00").payment_intent_id
+    wallet.deliver(dispute_event(pi, "du_1", 1000, "needs_response"))
+    before = snapshot(wallet.store)
+
+    report = _reconcile(wallet, _stripe(wallet, disputes={pi: [_dispute(pi, "under_review")]}))
+
+    assert (report.correct, report.repaired, report.actions) == (1, 0, [])
+    assert_store_unchanged(wallet.store, before)
+
+
+def test_a_missed_payment_refund_and_dispute_are_repaired_in_the_order_the_money_moved(
+    wallet: WalletDriver,
+) -> None:
+    """Granted first, then 4.00 refunded, then the remaining 6.00 disputed and lost."""
+    pi = _missed_payment(wallet)
+    top_up = wallet.top_up_of(pi)
+    stub = _stripe(wallet, {pi: [refund("re_1", pi, 400)]}, {pi: [_dispute(pi, "lost", 600)]})
+
+    report = _reconcile(wallet, stub)
+
+    assert [a.rsplit(": ", 1)[1] for a in report.actions] == ["granted", "refunded", "dispute_lost"]
+    assert wallet.spendable() == Credits(0)
+    assert wallet.top_up_of(pi).status is TopUpStatus.DISPUTE_LOST
+    assert wallet.verify() == []
+    assert top_up.id in report.actions[0]
+
+
+def test_a_dry_run_lists_dispute_repairs_and_changes_nothing(wallet: WalletDriver) -> None:
+    pi = wallet.paid("10.00").payment_intent_id
+    before = snapshot(wallet.store)
+
+    report = _reconcile(wallet, _stripe(wallet, disputes={pi: [_dispute(pi, "lost")]}), dry_run=True)
+
+    assert report.actions == [f"would close dispute du_1 (10.00 usd) of {pi}, lost"]
+    assert_store_unchanged(wallet.store, before)
+
+
+def test_when_stripe_cannot_list_disputes_the_run_says_so_once_and_repairs_the_rest(wallet: WalletDriver) -> None:
+    first, second = _missed_payment(wallet, user="alice"), _missed_payment(wallet, user="bob")
+
+    class NoDisputes(StubGateway):
+        def list_disputes(self, payment_intent_id: str) -> list[Dispute]:
+            self.dispute_calls.append(payment_intent_id)
+            raise PaymentGatewayFailed("could not list disputes: Stripe error (APIError) [HTTP 404]")
+
+    stub = NoDisputes(intents=list(wallet.gateway.intents.values()))
+
+    report = _reconcile(wallet, stub)
+
+    assert [a.rsplit(": ", 1)[1] for a in report.actions] == ["granted", "granted"]
+    assert wallet.spendable("alice") == wallet.spendable("bob") == c("1000")
+    assert report.disputes_checked is False
+    assert len(stub.dispute_calls) == 1  # asked once, not once per payment
+    assert report.needs_review == 1
+    assert report.reviews == [f"disputes not checked (from {stub.dispute_calls[0]} on): could not list disputes: "
+                              "Stripe error (APIError) [HTTP 404]"]
+    assert {first, second} >= set(stub.dispute_calls)

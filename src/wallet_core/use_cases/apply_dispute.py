@@ -21,14 +21,25 @@ CLOSED_WON = frozenset({"won", "warning_closed"})
 CLOSED_LOST = frozenset({"lost"})
 
 
+def dispute_reference(dispute_id: str) -> str:
+    """The ledger reference of the transaction that froze a dispute's credits."""
+    return f"dispute:{dispute_id}"
+
+
+def dispute_closed_reference(dispute_id: str) -> str:
+    """The ledger reference of the transaction that closed a dispute (won, lost, or closed before it
+    was seen open)."""
+    return f"dispute_closed:{dispute_id}"
+
+
 def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -> str:
     if not paid(top_up.status):
         return "ignored"
-    frozen = tx.ledger.find_transaction_by_reference(f"dispute:{dispute.id}")
+    frozen = tx.ledger.find_transaction_by_reference(dispute_reference(dispute.id))
     at = now()
     state = lock_and_sweep(tx.ledger, top_up.user_id, at)
     lot_id = top_up_lot_id(top_up.payment_intent_id)
-    closed_reference = f"dispute_closed:{dispute.id}"
+    closed_reference = dispute_closed_reference(dispute.id)
     if frozen is None:
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
             return "ignored_late"  # its close came first: nothing to freeze any more
@@ -69,7 +80,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 credits=credits,
                 to_account=Account.DISPUTED,
                 kind=TransactionKind.DISPUTE,
-                reference_id=f"dispute:{dispute.id}",
+                reference_id=dispute_reference(dispute.id),
                 now=at,
                 reason=f"dispute {dispute.id} opened on top-up {top_up.id}; credits frozen",
                 metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
@@ -129,7 +140,7 @@ def _closed_marker(top_up: TopUp, dispute: Dispute, at: datetime) -> Booking:
         id=new_id("ctx"),
         user_id=top_up.user_id,
         kind=TransactionKind.DISPUTE_WON,
-        reference_id=f"dispute_closed:{dispute.id}",
+        reference_id=dispute_closed_reference(dispute.id),
         created_at=at,
         postings=(Posting(Account.DISPUTED, Credits(0)), Posting(Account.STRIPE_FUNDING, Credits(0))),
         reason=f"dispute {dispute.id} closed ({dispute.status}) before it was seen open; nothing was frozen",

@@ -6,7 +6,7 @@
 | payment_intent.payment_failed | pending -> failed (the buyer may still retry; a later success grants) |
 | payment_intent.canceled | pending/failed -> canceled; never grants |
 | charge.refunded, refund.created/updated, charge.refund.updated | takes back credits in proportion, once per refund |
-| charge.dispute.created | freezes the disputed credits |
+| charge.dispute.created, charge.dispute.updated | freezes the disputed credits (once) |
 | charge.dispute.closed | won: gives them back; lost: books them out |
 | anything else | nothing (answered 200) |
 
@@ -40,7 +40,9 @@ SUCCEEDED = "payment_intent.succeeded"
 FAILED = "payment_intent.payment_failed"
 CANCELED = "payment_intent.canceled"
 REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
-DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.closed"})
+# An update is applied like the others (the dispute as it stands now): it freezes the credits of a
+# dispute whose `created` was missed, and is `dispute_open` otherwise.
+DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"})
 
 
 @dataclass(frozen=True)

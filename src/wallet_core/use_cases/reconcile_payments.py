@@ -1,10 +1,15 @@
-"""`wallet reconcile`: compare Stripe's PaymentIntents and refunds with the ledger and apply what
-webhooks missed.
+"""`wallet reconcile`: compare Stripe's PaymentIntents, their refunds and their disputes with the
+ledger and apply what webhooks missed.
 
 Idempotent and safe while the server runs: every repair goes through apply_payment_event with an
-event id made from what it repairs (`reconcile:<pi>:succeeded`, `reconcile:<refund id>`), so the
-ledger's unique references make a repair happen once, whoever (webhook or reconcile) comes first.
-A second run finds everything correct and repairs nothing.
+event id made from what it repairs (`reconcile:<pi>:succeeded`, `reconcile:<refund id>`,
+`reconcile:<dispute id>:<state>`), so the ledger's unique references make a repair happen once,
+whoever (webhook or reconcile) comes first. A second run finds everything correct and repairs nothing.
+
+Per paid PaymentIntent the repairs come in the order the money moved: the grant, then the refunds,
+then the disputes (a dispute never freezes more than the refunds left). When Stripe cannot list
+disputes (an outage, or a test server without them, as localstripe), the run says so once, as a
+line for review, checks no more disputes, and repairs the rest.
 """
 
 from __future__ import annotations
@@ -14,10 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from wallet_core.clock import Clock, utc_now
+from wallet_core.errors import PaymentGatewayFailed
 from wallet_core.lifecycle import paid
-from wallet_core.payments import META_TOP_UP_ID, PaymentEvent, PaymentIntent
+from wallet_core.payments import META_TOP_UP_ID, Dispute, PaymentEvent, PaymentIntent
 from wallet_core.ports import PaymentGateway, UnitOfWorkFactory
 from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.use_cases.apply_dispute import (
+    CLOSED_LOST,
+    CLOSED_WON,
+    dispute_closed_reference,
+    dispute_reference,
+)
 from wallet_core.use_cases.apply_payment_event import apply_payment_event
 from wallet_core.use_cases.apply_refund import refund_reference
 
@@ -30,6 +42,7 @@ class ReconcileReport:
     needs_review: int = 0
     actions: list[str] = field(default_factory=list)  # one line per repair (or planned repair)
     reviews: list[str] = field(default_factory=list)  # one line per payment a person must look at
+    disputes_checked: bool = True  # False once Stripe could not list them; the reviews say why
 
 
 def reconcile_payments(
@@ -58,7 +71,7 @@ def reconcile_payments(
             report.needs_review += 1
             report.reviews.append(f"{intent.id}: succeeded at Stripe, but top-up {top_up.id} is canceled here")
             continue
-        repairs = _repairs(top_up, intent, gateway, uow)
+        repairs = _repairs(top_up, intent, gateway, uow, report)
         if top_up.status is TopUpStatus.NEEDS_REVIEW:
             report.needs_review += 1
             report.reviews.append(f"{intent.id}: top-up {top_up.id} is marked needs_review")
@@ -80,7 +93,7 @@ def reconcile_payments(
 
 
 def _repairs(
-    top_up: TopUp, intent: PaymentIntent, gateway: PaymentGateway, uow: UnitOfWorkFactory
+    top_up: TopUp, intent: PaymentIntent, gateway: PaymentGateway, uow: UnitOfWorkFactory, report: ReconcileReport
 ) -> list[tuple[str, PaymentEvent]]:
     out: list[tuple[str, PaymentEvent]] = []
     if intent.status == "succeeded" and not paid(top_up.status):
@@ -114,4 +127,36 @@ def _repairs(
                     ),
                 )
             )
+        if report.disputes_checked:
+            try:
+                disputes = gateway.list_disputes(intent.id)
+            except PaymentGatewayFailed as exc:
+                report.disputes_checked = False
+                report.needs_review += 1
+                report.reviews.append(f"disputes not checked (from {intent.id} on): {exc}")
+                disputes = []
+            out.extend(_dispute_repairs(intent, disputes, uow))
+    return out
+
+
+def _dispute_repairs(
+    intent: PaymentIntent, disputes: list[Dispute], uow: UnitOfWorkFactory
+) -> list[tuple[str, PaymentEvent]]:
+    """A dispute closed at Stripe whose close the ledger lacks is closed here (won: the credits come
+    back; lost: they go, frozen or not); one still open that the ledger never froze is frozen."""
+    out: list[tuple[str, PaymentEvent]] = []
+    with uow(read_only=True) as tx:
+        for dispute in disputes:
+            closed_here = tx.ledger.find_transaction_by_reference(dispute_closed_reference(dispute.id)) is not None
+            if closed_here:
+                continue
+            about = f"dispute {dispute.id} ({dispute.amount} {dispute.currency}) of {intent.id}"
+            if dispute.status in CLOSED_WON | CLOSED_LOST:
+                event = PaymentEvent(f"reconcile:{dispute.id}:{dispute.status}", "charge.dispute.closed",
+                                     dispute=dispute, payment_intent_id=intent.id)
+                out.append((f"close {about}, {dispute.status}", event))
+            elif tx.ledger.find_transaction_by_reference(dispute_reference(dispute.id)) is None:
+                event = PaymentEvent(f"reconcile:{dispute.id}:opened", "charge.dispute.created",
+                                     dispute=dispute, payment_intent_id=intent.id)
+                out.append((f"freeze credits for {about}, {dispute.status}", event))
     return out
