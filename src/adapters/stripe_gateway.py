@@ -190,52 +190,48 @@ class StripePaymentGateway:
     def list_refunds(self, payment_intent_id: str) -> list[Refund]:
         """Every refund of the PaymentIntent, all pages. An unknown PaymentIntent has none."""
         client = self._get_client()
-        if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
-            return []  # without the filter Stripe would list every refund of the account
-        refunds: list[Refund] = []
-        try:
-            for page in self._pages(
-                "list refunds",
-                lambda params: client.v1.refunds.list(params),  # type: ignore[arg-type]
-                {"payment_intent": payment_intent_id, "limit": _PAGE_SIZE},
-                not_found="no such PaymentIntent",
-            ):
-                for item in page:
-                    try:
-                        refunds.append(refund_from_dict(item, payment_intent_id=payment_intent_id))
-                    except InvalidWebhook:
-                        raise PaymentGatewayFailed(
-                            "could not list refunds: Stripe answered with something that is not a Refund"
-                        ) from None
-        except NotFound:
-            return []
-        return refunds
+        return self._list_of_intent(
+            "refunds", "a Refund", payment_intent_id,
+            lambda params: client.v1.refunds.list(params),  # type: ignore[arg-type]
+            lambda item: refund_from_dict(item, payment_intent_id=payment_intent_id),
+        )
 
     def list_disputes(self, payment_intent_id: str) -> list[Dispute]:
         """Every dispute of the PaymentIntent, all pages, as each stands now. An unknown PaymentIntent
         has none."""
         client = self._get_client()
+
+        def translate(item: Any) -> Dispute:
+            dispute = dispute_from_dict(item)
+            return replace(dispute, payment_intent_id=dispute.payment_intent_id or payment_intent_id)
+
+        return self._list_of_intent(
+            "disputes", "a Dispute", payment_intent_id,
+            lambda params: client.v1.disputes.list(params),  # type: ignore[arg-type]
+            translate,
+        )
+
+    def _list_of_intent(
+        self, what: str, one: str, payment_intent_id: str, fetch: Callable[[dict[str, Any]], Any],
+        translate: Callable[[Any], T],
+    ) -> list[T]:
+        """Every `what` of one PaymentIntent, all pages, each through `translate`."""
         if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
-            return []  # without the filter Stripe would list every dispute of the account
-        disputes: list[Dispute] = []
+            return []  # without the filter Stripe would list every one of the account
+        found: list[T] = []
         try:
-            for page in self._pages(
-                "list disputes",
-                lambda params: client.v1.disputes.list(params),  # type: ignore[arg-type]
-                {"payment_intent": payment_intent_id, "limit": _PAGE_SIZE},
-                not_found="no such PaymentIntent",
-            ):
+            for page in self._pages(f"list {what}", fetch, {"payment_intent": payment_intent_id, "limit": _PAGE_SIZE},
+                                    not_found="no such PaymentIntent"):
                 for item in page:
                     try:
-                        dispute = dispute_from_dict(item)
+                        found.append(translate(item))
                     except InvalidWebhook:
                         raise PaymentGatewayFailed(
-                            "could not list disputes: Stripe answered with something that is not a Dispute"
+                            f"could not list {what}: Stripe answered with something that is not {one}"
                         ) from None
-                    disputes.append(replace(dispute, payment_intent_id=dispute.payment_intent_id or payment_intent_id))
         except NotFound:
             return []
-        return disputes
+        return found
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         return parse_webhook(
