@@ -23,7 +23,7 @@ from adapters.stripe_gateway import StripePaymentGateway, newest_first
 from tests.fixtures.localstripe import LOCALSTRIPE_KEY, register_webhook
 from wallet_core.errors import NotFound, PaymentGatewayFailed, PaymentsNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentIntentRequest, Refund
+from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, Dispute, PaymentIntentRequest, Refund
 
 SECRET_KEY = "sk_test_51SuperSecretIntegrationKey0123456789"
 
@@ -496,6 +496,23 @@ def test_list_refunds_follows_every_page_and_filters_by_intent() -> None:
     assert [query(s).get("starting_after") for s in seen] == [None, "re_1", "re_3"]
 
 
+def test_list_disputes_follows_every_page_and_names_the_intent_when_stripe_does_not() -> None:
+    disputes = [
+        {"id": f"du_{n}", "object": "dispute", "amount": 100 * (n + 1), "currency": "USD",
+         "status": ["needs_response", "under_review", "won", "lost"][n], "charge": "ch_d",
+         "payment_intent": "pi_d" if n != 1 else None}
+        for n in range(4)
+    ]
+    with local_server(paged(disputes, page_size=3)) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        found = gateway.list_disputes("pi_d")
+
+    assert found == [Dispute(f"du_{n}", "pi_d", Usd(100 * (n + 1)), "usd", d["status"]) for n, d in enumerate(disputes)]
+    assert [urllib.parse.urlsplit(s.path).path for s in seen] == ["/v1/disputes"] * 2
+    assert all(query(s)["payment_intent"] == "pi_d" and query(s)["limit"] == "100" for s in seen)
+    assert [query(s).get("starting_after") for s in seen] == [None, "du_2"]
+
+
 def test_list_refunds_of_an_empty_id_asks_nothing() -> None:
     with local_server(paged([], page_size=10)) as (url, seen):
         gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
@@ -503,12 +520,13 @@ def test_list_refunds_of_an_empty_id_asks_nothing() -> None:
     assert seen == []
 
 
-def test_list_refunds_of_a_missing_intent_is_empty() -> None:
+def test_list_refunds_and_disputes_of_a_missing_intent_are_empty() -> None:
     error = {"error": {"type": "invalid_request_error", "code": "resource_missing",
                        "message": "No such payment_intent: 'pi_gone'", "param": "payment_intent"}}
     with local_server(lambda _: Answer(status=400, body=error)) as (url, _seen):
         gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
         assert gateway.list_refunds("pi_gone") == []
+        assert gateway.list_disputes("pi_gone") == []
 
 
 @pytest.mark.parametrize(
@@ -516,6 +534,7 @@ def test_list_refunds_of_a_missing_intent_is_empty() -> None:
     [
         pytest.param(lambda g: list(g.list_payment_intents()), id="list_payment_intents"),
         pytest.param(lambda g: g.list_refunds("pi_1"), id="list_refunds"),
+        pytest.param(lambda g: g.list_disputes("pi_1"), id="list_disputes"),
     ],
 )
 @pytest.mark.parametrize(
@@ -564,6 +583,8 @@ def test_listing_without_a_key_is_not_configured(key: str | None) -> None:
             gateway.list_payment_intents()
         with pytest.raises(PaymentsNotConfigured):
             gateway.list_refunds("pi_1")
+        with pytest.raises(PaymentsNotConfigured):
+            gateway.list_disputes("pi_1")
     assert seen == []
 
 
@@ -574,7 +595,10 @@ def test_listing_without_a_key_is_not_configured(key: str | None) -> None:
 def test_localstripe_lists_more_than_a_page_of_intents_newest_first(
     localstripe_gateway: StripePaymentGateway,
 ) -> None:
-    created = [localstripe_gateway.create_payment_intent(a_request(100 + n)).id for n in range(105)]
+    created = [localstripe_gateway.create_payment_intent(a_request(100)).id]
+    time.sleep(1.05)  # two different `created` seconds tell localstripe's order (oldest first) from Stripe's,
+    # also when this test runs alone against a fresh localstripe and the rest fit in one second
+    created += [localstripe_gateway.create_payment_intent(a_request(101 + n)).id for n in range(104)]
     mine = set(created)
 
     listed = [i.id for i in localstripe_gateway.list_payment_intents() if i.id in mine]
