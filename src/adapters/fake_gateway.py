@@ -102,6 +102,20 @@ class FakePaymentGateway:
             except KeyError:
                 raise NotFound(f"no PaymentIntent {payment_intent_id}") from None
 
+    def cancel_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
+        """As Stripe: an intent that succeeded or was canceled already cannot be canceled."""
+        with self._lock:
+            self._check()
+            intent = self.intents.get(payment_intent_id)
+            if intent is None:
+                raise NotFound(f"no PaymentIntent {payment_intent_id}")
+            if intent.status in ("succeeded", "canceled"):
+                raise PaymentGatewayFailed(
+                    f"could not cancel a PaymentIntent: Stripe refused the request: it has a status of {intent.status}"
+                )
+            canceled = self.intents[payment_intent_id] = replace(intent, status="canceled")
+            return canceled
+
     def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
         """Newest first (by creation order), back to `created_after` (inclusive)."""
         with self._lock:

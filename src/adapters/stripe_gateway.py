@@ -159,6 +159,18 @@ class StripePaymentGateway:
         )
         return self._translate(obj, "retrieve a PaymentIntent")
 
+    def cancel_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
+        client = self._get_client()
+        if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
+            raise NotFound("no PaymentIntent with an empty id")
+        obj = self._call(
+            "cancel a PaymentIntent",
+            # No cancellation_reason ("abandoned" would fit): localstripe refuses any parameter here.
+            lambda: client.v1.payment_intents.cancel(payment_intent_id),
+            not_found=f"no PaymentIntent {redact(payment_intent_id)[:100]}",
+        )
+        return self._translate(obj, "cancel a PaymentIntent")
+
     def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
         """Newest first, back to `created_after` (inclusive, to the second). The first page is fetched
         now, so a missing key or an unreachable Stripe fails here rather than on the first `next()`.

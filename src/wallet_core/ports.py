@@ -41,6 +41,12 @@ class PaymentGateway(Protocol):
         """Look up an intent. Raises PaymentsNotConfigured, PaymentGatewayFailed or NotFound."""
         ...
 
+    def cancel_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
+        """Cancel an intent nobody has paid (the wallet could not record it), so it can never be paid.
+        Raises PaymentsNotConfigured, PaymentGatewayFailed (also when it can no longer be canceled)
+        or NotFound."""
+        ...
+
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         """Verify the signature over the raw payload and parse it. Raises InvalidWebhook or
         WebhooksNotConfigured."""

@@ -165,10 +165,33 @@ def test_retrieve_of_an_unknown_id_is_not_found(gateway: PaymentGateway) -> None
         gateway.retrieve_payment_intent("pi_doesnotexist000000")
 
 
+def test_cancel_makes_an_unpaid_intent_unpayable(gateway: PaymentGateway, side: StripeSide) -> None:
+    intent = gateway.create_payment_intent(a_request(1500))
+
+    canceled = gateway.cancel_payment_intent(intent.id)
+
+    assert (canceled.id, canceled.status, canceled.amount) == (intent.id, "canceled", Usd(1500))
+    assert gateway.retrieve_payment_intent(intent.id).status == "canceled"
+    with pytest.raises(PaymentGatewayFailed, match="cancel"):
+        gateway.cancel_payment_intent(intent.id)  # once only
+
+
+def test_cancel_refuses_a_paid_intent_and_an_unknown_one(gateway: PaymentGateway, side: StripeSide) -> None:
+    paid = gateway.create_payment_intent(a_request(1500))
+    side.pay(paid)
+
+    with pytest.raises(PaymentGatewayFailed, match="cancel"):
+        gateway.cancel_payment_intent(paid.id)
+    assert gateway.retrieve_payment_intent(paid.id).status == "succeeded"
+    with pytest.raises(NotFound):
+        gateway.cancel_payment_intent("pi_doesnotexist000000")
+
+
 @pytest.mark.parametrize(
     "call",
     [
         pytest.param(lambda g: g.create_payment_intent(a_request()), id="create"),
+        pytest.param(lambda g: g.cancel_payment_intent("pi_anything"), id="cancel"),
         pytest.param(lambda g: g.retrieve_payment_intent("pi_anything"), id="retrieve"),
         pytest.param(lambda g: g.list_payment_intents(), id="list_payment_intents"),
         pytest.param(lambda g: g.list_refunds("pi_anything"), id="list_refunds"),

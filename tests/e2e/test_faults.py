@@ -162,11 +162,13 @@ def test_sqlite_locked_top_up_answers_503_and_leaves_no_top_up_without_its_inten
         assert keyed.status_code == 503, keyed.text
         assert gateway.create_calls == []
         # Without a key the PaymentIntent is created first, then recording it fails: 503, and the
-        # client secret never reaches the buyer, so nobody can pay an intent the wallet does not know.
+        # client secret never reaches the buyer, so nobody can pay an intent the wallet does not know;
+        # and nobody can ask for it again (no key), so it is canceled at Stripe.
         unkeyed = _top_up(svc, "bob")
         assert unkeyed.status_code == 503, unkeyed.text
         assert "client_secret" not in unkeyed.text
         assert len(gateway.create_calls) == 1
+        assert [i.status for i in gateway.intents.values()] == ["canceled"]
 
     with _short_timeout_sqlite_service(sqlite_url, gateway) as svc:
         assert _sqlite_count(sqlite_url, "SELECT count(*) FROM top_ups") == 0
@@ -373,6 +375,7 @@ def test_postgresql_down_webhook_and_top_up_answer_503_then_the_service_recovers
         unkeyed = _top_up(svc, user)
         assert unkeyed.status_code == 503, unkeyed.text
         assert "client_secret" not in unkeyed.text
+        assert list(gateway.intents.values())[-1].status == "canceled"  # unpayable, and said so at Stripe
         assert svc.client.simulate_get(WALLET, headers=svc.auth(user)).status_code == 503
     finally:
         proxy.start()

@@ -192,6 +192,17 @@ def test_a_foreign_intent_is_skipped(wallet: WalletDriver) -> None:
     assert_store_unchanged(wallet.store, before)
 
 
+def test_a_canceled_intent_of_ours_with_no_top_up_is_correct(wallet: WalletDriver) -> None:
+    """The wallet cancels the intent of a top-up it could not record: nothing to review or repair."""
+    orphan = replace(_foreign_intent(), id="pi_orphan", status="canceled",
+                     metadata={META_TOP_UP_ID: "tu_gone", META_USER_ID: "alice"})
+
+    report = _reconcile(wallet, StubGateway(intents=[orphan]))
+
+    assert (report.checked, report.correct, report.repaired, report.needs_review) == (1, 1, 0, 0)
+    assert report.reviews == [] and report.actions == []
+
+
 def test_an_intent_of_ours_with_no_top_up_needs_review(wallet: WalletDriver) -> None:
     orphan = PaymentIntent("pi_orphan", Usd(1000), "usd", "succeeded", {META_TOP_UP_ID: "tu_x", META_USER_ID: "alice"})
     before = snapshot(wallet.store)

@@ -16,6 +16,7 @@ from wallet_core.errors import (
     InvalidInput,
     PaymentGatewayFailed,
     PaymentsNotConfigured,
+    StorageUnavailable,
 )
 from wallet_core.money import Credits, Usd
 from wallet_core.payments import META_TOP_UP_ID, META_USER_ID
@@ -278,3 +279,50 @@ def test_concurrent_retries_with_the_same_key_create_one_top_up(
     assert len(store.state.top_ups) == 1
     assert len(gateway.intents) == 1
     assert store.commits == 1
+
+
+class _CommitFails(InMemoryUnitOfWork):
+    """The database goes away between creating the PaymentIntent and recording the top-up."""
+
+    def commit(self) -> None:
+        raise StorageUnavailable("the database is unavailable: database is locked")
+
+
+@pytest.mark.parametrize("cancel_works", [True, False])
+def test_a_top_up_that_cannot_be_recorded_without_a_key_has_its_intent_canceled(
+    policy: TopUpPolicy, gateway: FakePaymentGateway, store: InMemoryStore, cancel_works: bool,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nobody can pay it (no client secret left the wallet) nor ask for it again (no key): canceled at
+    Stripe, so reconciliation does not report it for review forever. If Stripe cannot cancel it
+    either, the caller still gets the database's error and the failure is logged."""
+    if not cancel_works:
+        def down(payment_intent_id: str) -> None:
+            raise PaymentGatewayFailed("could not cancel a PaymentIntent: Stripe could not be reached")
+
+        monkeypatch.setattr(gateway, "cancel_payment_intent", down)
+
+    with pytest.raises(StorageUnavailable):
+        request_top_up(user_id="alice", amount_usd="10", policy=policy, gateway=gateway,
+                       uow=lambda **kw: _CommitFails(store, **kw))
+
+    (intent,) = gateway.intents.values()
+    assert intent.status == ("canceled" if cancel_works else "requires_payment_method")
+    assert_nothing_written(store)
+    assert ("could not be canceled" in caplog.text) is not cancel_works
+
+
+def test_a_top_up_that_cannot_be_recorded_with_a_key_keeps_its_intent_for_the_retry(
+    policy: TopUpPolicy, gateway: FakePaymentGateway, store: InMemoryStore, uow: UowFactory
+) -> None:
+    with pytest.raises(StorageUnavailable):
+        request_top_up(user_id="alice", amount_usd="10", policy=policy, gateway=gateway,
+                       uow=lambda **kw: _CommitFails(store, **kw), idempotency_key="order-1")
+    (intent,) = gateway.intents.values()
+    assert intent.status == "requires_payment_method"
+
+    retry = request_top_up(user_id="alice", amount_usd="10", policy=policy, gateway=gateway, uow=uow,
+                           idempotency_key="order-1")
+
+    assert retry.payment_intent_id == intent.id and retry.client_secret == intent.client_secret
+    assert store.state.top_ups[retry.top_up_id].payment_intent_id == intent.id

@@ -63,6 +63,9 @@ def reconcile_payments(
         report.checked += 1
         with uow(read_only=True) as tx:
             top_up = tx.ledger.find_top_up_by_payment_intent(intent.id)
+        if top_up is None and intent.status == "canceled":
+            report.correct += 1  # never paid and canceled: one the wallet gave up when it could not record it
+            continue
         if top_up is None:
             report.needs_review += 1
             report.reviews.append(f"{intent.id}: {intent.status} at Stripe, but no top-up here")

@@ -3,11 +3,15 @@
 Order matters for money safety: the PaymentIntent is created first (with an idempotency key), and
 the pending top-up is recorded in one commit afterwards. If Stripe fails, nothing is written. If the
 database fails, the caller gets an error and never sees the client secret, so nobody can pay an
-intent we have no record of.
+intent we have no record of. Without an Idempotency-Key nobody can ask for that intent again either,
+so it is canceled at Stripe (best effort: `wallet reconcile` would otherwise list it for review on
+every run). With a key it is left as it is: the client's retry gets the same intent back from Stripe
+and records it.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from wallet_core.clock import Clock, utc_now
@@ -17,6 +21,8 @@ from wallet_core.money import Credits, Usd
 from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentIntentRequest
 from wallet_core.ports import PaymentGateway, UnitOfWorkFactory
 from wallet_core.topups import CURRENCY, TopUp, TopUpPolicy, TopUpStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,17 +83,22 @@ def request_top_up(
         created_at=now(),
         idempotency_key=key,
     )
-    with uow() as tx:
-        try:
-            tx.ledger.add_top_up(top_up)
-        except DuplicateTopUp:
-            # A concurrent retry with the same key recorded it first; answer with that one.
-            tx.rollback()
-            earlier = tx.ledger.find_top_up_by_idempotency_key(user_id, key or "")
-            if earlier is None:
-                raise
-            return _replay(earlier, amount, gateway)
-        tx.commit()
+    try:
+        with uow() as tx:
+            try:
+                tx.ledger.add_top_up(top_up)
+            except DuplicateTopUp:
+                # A concurrent retry with the same key recorded it first; answer with that one.
+                tx.rollback()
+                earlier = tx.ledger.find_top_up_by_idempotency_key(user_id, key or "")
+                if earlier is None:
+                    raise
+                return _replay(earlier, amount, gateway)
+            tx.commit()
+    except Exception:
+        if key is None:
+            _abandon(gateway, intent.id)
+        raise
     return TopUpResult(
         top_up_id=top_up.id,
         payment_intent_id=intent.id,
@@ -96,6 +107,16 @@ def request_top_up(
         status=top_up.status,
         client_secret=intent.client_secret,
     )
+
+
+def _abandon(gateway: PaymentGateway, payment_intent_id: str) -> None:
+    """Cancel the intent of a top-up that could not be recorded; a failure is only logged (the
+    caller's error is the one that matters, and the intent stays unpayable without its secret)."""
+    try:
+        gateway.cancel_payment_intent(payment_intent_id)
+        log.warning("top-up not recorded: its PaymentIntent %s was canceled at Stripe", payment_intent_id)
+    except Exception as exc:  # noqa: BLE001
+        log.error("top-up not recorded, and its PaymentIntent %s could not be canceled: %s", payment_intent_id, exc)
 
 
 def _replay(earlier: TopUp, amount: Usd, gateway: PaymentGateway) -> TopUpResult:
