@@ -50,10 +50,14 @@ _URL_PASSWORD = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:([^\s@]+)@")
 
 
 class _SettingsLike(Protocol):
-    database_url: str
-    stripe_secret_key: Any
-    stripe_webhook_secrets: tuple[Any, ...]
-    jwt_secret: Any
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def stripe_secret_key(self) -> Any: ...
+    @property
+    def stripe_webhook_secrets(self) -> tuple[Any, ...]: ...
+    @property
+    def jwt_secret(self) -> Any: ...
 
 
 class Redactor:

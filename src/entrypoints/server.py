@@ -89,7 +89,7 @@ class GracefulServer:
     def _install_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}  # signals can only be handled on the main thread; the caller calls stop()
-        previous = {}
+        previous: dict[int, Any] = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, self.stop)
         return previous

@@ -11,7 +11,7 @@ from entrypoints.http.observability import install_observability
 from entrypoints.http.routes import add_routes
 
 
-def create_app(container: Container) -> falcon.App:
+def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Response]:
     wallet = container.wallet()
     auth = container.authenticator()
     app = falcon.App()

@@ -133,4 +133,4 @@ def read_query(req: falcon.Request, names: set[str]) -> dict[str, str]:
     repeated = sorted(name for name, value in req.params.items() if not isinstance(value, str))
     if repeated:
         raise InvalidInput("query", f"repeats parameter(s): {', '.join(repeated)}")
-    return dict(req.params)
+    return {name: value for name, value in req.params.items() if isinstance(value, str)}  # none repeated

@@ -87,7 +87,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTP
     resp.data = json.dumps(body).encode()
 
 
-def install(app: falcon.App) -> None:
+def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     # Falcon picks the most specific handler, so the order of these does not matter.
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(errors.WalletError, handle_wallet_error)

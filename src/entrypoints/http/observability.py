@@ -212,7 +212,7 @@ def _select_one(engine: Callable[[], Engine]) -> str | None:
     return None
 
 
-def install_observability(app: falcon.App, container: Container) -> Metrics:
+def install_observability(app: falcon.App[falcon.Request, falcon.Response], container: Container) -> Metrics:
     """Add the middleware and the /metrics and /readyz routes to `app`; the metrics are returned."""
     metrics = Metrics()
     app.add_middleware(ObservabilityMiddleware(metrics))

@@ -188,13 +188,13 @@ def _op_html(path: str, method: str, op: dict[str, Any]) -> str:
         for media, content in body["content"].items():
             parts.append(f"<h4>Request body ({_e(media)}{', required' if body['required'] else ', optional'})"
                          f"</h4>{_schema_html(content['schema'])}")
-    rows = []
+    replies: list[str] = []
     for status, reply in op["responses"].items():
         content = reply.get("content", {})
         shown = "".join(f"<code>{_e(m)}</code> {_schema_html(c['schema'])}" for m, c in content.items())
-        rows.append(f"<tr><td>{_e(status)}</td><td>{_e(reply['description'])}</td><td>{shown}</td></tr>")
+        replies.append(f"<tr><td>{_e(status)}</td><td>{_e(reply['description'])}</td><td>{shown}</td></tr>")
     parts.append("<h4>Responses</h4><table><tr><th>status</th><th>meaning</th><th>body</th></tr>"
-                 f"{''.join(rows)}</table></section>")
+                 f"{''.join(replies)}</table></section>")
     return "".join(parts)
 
 

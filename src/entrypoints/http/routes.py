@@ -117,7 +117,7 @@ class Endpoint:
         op.handler(Call(req, resp, self._wallet, principal, path, query, body, raw))
 
 
-def add_routes(app: falcon.App, wallet: Wallet, auth: JwtAuthenticator) -> None:
+def add_routes(app: falcon.App[falcon.Request, falcon.Response], wallet: Wallet, auth: JwtAuthenticator) -> None:
     """Mount every operation that has a handler here (the others are mounted by `mounted_by`)."""
     by_path: dict[str, list[Operation]] = {}
     for op in OPERATIONS:
