@@ -149,27 +149,22 @@ class StripePaymentGateway:
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         client = self._get_client()
-        if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
-            # An empty id would hit the *list* endpoint instead of one intent.
-            raise NotFound("no PaymentIntent with an empty id")
-        obj = self._call(
-            "retrieve a PaymentIntent",
-            lambda: client.v1.payment_intents.retrieve(payment_intent_id),
-            not_found=f"no PaymentIntent {redact(payment_intent_id)[:100]}",
-        )
-        return self._translate(obj, "retrieve a PaymentIntent")
+        intents = client.v1.payment_intents
+        return self._one_intent("retrieve", payment_intent_id, lambda: intents.retrieve(payment_intent_id))
 
     def cancel_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         client = self._get_client()
+        # No cancellation_reason ("abandoned" would fit): localstripe refuses any parameter here.
+        intents = client.v1.payment_intents
+        return self._one_intent("cancel", payment_intent_id, lambda: intents.cancel(payment_intent_id))
+
+    def _one_intent(self, verb: str, payment_intent_id: str, call: Callable[[], Any]) -> PaymentIntent:
         if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
+            # An empty id would hit the *list* endpoint instead of one intent.
             raise NotFound("no PaymentIntent with an empty id")
-        obj = self._call(
-            "cancel a PaymentIntent",
-            # No cancellation_reason ("abandoned" would fit): localstripe refuses any parameter here.
-            lambda: client.v1.payment_intents.cancel(payment_intent_id),
-            not_found=f"no PaymentIntent {redact(payment_intent_id)[:100]}",
-        )
-        return self._translate(obj, "cancel a PaymentIntent")
+        action = f"{verb} a PaymentIntent"
+        obj = self._call(action, call, not_found=f"no PaymentIntent {redact(payment_intent_id)[:100]}")
+        return self._translate(obj, action)
 
     def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
         """Newest first, back to `created_after` (inclusive, to the second). The first page is fetched
