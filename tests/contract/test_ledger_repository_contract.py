@@ -84,7 +84,8 @@ def uow(backend: Backend) -> Uow:
 @pytest.fixture
 def sql_engine(backend: Backend) -> Engine:
     if backend.engine is None:
-        pytest.skip("a database-only check: the in-memory store has no rows to corrupt")
+        pytest.skip("a database-only check: it changes or refuses rows through SQL, which the in-memory store "
+                    "has none of")
     return backend.engine
 
 
