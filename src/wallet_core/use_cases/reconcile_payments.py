@@ -148,6 +148,8 @@ def _dispute_repairs(
     """A dispute closed at Stripe whose close the ledger lacks is closed here (won: the credits come
     back; lost: they go, frozen or not); one still open that the ledger never froze is frozen."""
     out: list[tuple[str, PaymentEvent]] = []
+    if not disputes:
+        return out  # most payments: no read of the ledger
     with uow(read_only=True) as tx:
         for dispute in disputes:
             closed_here = tx.ledger.find_transaction_by_reference(dispute_closed_reference(dispute.id)) is not None
