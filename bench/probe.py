@@ -273,6 +273,12 @@ def remap(value: Any, pattern: re.Pattern[str], new: dict[str, str]) -> Any:
     return value
 
 
+def grant_ids(d: Delivery, booking_id: str) -> tuple[str, ...]:
+    """Every id one grant's statements carry: its payment, top-up, user, event, lot and booking."""
+    return (d.payment_intent_id, d.top_up_id, d.user_id, load.event_id("probe", d.payment_intent_id),
+            top_up_lot_id(d.payment_intent_id), booking_id)
+
+
 def replay_runner(url: str, engine: Engine, sent: list[Sent], d0: Delivery, users: list[str],
                   block: int) -> Callable[[], float]:
     """The statements one grant sent (`sent`, for `d0`), sent again by hand for new payments: the
@@ -282,19 +288,14 @@ def replay_runner(url: str, engine: Engine, sent: list[Sent], d0: Delivery, user
     sqlite = isinstance(conn, sqlite3.Connection)
     found = {m.group(0) for _, params, _ in sent for m in re.finditer(r"ctx_[0-9a-f]+", repr(params))}
     assert len(found) == 1, found
-    olds = {"payment": d0.payment_intent_id, "top_up": d0.top_up_id, "user": d0.user_id,
-            "event": load.event_id("probe", d0.payment_intent_id), "lot": top_up_lot_id(d0.payment_intent_id),
-            "booking": found.pop()}
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(olds.values(), key=len, reverse=True)))
+    olds = grant_ids(d0, found.pop())
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(olds, key=len, reverse=True)))
     clock = cpu_clock(conn)
 
     def run() -> float:
         batch = []
         for d in pending(engine, [users[i % len(users)] for i in range(block)]):
-            news = {"payment": d.payment_intent_id, "top_up": d.top_up_id, "user": d.user_id,
-                    "event": load.event_id("probe", d.payment_intent_id), "lot": top_up_lot_id(d.payment_intent_id),
-                    "booking": f"ctx_{next(_seq):032x}"}
-            new = {olds[k]: news[k] for k in olds}
+            new = dict(zip(olds, grant_ids(d, f"ctx_{next(_seq):032x}"), strict=True))
             batch.append([(text, remap(params, pattern, new), many) for text, params, many in sent])
         before = count_rows(engine)
         t0, client0 = clock(), time.thread_time()
@@ -306,8 +307,9 @@ def replay_runner(url: str, engine: Engine, sent: list[Sent], d0: Delivery, user
                     cursor.executemany(text, params)
                     cursor.close()
                 else:
-                    conn.execute(text, params).fetchall() if text.lstrip().upper().startswith(("SELECT", "WITH")) \
-                        or "RETURNING" in text.upper() else conn.execute(text, params)
+                    cursor = conn.execute(text, params)
+                    if cursor.description is not None:  # it returns rows: read them, as the wallet does
+                        cursor.fetchall()
             conn.execute("COMMIT")
         spent, client = clock() - t0, time.thread_time() - client0
         assert count_rows(engine) == before + block, "every replayed grant wrote its ledger row"
