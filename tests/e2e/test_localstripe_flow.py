@@ -143,6 +143,15 @@ def pay(live: Live, payment_intent_id: str, card: str = "pm_card_visa") -> None:
     live.stripe.v1.payment_intents.confirm(payment_intent_id)
 
 
+def paid_top_up(live: Live, who: str) -> tuple[str, dict[str, Any]]:
+    """A new user's 10.00 top-up, paid at localstripe and granted by its webhook: (user, top-up)."""
+    user = f"{who}-{uuid.uuid4().hex[:8]}"
+    top_up = live.top_up(user, "10.00")
+    pay(live, top_up["payment_intent_id"])
+    wait_for("the balance after paying", lambda: live.balance(user), lambda b: b == "1000.00")
+    return user, top_up
+
+
 def test_a_paid_top_up_is_granted_by_localstripes_signed_webhook(live: Live) -> None:
     user = f"buyer-{uuid.uuid4().hex[:8]}"
     top_up = live.top_up(user, "10.00")
@@ -181,11 +190,8 @@ def test_a_declined_card_fails_the_top_up_and_grants_nothing(live: Live) -> None
 
 def test_a_refund_made_at_stripe_is_found_by_reconciliation(live: Live) -> None:
     since = next_whole_second()
-    user = f"refunded-{uuid.uuid4().hex[:8]}"
-    top_up = live.top_up(user, "10.00")
+    user, top_up = paid_top_up(live, "refunded")
     pi_id = top_up["payment_intent_id"]
-    pay(live, pi_id)
-    wait_for("the balance after paying", lambda: live.balance(user), lambda b: b == "1000.00")
     unpaid = live.top_up(user, "5.00")  # never paid: reconciliation must leave it alone
 
     refund = live.stripe.v1.refunds.create({"payment_intent": pi_id, "amount": 300})  # support refunds 3.00
@@ -219,11 +225,8 @@ def test_a_dispute_whose_webhooks_never_came_is_found_by_reconciliation(live: Li
     """The bank disputes a paid top-up and later decides it lost; neither webhook arrives. The first
     reconciliation freezes the credits, the second books them out, a third finds nothing to do."""
     since = next_whole_second()
-    user = f"disputed-{uuid.uuid4().hex[:8]}"
-    top_up = live.top_up(user, "10.00")
+    user, top_up = paid_top_up(live, "disputed")
     pi_id = top_up["payment_intent_id"]
-    pay(live, pi_id)
-    wait_for("the balance after paying", lambda: live.balance(user), lambda b: b == "1000.00")
     dispute = open_dispute(live.container.settings().stripe_api_base or "", pi_id, 1000)
 
     opened = reconcile_payments(uow=live.container.unit_of_work(), gateway=live.container.gateway(), since=since)
