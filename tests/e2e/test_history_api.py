@@ -3,6 +3,8 @@ and admin grants of promotional credits that expire."""
 
 from __future__ import annotations
 
+import base64
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -183,3 +185,69 @@ def test_a_replayed_grant_with_expires_at_answers_the_same_body(service):
     again = service.client.simulate_post(grant_url("mia"), json=body, headers=headers)
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json == first.json
+
+
+# -- cursors the service did not give out ---------------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+FORGED_CURSORS = {
+    # Valid ISO 8601 with an offset, but out of range once made UTC (an OverflowError in the bind).
+    "after 9999 in UTC": _b64(b"9999-12-31T23:59:59-14:00|x"),
+    "before year 1 in UTC": _b64(b"0001-01-01T00:00:00+14:00|x"),
+    "a NUL in the id": _b64(b"2025-01-01T00:00:00+00:00|ctx_a\x00b"),  # PostgreSQL text refuses NUL
+    "a control character in the id": _b64(b"2025-01-01T00:00:00+00:00|ctx\n1"),
+    "a non-UTC offset": _b64(b"2025-01-01T02:00:00+02:00|ctx_1"),
+    "padding": _b64(b"2025-01-01T00:00:00+00:00|ctx_1") + "==",
+    "characters base64 skips": "!" + _b64(b"2025-01-01T00:00:00+00:00|ctx_1"),
+    "a time not in isoformat's own spelling": _b64(b"2025-01-01 00:00:00.000000+00:00|ctx_1"),
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_db_service(request, make_service):
+    if request.param == "sqlite":
+        return request.getfixturevalue("service")
+    from adapters.fake_gateway import FakePaymentGateway
+    from tests.e2e.conftest import WEBHOOK_SECRET
+
+    url = request.getfixturevalue("postgres_url")
+    return make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=url)
+
+
+@pytest.mark.parametrize("cursor", list(FORGED_CURSORS.values()), ids=list(FORGED_CURSORS))
+def test_a_cursor_the_service_did_not_give_out_is_422_on_every_database(any_db_service, cursor):
+    svc = any_db_service
+    user = f"forger-{uuid.uuid4().hex[:8]}"
+    grant(svc, user, "1.00")
+    svc.commits.clear()
+    resp = history(svc, user, cursor=cursor)
+    assert resp.status_code == 422, resp.text
+    assert resp.json["description"] == "cursor is not a cursor this service gave out"
+    assert svc.commits == []
+
+
+def test_cursors_given_out_page_on_every_database(any_db_service):
+    svc = any_db_service
+    user = f"pager-{uuid.uuid4().hex[:8]}"
+    for i in range(3):
+        grant(svc, user, f"{i + 1}.00")
+    first = history(svc, user, limit=2).json
+    rest = history(svc, user, limit=2, cursor=first["next_cursor"])
+    assert rest.status_code == 200, rest.text
+    assert [t["credits"] for t in first["transactions"] + rest.json["transactions"]] == ["3.00", "2.00", "1.00"]
+
+
+@pytest.mark.parametrize(("at", "rows"), [("0001-01-01T00:00:00+00:00", 0), ("9999-12-31T23:59:59.999999+00:00", 1)])
+def test_a_well_formed_cursor_at_either_end_of_time_pages_harmlessly(any_db_service, at, rows):
+    """What passes the checks binds on every database: a UTC time in datetime's range, an id of the id
+    charset. It only says where the caller's own history resumes, so it shows nothing more."""
+    svc = any_db_service
+    user = f"edge-{uuid.uuid4().hex[:8]}"
+    grant(svc, user, "1.00")
+    resp = history(svc, user, cursor=_b64(f"{at}|ctx_0".encode()))
+    assert resp.status_code == 200, resp.text
+    assert len(resp.json["transactions"]) == rows

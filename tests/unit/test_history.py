@@ -200,6 +200,11 @@ def _b64(raw: bytes) -> str:
         _b64(b"yesterday|ctx_1"),
         _b64(b"\xff\xfe|ctx_1"),  # not UTF-8
         _b64(b"2025-01-01T12:00:00+00:00|" + b"x" * 200),  # longer than any cursor we give out
+        _b64(b"9999-12-31T23:59:59-14:00|x"),  # out of datetime's range once made UTC
+        _b64(b"0001-01-01T00:00:00+14:00|x"),
+        _b64(b"2025-01-01T14:00:00+02:00|ctx_1"),  # the service gives out UTC times only
+        _b64(b"2025-01-01T12:00:00+00:00|ctx\x001"),  # not an id: a NUL
+        _b64(b"2025-01-01T12:00:00+00:00|ctx_1") + "==",  # not the text the service wrote
     ],
 )
 def test_a_cursor_the_service_did_not_give_out_is_refused(wallet: WalletDriver, cursor: str) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import InvalidInput
-from wallet_core.ids import check_user_id
+from wallet_core.ids import _ID_PATTERN, check_user_id
 from wallet_core.ledger import CreditTransaction, TransactionCursor, WalletView
 from wallet_core.ports import UnitOfWorkFactory
 
@@ -54,19 +54,31 @@ def _limit(value: object) -> int:
 
 
 def encode_cursor(row: CreditTransaction) -> str:
-    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return _cursor_text(TransactionCursor(row.created_at, row.id))
+
+
+def _cursor_text(at: TransactionCursor) -> str:
+    raw = f"{at.created_at.isoformat()}|{at.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(value: str) -> TransactionCursor:
+    """The cursor `encode_cursor` wrote, or 422. Only its exact text is taken back: a UTC time (so
+    within what every database binds, never out of range once converted) and an id of the id
+    charset (no NUL or control character reaches SQL). Cursors are not signed: one only says where
+    the caller's own history resumes (the user comes from the token), so a hand-made one that
+    passes these checks shows nothing the caller could not page to."""
     try:
         if len(value) > 200:
             raise ValueError
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         at, _, row_id = raw.partition("|")
         created_at = datetime.fromisoformat(at)
-        if created_at.tzinfo is None or not row_id:
+        if created_at.utcoffset() != timedelta(0) or not _ID_PATTERN.fullmatch(row_id):
+            raise ValueError
+        cursor = TransactionCursor(created_at, row_id)
+        if _cursor_text(cursor) != value:  # padding, skipped characters, another spelling of the time
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("cursor", "is not a cursor this service gave out") from None
-    return TransactionCursor(created_at, row_id)
+    return cursor
