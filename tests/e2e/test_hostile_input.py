@@ -7,8 +7,10 @@ carries a stack trace or a secret."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import time
 import warnings
@@ -18,7 +20,9 @@ import jwt
 import pytest
 import stripe
 
-from tests.e2e.conftest import JWT_SECRET, WEBHOOK_SECRET, Service
+from entrypoints.http.app import create_app
+from entrypoints.http.routes import OPERATIONS
+from tests.e2e.conftest import JWT_SECRET, WEBHOOK_SECRET, Service, run_waitress
 
 STRIPE_KEY = "sk_test_e2e"  # the key conftest's settings carry
 SECRETS = (JWT_SECRET, WEBHOOK_SECRET, STRIPE_KEY, "whsec_", "sk_test")
@@ -194,6 +198,25 @@ def test_nan_and_infinity_as_strings_are_422(world, route):
         refused(world, route, with_fields(route, **{route.amount: text}), 422)
 
 
+def test_every_json_body_route_is_in_this_module():
+    """So each refusal below is tried on every route that reads a JSON body (the webhook has its own)."""
+    served = {op.path.replace("{user_id}", VICTIM).replace("{hold_id}", "{hold}") for op in OPERATIONS
+              if op.body is not None and not op.body.raw}
+    assert served == {route.path for route in ROUTES}
+
+
+# Exponents past what Decimal can even hold (decimal.InvalidOperation, an ArithmeticError, was a 500).
+ASTRONOMICAL = ["1e1000000000000000000", "-1E+1000000000000000000", "1e-10000000000000000000",
+                "0e99999999999999999999", "1.5e" + "9" * 5000]
+
+
+@pytest.mark.parametrize("literal", ASTRONOMICAL)
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+def test_a_number_with_an_astronomical_exponent_anywhere_is_4xx(world, route, literal):
+    for name in [*route.valid, "unknown"]:
+        refused(world, route, raw_with(route, name, literal), 422)
+
+
 # -- types, unknown fields -------------------------------------------------------------------------
 
 
@@ -359,6 +382,36 @@ def test_webhook_refuses_size_content_type_and_syntax_before_anything_else(world
         _hook(world, good, 415, content_type=content_type)
     for body in [*MALFORMED, b'{"id": NaN}', b'{"id": "evt", "amount": Infinity}']:
         _hook(world, body, 400)
+
+
+@pytest.mark.parametrize("literal", ASTRONOMICAL)
+def test_webhook_with_an_astronomical_exponent_is_400_before_the_signature_check(world, literal):
+    _hook(world, b'{"id": "evt_x", "amount": ' + literal.encode() + b"}", 400, signed=False)
+    _hook(world, b'{"id": "evt_x", "amount": ' + literal.encode() + b"}", 400, signed=False,
+          content_type="application/json; charset=utf-8")
+
+
+def test_an_astronomical_exponent_through_a_real_socket_is_4xx_and_writes_nothing(world):
+    """Over waitress: the grant route and the webhook answer a JSON error, not a 500."""
+    route = BY_NAME["grant"]
+    before = world.snapshot()
+    with contextlib.contextmanager(run_waitress)(create_app(world.svc.container)) as server:
+        answers = []
+        for path, body, headers in [
+            (world.url(route), raw_with(route, "credits", ASTRONOMICAL[0]), world.headers(route)),
+            (HOOK, b'{"id": "evt_x", "amount": ' + ASTRONOMICAL[0].encode() + b"}",
+             {"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=00"}),
+        ]:
+            conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                answers.append((resp.status, json.loads(resp.read())))
+            finally:
+                conn.close()
+    assert [status for status, _ in answers] == [422, 400], answers
+    assert "credits" in answers[0][1]["description"]
+    assert world.svc.commits == [] and world.snapshot() == before
 
 
 def test_an_unsigned_or_forged_hostile_event_is_400(world):

@@ -31,7 +31,15 @@ def _no_constants(name: str) -> NoReturn:
 def _decimal(text: str) -> Decimal:
     """Numbers with a fraction or exponent become exact Decimals, never floats. One whose exponent is
     astronomically large (1e999999999) stands as +-1E+1000, which every amount check refuses as far
-    too large: its exact digits cannot matter, and arithmetic on it would overflow."""
+    too large: its exact digits cannot matter, and arithmetic on it would overflow. An exponent of
+    more than 9 digits is read from the text, before Decimal, which cannot hold it (1e10**18 is
+    decimal.InvalidOperation): a tiny one stands as +-1E-1000 (refused as too precise), or 0."""
+    mantissa, _, exponent = text.lower().partition("e")
+    if len(exponent.lstrip("+-").lstrip("0")) > 9:
+        if not Decimal(mantissa):
+            return Decimal(mantissa)  # zero, whatever the exponent
+        sign = "-" if mantissa.startswith("-") else ""
+        return Decimal(f"{sign}1E{'-' if exponent.startswith('-') else '+'}{_HUGE_EXPONENT}")
     number = Decimal(text)
     if number and number.adjusted() > _HUGE_EXPONENT:
         return Decimal(f"{'-' if number.is_signed() else ''}1E+{_HUGE_EXPONENT}")
@@ -69,6 +77,8 @@ def loads(text: str | bytes) -> Any:
         value = json.loads(text, parse_float=_decimal, parse_int=_integer, parse_constant=_no_constants)
     except RecursionError:
         raise JsonRefused(f"it nests deeper than {MAX_DEPTH} levels") from None
+    except ArithmeticError:  # decimal's signals: whatever number slips past _decimal is refused, not a 500
+        raise JsonRefused("a number is out of any range") from None
     _check_text(value)
     return value
 
