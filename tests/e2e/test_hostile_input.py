@@ -153,6 +153,17 @@ def test_a_wrong_content_type_is_415(world, route, content_type):
     refused(world, route, json.dumps(route.valid).encode(), 415, **{"Content-Type": content_type})
 
 
+@pytest.mark.parametrize("content_type", ["application/JSON; charset=UTF-8", "Application/Json",
+                                          "APPLICATION/JSON;CHARSET=utf-8", "application/json ; charset=utf-8"])
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+def test_media_types_are_case_insensitive(world, route, content_type):
+    """RFC 9110: type, subtype and parameter names are case-insensitive."""
+    resp = world.svc.client.simulate_post(world.url(route), body=json.dumps(route.valid).encode(),
+                                          headers=world.headers(route, **{"Content-Type": content_type}))
+    assert resp.status_code in (200, 201), resp.text
+    assert world.svc.commits == ["commit"]
+
+
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
 def test_a_body_without_content_type_is_415(world, route):
     before = world.snapshot()
@@ -412,6 +423,14 @@ def test_an_astronomical_exponent_through_a_real_socket_is_4xx_and_writes_nothin
     assert [status for status, _ in answers] == [422, 400], answers
     assert "credits" in answers[0][1]["description"]
     assert world.svc.commits == [] and world.snapshot() == before
+
+
+def test_webhook_media_type_is_case_insensitive(world):
+    payload = json.dumps(_event(world)).encode()
+    resp = world.svc.client.simulate_post(HOOK, body=payload, headers={
+        "Content-Type": "application/JSON; charset=UTF-8", "Stripe-Signature": _sign(payload)})
+    assert (resp.status_code, resp.json.get("outcome")) == (200, "granted"), resp.text
+    assert world.svc.container.wallet().wallet("buyer").balance.minor == 100000
 
 
 def test_an_unsigned_or_forged_hostile_event_is_400(world):

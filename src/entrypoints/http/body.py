@@ -86,9 +86,8 @@ def loads(text: str | bytes) -> Any:
 json_handler = falcon.media.JSONHandler(loads=loads)
 
 
-def _malformed(exc: BaseException) -> falcon.HTTPBadRequest:
-    cause = exc.__cause__ if isinstance(exc.__cause__, JsonRefused) else exc
-    why = f": {cause}" if isinstance(cause, JsonRefused) else ""
+def _malformed(exc: ValueError) -> falcon.HTTPBadRequest:
+    why = f": {exc}" if isinstance(exc, JsonRefused) else ""
     return falcon.HTTPBadRequest(title="Malformed JSON", description=f"the body is not valid JSON{why}")
 
 
@@ -104,34 +103,44 @@ def _check_size_and_type(req: falcon.Request) -> None:
 
 
 def read_object(req: falcon.Request, schema: Schema, *, optional: bool = False) -> dict[str, Any]:
-    """The request's JSON object, valid against `schema` (422 otherwise). With `optional`, no body is {}."""
+    """The request's JSON object, valid against `schema` (422 otherwise). With `optional`, no body is {}.
+    Parsed here with `loads`, not through Falcon's media handlers, which look the handler up by the
+    Content-Type's exact spelling (application/JSON was a 415, though media types ignore case)."""
     if req.content_length is None or req.content_length == 0:
         if optional:
             return {}
         raise falcon.HTTPBadRequest(title="Missing body", description="send a JSON object")
-    _check_size_and_type(req)
-    try:
-        body = req.get_media()
-    except falcon.MediaMalformedError as exc:
-        raise _malformed(exc) from None
+    body = loads_body(read_bytes(req))
     validate(body, schema)
     return body  # type: ignore[no-any-return]
 
 
-def read_raw(req: falcon.Request) -> bytes:
-    """The exact bytes of a JSON body (at most MAX_BODY_BYTES), for checking a signature over them.
-    They must parse as strict JSON (as `loads`), though nothing parsed is used: whatever reads them
-    after the signature check then meets no NaN, lone surrogate or bottomless nesting."""
+def read_bytes(req: falcon.Request) -> bytes:
+    """The exact bytes of a JSON body: Content-Type application/json (in any case) and at most
+    MAX_BODY_BYTES (413 otherwise, also when Content-Length understated them)."""
     _check_size_and_type(req)
     payload: bytes = req.bounded_stream.read(MAX_BODY_BYTES + 1)
     if len(payload) > MAX_BODY_BYTES:
         raise falcon.HTTPContentTooLarge(
             title="Body too large", description=f"the body must be at most {MAX_BODY_BYTES} bytes"
         )
+    return payload
+
+
+def loads_body(payload: bytes) -> Any:
+    """`loads` on a body's bytes (UTF-8), or 400 Malformed JSON saying why."""
     try:
-        loads(payload.decode("utf-8"))
+        return loads(payload.decode("utf-8"))
     except ValueError as exc:  # UnicodeDecodeError, json.JSONDecodeError and JsonRefused are ValueErrors
         raise _malformed(exc) from None
+
+
+def read_raw(req: falcon.Request) -> bytes:
+    """The exact bytes of a JSON body, for checking a signature over them. They must parse as strict
+    JSON (as `loads`), though nothing parsed is used: whatever reads them after the signature check
+    then meets no NaN, lone surrogate or bottomless nesting."""
+    payload = read_bytes(req)
+    loads_body(payload)
     return payload
 
 
