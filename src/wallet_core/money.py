@@ -11,8 +11,15 @@ from wallet_core.errors import InvalidInput
 _CENT = Decimal("0.01")
 # Plain ASCII decimal notation only: no exponents, underscores, or non-ASCII digits.
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]{1,20}(\.[0-9]{1,20})?")
-# Amounts above this are refused before any arithmetic: a trillion units is no real payment.
-_MAX_ABS_MINOR = 10**14
+# Amounts must stay below this before any arithmetic: a trillion units is no real payment.
+AMOUNT_BELOW = 10**12
+_MAX_ABS_MINOR = AMOUNT_BELOW * 100
+# An amount as a caller writes it in text: greater than 0, at most 12 digits before the point and 2
+# after it; no sign, spaces, exponent or leading zeros ("10.00", "7", "0.50"). The OpenAPI document
+# shows this very regex as the `pattern` of every amount (entrypoints.http.schemas): one rule.
+AMOUNT_TEXT = re.compile(
+    rf"[1-9][0-9]{{0,{len(str(AMOUNT_BELOW)) - 2}}}(\.[0-9]{{1,2}})?|0\.(0[1-9]|[1-9][0-9]?)"
+)
 
 
 def parse_decimal(value: object, field: str) -> Decimal:
@@ -44,6 +51,17 @@ def parse_decimal(value: object, field: str) -> Decimal:
     return number.quantize(_CENT)
 
 
+def parse_amount(value: object, field: str) -> Decimal:
+    """An amount a caller gives (HTTP, CLI, library): a string only as AMOUNT_TEXT writes it; a number
+    (an int, or a Decimal as JSON numbers are read) by its exact value, with the same limits. Zero and
+    negative values still parse, so that each use case names its own limit ("at least 1.00")."""
+    number = parse_decimal(value, field)
+    if isinstance(value, str) and number > 0 and not AMOUNT_TEXT.fullmatch(value):
+        raise InvalidInput(field, 'must be written like "10.00": digits, at most 2 after the point; '
+                           "no sign, spaces, exponent or leading zeros")
+    return number
+
+
 @dataclass(frozen=True, order=True)
 class Usd:
     """An amount of US dollars, held as integer cents."""
@@ -53,6 +71,11 @@ class Usd:
     @classmethod
     def parse(cls, value: object, field: str = "amount_usd") -> Usd:
         return cls(int(parse_decimal(value, field) * 100))
+
+    @classmethod
+    def amount(cls, value: object, field: str = "amount_usd") -> Usd:
+        """Dollars a caller asks for (see parse_amount)."""
+        return cls(int(parse_amount(value, field) * 100))
 
     @property
     def decimal(self) -> Decimal:
@@ -71,6 +94,11 @@ class Credits:
     @classmethod
     def parse(cls, value: object, field: str = "credits") -> Credits:
         return cls(int(parse_decimal(value, field) * 100))
+
+    @classmethod
+    def amount(cls, value: object, field: str = "credits") -> Credits:
+        """Credits a caller asks for (see parse_amount)."""
+        return cls(int(parse_amount(value, field) * 100))
 
     @classmethod
     def zero(cls) -> Credits:

@@ -15,7 +15,9 @@ import json
 import time
 import warnings
 from dataclasses import dataclass, field
+from decimal import Decimal
 
+import jsonschema_rs
 import jwt
 import pytest
 import stripe
@@ -287,6 +289,45 @@ def test_bad_amounts_are_422_with_a_message(world, route, kind):
     for literal in literals:
         resp = refused(world, route, raw_with(route, route.amount, literal), 422)
         assert route.amount in resp.json["description"]
+
+
+# What the OpenAPI document says of amounts is what the routes accept, and the other way round:
+# raw JSON literals, strings and numbers, each tried against the served document's schema for an
+# amount and sent to the grant route.
+AMOUNTS_ACCEPTED = ['"10.00"', '"10"', '"10.5"', '"0.01"', '"0.5"', '"0.50"', '"7"', '"99999999.99"',
+                    "10", "10.5", "1e2", "1.000", "0.01", "2.50E+1"]
+AMOUNTS_REFUSED = ['" 10.00 "', '"+10.00"', '"1.0000000000000000000"', '"1.500"', '"010"', '"00.50"',
+                   '"10."', '".5"', '"0"', '"0.00"', '"0.0"', '"-1.00"', '"1e2"', '"1000000000000"',
+                   '"10.00\\n"', '"\u0661\u0660"', '"1\u00a0"', '"1\uff10"',
+                   "0", "-1", "1.001", "1e-3", "1e12", "-0.00"]
+
+
+def _documented_amount(world: World, literal: str) -> bool:
+    doc = world.svc.client.simulate_get("/openapi.json").json
+    amount = doc["components"]["schemas"]["GrantRequest"]["properties"]["credits"]
+    value = json.loads(literal)
+    if isinstance(value, str):
+        return jsonschema_rs.validator_for(amount).is_valid(value)  # as a client's JSON Schema validator does
+    exact = Decimal(literal)  # the number exactly, as the server reads it
+    return (amount["exclusiveMinimum"] < exact < amount["exclusiveMaximum"]
+            and exact == exact.quantize(Decimal("0.01")) and "2 decimal places" in amount["description"])
+
+
+@pytest.mark.parametrize("literal", AMOUNTS_ACCEPTED + AMOUNTS_REFUSED)
+def test_an_amount_is_accepted_exactly_when_the_document_says_so(world, literal):
+    route = BY_NAME["grant"]
+    documented = _documented_amount(world, literal)
+    assert documented == (literal in AMOUNTS_ACCEPTED), (literal, documented)
+    before = world.snapshot()
+    resp = world.svc.client.simulate_post(world.url(route), body=raw_with(route, "credits", literal),
+                                          headers=world.headers(route))
+    if documented:
+        assert resp.status_code == 201, (literal, resp.text)
+        assert resp.json["credits_granted"] == f"{Decimal(json.loads(literal, parse_float=Decimal)):.2f}"
+    else:
+        assert_clean_error(resp, 422)
+        assert "credits" in resp.json["description"]
+        assert world.svc.commits == [] and world.snapshot() == before
 
 
 # -- text: reasons, metadata ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wallet_core.errors import InvalidInput
-from wallet_core.money import Credits, Usd, credits_for
+from wallet_core.money import AMOUNT_TEXT, Credits, Usd, credits_for
 
 ACCEPTED = [
     ("10", 1000),
@@ -156,3 +156,38 @@ def test_credits_at_100_per_usd_are_exact_for_every_cent_amount(cents: int) -> N
 def test_str_and_parse_round_trip_for_every_amount_in_range(cents: int) -> None:
     assert Usd.parse(str(Usd(cents))).cents == cents
     assert Credits.parse(str(Credits(cents))).minor == cents
+
+
+AMOUNT_ACCEPTED = [("10.00", 1000), ("10", 1000), ("10.5", 1050), ("0.01", 1), ("0.5", 50), ("0.50", 50),
+                   ("999999999999.99", 99999999999999), (10, 1000), (Decimal("1.500"), 150), (Decimal("1E+2"), 10000)]
+AMOUNT_BADLY_WRITTEN = [" 10.00 ", "+10.00", "1.0000000000000000000", "1.500", "010", "00.50", "0.010", "+0.01"]
+
+
+@pytest.mark.parametrize(("value", "minor"), AMOUNT_ACCEPTED)
+def test_an_amount_a_caller_gives_parses_exactly(value: object, minor: int) -> None:
+    assert Credits.amount(value).minor == minor
+    assert Usd.amount(value).cents == minor
+
+
+@pytest.mark.parametrize("text", AMOUNT_BADLY_WRITTEN)
+def test_an_amount_given_as_text_must_be_written_as_the_api_documents(text: str) -> None:
+    """The value is fine (Credits.parse, for code and settings, reads it), the spelling is not."""
+    assert Credits.parse(text).is_positive()
+    assert not AMOUNT_TEXT.fullmatch(text)
+    with pytest.raises(InvalidInput) as err:
+        Credits.amount(text, "credits")
+    assert err.value.field == "credits" and "written like" in err.value.description
+
+
+@pytest.mark.parametrize("value", ["0", "0.00", "-5", "-0.01", 0, Decimal("-1")])
+def test_zero_and_negative_amounts_parse_so_that_each_use_case_names_its_limit(value: object) -> None:
+    assert not Credits.amount(value).is_positive()
+
+
+@pytest.mark.parametrize(("value", "problem"), [("1000000000000", "too large"), ("1.001", "2 decimal places"),
+                                                (Decimal("0.001"), "2 decimal places"), ("NaN", "finite"),
+                                                (1.5, "float")])
+def test_an_amount_a_caller_gives_is_refused_as_any_value_is(value: object, problem: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        Usd.amount(value, "amount_usd")
+    assert problem in err.value.description

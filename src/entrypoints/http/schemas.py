@@ -21,6 +21,7 @@ from wallet_core.errors import InvalidInput
 from wallet_core.holds import MAX_HOLD_TTL, HoldStatus
 from wallet_core.ids import _ID_PATTERN
 from wallet_core.ledger import TransactionKind
+from wallet_core.money import AMOUNT_BELOW, AMOUNT_TEXT
 from wallet_core.topups import TopUpStatus
 from wallet_core.use_cases.read_wallet import MAX_PAGE
 from wallet_core.use_cases.spend_credits import MAX_METADATA_KEYS
@@ -76,12 +77,16 @@ STRIPE_SIGNATURE: Schema = {
     "examples": ["t=1700000000,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"],
 }
 
+# The core's amount rule (wallet_core.money): `pattern` for strings, the bounds for JSON numbers.
 AMOUNT_IN: Schema = {
     "type": ["string", "number"],
-    "pattern": "^[0-9]{1,12}(\\.[0-9]{1,2})?$",
+    "pattern": f"^(?:{AMOUNT_TEXT.pattern})$",
     "exclusiveMinimum": 0,
-    "description": 'A decimal number greater than 0 with at most 2 decimal places, as a string ("10.00") '
-    "or a JSON number (read exactly, never as a binary float). NaN and Infinity are refused.",
+    "exclusiveMaximum": AMOUNT_BELOW,
+    "description": "A decimal number greater than 0 with at most 2 decimal places: a string of digits "
+    '("10.00", "7", "0.50"; at most 12 before the point, no sign, spaces, exponent or leading zeros) '
+    "or a JSON number, read exactly by its value, never as a binary float (1e2 is 100; 1.001 is refused). "
+    "NaN and Infinity are refused.",
     "examples": ["10.00"],
 }
 REASON: Schema = {
@@ -298,7 +303,7 @@ TEXT: Schema = {"type": "string"}
 STRUCTURAL = frozenset({"type", "properties", "required", "additionalProperties", "items", "const"})
 ANNOTATIONS = frozenset({
     "description", "examples", "title", "format", "pattern", "minLength", "maxLength", "minimum", "maximum",
-    "exclusiveMinimum", "maxProperties", "propertyNames", "maxItems", "enum",
+    "exclusiveMinimum", "exclusiveMaximum", "maxProperties", "propertyNames", "maxItems", "enum",
 })
 _TYPE_WORDS = {
     "object": "a JSON object", "array": "an array", "string": "a string", "integer": "a whole number",

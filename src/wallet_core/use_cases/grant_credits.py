@@ -41,7 +41,7 @@ def grant_credits(
     now: Clock = utc_now,
 ) -> GrantResult:
     user_id = check_user_id(user_id)
-    amount = Credits.parse(credits, "credits")
+    amount = Credits.amount(credits, "credits")
     if not amount.is_positive():
         raise InvalidInput("credits", "must be greater than 0")
     if amount > MAX_GRANT:

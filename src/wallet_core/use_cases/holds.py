@@ -120,7 +120,7 @@ def capture_hold(
 ) -> HoldResult:
     """Capture `credits` (at most the held amount; all of it when None) and release the rest."""
     hold_id = check_user_id(hold_id, "hold_id")
-    amount = None if credits is None else Credits.parse(credits, "credits")
+    amount = None if credits is None else Credits.amount(credits, "credits")
     if amount is not None and not amount.is_positive():
         raise InvalidInput("credits", "must be greater than 0 (to capture nothing, release the hold)")
     why = check_reason(reason, required=False)

@@ -48,7 +48,7 @@ def request_top_up(
 ) -> TopUpResult:
     user_id = check_user_id(user_id)
     key = check_idempotency_key(idempotency_key)
-    amount = Usd.parse(amount_usd, "amount_usd")
+    amount = Usd.amount(amount_usd, "amount_usd")
     credits = policy.check(amount)
 
     if key is not None:

@@ -32,7 +32,7 @@ class SpendResult:
 
 
 def check_amount(value: object, field: str = "credits") -> Credits:
-    amount = Credits.parse(value, field)
+    amount = Credits.amount(value, field)
     if not amount.is_positive():
         raise InvalidInput(field, "must be greater than 0")
     return amount
