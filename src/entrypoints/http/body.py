@@ -110,14 +110,14 @@ def read_object(req: falcon.Request, schema: Schema, *, optional: bool = False) 
         if optional:
             return {}
         raise falcon.HTTPBadRequest(title="Missing body", description="send a JSON object")
-    body = loads_body(read_bytes(req))
+    body = _loads_body(_read_bytes(req))
     validate(body, schema)
     return body  # type: ignore[no-any-return]
 
 
-def read_bytes(req: falcon.Request) -> bytes:
-    """The exact bytes of a JSON body: Content-Type application/json (in any case) and at most
-    MAX_BODY_BYTES (413 otherwise, also when Content-Length understated them)."""
+def _read_bytes(req: falcon.Request) -> bytes:
+    """The exact bytes of a JSON body: Content-Type application/json, in any case (415 otherwise),
+    and at most MAX_BODY_BYTES (413 otherwise)."""
     _check_size_and_type(req)
     payload: bytes = req.bounded_stream.read(MAX_BODY_BYTES + 1)
     if len(payload) > MAX_BODY_BYTES:
@@ -127,7 +127,7 @@ def read_bytes(req: falcon.Request) -> bytes:
     return payload
 
 
-def loads_body(payload: bytes) -> Any:
+def _loads_body(payload: bytes) -> Any:
     """`loads` on a body's bytes (UTF-8), or 400 Malformed JSON saying why."""
     try:
         return loads(payload.decode("utf-8"))
@@ -139,8 +139,8 @@ def read_raw(req: falcon.Request) -> bytes:
     """The exact bytes of a JSON body, for checking a signature over them. They must parse as strict
     JSON (as `loads`), though nothing parsed is used: whatever reads them after the signature check
     then meets no NaN, lone surrogate or bottomless nesting."""
-    payload = read_bytes(req)
-    loads_body(payload)
+    payload = _read_bytes(req)
+    _loads_body(payload)
     return payload
 
 
