@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wallet_core.ids import has_control_characters
 from wallet_core.money import Usd
 
 # Metadata keys we put on every PaymentIntent we create, and read back from webhooks.
 META_TOP_UP_ID = "wallet_top_up_id"
 META_USER_ID = "wallet_user_id"
+
+# The longest values of a Stripe event the wallet stores: the columns of the event log (event id, type)
+# and the ids it books under. Object ids (PaymentIntent, refund, dispute) are capped lower than their
+# columns (255) so what the wallet makes from them fits too: ledger references such as
+# `dispute_closed:<id>` (300) and reconciliation's event ids such as `reconcile:<id>:warning_closed`
+# (255). Stripe's ids are about 30 characters.
+MAX_EVENT_ID_LENGTH = 255
+MAX_EVENT_TYPE_LENGTH = 100
+MAX_OBJECT_ID_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -72,3 +82,49 @@ class PaymentEvent:
         if self.payment_intent is not None:
             return self.payment_intent.id
         return self.payment_intent_id
+
+
+@dataclass(frozen=True)
+class UnstorableValue:
+    """A value of an event that no database could store as it is: too long for its column, or with a
+    NUL or another control character, or a lone surrogate (not UTF-8)."""
+
+    field: str  # "event id", "type", "PaymentIntent id", "refund id" or "dispute id"
+    problem: str
+
+
+def unstorable_value(event: PaymentEvent) -> UnstorableValue | None:
+    """The first value of `event` the wallet could not store unchanged, or None. Checked before the
+    event touches a database, so SQLite and PostgreSQL treat it alike."""
+    checks: list[tuple[str, str | None, int]] = [
+        ("event id", event.id, MAX_EVENT_ID_LENGTH),
+        ("type", event.type, MAX_EVENT_TYPE_LENGTH),
+        ("PaymentIntent id", event.about, MAX_OBJECT_ID_LENGTH),
+    ]
+    checks += [("refund id", r.id, MAX_OBJECT_ID_LENGTH) for r in event.refunds]
+    checks += [("PaymentIntent id", r.payment_intent_id, MAX_OBJECT_ID_LENGTH) for r in event.refunds]
+    if event.dispute is not None:
+        checks += [
+            ("dispute id", event.dispute.id, MAX_OBJECT_ID_LENGTH),
+            ("PaymentIntent id", event.dispute.payment_intent_id, MAX_OBJECT_ID_LENGTH),
+        ]
+    for name, value, limit in checks:
+        if value is not None and (problem := value_problem(value, limit)) is not None:
+            return UnstorableValue(name, problem)
+    return None
+
+
+def value_problem(value: str, limit: int) -> str | None:
+    """Why `value` cannot be stored unchanged in a column of `limit` characters, or None."""
+    if len(value) > limit:
+        return f"is {len(value)} characters long, more than {limit}"
+    if has_control_characters(value):
+        return "holds a NUL, another control character or a lone surrogate"
+    return None
+
+
+def printable(value: str, limit: int = 80) -> str:
+    """`value` safe to log, store as free text or echo: control characters and lone surrogates shown
+    as U+FFFD, cut to `limit` characters (the cut marked with an ellipsis)."""
+    clean = "".join("\ufffd" if has_control_characters(ch) else ch for ch in value)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "\u2026"

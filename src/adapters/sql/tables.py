@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from wallet_core.payments import MAX_EVENT_ID_LENGTH, MAX_EVENT_TYPE_LENGTH
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_N_label)s",
@@ -176,8 +178,8 @@ top_ups = Table(
 payment_events = Table(
     "payment_events",
     metadata,
-    Column("event_id", String(255), primary_key=True),
-    Column("type", String(100), nullable=False),
+    Column("event_id", String(MAX_EVENT_ID_LENGTH), primary_key=True),
+    Column("type", String(MAX_EVENT_TYPE_LENGTH), nullable=False),
     Column("payment_intent_id", String(255), nullable=True),
     Column("top_up_id", String(64), nullable=True),
     Column("received_at", UtcDateTime, nullable=False),

@@ -26,7 +26,17 @@ from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import CreditKind
 from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Credits
-from wallet_core.payments import META_TOP_UP_ID, PaymentEvent, PaymentIntent, Refund
+from wallet_core.payments import (
+    MAX_EVENT_TYPE_LENGTH,
+    MAX_OBJECT_ID_LENGTH,
+    META_TOP_UP_ID,
+    PaymentEvent,
+    PaymentIntent,
+    Refund,
+    printable,
+    unstorable_value,
+    value_problem,
+)
 from wallet_core.ports import PaymentGateway, StoredEvent, UnitOfWork, UnitOfWorkFactory
 from wallet_core.refunds import top_up_lot_id
 from wallet_core.topups import TopUp, TopUpStatus
@@ -66,6 +76,8 @@ def apply_payment_event(
 ) -> WebhookOutcome:
     """Apply `event` in one unit of work, committed once. `gateway` is asked for a charge's refunds
     when a charge.refunded event does not list them."""
+    if (unstorable := unstorable_value(event)) is not None:
+        return _ignore_unstorable(event, unstorable.field, unstorable.problem, uow=uow, now=now, source=source)
     refunds = event.refunds
     if event.type == "charge.refunded" and not event.refunds_listed and event.about and gateway is not None:
         refunds = tuple(gateway.list_refunds(event.about))  # before the transaction: no lock held on I/O
@@ -89,6 +101,28 @@ def apply_payment_event(
         )
         tx.commit()
     return result
+
+
+def _ignore_unstorable(
+    event: PaymentEvent, field: str, problem: str, *, uow: UnitOfWorkFactory, now: Clock, source: str
+) -> WebhookOutcome:
+    """An event with a value no database column could hold unchanged (too long, a NUL): answered
+    `ignored`, so Stripe stops sending it, with one warning. It is logged under its id when that id
+    itself can be stored; then nothing else of it that cannot be (a bad type is shown cleaned up, a bad
+    PaymentIntent id not at all). Nothing moves."""
+    event_id, event_type = printable(event.id), printable(event.type, MAX_EVENT_TYPE_LENGTH)
+    log.warning("Stripe event %s (%s) ignored: its %s %s", event_id, event_type, field, problem)
+    if field == "event id":
+        return WebhookOutcome(event_id, event_type, "ignored")
+    about = event.about if event.about and value_problem(event.about, MAX_OBJECT_ID_LENGTH) is None else None
+    with uow() as tx:
+        if tx.ledger.find_event(event.id) is not None:
+            return WebhookOutcome(event.id, event_type, "duplicate")
+        tx.ledger.add_event(
+            StoredEvent(event.id, event_type, about, None, received_at=now(), outcome="ignored", source=source)
+        )
+        tx.commit()
+    return WebhookOutcome(event.id, event_type, "ignored")
 
 
 def _apply(

@@ -1,0 +1,150 @@
+"""A signed Stripe event whose ids or type no column can hold unchanged (too long, a NUL) is answered
+200 `ignored` on SQLite and PostgreSQL alike, so Stripe stops retrying it; it is logged under its event id
+when that id can be stored, moves no credits, and leaves one WARNING."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import stripe
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from adapters.fake_gateway import FakePaymentGateway
+from tests.e2e.conftest import WEBHOOK_SECRET
+
+HOOK = "/webhooks/stripe"
+TOO_LONG = "x" * 300  # longer than every column it could go to
+BAD = {"too long": TOO_LONG, "NUL": "ab\x00cd"}
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """An empty database of its own: the fake gateway's ids restart at pi_fake_1 in every test."""
+    name = f"wallet_unstorable_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                         {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def svc(request, make_service, sqlite_url):
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
+    return make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=url)
+
+
+def _paid_top_up(svc, user: str) -> str:
+    resp = svc.client.simulate_post("/api/v1/users/me/wallet/top-up", json={"amount_usd": "10.00"},
+                                    headers=svc.auth(user))
+    assert resp.status_code == 201, resp.text
+    pi = resp.json["payment_intent_id"]
+    assert _send(svc, json.loads(svc.gateway.succeed(pi)[0])).json["outcome"] == "granted"
+    return pi
+
+
+def _send(svc, event: dict):
+    payload = json.dumps(event).encode()  # ASCII: \u0000 and lone surrogates go as JSON escapes
+    header = stripe.WebhookSignature.generate_signature_header(payload.decode(), WEBHOOK_SECRET)
+    return svc.client.simulate_post(HOOK, body=payload,
+                                    headers={"Stripe-Signature": header, "Content-Type": "application/json"})
+
+
+def _event(event_type: str, obj: dict, event_id: str | None = None) -> dict:
+    return {"id": event_id or f"evt_unstorable_{time.monotonic_ns()}", "object": "event", "type": event_type,
+            "data": {"object": obj}}
+
+
+def _stored(svc, event_id: str):
+    with svc.container.unit_of_work()(read_only=True) as tx:
+        return tx.ledger.find_event(event_id)
+
+
+def _balance(svc, user: str) -> str:
+    return str(svc.container.wallet().wallet(user).balance)
+
+
+def _ignored_with_one_warning(svc, caplog, event: dict, field: str):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        resp = _send(svc, event)
+    assert resp.status_code == 200, resp.text
+    assert resp.json["outcome"] == "ignored"
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert f"its {field} " in warnings[0].getMessage() and warnings[0].exc_info is None
+    assert "\x00" not in warnings[0].getMessage() and TOO_LONG not in warnings[0].getMessage()
+    return resp
+
+
+def test_a_bad_event_id_is_ignored_and_not_logged(svc, caplog):
+    for n, event_id in enumerate(BAD.values()):
+        pi = _paid_top_up(svc, f"ivy{n}")
+        event = json.loads(svc.gateway.dispute(pi, 1000)[0])  # would freeze every credit
+        event["id"] = event_id
+        resp = _ignored_with_one_warning(svc, caplog, event, "event id")
+        assert "\x00" not in resp.json["event_id"] and len(resp.json["event_id"]) <= 80
+        assert _send(svc, event).json["outcome"] == "ignored"  # a redelivery: the same, still nothing stored
+        assert [e.outcome for e in svc.container.wallet().events(pi)] == ["granted"]
+        assert _balance(svc, f"ivy{n}") == "1000.00"
+
+
+def test_a_bad_type_is_ignored_and_logged_cleaned(svc, caplog):
+    for n, bad in enumerate(BAD):
+        pi = _paid_top_up(svc, f"tia{n}")
+        event = _event("payment_intent.canceled" + BAD[bad], svc.gateway.intent_object(svc.gateway.intents[pi]))
+        _ignored_with_one_warning(svc, caplog, event, "type")
+        stored = _stored(svc, event["id"])
+        assert stored is not None and stored.outcome == "ignored" and stored.payment_intent_id == pi
+        assert stored.type.startswith("payment_intent.canceled") and "\x00" not in stored.type
+        assert len(stored.type) <= 100
+        assert _send(svc, event).json["outcome"] == "duplicate"
+        assert _balance(svc, f"tia{n}") == "1000.00"
+
+
+def test_a_bad_payment_intent_id_is_ignored_and_logged_without_it(svc, caplog):
+    for n, bad in enumerate(BAD):
+        pi = _paid_top_up(svc, f"pia{n}")
+        intent = {**svc.gateway.intent_object(svc.gateway.intents[pi]), "id": pi + BAD[bad], "status": "canceled"}
+        event = _event("payment_intent.canceled", intent)
+        _ignored_with_one_warning(svc, caplog, event, "PaymentIntent id")
+        stored = _stored(svc, event["id"])
+        assert stored is not None and stored.outcome == "ignored" and stored.payment_intent_id is None
+        assert stored.type == "payment_intent.canceled"
+        assert _send(svc, event).json["outcome"] == "duplicate"
+
+
+def test_a_bad_refund_id_is_ignored_and_takes_nothing_back(svc, caplog):
+    for n, bad in enumerate(BAD):
+        pi = _paid_top_up(svc, f"rea{n}")
+        svc.gateway.refund(pi, 300, event=None)
+        refund = svc.gateway.refund_object(svc.gateway.refunds[pi][0], svc.gateway.charge_id(pi))
+        event = _event("refund.updated", {**refund, "id": "re_" + BAD[bad]})
+        _ignored_with_one_warning(svc, caplog, event, "refund id")
+        assert [(e.type, e.outcome) for e in svc.container.wallet().events(pi)][-1] == ("refund.updated", "ignored")
+        assert _balance(svc, f"rea{n}") == "1000.00"
+
+
+def test_a_bad_dispute_id_is_ignored_and_freezes_nothing(svc, caplog):
+    for n, bad in enumerate(BAD):
+        pi = _paid_top_up(svc, f"dia{n}")
+        payload, _ = svc.gateway.dispute(pi, 1000)
+        event = json.loads(payload)
+        event["data"]["object"]["id"] = "du_" + BAD[bad]
+        _ignored_with_one_warning(svc, caplog, event, "dispute id")
+        assert [(e.type, e.outcome) for e in svc.container.wallet().events(pi)][-1] == (
+            "charge.dispute.created", "ignored")
+        assert _balance(svc, f"dia{n}") == "1000.00"
+        assert svc.container.wallet().verify() == []
