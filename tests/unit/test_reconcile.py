@@ -416,3 +416,23 @@ def test_when_stripe_cannot_list_disputes_the_run_says_so_once_and_repairs_the_r
     assert report.reviews == [f"disputes not checked (from {stub.dispute_calls[0]} on): could not list disputes: "
                               "Stripe error (APIError) [HTTP 404]"]
     assert {first, second} >= set(stub.dispute_calls)
+
+
+@pytest.mark.parametrize("stripe_status", ["requires_payment_method", "processing", "canceled"])
+def test_a_granted_top_up_whose_intent_did_not_succeed_at_stripe_needs_review(
+    wallet: WalletDriver, stripe_status: str
+) -> None:
+    """The ledger granted credits for money Stripe says never arrived: that is for a person, not correct."""
+    top_up = wallet.paid("10.00")
+    pi = top_up.payment_intent_id
+    wallet.gateway.intents[pi] = replace(wallet.gateway.intents[pi], status=stripe_status)
+    before = snapshot(wallet.store)
+
+    report = _reconcile(wallet, _stripe(wallet))
+
+    assert (report.checked, report.correct, report.repaired, report.needs_review) == (1, 0, 0, 1)
+    assert report.reviews == [
+        f"{pi}: granted here (top-up {top_up.id} is succeeded), but Stripe says the PaymentIntent is {stripe_status}"
+    ]
+    assert report.actions == []
+    assert_store_unchanged(wallet.store, before)

@@ -74,6 +74,14 @@ def reconcile_payments(
             report.needs_review += 1
             report.reviews.append(f"{intent.id}: succeeded at Stripe, but top-up {top_up.id} is canceled here")
             continue
+        if paid(top_up.status) and intent.status != "succeeded":
+            # Credits were granted for money Stripe says never arrived: the one state this run is for.
+            report.needs_review += 1
+            report.reviews.append(
+                f"{intent.id}: granted here (top-up {top_up.id} is {top_up.status.value}), "
+                f"but Stripe says the PaymentIntent is {intent.status}"
+            )
+            continue
         repairs = _repairs(top_up, intent, gateway, uow, report)
         if top_up.status is TopUpStatus.NEEDS_REVIEW:
             report.needs_review += 1
