@@ -7,15 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import stripe
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from adapters.fake_gateway import FakePaymentGateway
 from tests.e2e.conftest import WEBHOOK_SECRET
 
 HOOK = "/webhooks/stripe"
@@ -24,26 +19,8 @@ BAD = {"too long": TOO_LONG, "NUL": "ab\x00cd"}
 
 
 @pytest.fixture
-def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """An empty database of its own: the fake gateway's ids restart at pi_fake_1 in every test."""
-    name = f"wallet_unstorable_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(request, make_service, sqlite_url):
-    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
-    return make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=url)
+def svc(service_on_each_database):
+    return service_on_each_database
 
 
 def _paid_top_up(svc, user: str) -> str:
