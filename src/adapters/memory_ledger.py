@@ -16,6 +16,7 @@ from types import TracebackType
 from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
+    MONEY_BACK_KINDS,
     TAKE_BACK_KINDS,
     Account,
     Booking,
@@ -95,6 +96,14 @@ class InMemoryLedgerRepository:
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
         found = self._s.by_reference.get(reference_id)
         return None if found is None else self._s.transactions[found]
+
+    def take_backs(self, user_id: str | None = None) -> list[CreditTransaction]:
+        rows = [
+            t
+            for t in self._s.transactions.values()
+            if t.kind in MONEY_BACK_KINDS and (user_id is None or t.user_id == user_id)
+        ]
+        return sorted(rows, key=_newest_first)
 
     # -- writing -------------------------------------------------------------------------------
     def lock_wallet(self, user_id: str) -> WalletState:

@@ -40,6 +40,8 @@ class TransactionKind(StrEnum):
 # The only movements that may take a lot below zero: credits taken back (or given back) for money that
 # went back to the buyer, after they were spent (wallet_core.refunds, docs/ledger.md).
 TAKE_BACK_KINDS = frozenset({TransactionKind.REFUND, TransactionKind.DISPUTE, TransactionKind.DISPUTE_WON})
+# Every movement about money going back to the buyer (refunds, disputes and how they closed).
+MONEY_BACK_KINDS = TAKE_BACK_KINDS | {TransactionKind.DISPUTE_LOST}
 
 
 def explained_debt(remaining: Credits, taken_back: Credits) -> tuple[Credits, Credits]:

@@ -107,6 +107,11 @@ class LedgerRepository(Protocol):
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None: ...
 
+    def take_backs(self, user_id: str | None = None) -> list[CreditTransaction]:
+        """Every refund and dispute transaction (kinds refund, dispute, dispute_won, dispute_lost) of
+        `user_id`, or of all users when None, oldest first: what wallet_core.refunds sums per payment."""
+        ...
+
     # -- writing -------------------------------------------------------------------------------
     def lock_wallet(self, user_id: str) -> WalletState:
         """The user's balances and lots with anything left or held, creating an empty wallet if

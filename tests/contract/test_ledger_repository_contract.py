@@ -1151,3 +1151,42 @@ def test_the_debt_is_the_sum_over_every_lot_in_debt_and_ignores_positive_lots(uo
         wallet = tx.ledger.audit().accounts[0]
     assert wallet == agreed("alice", Account.WALLET, -580, debt=650)
     assert verify_ledger(uow=uow) == []
+
+
+# -- refunds and disputes per payment ----------------------------------------------------------------------
+def _take_back(state: WalletState, kind: TransactionKind, reference: str, credits: int, top_up_id: str,
+               at: datetime) -> Booking:
+    to = Account.STRIPE_FUNDING if kind is TransactionKind.REFUND else Account.DISPUTED
+    return take_back_booking(state, lot_id=top_up_lot_id("pi_1"), credits=Credits(credits), to_account=to, kind=kind,
+                             reference_id=reference, now=at, reason="money back",
+                             metadata={"top_up_id": top_up_id})
+
+
+def test_take_backs_are_the_refunds_and_disputes_oldest_first_and_verify_sums_them_per_payment(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.add_top_up(top_up())  # 10000 credits
+        tx.ledger.record(credit(credits=10000, kind=CreditKind.PAID, reference="pi_1",
+                                metadata={"top_up_id": "tu_1"}, lot_id=top_up_lot_id("pi_1")))
+        tx.ledger.record(credit("bob", 50))
+        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice"), TransactionKind.REFUND, "refund:re_1", 3000,
+                                    "tu_1", T0 + HOUR))
+        tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 100, at=T0 + 2 * HOUR))
+        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice"), TransactionKind.DISPUTE, "dispute:dp_1", 6900,
+                                    "tu_1", T0 + 3 * HOUR))
+        tx.commit()
+    with uow(read_only=True) as tx:
+        mine = tx.ledger.take_backs("alice")
+        assert [(t.reference_id, t.kind, t.credits, t.metadata["top_up_id"]) for t in mine] == [
+            ("refund:re_1", TransactionKind.REFUND, Credits(-3000), "tu_1"),
+            ("dispute:dp_1", TransactionKind.DISPUTE, Credits(-6900), "tu_1"),
+        ]
+        assert tx.ledger.take_backs() == mine and tx.ledger.take_backs("bob") == []
+    assert verify_ledger(uow=uow) == []
+
+    with uow() as tx:  # a second dispute freezing what the first left, and 1 more: beyond the grant
+        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice"), TransactionKind.DISPUTE, "dispute:dp_2", 101,
+                                    "tu_1", T0 + 4 * HOUR))
+        tx.commit()
+    assert [(v.subject, v.problem) for v in verify_ledger(uow=uow)] == [
+        ("payment:pi_1", "refunds took 30.00 and disputes froze 70.01 credits, more than the 100.00 it granted"),
+    ]

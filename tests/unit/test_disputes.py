@@ -264,3 +264,77 @@ def test_a_dispute_of_a_refunded_payment_never_takes_more_than_the_top_up_bought
     wallet.deliver(dispute_event(pi, "dp_1", 1000, "lost"))
 
     assert wallet.spendable() == Credits(0)  # the refund took everything already
+
+
+# -- several disputes of one payment: together with its refunds they never take more than it granted --------
+
+
+def test_five_disputes_of_one_payment_freeze_its_credits_once(wallet: WalletDriver, paid: TopUp) -> None:
+    pi = paid.payment_intent_id
+    wallet.spend("300")
+
+    outcomes = [wallet.deliver(dispute_event(pi, f"dp_{n}", 1000, "needs_response")).outcome for n in range(5)]
+
+    assert outcomes == ["dispute_opened"] * 5
+    assert wallet.spendable() == c("-300")  # the 1000 bought, less the 300 spent: not -4300
+    assert wallet.debt() == c("300")
+    assert system_balance(wallet.store, Account.DISPUTED) == c("1000")
+    assert [t.credits for t in transactions_of(wallet.store, "alice")[-5:]] == [c("-1000")] + [Credits(0)] * 4
+    assert wallet.verify() == []
+
+
+def test_a_second_dispute_freezes_only_what_the_first_left(wallet: WalletDriver, paid: TopUp) -> None:
+    pi = paid.payment_intent_id
+    wallet.deliver(dispute_event(pi, "dp_1", 600, "needs_response"))
+    wallet.deliver(dispute_event(pi, "dp_2", 600, "needs_response"))
+
+    assert system_balance(wallet.store, Account.DISPUTED) == c("1000")
+    assert wallet.spendable() == Credits(0)
+
+    wallet.deliver(dispute_event(pi, "dp_1", 600, "won"))  # gives back its 600, no more
+
+    assert wallet.spendable() == c("600")
+    assert _status(wallet, paid) is TopUpStatus.DISPUTED  # dp_2 is still open
+    wallet.deliver(dispute_event(pi, "dp_2", 600, "lost"))
+    assert wallet.spendable() == c("600")
+    assert system_balance(wallet.store, Account.DISPUTED) == Credits(0)
+    assert _status(wallet, paid) is TopUpStatus.DISPUTE_LOST
+    assert wallet.verify() == []
+
+
+def test_winning_every_dispute_gives_back_exactly_what_was_bought(wallet: WalletDriver, paid: TopUp) -> None:
+    pi = paid.payment_intent_id
+    for n in range(3):
+        wallet.deliver(dispute_event(pi, f"dp_{n}", 1000, "needs_response"))
+    for n in range(3):
+        assert wallet.deliver(dispute_event(pi, f"dp_{n}", 1000, "won")).outcome == "dispute_won"
+
+    assert wallet.spendable() == c("1000")
+    assert system_balance(wallet.store, Account.DISPUTED) == Credits(0)
+    assert _status(wallet, paid) is TopUpStatus.SUCCEEDED
+    assert wallet.verify() == []
+
+
+def test_a_refund_during_a_dispute_takes_only_what_the_dispute_left(wallet: WalletDriver, paid: TopUp) -> None:
+    pi = paid.payment_intent_id
+    wallet.deliver(dispute_event(pi, "dp_1", 800, "needs_response"))  # freezes 800 of 1000
+
+    assert wallet.deliver(refund_event(pi, refund("re_1", pi, 500))).outcome == "refunded"
+
+    assert wallet.spendable() == Credits(0)  # 200 taken back, not 500
+    assert system_balance(wallet.store, Account.DISPUTED) == c("800")
+    assert wallet.verify() == []
+    wallet.deliver(dispute_event(pi, "dp_1", 800, "lost"))
+    assert wallet.spendable() == Credits(0)
+    assert wallet.verify() == []
+
+
+def test_a_dispute_lost_unseen_counts_against_the_next_dispute(wallet: WalletDriver, paid: TopUp) -> None:
+    pi = paid.payment_intent_id
+    wallet.deliver(dispute_event(pi, "dp_1", 700, "lost"))  # its `created` was missed: 700 taken
+
+    wallet.deliver(dispute_event(pi, "dp_2", 700, "needs_response"))
+
+    assert wallet.spendable() == Credits(0)  # 300 frozen, not 700
+    assert system_balance(wallet.store, Account.DISPUTED) == c("300")
+    assert wallet.verify() == []

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from adapters.memory_ledger import InMemoryStore
-from tests.unit.helpers import WalletDriver, sum_of_all_postings
-from wallet_core.ledger import Account, CreditKind, Posting
+from tests.unit.helpers import T0, WalletDriver, dispute_event, refund, refund_event, sum_of_all_postings
+from wallet_core.ledger import Account, Booking, CreditKind, Posting, TransactionKind, WalletState
 from wallet_core.money import Credits
+from wallet_core.refunds import (
+    dispute_closed_reference,
+    dispute_reference,
+    give_back_booking,
+    take_back_booking,
+    top_up_lot_id,
+)
+from wallet_core.topups import TopUp
 from wallet_core.use_cases import Violation
 
 
@@ -179,3 +188,49 @@ def test_a_transaction_with_unbalanced_postings_is_named(busy: WalletDriver, sto
     found = busy.verify()
     assert {v.subject for v in found} == {tx_id, "ledger"}
     assert {v.problem for v in found} == {"postings sum to -3.00, not 0", "all postings sum to -3.00, not 0"}
+
+
+# -- a payment's refunds and disputes never take more than it granted -----------------------------------------
+
+
+def _plant(wallet: WalletDriver, booking_of: Callable[[WalletState], Booking]) -> None:
+    """Record a booking straight through the repository, past every use case's checks (as a bug would)."""
+    with wallet.uow() as tx:
+        tx.ledger.record(booking_of(tx.ledger.lock_wallet("alice")))
+        tx.commit()
+
+
+def _freeze(top_up: TopUp, dispute_id: str, credits: str) -> Callable[[WalletState], Booking]:
+    return lambda state: take_back_booking(
+        state, lot_id=top_up_lot_id(top_up.payment_intent_id), credits=c(credits), to_account=Account.DISPUTED,
+        kind=TransactionKind.DISPUTE, reference_id=dispute_reference(dispute_id), now=T0, reason="planted",
+        metadata={"dispute_id": dispute_id, "top_up_id": top_up.id},
+    )
+
+
+def test_disputes_and_refunds_taking_more_than_the_payment_granted_are_named(wallet: WalletDriver) -> None:
+    top_up = wallet.paid("10.00")
+    pi = top_up.payment_intent_id
+    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+    wallet.deliver(dispute_event(pi, "dp_1", 1000, "needs_response"))  # freezes the 700 left
+    assert wallet.verify() == []
+
+    _plant(wallet, _freeze(top_up, "dp_2", "1000"))  # what a second dispute froze before the fix
+
+    assert wallet.verify() == [
+        Violation(f"payment:{pi}", "refunds took 300.00 and disputes froze 1700.00 credits, more than the 1000.00 "
+                                   "it granted"),
+    ]
+
+
+def test_a_won_dispute_that_gave_back_more_than_it_froze_is_named(wallet: WalletDriver) -> None:
+    top_up = wallet.paid("10.00")
+    pi = top_up.payment_intent_id
+    _plant(wallet, _freeze(top_up, "dp_1", "400"))
+    _plant(wallet, lambda state: give_back_booking(
+        state, lot_id=top_up_lot_id(pi), credits=c("500"), from_account=Account.DISPUTED,
+        kind=TransactionKind.DISPUTE_WON, reference_id=dispute_closed_reference("dp_1"), now=T0, reason="planted",
+    ))
+    # (the disputed account also went below zero, which nothing else in the ledger looks at)
+
+    assert wallet.verify() == [Violation(f"payment:{pi}", "dispute dp_1 gave back more than it froze")]

@@ -12,6 +12,7 @@ unpack rows by position.
 from __future__ import annotations
 
 from adapters.sql.driver import Sql
+from wallet_core.ledger import MONEY_BACK_KINDS
 
 TOP_UP_COLUMNS = (
     "id, user_id, amount_cents, currency, credits, status, payment_intent_id, created_at, idempotency_key, "
@@ -59,6 +60,18 @@ TRANSACTIONS_BEFORE = Sql.of(
     postgresql=f"{_NEWEST_FIRST} AND (created_at < :p_before_at "
     'OR (created_at = :p_before_at AND id COLLATE "C" < :p_before_id)) '
     'ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :p_limit',
+)
+# Refunds and disputes (rare), of one user (the index ix_credit_transactions_user_recent) or of all.
+_TAKE_BACKS = (
+    f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions "
+    f"WHERE kind IN ({', '.join(repr(kind.value) for kind in sorted(MONEY_BACK_KINDS))})"
+)
+TAKE_BACKS = Sql.of(
+    f"{_TAKE_BACKS} ORDER BY created_at, id", postgresql=f'{_TAKE_BACKS} ORDER BY created_at, id COLLATE "C"'
+)
+TAKE_BACKS_OF_USER = Sql.of(
+    f"{_TAKE_BACKS} AND user_id = :p_user ORDER BY created_at, id",
+    postgresql=f'{_TAKE_BACKS} AND user_id = :p_user ORDER BY created_at, id COLLATE "C"',
 )
 TRANSACTION_BY_REFERENCE = Sql.of(
     f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions WHERE reference_id = :p_reference"

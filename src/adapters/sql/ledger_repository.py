@@ -289,6 +289,13 @@ class SqlLedgerRepository:
         row = self._driver.one(sql.TRANSACTION_BY_REFERENCE, {"p_reference": reference_id})
         return None if row is None else self._transaction_of(row)
 
+    def take_backs(self, user_id: str | None = None) -> list[CreditTransaction]:
+        if user_id is None:
+            rows = self._driver.all(sql.TAKE_BACKS, {})
+        else:
+            rows = self._driver.all(sql.TAKE_BACKS_OF_USER, {"p_user": user_id})
+        return [self._transaction_of(row) for row in rows]
+
     # -- writing -------------------------------------------------------------------------------
     def lock_wallet(self, user_id: str) -> WalletState:
         return self._lock(user_id, sql.LIVE_LOTS, {"p_user": user_id})

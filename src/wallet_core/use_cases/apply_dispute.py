@@ -1,5 +1,9 @@
 """The buyer's bank disputes a payment: freeze its credits while the dispute is open; if the
-dispute is lost they are gone with the money, if it is won they come back."""
+dispute is lost they are gone with the money, if it is won they come back.
+
+A payment may have several disputes. Each freezes its share, but all of them together with the
+refunds never take more than the payment granted (wallet_core.refunds.room_to_take_back); a won
+dispute gives back exactly what it froze, never more."""
 
 from __future__ import annotations
 
@@ -13,23 +17,21 @@ from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Credits, Usd
 from wallet_core.payments import Dispute
 from wallet_core.ports import UnitOfWork
-from wallet_core.refunds import credits_for_refund, give_back_booking, take_back_booking, top_up_lot_id
+from wallet_core.refunds import (
+    credits_for_refund,
+    dispute_closed_reference,
+    dispute_reference,
+    give_back_booking,
+    room_to_take_back,
+    take_back_booking,
+    top_up_lot_id,
+)
 from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.use_cases.apply_refund import taken_back
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 CLOSED_WON = frozenset({"won", "warning_closed"})
 CLOSED_LOST = frozenset({"lost"})
-
-
-def dispute_reference(dispute_id: str) -> str:
-    """The ledger reference of the transaction that froze a dispute's credits."""
-    return f"dispute:{dispute_id}"
-
-
-def dispute_closed_reference(dispute_id: str) -> str:
-    """The ledger reference of the transaction that closed a dispute (won, lost, or closed before it
-    was seen open)."""
-    return f"dispute_closed:{dispute_id}"
 
 
 def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -> str:
@@ -44,10 +46,10 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
             return "ignored_late"  # its close came first: nothing to freeze any more
         amount = Usd(min(dispute.amount.cents, top_up.amount.cents))
-        # Never freeze more than the top-up still carries after refunds.
+        # Never freeze more than the payment still carries after its refunds and other disputes.
         credits = min(
             credits_for_refund(top_up, Usd(0), amount, Credits(0)),
-            top_up.credits - top_up.credits_refunded,
+            room_to_take_back(top_up, taken_back(tx, top_up)),
         )
         if dispute.status in CLOSED_LOST:
             # Lost before we saw it open (its `created` event was missed): the money is gone, so the
@@ -102,8 +104,11 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 reference_id=closed_reference,
                 now=at,
                 reason=f"dispute {dispute.id} won; credits given back",
+                metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
             )
         )
+        if taken_back(tx, top_up).open_disputes:
+            return "dispute_won"  # another dispute of the payment is still open: it stays disputed
         _move(
             tx,
             top_up,
@@ -128,6 +133,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 postings=(Posting(Account.DISPUTED, -held), Posting(Account.STRIPE_FUNDING, held)),
                 reason=f"dispute {dispute.id} lost; the frozen credits are gone with the money",
                 actor="stripe",
+                metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
             )
         )
         _move(tx, top_up, TopUpStatus.DISPUTE_LOST)

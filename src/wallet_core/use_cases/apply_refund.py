@@ -15,13 +15,26 @@ from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Usd
 from wallet_core.payments import Refund
 from wallet_core.ports import UnitOfWork
-from wallet_core.refunds import credits_for_refund, take_back_booking, top_up_lot_id
+from wallet_core.refunds import (
+    TakenBack,
+    credits_for_refund,
+    room_to_take_back,
+    take_back_booking,
+    taken_back_by_top_up,
+    top_up_lot_id,
+)
 from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 
 def refund_reference(refund_id: str) -> str:
     return f"refund:{refund_id}"
+
+
+def taken_back(tx: UnitOfWork, top_up: TopUp) -> TakenBack:
+    """What the refunds and disputes of `top_up` took so far, as the ledger says (read under the
+    wallet's lock, so it holds until this unit of work ends)."""
+    return taken_back_by_top_up(tx.ledger.take_backs(top_up.user_id)).get(top_up.id, TakenBack())
 
 
 def apply_refunds(tx: UnitOfWork, top_up: TopUp, refunds: tuple[Refund, ...], now: Clock) -> str:
@@ -44,8 +57,12 @@ def apply_refunds(tx: UnitOfWork, top_up: TopUp, refunds: tuple[Refund, ...], no
 
 def _book(tx: UnitOfWork, top_up: TopUp, refund: Refund, now: Clock) -> TopUp:
     at = now()
-    credits = credits_for_refund(top_up, top_up.refunded, refund.amount, top_up.credits_refunded)
     state = lock_and_sweep(tx.ledger, top_up.user_id, at)
+    # In proportion, but never more than the payment has left after its refunds and disputes.
+    credits = min(
+        credits_for_refund(top_up, top_up.refunded, refund.amount, top_up.credits_refunded),
+        room_to_take_back(top_up, taken_back(tx, top_up)),
+    )
     # Recorded even when the refund is worth 0 credits (tiny refunds at low rates): the reference
     # is what makes the refund count once.
     tx.ledger.record(

@@ -23,13 +23,9 @@ from wallet_core.errors import PaymentGatewayFailed
 from wallet_core.lifecycle import paid
 from wallet_core.payments import META_TOP_UP_ID, Dispute, PaymentEvent, PaymentIntent
 from wallet_core.ports import PaymentGateway, UnitOfWorkFactory
+from wallet_core.refunds import dispute_closed_reference, dispute_reference
 from wallet_core.topups import TopUp, TopUpStatus
-from wallet_core.use_cases.apply_dispute import (
-    CLOSED_LOST,
-    CLOSED_WON,
-    dispute_closed_reference,
-    dispute_reference,
-)
+from wallet_core.use_cases.apply_dispute import CLOSED_LOST, CLOSED_WON
 from wallet_core.use_cases.apply_payment_event import apply_payment_event
 from wallet_core.use_cases.apply_refund import refund_reference
 

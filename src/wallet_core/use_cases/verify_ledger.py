@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wallet_core.ledger import Account
-from wallet_core.ports import UnitOfWorkFactory
+from wallet_core.money import Credits
+from wallet_core.ports import LedgerRepository, UnitOfWorkFactory
+from wallet_core.refunds import taken_back_by_top_up
 
 
 @dataclass(frozen=True)
@@ -17,9 +19,11 @@ class Violation:
 def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
     """An empty list means: postings sum to zero overall and per transaction, every stored balance
     equals the sum of its postings and of its lots, and no balance or lot is negative except by a
-    recorded debt (credits refunded or disputed after they were spent, never more than was taken back)."""
+    recorded debt (credits refunded or disputed after they were spent, never more than was taken back),
+    and no payment lost more credits to its refunds and disputes than it granted."""
     with uow(read_only=True) as tx:  # a long read: it must not hold up payments
         audit = tx.ledger.audit()
+        taken_back = _payments_taken_back_beyond_their_grant(tx.ledger)
     found: list[Violation] = []
     if audit.total_posted.minor != 0:
         found.append(Violation("ledger", f"all postings sum to {audit.total_posted}, not 0"))
@@ -40,4 +44,24 @@ def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
         if acc.unexplained_debt.is_positive():
             found.append(Violation(name, f"its lots are overdrawn by {acc.unexplained_debt} that no refund or "
                                          "dispute took back"))
+    return found + taken_back
+
+
+def _payments_taken_back_beyond_their_grant(ledger: LedgerRepository) -> list[Violation]:
+    """Per payment: the credits its refunds took plus those its disputes froze (open or lost) are at
+    most what it granted, and no won dispute gave back more than it froze."""
+    found: list[Violation] = []
+    for top_up_id, taken in sorted(taken_back_by_top_up(ledger.take_backs()).items()):
+        top_up = ledger.get_top_up(top_up_id)
+        if top_up is None:
+            found.append(Violation(f"top-up:{top_up_id}", f"refunds and disputes took {taken.total} credits of a "
+                                                          "top-up that does not exist"))
+            continue
+        grant = ledger.find_transaction_by_reference(top_up.payment_intent_id)
+        granted = grant.credits if grant is not None else Credits(0)
+        subject = f"payment:{top_up.payment_intent_id}"
+        if taken.total > granted:
+            found.append(Violation(subject, f"refunds took {taken.by_refunds} and disputes froze {taken.by_disputes} "
+                                            f"credits, more than the {granted} it granted"))
+        found += [Violation(subject, f"dispute {d} gave back more than it froze") for d in taken.over_given_back]
     return found
