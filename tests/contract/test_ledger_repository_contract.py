@@ -71,8 +71,15 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         upgrade(engine)
     else:
         engine = request.getfixturevalue("pg_engine")
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {ALL_TABLES}"))
+
+        def empty() -> None:
+            with engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {ALL_TABLES}"))
+
+        empty()
+        # Empty afterwards too: later tests (e2e) share this session's database and verify its ledger,
+        # which a test here may leave unsound on purpose.
+        request.addfinalizer(empty)
     return Backend(request.param, sql_unit_of_work_factory(engine), engine)
 
 
