@@ -49,8 +49,10 @@ def parse_webhook(
         _verify(payload, signature_header, secrets, tolerance)
     try:
         data = json.loads(payload, parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except ValueError:  # not UTF-8, not JSON, or an integer of more digits than Python reads
         raise InvalidWebhook("the webhook body is not JSON") from None
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent no Decimal can hold (1e10**18)
+        raise InvalidWebhook("the webhook body holds a number out of any range") from None
     return event_from_dict(data)
 
 

@@ -443,6 +443,14 @@ def test_webhook_with_an_astronomical_exponent_is_400_before_the_signature_check
           content_type="application/json; charset=utf-8")
 
 
+@pytest.mark.parametrize("literal", ASTRONOMICAL)
+def test_a_signed_webhook_with_an_astronomical_exponent_is_400(world, literal):
+    """Signed, so it passes the signature check: the event's own parse must refuse it too."""
+    payload = json.dumps(_event(world)).encode().replace(b'"amount": 1000', b'"amount": ' + literal.encode(), 1)
+    assert literal.encode() in payload
+    _hook(world, payload, 400)
+
+
 def test_an_astronomical_exponent_through_a_real_socket_is_4xx_and_writes_nothing(world):
     """Over waitress: the grant route and the webhook answer a JSON error, not a 500."""
     route = BY_NAME["grant"]
