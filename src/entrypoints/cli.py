@@ -368,7 +368,8 @@ def _token(container: Container, args: argparse.Namespace) -> int:
 
 Command = Callable[["Container", argparse.Namespace], int]
 # The commands that read or write the ledger: on SQLite (the zero-configuration default) the schema is
-# brought up to date first. serve migrates by itself, migrate is the migration, token needs no database.
+# brought up to date first; on PostgreSQL it must be up to date (`wallet migrate`), else they exit 1
+# saying so. serve migrates SQLite by itself, migrate is the migration, token needs no database.
 LEDGER_COMMANDS: dict[str, Command] = {
     "grant": _grant,
     "spend": _spend,
@@ -397,7 +398,7 @@ def main(argv: Sequence[str] | None = None, *, container: Container | None = Non
     else:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    from entrypoints.container import Container, migrate_if_embedded
+    from entrypoints.container import Container, ensure_schema
     from entrypoints.settings import SettingsError
     from wallet_core.errors import WalletError
 
@@ -406,7 +407,9 @@ def main(argv: Sequence[str] | None = None, *, container: Container | None = Non
     try:
         container.settings()  # fail early, naming the bad variable
         if args.command in LEDGER_COMMANDS:
-            migrate_if_embedded(container)
+            warning = ensure_schema(container)  # SQLite is migrated; PostgreSQL must be: else exit 1 saying so
+            if warning is not None:
+                print(f"wallet: warning: {warning}", file=sys.stderr)
         return COMMANDS[args.command](container, args)
     except SettingsError as exc:
         print(f"wallet: configuration error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ when first provided, so `wallet --help` and commands that need no database or St
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
     from adapters.sql.unit_of_work import SqlUnitOfWork
     from adapters.stripe_gateway import StripePaymentGateway
+
+log = logging.getLogger("wallet.schema")
 
 
 def _gateway(settings: Settings) -> StripePaymentGateway:
@@ -74,8 +77,46 @@ def migrate(container: Container) -> None:
     upgrade(container.engine())
 
 
+def _embedded(container: Container) -> bool:
+    return container.settings().database_url.startswith("sqlite")
+
+
 def migrate_if_embedded(container: Container) -> None:
     """SQLite is the zero-configuration default, so it is migrated on first use. A PostgreSQL
-    deployment migrates once, explicitly, with `wallet migrate`, before its servers start."""
+    deployment migrates once, explicitly, with `wallet migrate`, before its servers start.
+
+    A database a newer wallet migrated is left as it is, with a logged warning (see ensure_schema)."""
+    warning = _migrate_embedded(container)
+    if warning is not None:
+        log.warning("%s", warning)
+
+
+def _migrate_embedded(container: Container) -> str | None:
+    from adapters.sql.migrate import SchemaTooNew
+
     if container.settings().database_url.startswith("sqlite"):
-        migrate(container)
+        try:
+            migrate(container)
+        except SchemaTooNew as exc:
+            return exc.description
+    return None
+
+
+def ensure_schema(container: Container) -> str | None:
+    """Before a command reads or writes the ledger: SQLite is migrated; any other database must have
+    been brought to this code's revision by `wallet migrate`, else SchemaNotReady (a WalletError
+    saying so) is raised before any statement meets a missing table.
+
+    A database at a revision this code does not know was migrated by a newer wallet. During a rolling
+    upgrade the older code keeps working on it (migrations add before they remove), so that is not a
+    refusal: the warning is returned for the caller to show."""
+    from adapters.sql.migrate import SchemaTooNew, schema_state
+
+    if container.settings().database_url.startswith("sqlite"):
+        return _migrate_embedded(container)
+    problem = schema_state(container.engine()).problem()
+    if isinstance(problem, SchemaTooNew):
+        return problem.description
+    if problem is not None:
+        raise problem
+    return None

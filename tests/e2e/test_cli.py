@@ -921,3 +921,113 @@ def test_progress_ends_its_line_before_an_error():
     progress(_intent(1))
     progress.abort()
     assert "".join(term.written).endswith("\n")
+
+
+# -- a database `wallet migrate` has not set up (or a newer wallet has) ------------------------------
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server_url: str):
+    """An empty PostgreSQL database of this test's own (the session's postgres_url is migrated by others)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"wallet_unmigrated_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def set_revision(url: str, revision: str) -> None:
+    """Put the database at `revision`: migrate to it, or (for a revision no wallet ships) just say so."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from adapters.sql.migrate import alembic_config
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            if revision.startswith("9"):
+                command.upgrade(alembic_config(connection), "head")
+                connection.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+            else:
+                command.upgrade(alembic_config(connection), revision)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("revision", "says"), [
+    (None, "the database schema is not set up: run `wallet migrate`"),
+    ("0004", "at revision 0004, older than this wallet's"),
+])
+def test_a_ledger_command_on_an_unmigrated_postgresql_database_says_run_migrate(
+        tmp_path, fresh_postgres_url, revision, says):
+    if revision is not None:
+        set_revision(fresh_postgres_url, revision)
+    for args in (("balance", "alice"), ("grant", "alice", "5.00", "--reason", "x"), ("verify",)):
+        result = wallet(tmp_path, *args, WALLET_DATABASE_URL=fresh_postgres_url)
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr and "relation" not in result.stderr
+        assert result.stdout == ""
+        assert says in result.stderr
+        assert "run `wallet migrate`" in result.stderr
+        assert result.stderr.count("\n") == 1
+
+    ok(wallet(tmp_path, "migrate", WALLET_DATABASE_URL=fresh_postgres_url))
+    assert json.loads(ok(wallet(tmp_path, "grant", "alice", "5.00", "--reason", "x",
+                                WALLET_DATABASE_URL=fresh_postgres_url)))["balance"] == "5.00"
+
+
+@pytest.mark.postgres
+def test_serve_on_an_unmigrated_postgresql_database_is_not_ready_until_migrate_runs(
+        tmp_path, serve, fresh_postgres_url):
+    server = serve(WALLET_DATABASE_URL=fresh_postgres_url, WALLET_JWT_SECRET=JWT_SECRET)
+    token = ok(wallet(tmp_path, "token", "alice", WALLET_JWT_SECRET=JWT_SECRET)).strip()
+    auth = {"Authorization": f"Bearer {token}"}
+
+    status, body = get(f"{server.url}/readyz")
+    assert status == 503
+    assert json.loads(body) == {"title": "Not ready",
+                                "description": "the database schema is not set up: run `wallet migrate`"}
+    status, body = get(f"{server.url}/api/v1/users/me/wallet", auth)
+    assert status == 503
+    assert json.loads(body) == {"title": "Database schema not ready",
+                                "description": "the database schema is not set up: run `wallet migrate`"}
+    assert get(f"{server.url}/healthz")[0] == 200  # alive, not ready
+
+    ok(wallet(tmp_path, "migrate", WALLET_DATABASE_URL=fresh_postgres_url))
+    # Ready without a restart: the wallet route within its re-check interval, /readyz at once.
+    deadline = time.monotonic() + 10
+    while get(f"{server.url}/api/v1/users/me/wallet", auth)[0] != 200:
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.2)
+    assert get(f"{server.url}/readyz") == (200, b'{"status": "ready"}')
+    assert "Traceback" not in server.output()
+    assert "run `wallet migrate`" in server.output()  # logged once, as a warning
+
+
+def test_a_sqlite_database_migrated_by_a_newer_wallet_is_reported(tmp_path):
+    ok(wallet(tmp_path, "grant", "alice", "5.00", "--reason", "x"))
+    set_revision(f"sqlite:///{tmp_path / 'wallet.sqlite3'}", "9999_from_the_future")
+
+    refused = wallet(tmp_path, "migrate")
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert "at revision 9999_from_the_future, which this wallet does not know" in refused.stderr
+    assert "upgrade wallet" in refused.stderr
+    assert alembic_revision(tmp_path / "wallet.sqlite3") == "9999_from_the_future"  # left alone
+
+    shown = wallet(tmp_path, "balance", "alice")  # a rolling upgrade: older code still works, and says so
+    assert json.loads(ok(shown))["balance"] == "5.00"
+    assert "wallet: warning: the database schema is at revision 9999_from_the_future" in shown.stderr

@@ -27,7 +27,8 @@ from dependency_injector import providers
 from falcon import testing
 
 from adapters.fake_gateway import FakePaymentGateway
-from entrypoints.container import Container
+from adapters.sql.migrate import upgrade
+from entrypoints.container import Container, migrate
 from entrypoints.http import observability
 from entrypoints.http.app import create_app
 from entrypoints.http.auth import JwtAuthenticator
@@ -237,6 +238,58 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path, where):
         assert client.simulate_get("/healthz").status_code == 200  # alive, not ready
     finally:
         container.shutdown_resources()
+
+
+def test_an_unmigrated_database_is_not_ready_and_its_routes_answer_503_until_migrated(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "wallet.http")
+    container, client = unreachable_app(f"sqlite:///{tmp_path / 'wallet.sqlite3'}")  # reachable, no tables
+    auth = {"Authorization": f"Bearer {container.authenticator().mint('alice', roles=['admin'])}"}
+    says = "the database schema is not set up: run `wallet migrate`"
+    try:
+        resp = client.simulate_get("/readyz")
+        assert resp.status_code == 503
+        assert resp.json == {"title": "Not ready", "description": says}
+        for method, path, body in (("GET", "/api/v1/users/me/wallet", None),
+                                   ("POST", grant_path("bob"), {"credits": "1.00", "reason": "x"})):
+            resp = client.simulate_request(method, path, headers={**auth, "Idempotency-Key": "k"}, json=body)
+            assert resp.status_code == 503, resp.text
+            assert resp.json == {"title": "Database schema not ready", "description": says}
+            assert resp.headers.get("Retry-After") == "5"
+        for path in ("/healthz", "/metrics", "/openapi.json"):
+            assert client.simulate_get(path).status_code == 200
+        assert client.simulate_get("/no/such/route").status_code == 404
+
+        migrate(container)  # as `wallet migrate` would, while the app runs
+        assert client.simulate_get("/readyz").status_code == 200
+        assert client.simulate_get("/api/v1/users/me/wallet", headers=auth).status_code == 200
+        assert client.simulate_post(grant_path("bob"), headers={**auth, "Idempotency-Key": "k"},
+                                    json={"credits": "1.00", "reason": "x"}).status_code == 201
+    finally:
+        container.shutdown_resources()
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("database schema")] == [
+        f"database schema: {says}", "database schema: up to date"]
+
+
+def test_a_schema_found_missing_is_read_again_soon_and_one_found_ready_is_trusted_a_while(tmp_path):
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'wallet.sqlite3'}")
+    now = [0.0]
+    check = observability.SchemaCheck(lambda: engine, clock=lambda: now[0])
+    try:
+        assert check.problem() is not None
+        upgrade(engine)
+        assert check.problem() is not None  # cached
+        now[0] += observability.SCHEMA_RECHECK_NOT_READY_SECONDS
+        assert check.problem() is None
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM alembic_version")
+        now[0] += observability.SCHEMA_RECHECK_READY_SECONDS - 0.1
+        assert check.problem() is None  # trusted until the interval is over
+        now[0] += 0.1
+        assert check.problem() is not None
+    finally:
+        engine.dispose()
 
 
 class _HangingEngine:

@@ -1,6 +1,6 @@
-"""Request ids, access logs, Prometheus metrics, /metrics and /readyz.
+"""Request ids, access logs, Prometheus metrics, /metrics and /readyz, and the schema gate.
 
-    install_observability(app, container)   # in create_app: one middleware, two routes
+    install_observability(app, container)   # in create_app: two middlewares, two routes
 
 Every request gets an id: the caller's X-Request-Id when it is a sane value (1-128 printable ASCII
 characters), else a new one. It is sent back as X-Request-Id and is on every log line written while
@@ -11,6 +11,12 @@ or a header value.
 Metrics live on a registry of the app's own (not prometheus_client's global one), so several apps in
 one process (tests) do not collide. Labels are bounded: the route is the template ("unmatched" when no
 route matched), a webhook event type is kept only when it looks like one.
+
+The schema gate: while the database's schema is missing or older than this code (a PostgreSQL database
+`wallet migrate` has not brought up to date), /readyz and every route that uses the database answer
+503 saying "run `wallet migrate`", instead of 500s about missing tables. The check reads one row and is
+cached; it is repeated every few seconds while the schema is not ready, so the server becomes ready by
+itself once `wallet migrate` has run.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ log = logging.getLogger("wallet.http")
 REQUEST_ID_HEADER = "X-Request-Id"
 UNMATCHED = "unmatched"
 READINESS_TIMEOUT_SECONDS = 2.0
+SCHEMA_RECHECK_READY_SECONDS = 60.0  # how long a schema found ready is trusted
+SCHEMA_RECHECK_NOT_READY_SECONDS = 2.0  # how soon a schema found missing or behind is read again
+# Routes that need no database (or report on it themselves): the schema gate lets them through.
+NO_DATABASE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 _SANE_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")  # printable ASCII: no CR/LF, nothing to inject
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,79}")  # Stripe's shape, e.g. payment_intent.succeeded
 _OUTCOME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -154,17 +164,95 @@ class MetricsResource:
         resp.data, resp.content_type = self._metrics.exposition(req.get_header("Accept"))
 
 
+class SchemaCheck:
+    """Is the database's schema the one this code needs? `problem()` answers from a cache: a ready
+    schema is read again after SCHEMA_RECHECK_READY_SECONDS, a missing or older one after
+    SCHEMA_RECHECK_NOT_READY_SECONDS; `refresh()` reads it now. A database that cannot be reached is
+    not a schema problem (the request fails on its own with 503 Storage unavailable); a schema a newer
+    wallet migrated is logged as a warning and served (a rolling upgrade)."""
+
+    def __init__(self, engine: Callable[[], Engine], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._problem: str | None = None
+        self._expires = float("-inf")  # never read yet
+        self._reported: str | None = None  # the last state logged, so each change is logged once
+
+    def problem(self) -> str | None:
+        """None when the schema is ready (or cannot be read now), else why not, from the cache."""
+        if self._clock() < self._expires:
+            return self._problem
+        if not self._lock.acquire(blocking=self._expires == float("-inf")):
+            return self._problem  # another request is reading it; the last answer stands meanwhile
+        try:
+            if self._clock() < self._expires:
+                return self._problem
+            return self._read()
+        finally:
+            self._lock.release()
+
+    def refresh(self) -> str | None:
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> str | None:
+        from adapters.sql.migrate import SchemaTooNew, schema_state
+        from wallet_core.errors import StorageUnavailable
+
+        try:
+            found = schema_state(self._engine()).problem()
+        except StorageUnavailable:
+            # Unreachable: let requests through to fail on their own; read again soon.
+            self._problem, self._expires = None, self._clock() + SCHEMA_RECHECK_NOT_READY_SECONDS
+            return None
+        blocking = found is not None and not isinstance(found, SchemaTooNew)
+        self._problem = found.description if blocking and found is not None else None
+        self._expires = self._clock() + (SCHEMA_RECHECK_NOT_READY_SECONDS if blocking else SCHEMA_RECHECK_READY_SECONDS)
+        self._report(found)
+        return self._problem
+
+    def _report(self, found: Exception | None) -> None:
+        state = None if found is None else str(found)
+        if state == self._reported:
+            return
+        if found is not None:
+            log.warning("database schema: %s", state)
+        elif self._reported is not None:
+            log.info("database schema: up to date")
+        self._reported = state
+
+
+class SchemaGate:
+    """Middleware: a route that uses the database answers 503 while the schema is not ready."""
+
+    def __init__(self, schema: SchemaCheck) -> None:
+        self._schema = schema
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         params: dict[str, Any]) -> None:
+        if resource is None or req.uri_template in NO_DATABASE_ROUTES:
+            return
+        problem = self._schema.problem()
+        if problem is not None:
+            raise falcon.HTTPServiceUnavailable(title="Database schema not ready", description=problem,
+                                                retry_after=5)
+
+
 class ReadinessResource:
-    """GET /readyz: 200 when the database answers SELECT 1 within READINESS_TIMEOUT_SECONDS, else 503.
+    """GET /readyz: 200 when the database answers SELECT 1 within READINESS_TIMEOUT_SECONDS and its
+    schema is this code's, else 503 saying why.
 
     /healthz only says the process answers; /readyz says it can do its work. The check runs on a daemon
     thread so a database that hangs (a dropped packet, a full pool) cannot hold the request, or the
     process at exit; at most two checks run at once, further probes are answered 503 at once."""
 
-    def __init__(self, container: Container, timeout: float | None = None) -> None:
+    def __init__(self, container: Container, timeout: float | None = None,
+                 schema: SchemaCheck | None = None) -> None:
         self._container = container
         self._timeout = READINESS_TIMEOUT_SECONDS if timeout is None else timeout
         self._slots = threading.BoundedSemaphore(2)
+        self._schema = schema or SchemaCheck(container.engine)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         problem = self._check()
@@ -181,7 +269,8 @@ class ReadinessResource:
 
         def run() -> None:
             try:
-                outcome.append(_select_one(self._container.engine))
+                problem = _select_one(self._container.engine)
+                outcome.append(problem if problem is not None else self._schema.refresh())
             finally:
                 self._slots.release()
                 done.set()
@@ -213,9 +302,12 @@ def _select_one(engine: Callable[[], Engine]) -> str | None:
 
 
 def install_observability(app: falcon.App[falcon.Request, falcon.Response], container: Container) -> Metrics:
-    """Add the middleware and the /metrics and /readyz routes to `app`; the metrics are returned."""
+    """Add the middlewares (observability, schema gate) and the /metrics and /readyz routes to `app`;
+    the metrics are returned."""
     metrics = Metrics()
+    schema = SchemaCheck(container.engine)
     app.add_middleware(ObservabilityMiddleware(metrics))
+    app.add_middleware(SchemaGate(schema))
     app.add_route("/metrics", MetricsResource(metrics))
-    app.add_route("/readyz", ReadinessResource(container))
+    app.add_route("/readyz", ReadinessResource(container, schema=schema))
     return metrics
