@@ -17,6 +17,16 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """XDG_STATE_HOME for the session: the development JWT secret (kept in the user's state directory)
+    goes to a temporary directory, never the real home; `wallet` subprocesses inherit it."""
+    path = str(tmp_path_factory.mktemp("xdg-state"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", path)
+        yield path
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
     """The PostgreSQL server tests may use. Skips locally when unset; fails in CI (CI=true)."""

@@ -56,7 +56,7 @@ def _unit_of_work(engine: Engine) -> Callable[..., SqlUnitOfWork]:
 
 
 def _authenticator(settings: Settings) -> JwtAuthenticator:
-    return JwtAuthenticator(settings.jwt_secret)
+    return JwtAuthenticator(settings.jwt_secret, dev_secret_file=settings.dev_jwt_secret_file)
 
 
 class Container(containers.DeclarativeContainer):

@@ -23,7 +23,7 @@ from wallet_core.topups import TopUpPolicy
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
-DEV_JWT_SECRET_FILE = ".wallet-dev-jwt-secret"  # noqa: S105 (a file name, not a secret)
+DEV_JWT_SECRET_FILE = "dev-jwt-secret"  # noqa: S105 (a file name, not a secret), in dev_state_dir()
 STRIPE_MIN = Usd(50)  # Stripe refuses USD charges under 0.50
 STRIPE_MAX = Usd(99_999_999)  # and over 999,999.99
 
@@ -67,6 +67,7 @@ class Settings:
     top_up_max: Usd = Usd(50_000)  # noqa: RUF009 (Usd is frozen)
     credits_per_usd: Decimal = Decimal(100)
     jwt_secret: Secret | None = None
+    dev_jwt_secret_file: Path | None = None  # where jwt_secret was read from, in development without one
 
     @property
     def development(self) -> bool:
@@ -140,8 +141,10 @@ class Settings:
         if jwt_value is not None and len(jwt_value.encode()) < 32:
             raise SettingsError("WALLET_JWT_SECRET must be at least 32 bytes (HS256 needs a long key)")
         jwt_secret = Secret(jwt_value) if jwt_value else None
+        dev_secret_file = None
         if jwt_secret is None and mode == DEVELOPMENT:
-            jwt_secret = _dev_jwt_secret(here)
+            dev_secret_file = dev_state_dir(env) / DEV_JWT_SECRET_FILE
+            jwt_secret = _dev_jwt_secret(dev_secret_file)
 
         return cls(
             database_url=db_url,
@@ -154,6 +157,7 @@ class Settings:
             top_up_max=high,
             credits_per_usd=rate,
             jwt_secret=jwt_secret,
+            dev_jwt_secret_file=dev_secret_file,
         )
 
 
@@ -193,25 +197,49 @@ def _positive_float(raw: str | None, name: str, default: float) -> float:
     return value
 
 
-def _dev_jwt_secret(here: Path) -> Secret:
-    """In development without WALLET_JWT_SECRET, a random secret kept in a local 0600 file, so
-    `wallet token` and `wallet serve` agree. Never used in production.
+def dev_state_dir(environ: Mapping[str, str]) -> Path:
+    """The user's state directory for wallet: $XDG_STATE_HOME/wallet, else ~/.local/state/wallet (the XDG
+    base directory spec). Outside any working tree, so `git add .` cannot pick up what is kept there."""
+    xdg = (environ.get("XDG_STATE_HOME") or "").strip()
+    if xdg and Path(xdg).is_absolute():  # the spec says to ignore a relative path
+        return Path(xdg) / "wallet"
+    home = (environ.get("HOME") or "").strip()
+    try:
+        base = Path(home) if home and Path(home).is_absolute() else Path.home()
+    except RuntimeError:
+        raise SettingsError(
+            "WALLET_JWT_SECRET is unset and there is no home directory for the development secret: "
+            "set WALLET_JWT_SECRET, XDG_STATE_HOME or HOME"
+        ) from None
+    return base / ".local" / "state" / "wallet"
+
+
+def _dev_jwt_secret(path: Path) -> Secret:
+    """In development without WALLET_JWT_SECRET, a random secret kept in a 0600 file in the user's
+    state directory, so `wallet token` and `wallet serve` agree. Never used in production. (Before, it
+    was `.wallet-dev-jwt-secret` in the working directory; that file is no longer read.)
 
     The file is written whole under a temporary name and linked into place, so a process starting at
     the same moment reads either nothing (and links its own) or the complete secret, never a part."""
-    path = here / DEV_JWT_SECRET_FILE
-    if not path.exists():
-        temp = here / f"{DEV_JWT_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            pass  # another process linked its secret first; use that one
-        finally:
-            temp.unlink()
-    value = path.read_text().strip()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            temp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass  # another process linked its secret first; use that one
+            finally:
+                temp.unlink()
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError(
+            f"WALLET_JWT_SECRET is unset and the development secret file {path} cannot be used "
+            f"({exc.strerror or exc}); set WALLET_JWT_SECRET, or XDG_STATE_HOME to a writable directory"
+        ) from None
     if len(value.encode()) < 32:
         raise SettingsError(
             f"WALLET_JWT_SECRET is unset and the development secret file {path} is shorter than 32 bytes; "

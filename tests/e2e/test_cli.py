@@ -238,17 +238,63 @@ def test_token_service_puts_service_in_roles(tmp_path):
     assert jwt.decode(token, JWT_SECRET, algorithms=["HS256"])["roles"] == ["service"]
 
 
-def test_token_in_development_without_a_secret_uses_the_local_secret_file(tmp_path):
-    token = ok(wallet(tmp_path, "token", "alice", WALLET_ENV="development")).strip()
+def test_token_in_development_without_a_secret_uses_the_secret_in_the_users_state_directory(tmp_path):
+    state = tmp_path / "state"
+    work = tmp_path / "work"
+    work.mkdir()
+    token = ok(wallet(work, "token", "alice", WALLET_ENV="development", XDG_STATE_HOME=str(state))).strip()
 
-    secret_file = tmp_path / ".wallet-dev-jwt-secret"
+    secret_file = state / "wallet" / "dev-jwt-secret"
     assert secret_file.is_file()
     assert oct(secret_file.stat().st_mode & 0o777) == oct(0o600)
+    assert list(work.iterdir()) == []  # nothing in the working directory for `git add .` to commit
     claims = jwt.decode(token, secret_file.read_text().strip(), algorithms=["HS256"])
     assert claims["sub"] == "alice"
     # The next run agrees on the same secret.
-    again = ok(wallet(tmp_path, "token", "bob", WALLET_ENV="development")).strip()
+    again = ok(wallet(work, "token", "bob", WALLET_ENV="development", XDG_STATE_HOME=str(state))).strip()
     assert jwt.decode(again, secret_file.read_text().strip(), algorithms=["HS256"])["sub"] == "bob"
+
+
+def test_git_add_in_the_service_directory_commits_no_secret_and_no_sqlite_side_files(tmp_path):
+    """The README runs the service in the repository's directory: what it leaves there is ignored."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / ".gitignore").write_text((Path(__file__).parents[2] / ".gitignore").read_text())
+    leftovers = (".wallet-dev-jwt-secret", "wallet.sqlite3", "wallet.sqlite3-wal", "wallet.sqlite3-shm",
+                 "wallet.db-wal", "wallet.db-shm")
+    for name in leftovers:
+        (repo / name).write_text("x")
+    (repo / "kept.txt").write_text("x")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    staged = subprocess.run([*git, "diff", "--cached", "--name-only"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout.split()
+    assert sorted(staged) == [".gitignore", "kept.txt"]
+
+
+def test_in_development_a_token_with_a_bad_signature_is_told_where_the_secret_lives(tmp_path, serve):
+    state = tmp_path / "state"
+    server = serve(WALLET_ENV="development", XDG_STATE_HOME=str(state))
+    forged = jwt.encode({"sub": "alice", "roles": [], "exp": int(time.time()) + 60},
+                        "some-other-secret-that-is-long-enough-0123456789", algorithm="HS256")
+
+    status, body = get(f"{server.url}/api/v1/users/me/wallet", {"Authorization": f"Bearer {forged}"})
+    assert status == 401
+    description = json.loads(body)["description"]
+    secret_file = state / "wallet" / "dev-jwt-secret"
+    assert str(secret_file) in description
+    assert "wallet token" in description
+    assert secret_file.read_text().strip() not in body.decode()
+
+
+def test_in_production_a_bad_signature_names_no_file(tmp_path, serve):
+    server = serve(WALLET_JWT_SECRET=JWT_SECRET)
+    forged = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60},
+                        "some-other-secret-that-is-long-enough-0123456789", algorithm="HS256")
+    status, body = get(f"{server.url}/api/v1/users/me/wallet", {"Authorization": f"Bearer {forged}"})
+    assert status == 401
+    assert json.loads(body)["description"] == "the token is not valid"
 
 
 def test_token_for_an_invalid_user_id_fails_cleanly(tmp_path):

@@ -34,7 +34,13 @@ ALL_VARIABLES = [
 
 
 def load(tmp_path: Path, **environ: str) -> Settings:
+    """Settings read in `tmp_path`; the user's state directory (the development secret's) is beside it."""
+    environ.setdefault("XDG_STATE_HOME", str(tmp_path.parent / f"{tmp_path.name}-state"))
     return Settings.from_env(environ=environ, cwd=tmp_path)
+
+
+def dev_secret_path(tmp_path: Path) -> Path:
+    return tmp_path.parent / f"{tmp_path.name}-state" / "wallet" / DEV_JWT_SECRET_FILE
 
 
 # -- defaults ------------------------------------------------------------------------------------
@@ -53,7 +59,7 @@ def test_defaults_with_an_empty_environment(tmp_path):
     assert settings.stripe_api_base is None
     assert settings.stripe_timeout_seconds == 10.0
     assert settings.jwt_secret is None
-    assert not (tmp_path / DEV_JWT_SECRET_FILE).exists()
+    assert not dev_secret_path(tmp_path).exists()
     policy = settings.policy
     assert (policy.min_amount, policy.max_amount, policy.credits_per_usd) == (Usd(100), Usd(50_000), Decimal(100))
 
@@ -92,8 +98,9 @@ def test_every_documented_variable_is_read(tmp_path):
     assert settings.database_url == PG_URL
     assert settings.jwt_secret is not None and settings.jwt_secret.reveal() == JWT_SECRET
     assert settings.env == "development" and settings.development
-    # An explicit secret in development: no local secret file is created.
-    assert not (tmp_path / DEV_JWT_SECRET_FILE).exists()
+    # An explicit secret in development: no secret file is created.
+    assert not dev_secret_path(tmp_path).exists()
+    assert settings.dev_jwt_secret_file is None
 
 
 @pytest.mark.parametrize(
@@ -242,35 +249,63 @@ def test_secret_equality_compares_values():
 # -- the development JWT secret ------------------------------------------------------------------
 
 
-def test_development_without_a_jwt_secret_creates_a_private_local_one_and_reuses_it(tmp_path):
+def test_development_without_a_jwt_secret_creates_a_private_one_in_the_state_directory_and_reuses_it(tmp_path):
     first = load(tmp_path, WALLET_ENV="development")
 
-    path = tmp_path / DEV_JWT_SECRET_FILE
-    assert path.name == ".wallet-dev-jwt-secret"
+    path = dev_secret_path(tmp_path)
     assert path.is_file()
+    assert first.dev_jwt_secret_file == path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert first.jwt_secret is not None
     assert len(first.jwt_secret.reveal().encode()) >= 32
     assert path.read_text().strip() == first.jwt_secret.reveal()
     assert first.jwt_secret.reveal() not in repr(first)
+    assert list(tmp_path.iterdir()) == []  # nothing in the working directory for `git add .` to pick up
 
     second = load(tmp_path, WALLET_ENV="development")
     assert second.jwt_secret == first.jwt_secret
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_development_secrets_differ_between_directories(tmp_path):
+def test_the_development_secret_is_the_users_whatever_the_working_directory(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a = load(tmp_path / "a", WALLET_ENV="development")
-    b = load(tmp_path / "b", WALLET_ENV="development")
-    assert a.jwt_secret != b.jwt_secret
+    state = str(tmp_path / "state")
+    a = Settings.from_env({"WALLET_ENV": "development", "XDG_STATE_HOME": state}, cwd=tmp_path / "a")
+    b = Settings.from_env({"WALLET_ENV": "development", "XDG_STATE_HOME": state}, cwd=tmp_path / "b")
+    assert a.jwt_secret is not None and a.jwt_secret == b.jwt_secret
+    assert list((tmp_path / "a").iterdir()) == [] and list((tmp_path / "b").iterdir()) == []
+
+
+def test_without_xdg_state_home_the_development_secret_is_under_home(tmp_path):
+    for xdg in ("", "relative/state"):  # unset, or relative (which the XDG spec says to ignore)
+        settings = Settings.from_env({"WALLET_ENV": "development", "HOME": str(tmp_path / "home"),
+                                      "XDG_STATE_HOME": xdg}, cwd=tmp_path)
+        assert settings.dev_jwt_secret_file == tmp_path / "home" / ".local" / "state" / "wallet" / "dev-jwt-secret"
+        assert settings.dev_jwt_secret_file.is_file()
+
+
+def test_the_old_secret_file_in_the_working_directory_is_no_longer_read(tmp_path):
+    (tmp_path / ".wallet-dev-jwt-secret").write_text("old-local-secret-that-is-long-enough-0123456789")
+    settings = load(tmp_path, WALLET_ENV="development")
+    assert settings.jwt_secret is not None
+    assert settings.jwt_secret.reveal() != "old-local-secret-that-is-long-enough-0123456789"
+
+
+def test_an_unusable_state_directory_is_a_settings_error_naming_the_file(tmp_path):
+    (tmp_path / "state").write_text("a file where a directory should be")
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"WALLET_ENV": "development", "XDG_STATE_HOME": str(tmp_path / "state")}, cwd=tmp_path)
+    assert str(tmp_path / "state" / "wallet" / "dev-jwt-secret") in str(raised.value)
+    assert "WALLET_JWT_SECRET" in str(raised.value)
 
 
 def test_production_without_a_jwt_secret_leaves_it_unset_and_creates_no_file(tmp_path):
     settings = load(tmp_path, WALLET_ENV="production")
     assert settings.jwt_secret is None
-    assert not (tmp_path / DEV_JWT_SECRET_FILE).exists()
+    assert settings.dev_jwt_secret_file is None
+    assert not dev_secret_path(tmp_path).exists()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -285,7 +320,8 @@ def test_from_env_defaults_to_the_process_environment_and_cwd(tmp_path, monkeypa
 
 
 def test_an_empty_development_secret_file_never_becomes_an_empty_signing_key(tmp_path):
-    (tmp_path / DEV_JWT_SECRET_FILE).touch(mode=0o600)
+    dev_secret_path(tmp_path).parent.mkdir(parents=True)
+    dev_secret_path(tmp_path).touch(mode=0o600)
     try:
         settings = load(tmp_path, WALLET_ENV="development")
     except SettingsError:

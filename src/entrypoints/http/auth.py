@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import falcon
 import jwt
@@ -36,9 +37,12 @@ class Principal:
 
 
 class JwtAuthenticator:
-    def __init__(self, secret: object | None) -> None:
+    def __init__(self, secret: object | None, *, dev_secret_file: Path | None = None) -> None:
         # `secret` is an entrypoints.settings.Secret (or None when WALLET_JWT_SECRET is unset).
+        # `dev_secret_file`: in development without WALLET_JWT_SECRET, the file the secret is kept in,
+        # named (never shown) when a signature does not match, so a developer knows which secret won.
         self._secret = secret
+        self._dev_secret_file = dev_secret_file
 
     def __repr__(self) -> str:
         return f"JwtAuthenticator(secret={'set' if self._secret else 'unset'})"
@@ -68,6 +72,8 @@ class JwtAuthenticator:
             )
         except jwt.ExpiredSignatureError:
             raise _unauthorized("the token has expired") from None
+        except jwt.InvalidSignatureError:
+            raise _unauthorized(self._bad_signature()) from None
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is not valid") from None
         try:
@@ -78,6 +84,15 @@ class JwtAuthenticator:
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise _unauthorized("the token's roles claim must be a list of strings")
         return Principal(user_id, frozenset(roles))
+
+    def _bad_signature(self) -> str:
+        if self._dev_secret_file is None:
+            return "the token is not valid"
+        return (
+            "the token's signature does not match: in development mode without WALLET_JWT_SECRET, tokens are "
+            f"signed with the secret in {self._dev_secret_file} (mint one with `wallet token USER`, as the "
+            "same user, with the same XDG_STATE_HOME)"
+        )
 
     def require_any_role(self, req: falcon.Request, *roles: str) -> Principal:
         """The authenticated principal (401 otherwise), if it has at least one of `roles` (403 otherwise)."""
