@@ -38,6 +38,20 @@ def _date(text: str) -> datetime:
     return day.replace(tzinfo=UTC)
 
 
+MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600  # wallet token is for local use; production mints its own (docs/tokens.md)
+
+
+def _ttl(text: str) -> int:
+    """--ttl: whole seconds, 1 to MAX_TOKEN_TTL_SECONDS. A token that is born expired is a mistake."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, got {text!r}") from None
+    if not 1 <= seconds <= MAX_TOKEN_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_TOKEN_TTL_SECONDS} seconds (7 days), got {seconds}")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description="Prepaid credits bought with Stripe.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("user")
     token.add_argument("--admin", action="store_true", help="include the admin role")
     token.add_argument("--service", action="store_true", help="include the service role (spend and hold)")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    token.add_argument("--ttl", type=_ttl, default=3600, metavar="SECONDS",
+                       help=f"seconds until it expires, 1 to {MAX_TOKEN_TTL_SECONDS} (default 3600)")
     return parser
 
 

@@ -297,6 +297,53 @@ def test_in_production_a_bad_signature_names_no_file(tmp_path, serve):
     assert json.loads(body)["description"] == "the token is not valid"
 
 
+@pytest.mark.parametrize("ttl", ["0", "-5", "604801", "1.5", "soon"])
+def test_token_with_a_ttl_out_of_range_is_a_usage_error(tmp_path, ttl):
+    result = wallet(tmp_path, "token", "alice", "--ttl", ttl, WALLET_JWT_SECRET=JWT_SECRET)
+
+    assert result.returncode == 2
+    assert result.stdout == ""  # no token
+    assert "--ttl" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_ttl_may_be_as_long_as_seven_days(tmp_path):
+    token = ok(wallet(tmp_path, "token", "alice", "--ttl", "604800", WALLET_JWT_SECRET=JWT_SECRET)).strip()
+    claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 604800
+
+
+def signed(claims: dict[str, object]) -> dict[str, str]:
+    from tests.e2e.conftest import JWT_SECRET as E2E_SECRET
+
+    return {"Authorization": f"Bearer {jwt.encode(claims, E2E_SECRET, algorithm='HS256')}"}
+
+
+@pytest.mark.parametrize(("claim", "value"), [
+    ("exp", "9999999999"), ("exp", True), ("exp", None), ("exp", [9999999999]),
+    ("iat", True), ("iat", "0"), ("nbf", False), ("nbf", "0"),
+])
+def test_the_server_refuses_token_times_that_are_not_numbers(service, claim, value):
+    claims: dict[str, object] = {"sub": "alice", "roles": [], "exp": int(time.time()) + 600, claim: value}
+    resp = service.client.simulate_get("/api/v1/users/me/wallet", headers=signed(claims))
+
+    assert resp.status_code == 401
+    assert resp.json["title"] == "Unauthorized"
+    if value is not None:
+        assert resp.json["description"] == f"the token's {claim} claim must be a number (seconds since 1970-01-01 UTC)"
+
+
+def test_the_server_checks_token_times(service):
+    now = int(time.time())
+    expired = service.client.simulate_get("/api/v1/users/me/wallet", headers=signed({"sub": "a", "exp": now - 1}))
+    assert (expired.status_code, expired.json["description"]) == (401, "the token has expired")
+    early = service.client.simulate_get("/api/v1/users/me/wallet",
+                                        headers=signed({"sub": "a", "exp": now + 600, "nbf": now + 300}))
+    assert (early.status_code, early.json["description"]) == (401, "the token is not valid yet")
+    fine = signed({"sub": "a", "exp": now + 600.5, "iat": now - 1.5, "nbf": now - 1})  # fractions are numbers
+    assert service.client.simulate_get("/api/v1/users/me/wallet", headers=fine).status_code == 200
+
+
 def test_token_for_an_invalid_user_id_fails_cleanly(tmp_path):
     result = wallet(tmp_path, "token", "bad user", WALLET_JWT_SECRET=JWT_SECRET)
     assert_clean_failure(result)

@@ -6,6 +6,7 @@ Roles: `admin` (people who grant credits by hand, and everything a service may d
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +68,15 @@ class JwtAuthenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("send 'Authorization: Bearer <token>'")
         try:
-            claims = jwt.decode(
-                token.strip(), key, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
-            )
-        except jwt.ExpiredSignatureError:
-            raise _unauthorized("the token has expired") from None
+            # The signature is checked here; the times below, once they are known to be numbers (PyJWT
+            # would take "exp": "9999999999", a string, and "iat": true).
+            claims = jwt.decode(token.strip(), key, algorithms=[ALGORITHM], options={
+                "require": ["sub", "exp"], "verify_exp": False, "verify_iat": False, "verify_nbf": False})
         except jwt.InvalidSignatureError:
             raise _unauthorized(self._bad_signature()) from None
         except jwt.InvalidTokenError:
             raise _unauthorized("the token is not valid") from None
+        _check_times(claims, time.time())
         try:
             user_id = check_user_id(claims.get("sub"), "sub")
         except InvalidInput:
@@ -105,6 +106,22 @@ class JwtAuthenticator:
 
     def require_admin(self, req: falcon.Request) -> Principal:
         return self.require_any_role(req, ADMIN)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_times(claims: dict[str, object], now: float) -> None:
+    """exp, iat and nbf are NumericDates (RFC 7519): JSON numbers of seconds since 1970. The token is
+    refused unless exp is after now; one issued (iat) or valid (nbf) only later is refused too."""
+    for name in ("exp", "iat", "nbf"):
+        if name in claims and not _is_number(claims[name]):
+            raise _unauthorized(f"the token's {name} claim must be a number (seconds since 1970-01-01 UTC)")
+    if claims["exp"] <= now:  # type: ignore[operator]
+        raise _unauthorized("the token has expired")
+    if any(name in claims and claims[name] > now for name in ("iat", "nbf")):  # type: ignore[operator]
+        raise _unauthorized("the token is not valid yet")
 
 
 def _unauthorized(description: str) -> falcon.HTTPUnauthorized:
