@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
+    from wallet_core.errors import InvalidInput
     from wallet_core.payments import PaymentIntent
     from wallet_core.ports import StoredEvent
 
@@ -56,14 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wallet", description="Prepaid credits bought with Stripe.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the REST API with waitress (migrates a SQLite database first)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--threads", type=int, default=8)
+    serve = sub.add_parser(
+        "serve",
+        help="serve the REST API with waitress (migrates a SQLite database first)",
+        description="Serve the REST API with waitress. A SQLite database is migrated first; a PostgreSQL one "
+        "must have been migrated with `wallet migrate` (until then /readyz and the wallet routes answer 503).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every option shows its default
+    )
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; 0.0.0.0 for every interface (put TLS in front)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    serve.add_argument("--threads", type=int, default=8, help="worker threads: requests served at once")
     serve.add_argument("--log-format", choices=("json", "text"), default="json",
-                       help="json: one JSON object per line on stderr (default); text: for a person")
+                       help="json: one JSON object per line on stderr; text: for a person")
     serve.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="on SIGTERM/SIGINT, how long requests in flight may take to finish (default 10)")
+                       help="on SIGTERM/SIGINT, how long requests in flight may take to finish")
 
     sub.add_parser("migrate", help="bring the database schema up to date")
 
@@ -139,7 +147,30 @@ def _cli_actor() -> str:
 
 
 def _print(value: object) -> None:
+    """Every command that prints a result prints it as indented JSON."""
     print(json.dumps(value, indent=2))
+
+
+# The names the library gives to values the CLI reads from options: an error names the option.
+OPTION_NAMES = {
+    "expires_in_seconds": "--expires-in",
+    "expires_at": "--expires-at",
+    "reason": "--reason",
+    "idempotency_key": "--idempotency-key",
+    "Idempotency-Key": "--idempotency-key",  # the HTTP header's name
+    "metadata": "--metadata",
+    "limit": "--limit",
+    "cursor": "--cursor",
+}
+
+
+def _as_typed(exc: InvalidInput) -> str:
+    """The error's description, naming the option the user typed (e.g. --expires-in, not expires_in_seconds)."""
+    for name, option in OPTION_NAMES.items():
+        if (exc.field == name or exc.field.startswith((f"{name}.", f"{name}["))) and \
+                exc.description.startswith(name):
+            return option + exc.description[len(name):]
+    return exc.description
 
 
 def _serve(container: Container, args: argparse.Namespace) -> int:
@@ -169,7 +200,7 @@ def _grant(container: Container, args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         expires_at=None if args.expires_at is None else parse_instant(args.expires_at, "--expires-at"),
     )
-    print(json.dumps(grant_view(result)))
+    _print(grant_view(result))
     return 0
 
 
@@ -415,7 +446,7 @@ def main(argv: Sequence[str] | None = None, *, container: Container | None = Non
 
     from entrypoints.container import Container, ensure_schema
     from entrypoints.settings import SettingsError
-    from wallet_core.errors import WalletError
+    from wallet_core.errors import InvalidInput, WalletError
 
     owned = container is None
     container = container or Container()
@@ -429,6 +460,9 @@ def main(argv: Sequence[str] | None = None, *, container: Container | None = Non
     except SettingsError as exc:
         print(f"wallet: configuration error: {exc}", file=sys.stderr)
         return 2
+    except InvalidInput as exc:
+        print(f"wallet: {exc.title}: {_as_typed(exc)}", file=sys.stderr)
+        return 1
     except WalletError as exc:
         print(f"wallet: {exc.title}: {exc.description}", file=sys.stderr)
         return 1

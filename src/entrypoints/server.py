@@ -36,7 +36,6 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
     REDACTOR.add_secrets(settings)
     try:
         migrate_if_embedded(container)
-        log.info("wallet serving on http://%s:%s (%r)", host, port, settings)
         app = create_app(container)
         try:
             server = waitress.server.create_server(
@@ -50,6 +49,7 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
         except OSError as exc:  # e.g. the port is taken: one log line, exit 1, no traceback
             log.error("cannot listen on %s:%s: %s", host, port, exc)
             raise SystemExit(1) from None
+        log.info("wallet serving on http://%s:%s (%r)", host, port, settings)  # only once it listens
         GracefulServer(server, shutdown_timeout).run()
     finally:
         container.shutdown_resources()  # disposes of the engine: pooled connections are closed

@@ -99,6 +99,38 @@ def test_help_loads_no_database_web_or_stripe_library(tmp_path):
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 
+def test_serve_help_explains_every_option_with_its_default(tmp_path):
+    out = ok(wallet(tmp_path, "serve", "--help"))
+    for option, default in (("--host", "127.0.0.1"), ("--port", "8000"), ("--threads", "8"),
+                            ("--log-format", "json"), ("--shutdown-timeout", "10.0")):
+        help_text = out.split(option, 2)[-1]  # past the usage line: the option's own entry
+        assert f"(default: {default})" in help_text.split("\n  --")[0], (option, out)
+    assert "wallet migrate" in out
+
+
+def test_every_command_that_prints_a_result_prints_indented_json(tmp_path):
+    outputs = [
+        ok(wallet(tmp_path, "grant", "ivy", "5.00", "--reason", "x")),
+        ok(wallet(tmp_path, "spend", "ivy", "1.00", "--reason", "x", "--idempotency-key", "s")),
+        ok(wallet(tmp_path, "hold", "ivy", "1.00", "--reason", "x", "--idempotency-key", "h")),
+        ok(wallet(tmp_path, "balance", "ivy")),
+    ]
+    for out in outputs:
+        assert out == json.dumps(json.loads(out), indent=2) + "\n"
+
+
+def test_serve_on_a_port_in_use_exits_1_without_claiming_to_serve(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = wallet(tmp_path, "serve", "--port", str(port), "--log-format", "text")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "serving on" not in result.stderr + result.stdout
+
+
 def test_no_command_is_a_usage_error(tmp_path):
     result = wallet(tmp_path)
     assert result.returncode == 2
@@ -188,7 +220,7 @@ def test_grant_of_a_non_number_fails_with_a_clear_message(tmp_path):
         (("grant", "alice", "-5.00", "--reason", "x"), "credits must be greater than 0"),
         (("grant", "alice", "1.001", "--reason", "x"), "2 decimal places"),
         (("grant", "alice", "NaN", "--reason", "x"), "finite"),
-        (("grant", "alice", "5", "--reason", "   "), "reason is required"),
+        (("grant", "alice", "5", "--reason", "   "), "--reason is required"),
         (("grant", "bad user", "5", "--reason", "x"), "user_id must be"),
         (("balance", "bad user"), "user_id must be"),
     ],
@@ -628,15 +660,18 @@ def test_incomplete_commands_are_usage_errors(tmp_path, args, says):
     ("args", "says"),
     [
         (("spend", "dave", "0", "--reason", "x", "--idempotency-key", "k"), "credits must be greater than 0"),
-        (("spend", "dave", "1.00", "--reason", "x", "--idempotency-key", "has space"), "Idempotency-Key"),
+        (("spend", "dave", "1.00", "--reason", "x", "--idempotency-key", "has space"),
+         "--idempotency-key must be 1-255 printable ASCII characters"),
         (("spend", "dave", "1.00", "--reason", "x", "--idempotency-key", "k", "--metadata", "a=1", "a=2"),
          "names a key twice"),
         (("hold", "dave", "1.00", "--reason", "x", "--idempotency-key", "k", "--expires-in", "0"),
-         "expires_in_seconds"),
+         "--expires-in must be a whole number of seconds from 1 to 604800"),
+        (("hold", "dave", "1.00", "--reason", "x", "--idempotency-key", "k", "--expires-in", "604801"),
+         "--expires-in must be a whole number of seconds"),
         (("capture", "hold_unknown"), "no hold"),
         (("release", "hold_unknown"), "no hold"),
-        (("history", "dave", "--limit", "0"), "limit"),
-        (("history", "dave", "--cursor", "garbage"), "cursor"),
+        (("history", "dave", "--limit", "0"), "--limit must be a whole number from 1 to 100"),
+        (("history", "dave", "--cursor", "garbage"), "--cursor is not a cursor"),
     ],
 )
 def test_invalid_spending_input_fails_with_a_clear_message(tmp_path, args, says):
@@ -644,6 +679,7 @@ def test_invalid_spending_input_fails_with_a_clear_message(tmp_path, args, says)
     assert_clean_failure(result)
     assert result.returncode == 1
     assert says in result.stderr
+    assert "expires_in_seconds" not in result.stderr and "Idempotency-Key" not in result.stderr
 
 
 def test_hold_capture_part_then_balance(tmp_path):
@@ -693,7 +729,8 @@ def test_grant_with_expires_at_shows_it(tmp_path):
 
 @pytest.mark.parametrize(
     ("expires_at", "says"),
-    [("2999-01-01T00:00:00", "timezone"), ("tomorrow", "ISO 8601"), ("2001-01-01T00:00:00Z", "future")],
+    [("2999-01-01T00:00:00", "timezone"), ("tomorrow", "ISO 8601"),
+     ("2001-01-01T00:00:00Z", "--expires-at must be in the future")],
 )
 def test_grant_with_a_bad_expires_at_fails_cleanly(tmp_path, expires_at, says):
     result = wallet(tmp_path, "grant", "gina", "5.00", "--reason", "promo", "--expires-at", expires_at)
