@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -129,6 +130,23 @@ def test_serve_on_a_port_in_use_exits_1_without_claiming_to_serve(tmp_path):
     assert "Traceback" not in result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "serving on" not in result.stderr + result.stdout
+
+
+def test_the_readme_lists_every_command_every_serve_option_and_every_route():
+    from entrypoints.cli import _parser
+    from entrypoints.http.routes import OPERATIONS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in commands:
+        assert f"| `wallet {name}" in readme, name
+    serve_row = next(line for line in readme.splitlines() if line.startswith("| `wallet serve"))
+    for action in commands["serve"]._actions:
+        for option in action.option_strings:
+            if option not in ("-h", "--help"):
+                assert option in serve_row, option
+    for op in OPERATIONS:
+        assert f"`{op.method} {op.path}" in readme, (op.method, op.path)
 
 
 def test_no_command_is_a_usage_error(tmp_path):
