@@ -292,6 +292,24 @@ def test_a_schema_found_missing_is_read_again_soon_and_one_found_ready_is_truste
         engine.dispose()
 
 
+def test_the_schema_check_does_not_wait_for_a_sqlite_writer(tmp_path):
+    from adapters.sql.engine import create_wallet_engine
+
+    path = tmp_path / "wallet.sqlite3"
+    engine = create_wallet_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another process is writing
+        started = time.monotonic()
+        assert observability.SchemaCheck(lambda: engine).refresh() is None
+        assert time.monotonic() - started < 1
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        engine.dispose()
+
+
 class _HangingEngine:
     def __init__(self) -> None:
         self.release = threading.Event()

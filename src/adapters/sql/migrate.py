@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
+from adapters.sql.engine import READ_ONLY
 from adapters.sql.unit_of_work import translate_storage_errors
 from wallet_core.errors import StorageUnavailable
 
@@ -117,4 +118,6 @@ def upgrade(engine: Engine) -> None:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
     with translate_storage_errors(), engine.connect() as connection:
+        # Read only: on SQLite a plain BEGIN, so the check neither waits for nor blocks a writer.
+        connection.execution_options(**{READ_ONLY: True})
         return MigrationContext.configure(connection).get_current_revision()

@@ -198,12 +198,11 @@ class SchemaCheck:
 
     def _read(self) -> str | None:
         from adapters.sql.migrate import SchemaTooNew, schema_state
-        from wallet_core.errors import StorageUnavailable
 
         try:
             found = schema_state(self._engine()).problem()
-        except StorageUnavailable:
-            # Unreachable: let requests through to fail on their own; read again soon.
+        except Exception:  # noqa: BLE001 (unreachable or locked: not a schema problem)
+            # Let requests through to fail on their own (503 Storage unavailable); read again soon.
             self._problem, self._expires = None, self._clock() + SCHEMA_RECHECK_NOT_READY_SECONDS
             return None
         blocking = found is not None and not isinstance(found, SchemaTooNew)
