@@ -30,6 +30,7 @@ from adapters.stripe_webhooks import (
 from wallet_core.errors import (
     InvalidWebhook,
     NotFound,
+    PaymentGatewayBusy,
     PaymentGatewayFailed,
     PaymentsNotConfigured,
 )
@@ -102,7 +103,11 @@ class StripePaymentGateway:
         allow_unsigned_webhooks: bool = False,
         timeout_seconds: float = 10.0,
         max_network_retries: int = 2,
+        max_concurrent_calls: int | None = None,
     ) -> None:
+        """`max_concurrent_calls`: at most this many calls to Stripe at once (None: no bound); one more
+        is refused at once with PaymentGatewayBusy, so a Stripe that hangs cannot hold every worker
+        thread of the server for its whole timeout."""
         if isinstance(webhook_secrets, str):  # a lone string is a Sequence too: do not split it
             webhook_secrets = (webhook_secrets,)
         self._secret_key = (secret_key or "").strip() or None
@@ -111,6 +116,8 @@ class StripePaymentGateway:
         self.allow_unsigned_webhooks = allow_unsigned_webhooks
         self.timeout_seconds = timeout_seconds
         self.max_network_retries = max_network_retries
+        self.max_concurrent_calls = max_concurrent_calls
+        self._slots = None if max_concurrent_calls is None else threading.BoundedSemaphore(max_concurrent_calls)
         self._client: stripe.StripeClient | None = None
         self._client_lock = threading.Lock()
         _install_stripe_log_filter()
@@ -156,14 +163,17 @@ class StripePaymentGateway:
         client = self._get_client()
         # No cancellation_reason ("abandoned" would fit): localstripe refuses any parameter here.
         intents = client.v1.payment_intents
-        return self._one_intent("cancel", payment_intent_id, lambda: intents.cancel(payment_intent_id))
+        # Unbounded: a cancel cleans up after a create that held a slot a moment ago; refusing it would
+        # leave a payable intent the wallet never recorded.
+        return self._one_intent("cancel", payment_intent_id, lambda: intents.cancel(payment_intent_id), bounded=False)
 
-    def _one_intent(self, verb: str, payment_intent_id: str, call: Callable[[], Any]) -> PaymentIntent:
+    def _one_intent(self, verb: str, payment_intent_id: str, call: Callable[[], Any], *,
+                    bounded: bool = True) -> PaymentIntent:
         if not isinstance(payment_intent_id, str) or not payment_intent_id.strip():
             # An empty id would hit the *list* endpoint instead of one intent.
             raise NotFound("no PaymentIntent with an empty id")
         action = f"{verb} a PaymentIntent"
-        obj = self._call(action, call, not_found=f"no PaymentIntent {redact(payment_intent_id)[:100]}")
+        obj = self._call(action, call, not_found=f"no PaymentIntent {redact(payment_intent_id)[:100]}", bounded=bounded)
         return self._translate(obj, action)
 
     def list_payment_intents(self, created_after: datetime | None = None) -> Iterator[PaymentIntent]:
@@ -263,7 +273,13 @@ class StripePaymentGateway:
                 )
             return self._client
 
-    def _call(self, action: str, fn: Callable[[], T], *, not_found: str | None = None) -> T:
+    def _call(self, action: str, fn: Callable[[], T], *, not_found: str | None = None, bounded: bool = True) -> T:
+        slots = self._slots if bounded else None
+        if slots is not None and not slots.acquire(blocking=False):
+            raise PaymentGatewayBusy(
+                f"could not {action}: {self.max_concurrent_calls} calls to Stripe are already waiting for an "
+                "answer; nothing was sent, try again shortly"
+            )
         try:
             return fn()
         except stripe.InvalidRequestError as exc:
@@ -272,6 +288,9 @@ class StripePaymentGateway:
             raise self._failed(action, exc) from None
         except stripe.StripeError as exc:
             raise self._failed(action, exc) from None
+        finally:
+            if slots is not None:
+                slots.release()
 
     def _failed(self, action: str, exc: stripe.StripeError) -> PaymentGatewayFailed:
         if isinstance(exc, stripe.APIConnectionError):

@@ -85,3 +85,9 @@ class HoldNotOpen(WalletError):
     """The hold was captured, released or has expired, so it cannot change now (HTTP 409)."""
 
     title = "Hold not open"
+
+
+class PaymentGatewayBusy(PaymentGatewayFailed):
+    """Every slot for calls to Stripe is taken (Stripe is slow); nothing was sent or recorded (HTTP 503)."""
+
+    title = "Payment provider busy"
