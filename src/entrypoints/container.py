@@ -36,13 +36,14 @@ def _gateway(settings: Settings) -> StripePaymentGateway:
         api_base=settings.stripe_api_base,
         allow_unsigned_webhooks=settings.development,
         timeout_seconds=settings.stripe_timeout_seconds,
+        max_concurrent_calls=settings.stripe_max_concurrent_calls,
     )
 
 
 def _engine(settings: Settings) -> Iterator[Engine]:
     from adapters.sql.engine import create_wallet_engine
 
-    engine = create_wallet_engine(settings.database_url)
+    engine = create_wallet_engine(settings.database_url, lock_timeout=settings.db_lock_timeout_seconds)
     try:
         yield engine
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -68,6 +68,10 @@ class Settings:
     credits_per_usd: Decimal = Decimal(100)
     jwt_secret: Secret | None = None
     dev_jwt_secret_file: Path | None = None  # where jwt_secret was read from, in development without one
+    db_lock_timeout_seconds: float = 5.0
+    stripe_max_concurrent_calls: int | None = None  # None: half of `wallet serve --threads`
+    connection_limit: int = 1000
+    idle_timeout_seconds: int = 30
 
     @property
     def development(self) -> bool:
@@ -88,7 +92,10 @@ class Settings:
             f"stripe_webhook_secrets={len(self.stripe_webhook_secrets)} set, "
             f"stripe_api_base={self.stripe_api_base!r}, top_up_min={self.top_up_min}, "
             f"top_up_max={self.top_up_max}, credits_per_usd={self.credits_per_usd}, "
-            f"jwt_secret={'set' if self.jwt_secret else 'unset'})"
+            f"jwt_secret={'set' if self.jwt_secret else 'unset'}, "
+            f"db_lock_timeout_seconds={self.db_lock_timeout_seconds:g}, "
+            f"stripe_max_concurrent_calls={self.stripe_max_concurrent_calls or 'auto'}, "
+            f"connection_limit={self.connection_limit}, idle_timeout_seconds={self.idle_timeout_seconds})"
         )
 
     @classmethod
@@ -158,6 +165,11 @@ class Settings:
             credits_per_usd=rate,
             jwt_secret=jwt_secret,
             dev_jwt_secret_file=dev_secret_file,
+            db_lock_timeout_seconds=_positive_float(get("WALLET_DB_LOCK_TIMEOUT_SECONDS"),
+                                                    "WALLET_DB_LOCK_TIMEOUT_SECONDS", 5.0),
+            stripe_max_concurrent_calls=_whole(get, "STRIPE_MAX_CONCURRENT_CALLS", 1, 1000),
+            connection_limit=_whole(get, "WALLET_CONNECTION_LIMIT", 10, 100_000) or 1000,
+            idle_timeout_seconds=_whole(get, "WALLET_IDLE_TIMEOUT_SECONDS", 1, 3600) or 30,
         )
 
 
@@ -194,6 +206,20 @@ def _positive_float(raw: str | None, name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number of seconds") from None
     if not 0 < value <= 300:
         raise SettingsError(f"{name} must be between 0 and 300 seconds")
+    return value
+
+
+def _whole(get: Callable[[str], str | None], name: str, low: int, high: int) -> int | None:
+    """Variable `name` as a whole number in [low, high] (low >= 1), or None when unset."""
+    raw = get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}")
     return value
 
 

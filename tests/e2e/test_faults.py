@@ -26,16 +26,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dependency_injector import providers
 from falcon import testing
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.sql.engine import create_wallet_engine
-from entrypoints.container import Container, migrate
 from entrypoints.http.app import create_app
-from tests.e2e.conftest import WEBHOOK_SECRET, Service, make_settings, run_waitress
+from tests.e2e.conftest import WEBHOOK_SECRET, Service, build_service, make_settings, run_waitress
 
 TOP_UP = "/api/v1/users/me/wallet/top-up"
 WEBHOOK = "/webhooks/stripe"
@@ -79,23 +77,12 @@ def _rows(engine_url: str, sql: str) -> list[tuple]:
 @contextlib.contextmanager
 def _short_timeout_sqlite_service(sqlite_url: str, gateway: FakePaymentGateway) -> Iterator[Service]:
     """A service wired like production (container, migrations, the wallet's SQLite engine: WAL,
-    BEGIN IMMEDIATE) except for a short busy timeout. The settings cannot shorten it: the engine
-    passes connect_args={"timeout": 10.0}, which wins over a `?timeout=` in the URL."""
-    from tests.e2e.conftest import MovableClock
-
-    container = Container()
-    container.settings.override(make_settings(sqlite_url))
-    container.gateway.override(gateway)
-    engine = create_wallet_engine(sqlite_url, connect_args={"timeout": SHORT_BUSY_TIMEOUT})
-    container.engine.override(providers.Object(engine))
-    clock = MovableClock()
-    container.clock.override(providers.Object(clock))
-    migrate(container)
+    BEGIN IMMEDIATE) with a short lock timeout, as WALLET_DB_LOCK_TIMEOUT_SECONDS sets it."""
+    svc = build_service(make_settings(sqlite_url, db_lock_timeout_seconds=SHORT_BUSY_TIMEOUT), gateway)
     try:
-        yield Service(container, gateway, testing.TestClient(create_app(container)), [], clock)
+        yield svc
     finally:
-        container.shutdown_resources()
-        engine.dispose()
+        svc.container.shutdown_resources()
 
 
 @contextlib.contextmanager
@@ -179,11 +166,11 @@ def test_sqlite_locked_top_up_answers_503_and_leaves_no_top_up_without_its_inten
         assert rows == [("pending", retry.json["payment_intent_id"])]
 
 
-def test_sqlite_locked_with_the_default_busy_timeout_answers_503_after_about_ten_seconds(make_service, sqlite_url):
-    """Production's engine as the settings build it: the busy timeout is 10 s and cannot be
-    shortened from WALLET_DATABASE_URL. The request waits that long, then 503; nothing is written."""
+def test_sqlite_locked_answers_503_after_the_configured_lock_timeout(make_service, sqlite_url):
+    """WALLET_DB_LOCK_TIMEOUT_SECONDS bounds the wait for SQLite's write lock (default 5 s): the
+    request waits that long, then 503; nothing is written."""
     gateway = _fake()
-    svc = make_service(gateway)
+    svc = make_service(gateway, db_lock_timeout_seconds=2.0)
     pending = _top_up(svc, "carol", key="order-1")
     assert pending.status_code == 201
     payload, signature = gateway.succeed(pending.json["payment_intent_id"])
@@ -192,7 +179,7 @@ def test_sqlite_locked_with_the_default_busy_timeout_answers_503_after_about_ten
         resp = _deliver(svc.client, payload, signature)
         took = time.monotonic() - started
     assert resp.status_code == 503, resp.text
-    assert 9 <= took < 20, took
+    assert 1.8 <= took < 4, took
     assert _sqlite_count(sqlite_url, "SELECT count(*) FROM credit_transactions") == 0
     assert _deliver(svc.client, payload, signature).json["outcome"] == "granted"
 

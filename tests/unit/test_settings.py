@@ -328,3 +328,32 @@ def test_an_empty_development_secret_file_never_becomes_an_empty_signing_key(tmp
         return
     assert settings.jwt_secret is not None
     assert len(settings.jwt_secret.reveal().encode()) >= 32
+
+
+# -- the server's limits (issue 9: liveness) -----------------------------------------------------
+
+
+def test_limits_default_to_what_a_deployment_needs(tmp_path):
+    settings = load(tmp_path)
+    assert settings.db_lock_timeout_seconds == 5.0
+    assert settings.stripe_max_concurrent_calls is None  # `wallet serve` uses half its threads
+    assert (settings.connection_limit, settings.idle_timeout_seconds) == (1000, 30)
+
+
+def test_limits_are_read_from_the_environment(tmp_path):
+    settings = load(tmp_path, WALLET_DB_LOCK_TIMEOUT_SECONDS="1.5", STRIPE_MAX_CONCURRENT_CALLS="3",
+                    WALLET_CONNECTION_LIMIT="5000", WALLET_IDLE_TIMEOUT_SECONDS="10")
+    assert settings.db_lock_timeout_seconds == 1.5
+    assert settings.stripe_max_concurrent_calls == 3
+    assert (settings.connection_limit, settings.idle_timeout_seconds) == (5000, 10)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("WALLET_DB_LOCK_TIMEOUT_SECONDS", "0"), ("WALLET_DB_LOCK_TIMEOUT_SECONDS", "abc"),
+    ("STRIPE_MAX_CONCURRENT_CALLS", "0"), ("STRIPE_MAX_CONCURRENT_CALLS", "1.5"),
+    ("WALLET_CONNECTION_LIMIT", "5"), ("WALLET_CONNECTION_LIMIT", "many"),
+    ("WALLET_IDLE_TIMEOUT_SECONDS", "0"), ("WALLET_IDLE_TIMEOUT_SECONDS", "3601"),
+])
+def test_invalid_limits_name_the_variable(tmp_path, name, value):
+    with pytest.raises(SettingsError, match=name):
+        load(tmp_path, **{name: value})

@@ -6,8 +6,10 @@ happen (entering, inside the block, committing), with a message that names no ho
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -18,6 +20,8 @@ from sqlalchemy import exc as sa_exc
 from adapters.sql.engine import READ_ONLY, writer_queue
 from adapters.sql.ledger_repository import SqlLedgerRepository
 from wallet_core.errors import StorageUnavailable
+
+_WAIT_WORTH_CUTTING = 0.05  # seconds in the writer queue after which the busy timeout is shortened
 
 
 class SqlUnitOfWork:
@@ -30,23 +34,43 @@ class SqlUnitOfWork:
         # SQLite: this process's writers take turns (engine.py); a reader waits for none of them.
         self._queue = None if read_only else writer_queue(engine)
         self._queued = False
+        self._busy_timeout_cut = False
 
     def __enter__(self) -> SqlUnitOfWork:
         assert self._conn is None, "a SqlUnitOfWork cannot be entered twice"
+        waited = 0.0
         if self._queue is not None:
+            started = time.monotonic()
             if not self._queue.lock.acquire(timeout=self._queue.timeout):
                 raise StorageUnavailable("the database is unavailable: database is locked")
             self._queued = True
+            waited = time.monotonic() - started
         try:
             with translate_storage_errors():
                 self._conn = self._engine.connect()  # the transaction begins with the first statement
                 if self._read_only:
                     self._conn = self._conn.execution_options(**_read_only_options(self._conn))
+                if waited > _WAIT_WORTH_CUTTING:
+                    self._cut_busy_timeout(self._queue.timeout - waited)  # type: ignore[union-attr]
         except BaseException:
             self._leave_queue()
             raise
         self.ledger = SqlLedgerRepository(self._conn)
         return self
+
+    def _cut_busy_timeout(self, left: float) -> None:
+        """SQLite: the time spent in the writer queue counts against the lock timeout, so BEGIN
+        IMMEDIATE may wait only for what is left (the whole wait stays within the bound)."""
+        driver = self._connection().connection.driver_connection
+        driver.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")  # type: ignore[union-attr]
+        self._busy_timeout_cut = True
+
+    def _restore_busy_timeout(self, conn: Connection) -> None:
+        if self._busy_timeout_cut and self._queue is not None:
+            self._busy_timeout_cut = False
+            with contextlib.suppress(Exception):  # a broken connection is thrown away by the pool anyway
+                driver = conn.connection.driver_connection
+                driver.execute(f"PRAGMA busy_timeout = {int(self._queue.timeout * 1000)}")  # type: ignore[union-attr]
 
     def _leave_queue(self) -> None:
         if self._queued and self._queue is not None:
@@ -63,6 +87,7 @@ class SqlUnitOfWork:
         try:
             with translate_storage_errors():
                 if conn is not None:
+                    self._restore_busy_timeout(conn)
                     conn.close()  # rolls back whatever was not committed
         except StorageUnavailable:
             if exc is None:
