@@ -8,9 +8,11 @@ from typing import Any
 
 import falcon
 
+from entrypoints.log_throttle import Throttle
 from wallet_core import errors
 
 log = logging.getLogger(__name__)
+UNAVAILABLE_LOG_INTERVAL = 60.0  # seconds: a 503 for want of the database or Stripe is logged once per cause
 
 STATUS: dict[type[errors.WalletError], str] = {
     errors.InvalidInput: falcon.HTTP_422,
@@ -23,6 +25,7 @@ STATUS: dict[type[errors.WalletError], str] = {
     errors.StorageUnavailable: falcon.HTTP_503,
     errors.InsufficientCredits: falcon.HTTP_409,
     errors.HoldNotOpen: falcon.HTTP_409,
+    errors.PaymentGatewayBusy: falcon.HTTP_503,
 }
 
 
@@ -54,11 +57,22 @@ def _status_for(exc: errors.WalletError) -> str:
     return falcon.HTTP_500
 
 
-def handle_wallet_error(req: falcon.Request, resp: falcon.Response, exc: errors.WalletError, params: Any) -> None:
-    error = http_error(exc)
-    if error.status_code == 500:
-        log.error("unmapped wallet error on %s %s: %s", req.method, req.path, type(exc).__name__)
-    raise error
+class WalletErrorHandler:
+    """Domain error -> HTTP error. A 503 for want of the database or of Stripe logs its cause once per
+    UNAVAILABLE_LOG_INTERVAL (each app has its own throttle), not once per request."""
+
+    def __init__(self) -> None:
+        self.unavailable_log = Throttle(log, interval=UNAVAILABLE_LOG_INTERVAL)
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, exc: errors.WalletError, params: Any) -> None:
+        error = http_error(exc)
+        if error.status_code == 500:
+            log.error("unmapped wallet error on %s %s: %s", req.method, req.path, type(exc).__name__)
+        elif isinstance(exc, (errors.StorageUnavailable, errors.PaymentGatewayBusy)):
+            # The description names no host, URL or password; the cause's class says which driver error.
+            cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else type(exc).__name__
+            self.unavailable_log.warning(exc.description, "answering 503: %s [%s]", exc.description, cause)
+        raise error
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any) -> None:
@@ -90,5 +104,5 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTP
 def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     # Falcon picks the most specific handler, so the order of these does not matter.
     app.add_error_handler(Exception, handle_unexpected)
-    app.add_error_handler(errors.WalletError, handle_wallet_error)
+    app.add_error_handler(errors.WalletError, WalletErrorHandler())
     app.set_error_serializer(serialize_error)
