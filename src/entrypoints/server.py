@@ -4,6 +4,10 @@ On the signal the server stops accepting connections (the listening sockets clos
 or client sees "connection refused" and goes elsewhere), lets the requests in flight finish and their
 responses go out, closes idle keep-alive connections, and after at most `shutdown_timeout` seconds
 stops the worker threads, disposes of the database engine, logs "wallet stopped" and returns.
+
+What the server itself adds to waitress (entrypoints.waitress_server): /healthz and waitress's own error
+answers never wait for a worker thread, connections that send nothing make room for new ones when
+the connection limit is reached, and waitress's error answers are JSON like the app's.
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 import waitress.server
+from dependency_injector import providers
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 
 from entrypoints.container import Container, migrate_if_embedded
 from entrypoints.http.app import create_app
-from entrypoints.http.body import MAX_BODY_BYTES
 from entrypoints.logs import REDACTOR
+from entrypoints.waitress_server import ServerLimits, create_wallet_server, raise_open_files_limit
 
 log = logging.getLogger("wallet.server")
 
@@ -34,18 +40,18 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
           shutdown_timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
     settings = container.settings()
     REDACTOR.add_secrets(settings)
+    if settings.stripe_max_concurrent_calls is None:
+        # Stripe may hold at most half the worker threads: the rest keep serving spends and webhooks.
+        settings = replace(settings, stripe_max_concurrent_calls=max(1, threads // 2))
+        container.settings.override(providers.Object(settings))
     try:
         migrate_if_embedded(container)
         app = create_app(container)
+        limits = ServerLimits(threads=threads, connection_limit=settings.connection_limit,
+                              idle_timeout=settings.idle_timeout_seconds)
+        raise_open_files_limit(limits)
         try:
-            server = waitress.server.create_server(
-                app,
-                host=host,
-                port=port,
-                threads=threads,
-                max_request_body_size=MAX_BODY_BYTES + 1024,
-                ident="wallet",
-            )
+            server = create_wallet_server(app, host, port, limits)
         except OSError as exc:  # e.g. the port is taken: one log line, exit 1, no traceback
             log.error("cannot listen on %s:%s: %s", host, port, exc)
             raise SystemExit(1) from None
