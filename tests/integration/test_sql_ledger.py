@@ -390,7 +390,44 @@ def test_sqlite_uses_wal_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> Non
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5_000  # WALLET_DB_LOCK_TIMEOUT_SECONDS
+    engine.dispose()
+    engine = create_wallet_engine(sqlite_url, lock_timeout=1.5)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1_500
+    engine.dispose()
+
+
+def test_sqlite_time_in_the_writer_queue_counts_against_the_lock_timeout(sqlite_url: str) -> None:
+    """A writer that waited 0.6 s behind another thread of the process may wait only the rest of the
+    2 s bound for SQLite's lock; its connection gets the whole bound back afterwards."""
+    import threading
+    import time
+
+    from adapters.sql.unit_of_work import SqlUnitOfWork
+
+    engine = create_wallet_engine(sqlite_url, lock_timeout=2.0, pool_size=2, max_overflow=0)
+    upgrade(engine)
+    first_in = threading.Event()
+
+    def hold_the_queue() -> None:
+        with SqlUnitOfWork(engine):
+            first_in.set()
+            time.sleep(0.6)
+
+    holder = threading.Thread(target=hold_the_queue)
+    holder.start()
+    first_in.wait(5)
+    with SqlUnitOfWork(engine) as uow:
+        during = uow._connection().connection.driver_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    holder.join()
+    assert 1_000 <= during <= 1_500, during
+    pooled = [engine.raw_connection(), engine.raw_connection()]  # both, without beginning a transaction
+    try:
+        assert [c.driver_connection.execute("PRAGMA busy_timeout").fetchone()[0] for c in pooled] == [2_000, 2_000]
+    finally:
+        for c in pooled:
+            c.close()
     engine.dispose()
 
 
