@@ -40,7 +40,8 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
           shutdown_timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
     settings = container.settings()
     REDACTOR.add_secrets(settings)
-    if settings.stripe_max_concurrent_calls is None:
+    overridden = settings.stripe_max_concurrent_calls is None
+    if overridden:
         # Stripe may hold at most half the worker threads: the rest keep serving spends and webhooks.
         settings = replace(settings, stripe_max_concurrent_calls=max(1, threads // 2))
         container.settings.override(providers.Object(settings))
@@ -59,6 +60,8 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
         GracefulServer(server, shutdown_timeout).run()
     finally:
         container.shutdown_resources()  # disposes of the engine: pooled connections are closed
+        if overridden:
+            container.settings.reset_last_overriding()
     log.info("wallet stopped")
 
 

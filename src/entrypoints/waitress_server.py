@@ -150,7 +150,8 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]
 
     def execute(self) -> None:
         error = self.request.error
-        body = json.dumps({"title": error.reason, "description": _describe(error, self.channel.adj)}).encode()
+        title = "Body too large" if error.code == 413 else error.reason  # as the app says it (entrypoints.http.body)
+        body = json.dumps({"title": title, "description": _describe(error, self.channel.adj)}).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
