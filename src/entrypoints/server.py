@@ -45,6 +45,9 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
         # Stripe may hold at most half the worker threads: the rest keep serving spends and webhooks.
         settings = replace(settings, stripe_max_concurrent_calls=max(1, threads // 2))
         container.settings.override(providers.Object(settings))
+    elif (settings.stripe_max_concurrent_calls or 0) >= threads:
+        log.warning("STRIPE_MAX_CONCURRENT_CALLS (%s) is not below --threads (%d): a Stripe that hangs can hold "
+                    "every worker thread", settings.stripe_max_concurrent_calls, threads)
     try:
         migrate_if_embedded(container)
         app = create_app(container)
