@@ -35,3 +35,8 @@ class Hold:
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at <= now
+
+    @property
+    def ttl(self) -> timedelta:
+        """How long the hold was placed for."""
+        return self.expires_at - self.created_at

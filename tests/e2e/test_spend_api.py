@@ -435,3 +435,61 @@ def test_bad_captures_are_refused_and_the_hold_stays_open(service, body, status)
     assert resp.status_code == status, resp.text
     assert service.commits == []
     assert wallet_of(service, "uma")["held"] == "4.00"
+
+
+# -- an Idempotency-Key names one request: every field of it -------------------------------------
+
+
+def test_a_spend_retried_with_other_metadata_is_409_names_the_field_and_writes_nothing(service):
+    fund(service, "ivy", "5.00")
+    body = {"credits": "1.00", "reason": "render", "metadata": {"job": "j-1"}}
+    first = service.client.simulate_post(spend_url("ivy"), json=body, headers=as_service(service, "k-ivy"))
+    service.commits.clear()
+    same = service.client.simulate_post(spend_url("ivy"), json=body, headers=as_service(service, "k-ivy"))
+    refused = [
+        service.client.simulate_post(spend_url("ivy"), json={**body, "metadata": metadata},
+                                     headers=as_service(service, "k-ivy"))
+        for metadata in ({"job": "j-2"}, {}, None, {"job": "j-1", "extra": "x"})
+    ]
+
+    assert (first.status_code, same.status_code) == (201, 200)
+    assert same.json == first.json
+    for resp in refused:
+        assert resp.status_code == 409, resp.text
+        assert resp.json["title"] == "Idempotency key reused"
+        assert "metadata" in resp.json["description"]
+    assert service.commits == []
+    assert wallet_of(service, "ivy")["balance"] == "4.00"
+
+
+def test_a_hold_retried_with_another_expiry_or_metadata_is_409_and_writes_nothing(service):
+    fund(service, "jo", "10.00")
+    body = {"credits": "3.00", "reason": "job", "expires_in_seconds": 600, "metadata": {"job": "j-1"}}
+    first = service.client.simulate_post(holds_url("jo"), json=body, headers=as_service(service, "h-jo"))
+    service.commits.clear()
+    same = service.client.simulate_post(holds_url("jo"), json=body, headers=as_service(service, "h-jo"))
+    refused = {
+        field: service.client.simulate_post(holds_url("jo"), json={**body, field: value},
+                                            headers=as_service(service, "h-jo"))
+        for field, value in (("expires_in_seconds", 601), ("expires_in_seconds", None), ("metadata", {"job": "j-2"}))
+    }
+
+    assert (first.status_code, same.status_code) == (201, 200)
+    assert same.json == first.json
+    for field, resp in refused.items():
+        assert resp.status_code == 409, resp.text
+        assert field in resp.json["description"]
+    assert service.commits == []
+    shown = wallet_of(service, "jo")
+    assert (shown["balance"], shown["held"]) == ("7.00", "3.00")
+
+
+def test_a_hold_retried_with_the_default_expiry_spelled_out_is_the_same_request(service):
+    fund(service, "kai", "10.00")
+    body = {"credits": "3.00", "reason": "job"}
+    first = service.client.simulate_post(holds_url("kai"), json=body, headers=as_service(service, "h-kai"))
+    again = service.client.simulate_post(holds_url("kai"), json={**body, "expires_in_seconds": 900},
+                                         headers=as_service(service, "h-kai"))
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json == first.json

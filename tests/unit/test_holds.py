@@ -326,18 +326,28 @@ def test_a_replayed_hold_reports_its_current_status(funded: WalletDriver) -> Non
 
 
 @pytest.mark.parametrize(
-    "change", [{"credits": "31"}, {"user": "bob"}, {"reason": "other"}], ids=["amount", "user", "reason"]
+    "change",
+    [{"credits": "31"}, {"user": "bob"}, {"reason": "other"}, {"ttl": 601}, {"ttl": None}],
+    ids=["amount", "user", "reason", "longer", "default-expiry"],
 )
 def test_the_same_key_for_a_different_hold_is_a_conflict(
-    funded: WalletDriver, store: InMemoryStore, change: dict[str, str]
+    funded: WalletDriver, store: InMemoryStore, change: dict[str, object]
 ) -> None:
     funded.grant("100", user="bob")
-    funded.hold("30", key="job-1")
+    funded.hold("30", key="job-1", ttl=600)
     before = _snapshot(store)
-    request = {"credits": "30", "user": "alice", "reason": "reserve", **change}
+    request: dict[str, object] = {"credits": "30", "user": "alice", "reason": "reserve", "ttl": 600, **change}
     with pytest.raises(IdempotencyConflict):
-        funded.hold(request["credits"], request["user"], key="job-1", reason=request["reason"])
+        funded.hold(request["credits"], str(request["user"]), key="job-1", reason=request["reason"],
+                    ttl=request["ttl"])
     assert _snapshot(store) == before
+
+
+def test_the_same_hold_with_its_expiry_spelled_differently_is_a_replay(funded: WalletDriver) -> None:
+    first = funded.hold("30", key="job-1", ttl="900")
+    again = funded.hold("30", key="job-1")
+    assert again.replayed is True
+    assert again.transaction_id == first.transaction_id
 
 
 @pytest.mark.parametrize("key", [None, "", "has space"])

@@ -159,19 +159,33 @@ def test_a_replay_is_answered_even_when_the_balance_could_not_pay_again(funded: 
 
 @pytest.mark.parametrize(
     "change",
-    [{"credits": "31"}, {"credits": "29.99"}, {"user": "bob"}, {"reason": "another job"}],
-    ids=["more", "less", "other-user", "other-reason"],
+    [
+        {"credits": "31"},
+        {"credits": "29.99"},
+        {"user": "bob"},
+        {"reason": "another job"},
+        {"metadata": {"order": "o-2"}},
+        {"metadata": None},
+        {"metadata": {"order": "o-1", "more": "x"}},
+    ],
+    ids=["more", "less", "other-user", "other-reason", "other-metadata", "no-metadata", "more-metadata"],
 )
 def test_the_same_key_for_a_different_spend_is_a_conflict(
-    funded: WalletDriver, store: InMemoryStore, change: dict[str, str]
+    funded: WalletDriver, store: InMemoryStore, change: dict[str, object]
 ) -> None:
     funded.grant("500", user="bob")
-    funded.spend("30", key="order-1", reason="usage")
+    funded.spend("30", key="order-1", reason="usage", metadata={"order": "o-1"})
     before = _snapshot(store)
 
-    request = {"credits": "30", "user": "alice", "reason": "usage", **change}
-    with pytest.raises(IdempotencyConflict):
-        funded.spend(request["credits"], request["user"], key="order-1", reason=request["reason"])
+    request: dict[str, object] = {
+        "credits": "30", "user": "alice", "reason": "usage", "metadata": {"order": "o-1"}, **change
+    }
+    with pytest.raises(IdempotencyConflict) as err:
+        funded.spend(request["credits"], str(request["user"]), key="order-1", reason=request["reason"],
+                     metadata=request["metadata"])
+
+    changed = "user_id" if "user" in change else next(iter(change))
+    assert changed in err.value.description
 
     assert _snapshot(store) == before
     assert funded.spendable() == c("90")

@@ -7,12 +7,12 @@ from datetime import datetime
 
 from wallet_core.bookings import credit_booking
 from wallet_core.clock import Clock, utc_now
-from wallet_core.errors import DuplicateReference, IdempotencyConflict, InvalidInput
+from wallet_core.errors import DuplicateReference, InvalidInput
 from wallet_core.ids import check_idempotency_key, check_reason, check_user_id, new_id
 from wallet_core.ledger import CreditKind, CreditTransaction, TransactionKind
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWorkFactory
-from wallet_core.use_cases.idempotency import check_same_request, race_winner
+from wallet_core.use_cases.idempotency import check_same_request, race_winner, recorded_request, transaction_request
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 EXPIRES_AT = "expires_at"  # kept in the grant's metadata, so a retry can be compared
@@ -55,10 +55,16 @@ def grant_credits(
 
     expiry_note = {EXPIRES_AT: expires_at.isoformat()} if expires_at is not None else {}
 
+    # The expiry is kept in the grant's metadata; compared under its own name.
+    asked = transaction_request(kind=TransactionKind.GRANT, user_id=user_id, credits=amount, reason=why, metadata={})
+    asked[EXPIRES_AT] = expiry_note.get(EXPIRES_AT)
+
     def replay(earlier: CreditTransaction) -> GrantResult:
-        check_same_request(earlier, kind=TransactionKind.GRANT, user_id=user_id, credits=amount, reason=why)
-        if earlier.metadata.get(EXPIRES_AT) != expiry_note.get(EXPIRES_AT):
-            raise IdempotencyConflict("this Idempotency-Key was used for a grant with another expiry")
+        stored = recorded_request(earlier)
+        stored_metadata = dict(earlier.metadata)
+        stored[EXPIRES_AT] = stored_metadata.pop(EXPIRES_AT, None)
+        stored["metadata"] = stored_metadata
+        check_same_request(stored, asked)
         return GrantResult(
             earlier.user_id, earlier.credits, earlier.balance_after, earlier.id, expires_at, replayed=True
         )

@@ -26,9 +26,17 @@ from wallet_core.ids import check_reason, check_user_id, derived_id
 from wallet_core.ledger import CreditTransaction, TransactionKind, WalletState
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
-from wallet_core.use_cases.idempotency import check_same_request, race_winner, required_key
+from wallet_core.use_cases.idempotency import (
+    check_same_request,
+    race_winner,
+    recorded_request,
+    required_key,
+    transaction_request,
+)
 from wallet_core.use_cases.spend_credits import check_amount, check_metadata
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
+
+EXPIRES_IN_SECONDS = "expires_in_seconds"  # a request field, compared on an idempotent retry
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,13 @@ def place_hold(
     reference = f"hold:{key}"
     hold_id = derived_id("hold", key)
 
+    asked = transaction_request(kind=TransactionKind.HOLD, user_id=user_id, credits=-amount, reason=why, metadata=meta)
+    asked[EXPIRES_IN_SECONDS] = _seconds(ttl)
+
     def replay(earlier: CreditTransaction, tx: UnitOfWork) -> HoldResult:
-        check_same_request(earlier, kind=TransactionKind.HOLD, user_id=user_id, credits=-amount, reason=why)
         hold = tx.ledger.get_hold(hold_id)
         assert hold is not None
+        check_same_request({**recorded_request(earlier), EXPIRES_IN_SECONDS: _seconds(hold.ttl)}, asked)
         return _result(hold, earlier, replayed=True)
 
     with uow() as tx:
@@ -224,6 +235,10 @@ def _result(hold: Hold, booked: CreditTransaction, *, replayed: bool = False) ->
         transaction_id=booked.id,
         replayed=replayed,
     )
+
+
+def _seconds(ttl: timedelta) -> int:
+    return round(ttl.total_seconds())
 
 
 def _ttl(value: object) -> timedelta:

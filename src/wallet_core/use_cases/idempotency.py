@@ -1,7 +1,15 @@
 """Idempotent requests: the same key and the same request return the first result; a different
-request under a used key is refused (Stripe's and TigerBeetle's rule)."""
+request under a used key is refused (Stripe's and TigerBeetle's rule).
+
+"The same request" means every field the client sent: each use case names its request's fields
+(`asked`) and reads the same fields back from what the first request stored (`stored`: its ledger
+transaction, and for a hold the hold row), and check_same_request compares them all. Nothing extra is
+stored for this: the ledger keeps every field a spend, hold or grant request has.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from wallet_core.errors import DuplicateReference, IdempotencyConflict, InvalidInput
 from wallet_core.ids import check_idempotency_key
@@ -17,18 +25,31 @@ def required_key(value: str | None) -> str:
     return key
 
 
-def check_same_request(
-    earlier: CreditTransaction,
-    *,
-    kind: TransactionKind,
-    user_id: str,
-    credits: Credits,
-    reason: str | None,
-) -> None:
-    """Raise IdempotencyConflict unless `earlier` was made by the same request."""
-    if earlier.kind is not kind or earlier.user_id != user_id or earlier.credits != credits or earlier.reason != reason:
+def transaction_request(
+    *, kind: TransactionKind, user_id: str, credits: Credits, reason: str | None, metadata: Mapping[str, str]
+) -> dict[str, object]:
+    """The fields of a request that books one ledger transaction, as check_same_request compares them."""
+    return {"kind": kind, "user_id": user_id, "credits": credits, "reason": reason, "metadata": dict(metadata)}
+
+
+def recorded_request(earlier: CreditTransaction) -> dict[str, object]:
+    """transaction_request() as the first request stored it."""
+    return transaction_request(
+        kind=earlier.kind,
+        user_id=earlier.user_id,
+        credits=earlier.credits,
+        reason=earlier.reason,
+        metadata=earlier.metadata,
+    )
+
+
+def check_same_request(stored: Mapping[str, object], asked: Mapping[str, object]) -> None:
+    """Raise IdempotencyConflict, naming the fields that differ, unless `asked` equals `stored`."""
+    differ = sorted(name for name in stored.keys() | asked.keys() if stored.get(name) != asked.get(name))
+    if differ:
         raise IdempotencyConflict(
-            "this Idempotency-Key was used for a different request; use a new key for a new request"
+            f"this Idempotency-Key was used for a request with another {', '.join(differ)}; "
+            "use a new key for a new request"
         )
 
 

@@ -16,7 +16,13 @@ from wallet_core.ids import check_reason, check_user_id, has_control_characters
 from wallet_core.ledger import CreditTransaction, TransactionKind
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWorkFactory
-from wallet_core.use_cases.idempotency import check_same_request, race_winner, required_key
+from wallet_core.use_cases.idempotency import (
+    check_same_request,
+    race_winner,
+    recorded_request,
+    required_key,
+    transaction_request,
+)
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 MAX_METADATA_KEYS = 20
@@ -71,8 +77,10 @@ def spend_credits(
     key = required_key(idempotency_key)
     reference = f"spend:{key}"
 
+    asked = transaction_request(kind=TransactionKind.SPEND, user_id=user_id, credits=-amount, reason=why, metadata=meta)
+
     def replay(earlier: CreditTransaction) -> SpendResult:
-        check_same_request(earlier, kind=TransactionKind.SPEND, user_id=user_id, credits=-amount, reason=why)
+        check_same_request(recorded_request(earlier), asked)
         return SpendResult(user_id, amount, earlier.balance_after, earlier.id, replayed=True)
 
     with uow() as tx:
