@@ -240,10 +240,10 @@ class WalletServer(TcpWSGIServer):  # type: ignore[misc]
             self.maintenance(now)
         if not self.accepting:
             return False
-        channels = [c for c in list(self._map.values()) if isinstance(c, HTTPChannel)]
         over = len(self._map) - self.adj.connection_limit + 1  # room for one more
         if over <= 0:
-            return True
+            return True  # the common case: no walk over every connection on each turn of the loop
+        channels = [c for c in list(self._map.values()) if isinstance(c, HTTPChannel)]
         closing = sum(1 for c in channels if c.will_close or c.close_when_flushed)
         idle = sorted((c for c in channels if _waiting_for_nothing(c)), key=lambda c: c.last_activity)
         evict = idle[: max(0, over - closing)]
