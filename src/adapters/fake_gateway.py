@@ -11,7 +11,8 @@ Tests drive it. Each of these changes what the fake "Stripe" holds and returns a
 - `dispute(pi_id, cents, status)` -> charge.dispute.created, then .updated / .closed for the same
   dispute (listed by `list_disputes` as it stands now).
 
-`fail_next(...)` makes the next call fail the way an outage would; `configured=False` behaves like
+`fail_next(...)` makes the next call fail the way an outage would; `time_out_next_create()` makes
+the next create make its intent and then fail, as a timeout after Stripe did the work; `configured=False` behaves like
 missing Stripe keys; `clock` stamps each intent's creation time (for `list_payment_intents`).
 """
 
@@ -61,6 +62,7 @@ class FakePaymentGateway:
         self.create_calls: list[PaymentIntentRequest] = []
         self._by_key: dict[str, tuple[PaymentIntentRequest, str]] = {}
         self._failures: list[Exception] = []
+        self._lose_next_create = False
         self._ids = itertools.count(1)
         self._events = itertools.count(1)
         self._refund_ids = itertools.count(1)
@@ -92,6 +94,9 @@ class FakePaymentGateway:
             self.intents[intent.id] = intent
             self.created_at[intent.id] = self.clock()
             self._by_key[request.idempotency_key] = (request, intent.id)
+            if self._lose_next_create:
+                self._lose_next_create = False
+                raise PaymentGatewayFailed("could not create a PaymentIntent: no answer in time (simulated)")
             return intent
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
@@ -151,6 +156,10 @@ class FakePaymentGateway:
     # -- test controls ---------------------------------------------------------------------------
     def fail_next(self, error: Exception | None = None) -> None:
         self._failures.append(error or PaymentGatewayFailed("Stripe could not be reached (simulated)"))
+
+    def time_out_next_create(self) -> None:
+        """The next create_payment_intent makes its intent, then raises PaymentGatewayFailed."""
+        self._lose_next_create = True
 
     def succeed(self, payment_intent_id: str, *, amount_received: int | None = None,
                 currency: str | None = None) -> tuple[bytes, str]:

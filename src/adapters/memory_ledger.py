@@ -29,7 +29,7 @@ from wallet_core.ledger import (
 )
 from wallet_core.money import Credits
 from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
-from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.topups import OPEN_STATUSES, TopUp, TopUpActivity, TopUpStatus
 
 
 @dataclass
@@ -243,6 +243,15 @@ class InMemoryLedgerRepository:
         if top_up_id not in self._s.top_ups:
             raise NotFound(f"top-up {top_up_id} does not exist")
         self._s.top_ups[top_up_id] = replace(self._s.top_ups[top_up_id], status=status)
+
+    def lock_top_ups(self, user_id: str) -> None:
+        """Nothing to do: a unit of work holds the whole store."""
+
+    def top_up_activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
+        mine = [t for t in self._s.top_ups.values() if t.user_id == user_id]
+        opened = [t.created_at for t in mine if t.status in OPEN_STATUSES and t.created_at > open_since]
+        started = [t.created_at for t in mine if t.created_at > started_since]
+        return TopUpActivity(len(opened), min(opened, default=None), len(started), min(started, default=None))
 
     def update_top_up(self, top_up: TopUp) -> None:
         if top_up.id not in self._s.top_ups:

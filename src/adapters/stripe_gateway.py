@@ -278,7 +278,8 @@ class StripePaymentGateway:
         if slots is not None and not slots.acquire(blocking=False):
             raise PaymentGatewayBusy(
                 f"could not {action}: {self.max_concurrent_calls} calls to Stripe are already waiting for an "
-                "answer; nothing was sent, try again shortly"
+                "answer; nothing was sent, try again shortly",
+                outcome_unknown=False,
             )
         try:
             return fn()
@@ -316,7 +317,8 @@ class StripePaymentGateway:
         message = f"could not {action}: {what}" + (f" [{', '.join(facts)}]" if facts else "")
         message = redact(message, self._secret_key)
         log.warning("Stripe call failed: %s", message)
-        return PaymentGatewayFailed(message)
+        refused = not isinstance(exc, stripe.APIConnectionError) and 400 <= (exc.http_status or 0) < 500
+        return PaymentGatewayFailed(message, outcome_unknown=not refused)
 
     def _pages(
         self,

@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from wallet_core.errors import InvalidInput
 from wallet_core.money import Usd
-from wallet_core.topups import TopUpPolicy
+from wallet_core.topups import TopUpLimits, TopUpPolicy
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -72,6 +72,7 @@ class Settings:
     stripe_max_concurrent_calls: int | None = None  # None: half of `wallet serve --threads`
     connection_limit: int = 1000
     idle_timeout_seconds: int = 30
+    top_up_limits: TopUpLimits = field(default_factory=TopUpLimits)  # WALLET_TOP_UP_MAX_OPEN, _MAX_PER_HOUR
 
     @property
     def development(self) -> bool:
@@ -79,7 +80,7 @@ class Settings:
 
     @property
     def policy(self) -> TopUpPolicy:
-        return TopUpPolicy(self.top_up_min, self.top_up_max, self.credits_per_usd)
+        return TopUpPolicy(self.top_up_min, self.top_up_max, self.credits_per_usd, self.top_up_limits)
 
     @property
     def database_url_masked(self) -> str:
@@ -95,7 +96,8 @@ class Settings:
             f"jwt_secret={'set' if self.jwt_secret else 'unset'}, "
             f"db_lock_timeout_seconds={self.db_lock_timeout_seconds:g}, "
             f"stripe_max_concurrent_calls={self.stripe_max_concurrent_calls or 'auto'}, "
-            f"connection_limit={self.connection_limit}, idle_timeout_seconds={self.idle_timeout_seconds})"
+            f"connection_limit={self.connection_limit}, idle_timeout_seconds={self.idle_timeout_seconds}, "
+            f"top_up_limits={self.top_up_limits})"
         )
 
     @classmethod
@@ -153,6 +155,11 @@ class Settings:
             dev_secret_file = dev_state_dir(env) / DEV_JWT_SECRET_FILE
             jwt_secret = _dev_jwt_secret(dev_secret_file)
 
+        limits = TopUpLimits(
+            max_open=_count(get, "WALLET_TOP_UP_MAX_OPEN", TopUpLimits.max_open),
+            max_per_hour=_count(get, "WALLET_TOP_UP_MAX_PER_HOUR", TopUpLimits.max_per_hour),
+        )
+
         return cls(
             database_url=db_url,
             env=mode,
@@ -170,6 +177,7 @@ class Settings:
             stripe_max_concurrent_calls=_whole(get, "STRIPE_MAX_CONCURRENT_CALLS", 1, 1000),
             connection_limit=_whole(get, "WALLET_CONNECTION_LIMIT", 10, 100_000) or 1000,
             idle_timeout_seconds=_whole(get, "WALLET_IDLE_TIMEOUT_SECONDS", 1, 3600) or 30,
+            top_up_limits=limits,
         )
 
 
@@ -272,3 +280,13 @@ def _dev_jwt_secret(path: Path) -> Secret:
             "delete it to make a new one, or set WALLET_JWT_SECRET"
         )
     return Secret(value)
+
+
+def _count(get: Callable[[str], str | None], name: str, default: int) -> int:
+    """A per-user limit: a whole number from 0 (no limit) to 1000000."""
+    raw = get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 1_000_000:
+        raise SettingsError(f"{name} must be a whole number from 0 (no limit) to 1000000")
+    return int(raw)

@@ -46,9 +46,16 @@ class WebhooksNotConfigured(WalletError):
 
 
 class PaymentGatewayFailed(WalletError):
-    """Stripe failed or could not be reached; nothing was recorded (HTTP 502)."""
+    """Stripe failed or could not be reached; nothing was recorded (HTTP 502).
+
+    `outcome_unknown`: Stripe may have done what it was asked (a timeout, a lost connection, a 5xx);
+    False when it refused the request for sure (a 4xx)."""
 
     title = "Payment provider error"
+
+    def __init__(self, description: str, *, outcome_unknown: bool = True) -> None:
+        super().__init__(description)
+        self.outcome_unknown = outcome_unknown
 
 
 class InvalidWebhook(WalletError):
@@ -91,3 +98,15 @@ class PaymentGatewayBusy(PaymentGatewayFailed):
     """Every slot for calls to Stripe is taken (Stripe is slow); nothing was sent or recorded (HTTP 503)."""
 
     title = "Payment provider busy"
+
+
+class TooManyTopUps(WalletError):
+    """The user started too many top-ups (too many unpaid, or too many lately); nothing was written
+    (HTTP 429 with Retry-After). Usually Stripe was not asked; when concurrent requests of the user
+    filled the limit while it was, the intent made for this one is canceled (without Idempotency-Key)."""
+
+    title = "Too many top-ups"
+
+    def __init__(self, description: str, retry_after_seconds: int) -> None:
+        super().__init__(f"{description}; retry in {retry_after_seconds} seconds")
+        self.retry_after_seconds = retry_after_seconds

@@ -12,7 +12,7 @@ from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import Account, Booking, CreditTransaction, TransactionCursor, WalletState
 from wallet_core.money import Credits
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
-from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
 
 
 class PaymentGateway(Protocol):
@@ -158,6 +158,17 @@ class LedgerRepository(Protocol):
     def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None: ...
 
     def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None: ...
+
+    def lock_top_ups(self, user_id: str) -> None:
+        """Take the user's top-up lock until the unit of work ends, so one user's requests for new
+        top-ups (in any process) check the limits and record their top-up one at a time. Creates no
+        row. (Where every writing unit of work already runs alone, as on SQLite, there is nothing to do.)"""
+        ...
+
+    def top_up_activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
+        """From the user's top-ups: the open ones (pending or failed) created after `open_since`, and
+        all of them created after `started_since`, whatever their status: counts and the oldest of each."""
+        ...
 
     def update_top_up(self, top_up: TopUp) -> None:
         """Store the top-up's status, refunded amount and credits taken back."""

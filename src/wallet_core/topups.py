@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from wallet_core.errors import InvalidInput
+from wallet_core.errors import InvalidInput, TooManyTopUps
 from wallet_core.money import Credits, Usd, credits_for
 
 
@@ -24,6 +25,50 @@ class TopUpStatus(StrEnum):
 
 
 CURRENCY = "usd"
+OPEN_STATUSES = frozenset({TopUpStatus.PENDING, TopUpStatus.FAILED})  # its PaymentIntent can still be paid
+OPEN_WINDOW = timedelta(hours=24)  # an open top-up older than this no longer counts against the user
+RATE_WINDOW = timedelta(hours=1)  # the hourly limit counts the top-ups recorded within this
+
+
+@dataclass(frozen=True)
+class TopUpActivity:
+    """What one user started lately, as the top-ups table holds it: the open top-ups (pending or
+    failed, created within OPEN_WINDOW) and every top-up created within RATE_WINDOW, whatever became
+    of it, each with the creation time of its oldest."""
+
+    open_top_ups: int = 0
+    oldest_open_top_up: datetime | None = None
+    started: int = 0
+    oldest_started: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TopUpLimits:
+    """How many top-ups one user may start: at most `max_open` unpaid at a time, at most
+    `max_per_hour` new ones an hour. 0 turns a limit off."""
+
+    max_open: int = 5
+    max_per_hour: int = 10
+
+    def check(self, activity: TopUpActivity, now: datetime) -> None:
+        """Raise TooManyTopUps (saying when to retry) when one more top-up would break a limit."""
+        if self.max_per_hour and activity.started >= self.max_per_hour:
+            assert activity.oldest_started is not None
+            raise TooManyTopUps(
+                f"at most {self.max_per_hour} top-ups can be started in an hour",
+                _seconds_until(activity.oldest_started + RATE_WINDOW, now),
+            )
+        if self.max_open and activity.open_top_ups >= self.max_open:
+            assert activity.oldest_open_top_up is not None
+            raise TooManyTopUps(
+                f"at most {self.max_open} top-ups can wait for payment at a time; pay one of them, "
+                "or retry when the oldest one stops counting",
+                _seconds_until(activity.oldest_open_top_up + OPEN_WINDOW, now),
+            )
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -31,6 +76,7 @@ class TopUpPolicy:
     min_amount: Usd
     max_amount: Usd
     credits_per_usd: Decimal
+    limits: TopUpLimits | None = None  # per-user limits; None: none (WALLET_TOP_UP_* sets them for the server)
 
     def check(self, amount: Usd) -> Credits:
         """The credits `amount` buys, or InvalidInput saying which limit it breaks."""

@@ -36,7 +36,7 @@ from wallet_core.ledger import (
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import AccountAudit, StoredEvent, UnitOfWork
 from wallet_core.refunds import take_back_booking, top_up_lot_id
-from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
 from wallet_core.use_cases import verify_ledger
 
 Uow = Callable[..., UnitOfWork]
@@ -818,6 +818,36 @@ def test_top_ups_are_added_and_found_three_ways(uow: Uow) -> None:
         assert tx.ledger.find_top_up_by_payment_intent("pi_404") is None
         without_key = tx.ledger.get_top_up("tu_2")
     assert without_key is not None and without_key.idempotency_key is None
+
+
+def _activity(uow: Uow, user: str = "alice", *, now: datetime = T0 + HOUR) -> TopUpActivity:
+    with uow() as tx:
+        tx.ledger.lock_top_ups(user)
+        return tx.ledger.top_up_activity(user, open_since=now - 24 * HOUR, started_since=now - HOUR)
+
+
+def test_top_up_activity_counts_open_top_ups_and_all_top_ups_started_each_with_its_oldest(uow: Uow) -> None:
+    now = T0 + HOUR
+    with uow() as tx:
+        for n, (at, status) in enumerate(
+            [(T0, TopUpStatus.PENDING),  # open; started exactly an hour ago: on the edge, out of the hour
+             (now - HOUR / 2, TopUpStatus.FAILED),  # open (its intent can still be paid), and started
+             (now - HOUR / 4, TopUpStatus.SUCCEEDED),  # started, no longer open
+             (now - timedelta(seconds=1), TopUpStatus.CANCELED),  # started, no longer open
+             (now - 25 * HOUR, TopUpStatus.PENDING)],  # older than the open window: neither
+            start=1,
+        ):
+            tx.ledger.add_top_up(replace(top_up(f"tu_{n}", intent=f"pi_{n}", key=None), created_at=at, status=status))
+        tx.ledger.add_top_up(replace(top_up("tu_bob", user="bob", intent="pi_bob", key=None), created_at=now))
+        tx.commit()
+    with uow() as tx:
+        tx.ledger.add_top_up(replace(top_up("tu_left", intent="pi_left", key=None), created_at=now))  # not committed
+
+    assert _activity(uow, now=now) == TopUpActivity(
+        open_top_ups=2, oldest_open_top_up=T0, started=3, oldest_started=now - HOUR / 2
+    )
+    assert _activity(uow, "bob", now=now) == TopUpActivity(1, now, 1, now)
+    assert _activity(uow, "nobody", now=now) == TopUpActivity()
 
 
 def test_the_same_idempotency_key_for_the_same_user_is_a_duplicate(uow: Uow) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
+from tests.e2e.conftest import WEBHOOK_SECRET
 from wallet_core.clock import utc_now
+from wallet_core.errors import PaymentGatewayFailed
 from wallet_core.money import Credits
 from wallet_core.payments import META_TOP_UP_ID, META_USER_ID
+from wallet_core.topups import TopUpLimits
 
 TOP_UP = "/api/v1/users/me/wallet/top-up"
 
@@ -70,10 +73,23 @@ def test_top_up_answers_503_when_stripe_is_not_configured(make_service):
 
 
 def test_a_stripe_failure_answers_502_and_records_nothing(service):
-    service.gateway.fail_next()
+    service.gateway.fail_next(PaymentGatewayFailed("Stripe refused the request", outcome_unknown=False))
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("dave"))
     assert resp.status_code == 502
     assert resp.json["title"] == "Payment provider error"
+    assert service.commits == []
+    assert service.gateway.intents == {}
+
+
+def test_a_timed_out_stripe_call_without_a_key_leaves_its_intent_canceled_and_records_nothing(service):
+    service.gateway.time_out_next_create()
+    resp = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("dave"))
+    assert resp.status_code == 502, resp.text
+    assert "client_secret" not in resp.text
+    (intent,) = service.gateway.intents.values()
+    assert intent.status == "canceled"  # Stripe made it, the answer was lost: nobody can ever pay it
+    with service.container.unit_of_work()() as tx:
+        assert tx.ledger.get_top_up(intent.metadata[META_TOP_UP_ID]) is None
     assert service.commits == []
 
 
@@ -128,3 +144,61 @@ def test_unconfigured_gateway_fake_behaves_like_missing_keys(make_service):
     svc = make_service(FakePaymentGateway(configured=False))
     resp = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("hank"))
     assert resp.status_code == 503
+
+
+# -- per-user limits: 429 with Retry-After -------------------------------------------------------
+
+
+def test_a_user_with_too_many_unpaid_top_ups_gets_429_with_retry_after_and_nothing_is_written(make_service):
+    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)),
+                       top_up_limits=TopUpLimits(max_open=2, max_per_hour=100))
+    first = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"},
+                                     headers={**svc.auth("fay"), "Idempotency-Key": "order-1"})
+    assert first.status_code == 201
+    assert svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("fay")).status_code == 201
+    assert svc.commits == ["commit"] * 2  # one per top-up
+    svc.commits.clear()
+    calls = len(svc.gateway.create_calls)
+
+    refused = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("fay"))
+
+    assert refused.status_code == 429, refused.text
+    assert refused.json["title"] == "Too many top-ups"
+    assert "at most 2" in refused.json["description"]
+    retry_after = int(refused.headers["Retry-After"])
+    assert 24 * 3600 - 60 < retry_after <= 24 * 3600  # when the oldest unpaid one stops counting
+    assert refused.json["retry_after_seconds"] == retry_after
+    assert svc.commits == [] and len(svc.gateway.create_calls) == calls  # nothing written, Stripe not asked
+    # A retry of a recorded top-up is still answered at the limit; another user is not limited.
+    again = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"},
+                                     headers={**svc.auth("fay"), "Idempotency-Key": "order-1"})
+    assert again.status_code == 200 and again.json == first.json
+    assert svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("gus")).status_code == 201
+    # Paid, a top-up no longer waits: there is room for one more.
+    payload, signature = svc.gateway.succeed(first.json["payment_intent_id"])
+    paid = svc.client.simulate_post("/webhooks/stripe", body=payload,
+                                    headers={"Stripe-Signature": signature, "Content-Type": "application/json"})
+    assert paid.status_code == 200, paid.text
+    assert svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("fay")).status_code == 201
+
+
+def test_a_user_starting_too_many_top_ups_in_an_hour_gets_429_until_the_oldest_is_an_hour_old(make_service):
+    svc = make_service(FakePaymentGateway(), top_up_limits=TopUpLimits(max_open=100, max_per_hour=3))
+    for _ in range(3):
+        created = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("hal"))
+        assert created.status_code == 201
+        svc.clock.advance(minutes=10)
+    assert svc.commits == ["commit"] * 3
+
+    refused = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("hal"))
+    assert refused.status_code == 429, refused.text
+    assert 30 * 60 - 60 < int(refused.headers["Retry-After"]) <= 30 * 60
+    svc.clock.advance(seconds=int(refused.headers["Retry-After"]))
+    assert svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("hal")).status_code == 201
+
+
+def test_the_default_limits_refuse_the_sixth_unpaid_top_up(service):
+    codes = [service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("ida")).status_code
+             for _ in range(6)]
+    assert codes == [201] * 5 + [429]
+    assert service.commits == ["commit"] * 5  # one per top-up, none for the refused one

@@ -142,11 +142,64 @@ def test_idempotency_key_with_trailing_newline_is_refused(
 def test_gateway_failure_raises_and_records_nothing(
     top_up: Callable[..., TopUpResult], gateway: FakePaymentGateway, store: InMemoryStore
 ) -> None:
-    gateway.fail_next()
+    gateway.fail_next(PaymentGatewayFailed("could not create a PaymentIntent: refused", outcome_unknown=False))
     with pytest.raises(PaymentGatewayFailed):
         top_up("20")
     assert gateway.intents == {}
+    assert len(gateway.create_calls) == 0  # refused before it was made; not asked again
     assert_nothing_written(store)
+
+
+@pytest.mark.parametrize("lost", ["unreachable", "timed_out"])
+def test_a_create_whose_outcome_is_unknown_without_a_key_leaves_no_payable_intent(
+    top_up: Callable[..., TopUpResult], gateway: FakePaymentGateway, store: InMemoryStore, lost: str
+) -> None:
+    """Stripe may have made the intent and the answer was lost (a timeout): nobody will ever ask for
+    it again (no key), so the wallet asks Stripe once more under the same Stripe idempotency key, which
+    answers with that intent (or makes it now), and cancels it. Nothing is written."""
+    if lost == "timed_out":
+        gateway.time_out_next_create()
+    else:
+        gateway.fail_next()
+    with pytest.raises(PaymentGatewayFailed):
+        top_up("20")
+
+    (intent,) = gateway.intents.values()
+    assert intent.status == "canceled"
+    assert {r.idempotency_key for r in gateway.create_calls} == {f"wallet-top-up-{intent.metadata[META_TOP_UP_ID]}"}
+    assert_nothing_written(store)
+
+
+def test_a_timed_out_create_whose_intent_cannot_be_found_again_is_logged_with_its_top_up_id(
+    top_up: Callable[..., TopUpResult], gateway: FakePaymentGateway, store: InMemoryStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway.time_out_next_create()
+    gateway.fail_next()  # the second ask fails too
+    with pytest.raises(PaymentGatewayFailed):
+        top_up("20")
+
+    (intent,) = gateway.intents.values()
+    assert intent.status == "requires_payment_method"  # unpayable: its client secret never left the wallet
+    top_up_id = intent.metadata[META_TOP_UP_ID]
+    assert top_up_id in caplog.text  # what reconcile's review line (the intent's metadata) can be matched to
+    assert "ERROR" in [r.levelname for r in caplog.records if top_up_id in r.getMessage()]
+    assert_nothing_written(store)
+
+
+def test_a_timed_out_create_with_a_key_is_kept_for_the_retry_which_records_it(
+    top_up: Callable[..., TopUpResult], gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    gateway.time_out_next_create()
+    with pytest.raises(PaymentGatewayFailed):
+        top_up("20", idempotency_key="k-lost")
+    (intent,) = gateway.intents.values()
+    assert intent.status == "requires_payment_method"
+
+    retry = top_up("20", idempotency_key="k-lost")
+    assert (retry.payment_intent_id, retry.replayed) == (intent.id, False)
+    assert store.state.top_ups[retry.top_up_id].payment_intent_id == intent.id
+    assert len(gateway.intents) == 1 and store.commits == 1
 
 
 def test_retry_with_the_same_key_after_a_gateway_failure_succeeds_once(

@@ -11,6 +11,7 @@ import pytest
 
 from entrypoints.settings import DEV_JWT_SECRET_FILE, Secret, Settings, SettingsError
 from wallet_core.money import Usd
+from wallet_core.topups import TopUpLimits
 
 SECRET_KEY = "sk_test_settings_0123456789abcdef"
 WEBHOOK_SECRET = "whsec_settings_first_0123456789"
@@ -30,6 +31,8 @@ ALL_VARIABLES = [
     "WALLET_DATABASE_URL",
     "WALLET_JWT_SECRET",
     "WALLET_ENV",
+    "WALLET_TOP_UP_MAX_OPEN",
+    "WALLET_TOP_UP_MAX_PER_HOUR",
 ]
 
 
@@ -62,6 +65,7 @@ def test_defaults_with_an_empty_environment(tmp_path):
     assert not dev_secret_path(tmp_path).exists()
     policy = settings.policy
     assert (policy.min_amount, policy.max_amount, policy.credits_per_usd) == (Usd(100), Usd(50_000), Decimal(100))
+    assert policy.limits == settings.top_up_limits == TopUpLimits(max_open=5, max_per_hour=10)
 
 
 def test_blank_values_count_as_unset(tmp_path):
@@ -85,6 +89,8 @@ def test_every_documented_variable_is_read(tmp_path):
         WALLET_DATABASE_URL=PG_URL,
         WALLET_JWT_SECRET=JWT_SECRET,
         WALLET_ENV="development",
+        WALLET_TOP_UP_MAX_OPEN="3",
+        WALLET_TOP_UP_MAX_PER_HOUR="20",
     )
 
     assert settings.stripe_secret_key == Secret(SECRET_KEY)
@@ -101,6 +107,7 @@ def test_every_documented_variable_is_read(tmp_path):
     # An explicit secret in development: no secret file is created.
     assert not dev_secret_path(tmp_path).exists()
     assert settings.dev_jwt_secret_file is None
+    assert settings.policy.limits == TopUpLimits(max_open=3, max_per_hour=20)
 
 
 @pytest.mark.parametrize(
@@ -114,6 +121,8 @@ def test_every_documented_variable_is_read(tmp_path):
         ("CREDITS_PER_USD", "0.000001", "credits_per_usd", Decimal("0.000001")),
         ("CREDITS_PER_USD", "1000000", "credits_per_usd", Decimal(1_000_000)),
         ("WALLET_ENV", "PRODUCTION", "env", "production"),
+        ("WALLET_TOP_UP_MAX_OPEN", "0", "top_up_limits", TopUpLimits(max_open=0, max_per_hour=10)),
+        ("WALLET_TOP_UP_MAX_PER_HOUR", "1000000", "top_up_limits", TopUpLimits(max_open=5, max_per_hour=1_000_000)),
         ("WALLET_ENV", " development ", "env", "development"),
         ("WALLET_DATABASE_URL", "sqlite:////var/lib/wallet.db", "database_url", "sqlite:////var/lib/wallet.db"),
         ("WALLET_DATABASE_URL", "postgresql+psycopg://u@h/db", "database_url", "postgresql+psycopg://u@h/db"),
@@ -167,6 +176,11 @@ def test_two_comma_separated_webhook_secrets_parse_into_two(tmp_path):
         ({"STRIPE_TIMEOUT_SECONDS": "301"}, "STRIPE_TIMEOUT_SECONDS"),
         ({"STRIPE_TIMEOUT_SECONDS": "nan"}, "STRIPE_TIMEOUT_SECONDS"),
         ({"STRIPE_TIMEOUT_SECONDS": "inf"}, "STRIPE_TIMEOUT_SECONDS"),
+        ({"WALLET_TOP_UP_MAX_OPEN": "-1"}, "WALLET_TOP_UP_MAX_OPEN"),
+        ({"WALLET_TOP_UP_MAX_OPEN": "2.5"}, "WALLET_TOP_UP_MAX_OPEN"),
+        ({"WALLET_TOP_UP_MAX_PER_HOUR": "ten"}, "WALLET_TOP_UP_MAX_PER_HOUR"),
+        ({"WALLET_TOP_UP_MAX_PER_HOUR": "1000001"}, "WALLET_TOP_UP_MAX_PER_HOUR"),
+        ({"WALLET_TOP_UP_MAX_PER_HOUR": "٣"}, "WALLET_TOP_UP_MAX_PER_HOUR"),  # an Arabic-Indic 3
         ({"WALLET_DATABASE_URL": "mysql://x"}, "WALLET_DATABASE_URL"),
         ({"WALLET_DATABASE_URL": "not a url"}, "WALLET_DATABASE_URL"),
         ({"WALLET_DATABASE_URL": f"mysql://root:{DB_PASSWORD}@h/db"}, "WALLET_DATABASE_URL"),

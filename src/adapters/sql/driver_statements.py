@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from adapters.sql.driver import Sql
 from wallet_core.ledger import MONEY_BACK_KINDS
+from wallet_core.topups import OPEN_STATUSES
 
 TOP_UP_COLUMNS = (
     "id, user_id, amount_cents, currency, credits, status, payment_intent_id, created_at, idempotency_key, "
@@ -207,5 +208,18 @@ ADD_EVENT = Sql.of(
     INSERT INTO payment_events ({EVENT_COLUMNS})
     VALUES (:event_id, :type, :payment_intent_id, :top_up_id, :received_at, :outcome, :source)
     ON CONFLICT (event_id) DO NOTHING
+    """
+)
+
+# Per-user top-up limits (0006). PostgreSQL only: the user's top-up lock, held until the transaction ends.
+LOCK_TOP_UPS = Sql.of("SELECT pg_advisory_xact_lock(:p_key)")
+_OPEN = f"""top_ups WHERE user_id = :p_user AND created_at > :p_open_since
+    AND status IN ({", ".join(f"'{status.value}'" for status in sorted(OPEN_STATUSES))})"""
+_STARTED = "top_ups WHERE user_id = :p_user AND created_at > :p_started_since"
+# One row: the count and the oldest creation time of each (index ix_top_ups_user_created).
+TOP_UP_ACTIVITY = Sql.of(
+    f"""
+    SELECT (SELECT count(*) FROM {_OPEN}), (SELECT min(created_at) FROM {_OPEN}),
+           (SELECT count(*) FROM {_STARTED}), (SELECT min(created_at) FROM {_STARTED})
     """
 )

@@ -23,6 +23,7 @@ order is by code point, the same as Python's (and the in-memory fake's) whatever
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -78,7 +79,7 @@ from wallet_core.ledger import (
 )
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
-from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
 
 _w = wallets.c
 _tx = credit_transactions.c
@@ -88,6 +89,12 @@ _h = holds.c
 _a = hold_allocations.c
 _tu = top_ups.c
 _ev = payment_events.c
+
+
+def _advisory_key(*parts: str) -> int:
+    """A signed 64-bit number for pg_advisory_xact_lock, the same in every process."""
+    digest = hashlib.sha256("\x1f".join(("wallet", *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _at(name: str) -> Any:
@@ -550,6 +557,27 @@ class SqlLedgerRepository:
         )
         if changed == 0:
             raise NotFound(f"top-up {top_up_id} does not exist")
+
+    def lock_top_ups(self, user_id: str) -> None:
+        """PostgreSQL: a transaction-scoped advisory lock on a number made from the user id. SQLite:
+        nothing to do, every writing unit of work holds the database's one writer lock already."""
+        if self._pg:
+            self._driver.one(sql.LOCK_TOP_UPS, {"p_key": _advisory_key("top_ups", user_id)})
+
+    def top_up_activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
+        at = self._driver.at
+        row = self._driver.one(
+            sql.TOP_UP_ACTIVITY,
+            {"p_user": user_id, "p_open_since": at(open_since), "p_started_since": at(started_since)},
+        )
+        assert row is not None  # an aggregate always answers one row
+        opened, oldest_open, started, oldest_started = row
+        return TopUpActivity(
+            int(opened), self._maybe_time(oldest_open), int(started), self._maybe_time(oldest_started)
+        )
+
+    def _maybe_time(self, value: Any) -> datetime | None:
+        return None if value is None else self._driver.time(value)
 
     def update_top_up(self, top_up: TopUp) -> None:
         result = self._conn.execute(

@@ -172,6 +172,7 @@ top_ups = Table(
     Column("credits_refunded", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("payment_intent_id"),
     UniqueConstraint("user_id", "idempotency_key"),
+    Index("ix_top_ups_user_created", "user_id", "created_at"),  # a user's recent top-ups, for the limits (0006)
 )
 
 # Every Stripe event the wallet received, once per event id, and what it did (support's log).

@@ -26,6 +26,7 @@ STATUS: dict[type[errors.WalletError], str] = {
     errors.InsufficientCredits: falcon.HTTP_409,
     errors.HoldNotOpen: falcon.HTTP_409,
     errors.PaymentGatewayBusy: falcon.HTTP_503,
+    errors.TooManyTopUps: falcon.HTTP_429,
 }
 
 
@@ -47,6 +48,9 @@ def http_error(exc: errors.WalletError, **details: Any) -> WalletHTTPError:
     """The HTTP answer for a domain error; `details` are extra JSON fields (e.g. what is spendable)."""
     status = _status_for(exc)
     headers = {"Retry-After": "5"} if status == falcon.HTTP_503 else None
+    if isinstance(exc, errors.TooManyTopUps):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
+        details = {"retry_after_seconds": exc.retry_after_seconds, **details}
     return WalletHTTPError(status, title=exc.title, description=exc.description, details=details, headers=headers)
 
 
