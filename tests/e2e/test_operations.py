@@ -196,6 +196,27 @@ def test_metrics_count_webhook_events_by_type_and_outcome_and_top_up_grants(serv
     assert metric(text, "wallet_http_requests_total", route=HOOK, method="POST", status="400") == 1
 
 
+def test_grants_and_webhook_outcomes_are_counted_from_what_the_wallet_did_not_from_the_answer(service,
+                                                                                             monkeypatch):
+    # The answers' JSON may change shape; the metrics count what the use case returned.
+    monkeypatch.setattr("entrypoints.http.webhook_routes.webhook_view", lambda outcome: {"ok": True})
+    monkeypatch.setattr("entrypoints.http.admin_routes.grant_view", lambda result: {"ok": True})
+    top_up = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("amy")).json
+    payload, header = service.gateway.succeed(top_up["payment_intent_id"])
+    headers = {"Stripe-Signature": header, "Content-Type": "application/json"}
+    assert service.client.simulate_post(HOOK, body=payload, headers=headers).json == {"ok": True}
+    admin = {**service.auth("root", admin=True), "Idempotency-Key": "grant-2"}
+    for status in (201, 200):  # the retry replays the first grant: not counted again
+        resp = service.client.simulate_post(grant_path("gus"), json={"credits": "5.00", "reason": "promo"},
+                                            headers=admin)
+        assert (resp.status_code, resp.json) == (status, {"ok": True})
+
+    text = scrape(service)
+    assert metric(text, "wallet_webhook_events_total", type="payment_intent.succeeded", outcome="granted") == 1
+    assert metric(text, "wallet_credits_granted_total", source="top_up") == 1
+    assert metric(text, "wallet_credits_granted_total", source="admin") == 1
+
+
 def test_each_app_has_its_own_metrics(make_service):
     one = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))
     two = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))

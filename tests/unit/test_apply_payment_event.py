@@ -14,6 +14,7 @@ from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
 from tests.unit.helpers import assert_no_credits_moved, events_logged, only_transaction, postings_of
 from wallet_core.ledger import Account, CreditKind, Posting, TransactionKind
 from wallet_core.money import Credits, Usd
+from wallet_core.payment_outcomes import PaymentEventOutcome
 from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, PaymentEvent, PaymentIntent
 from wallet_core.ports import StoredEvent
 from wallet_core.topups import TopUpPolicy, TopUpStatus
@@ -159,6 +160,29 @@ def test_ledger_refuses_a_second_grant_even_if_the_top_up_still_looks_pending(
     assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "already_granted"
     assert _balance(uow) == Credits.parse("1000")
     assert len(store.state.transactions) == len(store.state.lots) == 1
+
+
+def test_a_delivery_that_loses_the_grant_race_answers_already_granted_and_logs_nothing(
+    pending: TopUpResult,
+    gateway: FakePaymentGateway,
+    store: InMemoryStore,
+    uow: UowFactory,
+    deliver: Callable[[tuple[bytes, str]], WebhookOutcome],
+) -> None:
+    # The ledger refuses the second grant's reference: the race's loser rolls back and answers a plain
+    # outcome, never an in-band sentinel.
+    first = deliver(gateway.succeed(pending.payment_intent_id))
+    with uow() as tx:
+        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING)
+        tx.commit()
+
+    lost = deliver(gateway.succeed(pending.payment_intent_id))
+
+    assert first.outcome is PaymentEventOutcome.GRANTED
+    assert lost.outcome is PaymentEventOutcome.ALREADY_GRANTED
+    assert (lost.top_up_id, lost.credits_granted) == (pending.top_up_id, None)
+    assert [(e.event_id, e.outcome) for e in events_logged(store)] == [(first.event_id, "granted")]
+    assert all(type(e.outcome) is str for e in events_logged(store))  # the log keeps plain words
 
 
 @pytest.mark.parametrize("received_cents", [999, 1001, 100, 0, 100_000])

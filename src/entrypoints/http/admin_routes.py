@@ -32,6 +32,7 @@ def grant(call: Call) -> None:
         idempotency_key=call.header("Idempotency-Key"),
         expires_at=None if expires_at is None else parse_instant(expires_at, "expires_at"),
     )
+    call.events.admin_grant(result)
     call.reply(grant_view(result), 200 if result.replayed else 201)
 
 

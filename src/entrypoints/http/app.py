@@ -7,7 +7,7 @@ import falcon
 from entrypoints.container import Container
 from entrypoints.http import errors
 from entrypoints.http.body import json_handler
-from entrypoints.http.observability import install_observability
+from entrypoints.http.observability import Metrics, install_observability
 from entrypoints.http.routes import add_routes
 
 
@@ -19,6 +19,7 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     errors.install(app)
 
-    add_routes(app, wallet, auth)  # every route, as declared in entrypoints.http.routes (and /openapi.json)
-    install_observability(app, container)
+    metrics = Metrics()
+    add_routes(app, wallet, auth, metrics)  # every route, as declared in entrypoints.http.routes (and /openapi.json)
+    install_observability(app, container, metrics)
     return app

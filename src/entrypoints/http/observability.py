@@ -1,6 +1,6 @@
 """Request ids, access logs, Prometheus metrics, /metrics and /readyz, and the schema gate.
 
-    install_observability(app, container)   # in create_app: two middlewares, two routes
+    install_observability(app, container, metrics)   # in create_app: two middlewares, two routes
 
 Every request gets an id: the caller's X-Request-Id when it is a sane value (1-128 printable ASCII
 characters), else a new one. It is sent back as X-Request-Id and is on every log line written while
@@ -10,7 +10,10 @@ or a header value.
 
 Metrics live on a registry of the app's own (not prometheus_client's global one), so several apps in
 one process (tests) do not collide. Labels are bounded: the route is the template ("unmatched" when no
-route matched), a webhook event type is kept only when it looks like one.
+route matched), a webhook event type is kept only when it looks like one. Business events (webhook
+outcomes, grants) are counted from what the use case returned, which the route handler reports to
+`Metrics` (entrypoints.http.registry.BusinessEvents); only webhook deliveries refused before the use
+case answered are counted here from their HTTP status.
 
 The schema gate: while the database's schema is missing or older than this code (a PostgreSQL database
 `wallet migrate` has not brought up to date), /readyz and every route that uses the database answer
@@ -34,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from entrypoints.logs import REQUEST_ID
+from wallet_core.payment_outcomes import PaymentEventOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from entrypoints.container import Container
+    from wallet_core.use_cases import GrantResult, WebhookOutcome
 
 access_log = logging.getLogger("wallet.access")
 log = logging.getLogger("wallet.http")
@@ -54,7 +59,6 @@ SCHEMA_RECHECK_NOT_READY_SECONDS = 2.0  # how soon a schema found missing or beh
 NO_DATABASE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 _SANE_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")  # printable ASCII: no CR/LF, nothing to inject
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,79}")  # Stripe's shape, e.g. payment_intent.succeeded
-_OUTCOME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -76,6 +80,22 @@ class Metrics:
                               "and grants by an admin (replays not counted)", ["source"], registry=r)
         self.webhooks = Counter("wallet_webhook_events", "Stripe webhook deliveries, by event type and outcome",
                                 ["type", "outcome"], registry=r)
+
+    def webhook_applied(self, outcome: WebhookOutcome) -> None:
+        """A verified Stripe event was applied: count it by type and outcome, and the top-up it granted."""
+        event_type = outcome.event_type if _EVENT_TYPE.fullmatch(outcome.event_type) else "other"
+        self.webhooks.labels(event_type, outcome.outcome.value).inc()
+        if outcome.outcome is PaymentEventOutcome.GRANTED:
+            self.grants.labels("top_up").inc()
+
+    def admin_grant(self, result: GrantResult) -> None:
+        """An admin's grant was answered: counted when it granted, not when it replayed an earlier one."""
+        if not result.replayed:
+            self.grants.labels("admin").inc()
+
+    def webhook_refused(self, status: int) -> None:
+        """A delivery answered with an error before the event was applied (a bad signature, an outage)."""
+        self.webhooks.labels("unknown", "rejected" if status < 500 else "error").inc()
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The metrics and their content type: Prometheus text, or OpenMetrics when `accept` asks."""
@@ -126,7 +146,8 @@ class ObservabilityMiddleware:
             resp.set_header(REQUEST_ID_HEADER, req.context.request_id)  # error handlers may have replaced headers
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.duration.labels(route, method).observe(elapsed)
-            self._count_business_events(route, method, status, resp.media)
+            if route.startswith("/webhooks/") and status >= 400:
+                self.metrics.webhook_refused(status)
             access_log.info(
                 "%s %s %s %.1fms", method, route, status, elapsed * 1000,
                 extra={"request_id": req.context.request_id, "method": method, "route": route, "status": status,
@@ -135,23 +156,6 @@ class ObservabilityMiddleware:
         finally:
             self.metrics.in_flight.dec()
             REQUEST_ID.reset(token)
-
-    def _count_business_events(self, route: str, method: str, status: int, media: Any) -> None:
-        if not isinstance(media, dict):
-            media = {}
-        if media.get("received") is True and "outcome" in media:  # a webhook's answer (webhook_view)
-            event_type = str(media.get("type") or "")
-            outcome = str(media.get("outcome") or "")
-            self.metrics.webhooks.labels(
-                event_type if _EVENT_TYPE.fullmatch(event_type) else "other",
-                outcome if _OUTCOME.fullmatch(outcome) else "other",
-            ).inc()
-            if outcome == "granted":
-                self.metrics.grants.labels("top_up").inc()
-        elif route.startswith("/webhooks/") and status >= 400:  # refused (bad signature) or failed
-            self.metrics.webhooks.labels("unknown", "rejected" if status < 500 else "error").inc()
-        elif method == "POST" and status == 201 and "credits_granted" in media:  # a new admin grant
-            self.metrics.grants.labels("admin").inc()
 
 
 class MetricsResource:
@@ -300,10 +304,11 @@ def _select_one(engine: Callable[[], Engine]) -> str | None:
     return None
 
 
-def install_observability(app: falcon.App[falcon.Request, falcon.Response], container: Container) -> Metrics:
+def install_observability(app: falcon.App[falcon.Request, falcon.Response], container: Container,
+                          metrics: Metrics | None = None) -> Metrics:
     """Add the middlewares (observability, schema gate) and the /metrics and /readyz routes to `app`;
-    the metrics are returned."""
-    metrics = Metrics()
+    the metrics (new ones unless given: those the route handlers report to) are returned."""
+    metrics = metrics or Metrics()
     schema = SchemaCheck(container.engine)
     app.add_middleware(ObservabilityMiddleware(metrics))
     app.add_middleware(SchemaGate(schema))

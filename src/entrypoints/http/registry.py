@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import falcon
 
@@ -20,6 +20,7 @@ from wallet_core.errors import InvalidInput
 if TYPE_CHECKING:
     from entrypoints.http.auth import Principal
     from entrypoints.library import Wallet
+    from wallet_core.use_cases import GrantResult, WebhookOutcome
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,15 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
 
 
+class BusinessEvents(Protocol):
+    """Where a handler reports what its use case did, for the metrics (entrypoints.http.observability):
+    counted from the use case's result, never read back from the answer's JSON."""
+
+    def webhook_applied(self, outcome: WebhookOutcome) -> None: ...
+
+    def admin_grant(self, result: GrantResult) -> None: ...
+
+
 @dataclass
 class Call:
     """What a handler gets: the request as checked against its Operation."""
@@ -79,6 +89,7 @@ class Call:
     req: falcon.Request
     resp: falcon.Response
     wallet: Wallet
+    events: BusinessEvents
     principal: Principal | None
     path: dict[str, str]
     query: dict[str, str]

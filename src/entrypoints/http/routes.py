@@ -15,7 +15,7 @@ import falcon
 from entrypoints.http import admin_routes, openapi, schemas, spend_routes, wallet_routes, webhook_routes
 from entrypoints.http.auth import JwtAuthenticator, Principal
 from entrypoints.http.body import read_object, read_query, read_raw
-from entrypoints.http.registry import PUBLIC, UNAVAILABLE, Call, Operation, Reply
+from entrypoints.http.registry import PUBLIC, UNAVAILABLE, BusinessEvents, Call, Operation, Reply
 from entrypoints.library import Wallet
 
 
@@ -80,9 +80,11 @@ def docs_html() -> str:
 class Endpoint:
     """The Falcon resource of one path: a responder per declared method, each running `serve`."""
 
-    def __init__(self, operations: Iterable[Operation], wallet: Wallet, auth: JwtAuthenticator) -> None:
+    def __init__(self, operations: Iterable[Operation], wallet: Wallet, auth: JwtAuthenticator,
+                 events: BusinessEvents) -> None:
         self._wallet = wallet
         self._auth = auth
+        self._events = events
         for op in operations:
             setattr(self, f"on_{op.method.lower()}", self._responder(op))
 
@@ -114,14 +116,16 @@ class Endpoint:
                 raw = read_raw(req)
             else:
                 body = read_object(req, op.body.schema, optional=not op.body.required)
-        op.handler(Call(req, resp, self._wallet, principal, path, query, body, raw))
+        op.handler(Call(req, resp, self._wallet, self._events, principal, path, query, body, raw))
 
 
-def add_routes(app: falcon.App[falcon.Request, falcon.Response], wallet: Wallet, auth: JwtAuthenticator) -> None:
-    """Mount every operation that has a handler here (the others are mounted by `mounted_by`)."""
+def add_routes(app: falcon.App[falcon.Request, falcon.Response], wallet: Wallet, auth: JwtAuthenticator,
+               events: BusinessEvents) -> None:
+    """Mount every operation that has a handler here (the others are mounted by `mounted_by`); the
+    handlers report what their use cases did to `events`."""
     by_path: dict[str, list[Operation]] = {}
     for op in OPERATIONS:
         if op.handler is not None:
             by_path.setdefault(op.path, []).append(op)
     for path, operations in by_path.items():
-        app.add_route(path, Endpoint(operations, wallet, auth))
+        app.add_route(path, Endpoint(operations, wallet, auth, events))

@@ -110,7 +110,7 @@ def webhook_view(outcome: WebhookOutcome) -> dict[str, Any]:
         "received": True,
         "event_id": outcome.event_id,
         "type": outcome.event_type,
-        "outcome": outcome.outcome,
+        "outcome": outcome.outcome.value,
     }
 
 

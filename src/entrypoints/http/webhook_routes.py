@@ -17,6 +17,7 @@ STRIPE_SIGNATURE = Param("Stripe-Signature", schemas.STRIPE_SIGNATURE, "Stripe's
 
 def stripe_webhook(call: Call) -> None:
     outcome = call.wallet.handle_stripe_webhook(call.raw, call.header("Stripe-Signature"))
+    call.events.webhook_applied(outcome)
     call.reply(webhook_view(outcome))
 
 

@@ -15,6 +15,7 @@ from wallet_core.ids import new_id
 from wallet_core.ledger import Account, Booking, Posting, TransactionKind
 from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Credits, Usd
+from wallet_core.payment_outcomes import PaymentEventOutcome
 from wallet_core.payments import Dispute
 from wallet_core.ports import UnitOfWork
 from wallet_core.refunds import (
@@ -34,9 +35,9 @@ CLOSED_WON = frozenset({"won", "warning_closed"})
 CLOSED_LOST = frozenset({"lost"})
 
 
-def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -> str:
+def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -> PaymentEventOutcome:
     if not paid(top_up.status):
-        return "ignored"
+        return PaymentEventOutcome.IGNORED
     frozen = tx.ledger.find_transaction_by_reference(dispute_reference(dispute.id))
     at = now()
     state = lock_and_sweep(tx.ledger, top_up.user_id, at)
@@ -44,7 +45,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
     closed_reference = dispute_closed_reference(dispute.id)
     if frozen is None:
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
-            return "ignored_late"  # its close came first: nothing to freeze any more
+            return PaymentEventOutcome.IGNORED_LATE  # its close came first: nothing to freeze any more
         amount = Usd(min(dispute.amount.cents, top_up.amount.cents))
         # Never freeze more than the payment still carries after its refunds and other disputes.
         credits = min(
@@ -69,12 +70,12 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
             )
             if can_move(top_up.status, TopUpStatus.DISPUTED):  # opened and lost in one step
                 tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.DISPUTE_LOST))
-            return "dispute_lost"
+            return PaymentEventOutcome.DISPUTE_LOST
         if dispute.status in CLOSED_WON:
             # Won before we saw it open: nothing was frozen. Record the close (moving nothing) so a
             # late `created` for it cannot freeze credits that nothing would ever release.
             tx.ledger.record(_closed_marker(top_up, dispute, at))
-            return "ignored_late"
+            return PaymentEventOutcome.IGNORED_LATE
         tx.ledger.record(
             take_back_booking(
                 state,
@@ -89,11 +90,11 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
             )
         )
         _move(tx, top_up, TopUpStatus.DISPUTED)
-        return "dispute_opened"
+        return PaymentEventOutcome.DISPUTE_OPENED
     held = -frozen.credits
     if dispute.status in CLOSED_WON:
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
-            return "duplicate"
+            return PaymentEventOutcome.DUPLICATE
         tx.ledger.record(
             give_back_booking(
                 state,
@@ -108,7 +109,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
             )
         )
         if taken_back(tx, top_up).open_disputes:
-            return "dispute_won"  # another dispute of the payment is still open: it stays disputed
+            return PaymentEventOutcome.DISPUTE_WON  # another dispute of the payment is still open: it stays disputed
         _move(
             tx,
             top_up,
@@ -118,10 +119,10 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
             if top_up.refunded.cents
             else TopUpStatus.SUCCEEDED,
         )
-        return "dispute_won"
+        return PaymentEventOutcome.DISPUTE_WON
     if dispute.status in CLOSED_LOST:
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
-            return "duplicate"
+            return PaymentEventOutcome.DUPLICATE
         booking_id = new_id("ctx")
         tx.ledger.record(
             Booking(
@@ -137,8 +138,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
             )
         )
         _move(tx, top_up, TopUpStatus.DISPUTE_LOST)
-        return "dispute_lost"
-    return "dispute_open"  # an update while it is still open
+        return PaymentEventOutcome.DISPUTE_LOST
+    return PaymentEventOutcome.DISPUTE_OPEN  # an update while it is still open
 
 
 def _closed_marker(top_up: TopUp, dispute: Dispute, at: datetime) -> Booking:

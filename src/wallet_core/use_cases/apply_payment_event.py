@@ -26,6 +26,7 @@ from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import CreditKind
 from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Credits
+from wallet_core.payment_outcomes import PaymentEventOutcome
 from wallet_core.payments import (
     MAX_EVENT_TYPE_LENGTH,
     MAX_OBJECT_ID_LENGTH,
@@ -55,13 +56,20 @@ REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated"
 DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"})
 
 
+class _GrantedConcurrently(Exception):
+    """A concurrent delivery granted the payment first (the ledger refused the second grant's
+    reference). Never leaves this module: the delivery answers `already_granted` and logs nothing."""
+
+    def __init__(self, top_up_id: str) -> None:
+        super().__init__(top_up_id)
+        self.top_up_id = top_up_id
+
+
 @dataclass(frozen=True)
 class WebhookOutcome:
     event_id: str
     event_type: str
-    # granted | already_granted | failed | canceled | refunded | already_refunded | dispute_opened |
-    # dispute_won | dispute_lost | ignored | ignored_late | unknown_top_up | needs_review | duplicate
-    outcome: str
+    outcome: PaymentEventOutcome
     top_up_id: str | None = None
     credits_granted: Credits | None = None
 
@@ -84,10 +92,12 @@ def apply_payment_event(
     with uow() as tx:
         seen, top_up = tx.ledger.find_event_and_top_up(event.id, event.about)
         if seen is not None:
-            return WebhookOutcome(event.id, event.type, "duplicate", seen.top_up_id)
-        result = _apply(tx, event, top_up, refunds, now)
-        if result.outcome == "duplicate_race":
-            return WebhookOutcome(event.id, event.type, "already_granted", result.top_up_id)
+            return WebhookOutcome(event.id, event.type, PaymentEventOutcome.DUPLICATE, seen.top_up_id)
+        try:
+            result = _apply(tx, event, top_up, refunds, now)
+        except _GrantedConcurrently as race:
+            tx.rollback()
+            return WebhookOutcome(event.id, event.type, PaymentEventOutcome.ALREADY_GRANTED, race.top_up_id)
         tx.ledger.add_event(
             StoredEvent(
                 event_id=event.id,
@@ -95,7 +105,7 @@ def apply_payment_event(
                 payment_intent_id=event.about,
                 top_up_id=result.top_up_id,
                 received_at=now(),
-                outcome=result.outcome,
+                outcome=result.outcome.value,
                 source=source,
             )
         )
@@ -113,44 +123,48 @@ def _ignore_unstorable(
     event_id, event_type = printable(event.id), printable(event.type, MAX_EVENT_TYPE_LENGTH)
     log.warning("Stripe event %s (%s) ignored: its %s %s", event_id, event_type, field, problem)
     if field == "event id":
-        return WebhookOutcome(event_id, event_type, "ignored")
+        return WebhookOutcome(event_id, event_type, PaymentEventOutcome.IGNORED)
     about = event.about if event.about and value_problem(event.about, MAX_OBJECT_ID_LENGTH) is None else None
     with uow() as tx:
         if tx.ledger.find_event(event.id) is not None:
-            return WebhookOutcome(event.id, event_type, "duplicate")
+            return WebhookOutcome(event.id, event_type, PaymentEventOutcome.DUPLICATE)
+        ignored = PaymentEventOutcome.IGNORED
         tx.ledger.add_event(
-            StoredEvent(event.id, event_type, about, None, received_at=now(), outcome="ignored", source=source)
+            StoredEvent(event.id, event_type, about, None, received_at=now(), outcome=ignored.value, source=source)
         )
         tx.commit()
-    return WebhookOutcome(event.id, event_type, "ignored")
+    return WebhookOutcome(event.id, event_type, ignored)
 
 
 def _apply(
     tx: UnitOfWork, event: PaymentEvent, top_up: TopUp | None, refunds: tuple[Refund, ...], now: Clock
 ) -> WebhookOutcome:
-    def outcome(name: str, top_up: TopUp | None = None, credits: Credits | None = None) -> WebhookOutcome:
+    def outcome(
+        name: PaymentEventOutcome, top_up: TopUp | None = None, credits: Credits | None = None
+    ) -> WebhookOutcome:
         return WebhookOutcome(event.id, event.type, name, top_up.id if top_up else None, credits)
 
     handled = event.type in (SUCCEEDED, FAILED, CANCELED) or event.type in REFUND_EVENTS | DISPUTE_EVENTS
     if not handled or event.about is None:
-        return outcome("ignored")
+        return outcome(PaymentEventOutcome.IGNORED)
     if top_up is None:
         ours = event.payment_intent is not None and META_TOP_UP_ID in event.payment_intent.metadata
         if ours:
             log.error("event %s is about %s, a top-up this wallet has no record of", event.id, event.about)
-        return outcome("unknown_top_up" if ours else "ignored")
+        return outcome(PaymentEventOutcome.UNKNOWN_TOP_UP if ours else PaymentEventOutcome.IGNORED)
 
     if event.type == SUCCEEDED and event.payment_intent is not None:
         return outcome(*_succeeded(tx, top_up, event.payment_intent, now))
     if event.type in (FAILED, CANCELED):
-        target = TopUpStatus.FAILED if event.type == FAILED else TopUpStatus.CANCELED
+        failed = event.type == FAILED
+        target = TopUpStatus.FAILED if failed else TopUpStatus.CANCELED
         if not can_move(top_up.status, target):
-            return outcome("ignored_late", top_up)
+            return outcome(PaymentEventOutcome.IGNORED_LATE, top_up)
         tx.ledger.set_top_up_status(top_up.id, target)
-        return outcome(target.value, top_up)
+        return outcome(PaymentEventOutcome.FAILED if failed else PaymentEventOutcome.CANCELED, top_up)
     if event.type in REFUND_EVENTS or event.dispute is not None:
         if not paid(top_up.status):
-            return outcome("ignored", top_up)  # no money arrived, so none can go back or be disputed
+            return outcome(PaymentEventOutcome.IGNORED, top_up)  # no money arrived, so none can go back or be disputed
         # Take the wallet's lock, then read the top-up again: concurrent refunds and disputes of one
         # payment take turns, and each works from the totals the one before it left.
         lock_and_sweep(tx.ledger, top_up.user_id, now())
@@ -160,15 +174,19 @@ def _apply(
             return outcome(apply_refunds(tx, fresh, refunds, now), fresh)
         assert event.dispute is not None
         return outcome(apply_dispute(tx, fresh, event.dispute, now), fresh)
-    return outcome("ignored", top_up)
+    return outcome(PaymentEventOutcome.IGNORED, top_up)
 
 
-def _succeeded(tx: UnitOfWork, top_up: TopUp, intent: PaymentIntent, now: Clock) -> tuple[str, TopUp, Credits | None]:
+def _succeeded(
+    tx: UnitOfWork, top_up: TopUp, intent: PaymentIntent, now: Clock
+) -> tuple[PaymentEventOutcome, TopUp, Credits | None]:
     if paid(top_up.status):
-        return "already_granted", top_up, None
-    if top_up.status in (TopUpStatus.NEEDS_REVIEW, TopUpStatus.CANCELED):
-        # A person decides about a payment Stripe once reported differently, not a later event.
-        return top_up.status.value, top_up, None
+        return PaymentEventOutcome.ALREADY_GRANTED, top_up, None
+    # A person decides about a payment Stripe once reported differently, not a later event.
+    if top_up.status is TopUpStatus.NEEDS_REVIEW:
+        return PaymentEventOutcome.NEEDS_REVIEW, top_up, None
+    if top_up.status is TopUpStatus.CANCELED:
+        return PaymentEventOutcome.CANCELED, top_up, None
     received = intent.amount_received if intent.amount_received is not None else intent.amount
     if received != top_up.amount or intent.currency.lower() != top_up.currency:
         log.error(
@@ -181,7 +199,7 @@ def _succeeded(tx: UnitOfWork, top_up: TopUp, intent: PaymentIntent, now: Clock)
             top_up.currency,
         )
         tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW)
-        return "needs_review", top_up, None
+        return PaymentEventOutcome.NEEDS_REVIEW, top_up, None
     at = now()
     state = lock_and_sweep(tx.ledger, top_up.user_id, at, crediting=True)
     try:
@@ -199,9 +217,7 @@ def _succeeded(tx: UnitOfWork, top_up: TopUp, intent: PaymentIntent, now: Clock)
                 debts=state.debts,
             )
         )
-    except DuplicateReference:
-        # A concurrent delivery granted it first; this one changes nothing.
-        tx.rollback()
-        return "duplicate_race", top_up, None
+    except DuplicateReference as exc:
+        raise _GrantedConcurrently(top_up.id) from exc  # this delivery changes nothing
     tx.ledger.set_top_up_status(top_up.id, TopUpStatus.SUCCEEDED)
-    return "granted", top_up, top_up.credits
+    return PaymentEventOutcome.GRANTED, top_up, top_up.credits

@@ -13,6 +13,7 @@ from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import Account, TransactionKind
 from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Usd
+from wallet_core.payment_outcomes import PaymentEventOutcome
 from wallet_core.payments import Refund
 from wallet_core.ports import UnitOfWork
 from wallet_core.refunds import (
@@ -37,10 +38,12 @@ def taken_back(tx: UnitOfWork, top_up: TopUp) -> TakenBack:
     return taken_back_by_top_up(tx.ledger.take_backs(top_up.user_id)).get(top_up.id, TakenBack())
 
 
-def apply_refunds(tx: UnitOfWork, top_up: TopUp, refunds: tuple[Refund, ...], now: Clock) -> str:
+def apply_refunds(
+    tx: UnitOfWork, top_up: TopUp, refunds: tuple[Refund, ...], now: Clock
+) -> PaymentEventOutcome:
     """Book every succeeded refund not booked yet. Returns the outcome for the event log."""
     if not paid(top_up.status):
-        return "ignored"  # no money arrived, so none can go back
+        return PaymentEventOutcome.IGNORED  # no money arrived, so none can go back
     booked = 0
     for refund in refunds:
         if refund.status != "succeeded" or refund.currency.lower() != top_up.currency:
@@ -52,7 +55,7 @@ def apply_refunds(tx: UnitOfWork, top_up: TopUp, refunds: tuple[Refund, ...], no
         except DuplicateReference:
             continue  # booked meanwhile by a concurrent delivery; the ledger refused it, nothing moved
         booked += 1
-    return "refunded" if booked else "already_refunded"
+    return PaymentEventOutcome.REFUNDED if booked else PaymentEventOutcome.ALREADY_REFUNDED
 
 
 def _book(tx: UnitOfWork, top_up: TopUp, refund: Refund, now: Clock) -> TopUp:

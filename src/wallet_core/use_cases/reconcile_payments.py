@@ -21,6 +21,7 @@ from datetime import datetime
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import PaymentGatewayFailed
 from wallet_core.lifecycle import paid
+from wallet_core.payment_outcomes import PaymentEventOutcome
 from wallet_core.payments import META_TOP_UP_ID, Dispute, PaymentEvent, PaymentIntent
 from wallet_core.ports import PaymentGateway, UnitOfWorkFactory
 from wallet_core.refunds import dispute_closed_reference, dispute_reference
@@ -92,8 +93,8 @@ def reconcile_payments(
                 report.actions.append(f"would {description}")
                 continue
             outcome = apply_payment_event(event, uow=uow, gateway=gateway, now=now, source="reconcile")
-            report.actions.append(f"{description}: {outcome.outcome}")
-            if outcome.outcome == "needs_review":
+            report.actions.append(f"{description}: {outcome.outcome.value}")
+            if outcome.outcome is PaymentEventOutcome.NEEDS_REVIEW:
                 report.needs_review += 1
                 report.reviews.append(f"{intent.id}: Stripe's amount or currency differs from top-up {top_up.id}")
     return report
