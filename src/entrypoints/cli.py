@@ -260,10 +260,10 @@ def _expire(container: Container, args: argparse.Namespace) -> int:
 
 
 def _verify(container: Container, args: argparse.Namespace) -> int:
-    wallet = container.wallet()
-    violations = wallet.verify()
+    check = container.wallet().check_ledger()  # one audit, one snapshot
+    violations = check.violations
     if not violations:
-        print(f"ledger OK: {len(wallet.audit().accounts)} accounts checked")
+        print(f"ledger OK: {check.accounts_checked} accounts checked")
         return 0
     for violation in violations:
         print(f"{violation.subject}: {violation.problem}")

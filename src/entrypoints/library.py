@@ -34,6 +34,7 @@ from wallet_core.use_cases import (
     GrantResult,
     HistoryPage,
     HoldResult,
+    LedgerCheck,
     ReconcileReport,
     SpendResult,
     TopUpResult,
@@ -41,6 +42,7 @@ from wallet_core.use_cases import (
     WebhookOutcome,
     apply_payment_event,
     capture_hold,
+    check_ledger,
     expire_credits,
     grant_credits,
     list_transactions,
@@ -50,7 +52,6 @@ from wallet_core.use_cases import (
     release_hold,
     request_top_up,
     spend_credits,
-    verify_ledger,
 )
 
 if TYPE_CHECKING:
@@ -224,7 +225,11 @@ class Wallet:
 
     def verify(self) -> list[Violation]:
         """Every broken ledger invariant; an empty list means the ledger is sound."""
-        return verify_ledger(uow=self._uow)
+        return self.check_ledger().violations
+
+    def check_ledger(self) -> LedgerCheck:
+        """One audit of the ledger in one snapshot: the accounts it checked and every broken invariant."""
+        return check_ledger(uow=self._uow)
 
     def audit(self) -> LedgerAudit:
         """The ledger's accounts as stored and as their postings and lots add up (what verify checks)."""

@@ -20,6 +20,8 @@ import pytest
 from dependency_injector import providers
 from sqlalchemy.engine import make_url
 
+from adapters.sql.ledger_repository import SqlLedgerRepository
+from adapters.sql.unit_of_work import SqlUnitOfWork
 from entrypoints.cli import Progress, main
 from entrypoints.container import Container
 from entrypoints.library import open_wallet
@@ -821,6 +823,18 @@ def test_verify_exits_1_naming_the_wallet_whose_stored_balance_was_tampered_with
     assert "6.00" in result.stdout and "5.00" in result.stdout
     assert "liam" not in result.stdout
     assert "violation" in result.stderr
+
+
+def test_verify_audits_the_ledger_once_in_one_snapshot(service, capsys, mocker):
+    paid_top_up(service, "cid")
+    audits = mocker.spy(SqlLedgerRepository, "audit")
+    snapshots = mocker.spy(SqlUnitOfWork, "__enter__")
+
+    code, out, _ = run(service, capsys, "verify")
+
+    assert (code, out.strip()) == (0, "ledger OK: 2 accounts checked")
+    assert audits.call_count == 1
+    assert snapshots.call_count == 1
 
 
 # -- history ---------------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, re
 from wallet_core.use_cases.reconcile_payments import ReconcileReport, reconcile_payments
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
 from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
-from wallet_core.use_cases.verify_ledger import Violation, verify_ledger
+from wallet_core.use_cases.verify_ledger import LedgerCheck, Violation, check_ledger, verify_ledger
 
 __all__ = [
     "ExpiryReport",
     "GrantResult",
     "HistoryPage",
     "HoldResult",
+    "LedgerCheck",
     "ReconcileReport",
     "SpendResult",
     "TopUpResult",
@@ -22,6 +23,7 @@ __all__ = [
     "WebhookOutcome",
     "apply_payment_event",
     "capture_hold",
+    "check_ledger",
     "expire_credits",
     "grant_credits",
     "list_transactions",

@@ -16,11 +16,25 @@ class Violation:
     problem: str
 
 
+@dataclass(frozen=True)
+class LedgerCheck:
+    """One audit of the ledger, read in one snapshot: how many accounts it checked, and what breaks."""
+
+    accounts_checked: int
+    violations: list[Violation]
+
+
 def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
-    """An empty list means: postings sum to zero overall and per transaction, every stored balance
+    """Every broken invariant (see `check_ledger`); an empty list means the ledger is sound."""
+    return check_ledger(uow=uow).violations
+
+
+def check_ledger(*, uow: UnitOfWorkFactory) -> LedgerCheck:
+    """No violations means: postings sum to zero overall and per transaction, every stored balance
     equals the sum of its postings and of its lots, and no balance or lot is negative except by a
     recorded debt (credits refunded or disputed after they were spent, never more than was taken back),
-    and no payment lost more credits to its refunds and disputes than it granted."""
+    and no payment lost more credits to its refunds and disputes than it granted. The ledger is
+    audited once, in one read-only unit of work."""
     with uow(read_only=True) as tx:  # a long read: it must not hold up payments
         audit = tx.ledger.audit()
         taken_back = _payments_taken_back_beyond_their_grant(tx.ledger)
@@ -44,7 +58,7 @@ def verify_ledger(*, uow: UnitOfWorkFactory) -> list[Violation]:
         if acc.unexplained_debt.is_positive():
             found.append(Violation(name, f"its lots are overdrawn by {acc.unexplained_debt} that no refund or "
                                          "dispute took back"))
-    return found + taken_back
+    return LedgerCheck(accounts_checked=len(audit.accounts), violations=found + taken_back)
 
 
 def _payments_taken_back_beyond_their_grant(ledger: LedgerRepository) -> list[Violation]:
