@@ -179,12 +179,12 @@ def test_grant_then_balance_on_the_default_sqlite_file(tmp_path):
     assert shown["user_id"] == "alice"
     assert shown["balance"] == "50.00"
     assert len(shown["transactions"]) == 1
-    tx = shown["transactions"][0]
-    assert tx["id"] == granted["transaction_id"]
-    assert tx["kind"] == "grant"
-    assert tx["credits"] == "50.00"
-    assert tx["balance_after"] == "50.00"
-    assert tx["reason"] == "welcome"
+    transaction = shown["transactions"][0]
+    assert transaction["id"] == granted["transaction_id"]
+    assert transaction["kind"] == "grant"
+    assert transaction["credits"] == "50.00"
+    assert transaction["balance_after"] == "50.00"
+    assert transaction["reason"] == "welcome"
 
 
 def test_balance_of_an_unknown_user_is_zero(tmp_path):

@@ -418,8 +418,8 @@ def test_sqlite_time_in_the_writer_queue_counts_against_the_lock_timeout(sqlite_
     holder = threading.Thread(target=hold_the_queue)
     holder.start()
     first_in.wait(5)
-    with SqlUnitOfWork(engine) as uow:
-        during = uow._connection().connection.driver_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    with SqlUnitOfWork(engine) as tx:
+        during = tx._connection().connection.driver_connection.execute("PRAGMA busy_timeout").fetchone()[0]
     holder.join()
     assert 1_000 <= during <= 1_500, during
     pooled = [engine.raw_connection(), engine.raw_connection()]  # both, without beginning a transaction

@@ -35,18 +35,18 @@ def top_up_view(result: TopUpResult) -> dict[str, Any]:
     }
 
 
-def transaction_view(tx: CreditTransaction) -> dict[str, Any]:
+def transaction_view(transaction: CreditTransaction) -> dict[str, Any]:
     return {
-        "id": tx.id,
-        "kind": str(tx.kind),
-        "credits": str(tx.credits),
-        "held_change": str(tx.held_change),
-        "balance_after": str(tx.balance_after),
-        "reference_id": tx.reference_id,
-        "created_at": tx.created_at.isoformat(),
-        "reason": tx.reason,
-        "hold_id": tx.hold_id,
-        "metadata": dict(tx.metadata),
+        "id": transaction.id,
+        "kind": str(transaction.kind),
+        "credits": str(transaction.credits),
+        "held_change": str(transaction.held_change),
+        "balance_after": str(transaction.balance_after),
+        "reference_id": transaction.reference_id,
+        "created_at": transaction.created_at.isoformat(),
+        "reason": transaction.reason,
+        "hold_id": transaction.hold_id,
+        "metadata": dict(transaction.metadata),
     }
 
 

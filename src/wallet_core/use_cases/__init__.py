@@ -1,4 +1,9 @@
-"""One module per thing a user of the wallet can do."""
+"""One module per thing a user of the wallet can do.
+
+One vocabulary throughout: `uow` is a UnitOfWorkFactory (each call opens a unit of work), `tx` is an
+open UnitOfWork (one database transaction), a ledger entry is a `transaction` (CreditTransaction);
+`now` is the injected Clock, and `at` is the instant read from it once per unit of work.
+"""
 
 from wallet_core.use_cases.apply_payment_event import WebhookOutcome, apply_payment_event
 from wallet_core.use_cases.expire_credits import ExpiryReport, expire_credits

@@ -13,15 +13,16 @@ from wallet_core.ledger import WalletState
 from wallet_core.ports import LedgerRepository
 
 
-def lock_and_sweep(ledger: LedgerRepository, user_id: str, now: datetime, *, crediting: bool = False) -> WalletState:
-    """`crediting`: the caller only adds credits, so it needs just the lots in debt (to repay) and
-    the expired ones (to book out), not every live lot: cheap for wallets with many top-ups."""
+def lock_and_sweep(ledger: LedgerRepository, user_id: str, at: datetime, *, crediting: bool = False) -> WalletState:
+    """Lock `user_id`'s wallet and book out the promotional credits expired by `at`. `crediting`: the
+    caller only adds credits, so it needs just the lots in debt (to repay) and the expired ones (to book
+    out), not every live lot: cheap for wallets with many top-ups."""
 
     def lock() -> WalletState:
-        return ledger.lock_wallet_for_credit(user_id, now) if crediting else ledger.lock_wallet(user_id)
+        return ledger.lock_wallet_for_credit(user_id, at) if crediting else ledger.lock_wallet(user_id)
 
     state = lock()
-    expiry = expiry_booking(state, now)
+    expiry = expiry_booking(state, at)
     if expiry is None:
         return state
     ledger.record(expiry)
