@@ -405,6 +405,30 @@ def test_the_redacting_filter_hides_configured_values_and_secret_shapes():
     assert json.loads(_render(redactor, JsonFormatter(), "hello %s", "world"))["message"] == "hello world"
 
 
+def test_a_logged_traceback_is_redacted_in_json_and_text_lines():
+    redactor = Redactor()
+    redactor.add("configured-secret-in-a-traceback")
+    for fmt in (JsonFormatter(), TextFormatter()):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(fmt)
+        handler.addFilter(RedactingFilter(redactor))
+        logger = logging.getLogger(f"test.redaction.{id(stream)}")
+        logger.propagate = False
+        logger.addHandler(handler)
+        try:
+            raise RuntimeError("cannot reach postgresql://u:db-pass-123@h/db with configured-secret-in-a-traceback")
+        except RuntimeError:
+            logger.exception("boom")
+        finally:
+            logger.removeHandler(handler)
+        out = stream.getvalue()
+        assert "RuntimeError" in out and "[REDACTED]" in out
+        assert "db-pass-123" not in out and "configured-secret-in-a-traceback" not in out, out
+        if isinstance(fmt, JsonFormatter):
+            assert "RuntimeError" in json.loads(out)["exception"]
+
+
 def test_a_json_line_has_time_level_logger_message_and_extras():
     line = _render(Redactor(), JsonFormatter(), "granted %s", "5.00", user_id="ann", count=3)
     entry = json.loads(line)
