@@ -218,6 +218,39 @@ def test_openapi_json_is_json_and_docs_is_a_self_contained_page_naming_every_rou
         assert f'id="schema-{name}"' in page.text
 
 
+def test_swagger_ui_is_served_with_its_own_files_and_reads_openapi_json(api):
+    page = api.client.simulate_get("/docs/ui")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert 'url: "/openapi.json"' in page.text  # the app's own document
+
+    class Refs(HTMLParser):
+        found: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found += [v for k, v in attrs if k in ("src", "href") and v]
+
+    refs = Refs()
+    refs.feed(page.text)
+    # Nothing from elsewhere (no CDN): every script, stylesheet and icon is a file this app serves.
+    assert "http://" not in page.text and "https://" not in page.text
+    assert any(ref.endswith("/swagger-ui-bundle.js") for ref in refs.found)
+    assert any(ref.endswith("/swagger-ui.css") for ref in refs.found)
+    for ref in refs.found:
+        assert ref.startswith("/docs/ui/static/"), ref
+        served = api.client.simulate_get(ref)
+        assert served.status_code == 200 and len(served.content) > 100, ref
+    js = api.client.simulate_get("/docs/ui/static/swagger-ui-bundle.js")
+    assert "javascript" in js.headers["Content-Type"]
+    assert "SwaggerUIBundle" in js.text
+
+
+def test_swagger_ui_files_refuse_paths_outside_their_folder(api):
+    for path in ("/docs/ui/static/../../../etc/passwd", "/docs/ui/static/%2e%2e/core.py", "/docs/ui/static/nope.js"):
+        resp = api.client.simulate_get(path)
+        assert resp.status_code == 404, path
+        assert set(resp.json) == {"title", "description"}
+
+
 # -- schemathesis ---------------------------------------------------------------------------------
 
 

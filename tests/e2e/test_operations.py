@@ -276,7 +276,7 @@ def test_an_unmigrated_database_is_not_ready_and_its_routes_answer_503_until_mig
             assert resp.status_code == 503, resp.text
             assert resp.json == {"title": "Database schema not ready", "description": says}
             assert resp.headers.get("Retry-After") == "5"
-        for path in ("/healthz", "/metrics", "/openapi.json"):
+        for path in ("/healthz", "/metrics", "/openapi.json", "/docs", "/docs/ui", "/docs/ui/static/swagger-ui.css"):
             assert client.simulate_get(path).status_code == 200
         assert client.simulate_get("/no/such/route").status_code == 404
 

@@ -136,3 +136,24 @@ def test_ten_concurrent_spends_never_overdraw_on_sqlite(make_service):
 def test_ten_concurrent_spends_never_overdraw_on_postgresql(make_service, postgres_url):
     svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
     _ten_concurrent_spends(svc, f"spender-{uuid.uuid4().hex[:8]}")
+
+
+def test_swagger_ui_and_its_bundled_files_are_served_over_the_socket(service):
+    """/docs/ui works with no network beyond this server: the page and Swagger UI's script come from it."""
+    from swagger_ui.utils import SWAGGER_UI_PY_ROOT
+
+    with serving(service) as server:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        try:
+            conn.request("GET", "/docs/ui")
+            page = conn.getresponse()
+            text = page.read().decode()
+            assert page.status == 200 and page.getheader("Content-Type", "").startswith("text/html")
+            assert "/docs/ui/static/swagger-ui-bundle.js" in text and "https://" not in text
+            conn.request("GET", "/docs/ui/static/swagger-ui-bundle.js")
+            script = conn.getresponse()
+            body = script.read()
+        finally:
+            conn.close()
+    assert script.status == 200
+    assert body == (SWAGGER_UI_PY_ROOT / "static" / "swagger-ui-bundle.js").read_bytes()

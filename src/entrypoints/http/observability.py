@@ -56,7 +56,7 @@ READINESS_TIMEOUT_SECONDS = 2.0
 SCHEMA_RECHECK_READY_SECONDS = 60.0  # how long a schema found ready is trusted
 SCHEMA_RECHECK_NOT_READY_SECONDS = 2.0  # how soon a schema found missing or behind is read again
 # Routes that need no database (or report on it themselves): the schema gate lets them through.
-NO_DATABASE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+NO_DATABASE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/ui"})
 _SANE_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")  # printable ASCII: no CR/LF, nothing to inject
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,79}")  # Stripe's shape, e.g. payment_intent.succeeded
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

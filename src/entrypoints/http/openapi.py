@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document and the /docs page, both built from the route declarations
 (entrypoints.http.registry) and their schemas (entrypoints.http.schemas): nothing here is written by
-hand per route, so the document cannot drift from what the app checks and answers."""
+hand per route, so the document cannot drift from what the app checks and answers. /docs/ui is
+Swagger UI (swagger-ui-py's page and bundled files, no CDN) over that same /openapi.json."""
 
 from __future__ import annotations
 
@@ -232,3 +233,27 @@ def docs_page(doc: dict[str, Any]) -> str:
         f"<h2>Routes</h2><ul>{index}</ul><h2>Authentication</h2><ul>{security}</ul>{sections}"
         f'<h2 id="schemas">Schemas</h2>{components}</body></html>'
     )
+
+
+# -- /docs/ui: Swagger UI -------------------------------------------------------------------------
+# /docs stays a page without scripts (readable with curl, or where scripts are blocked); /docs/ui is the
+# interactive one: swagger-ui-py's page, its bundled Swagger UI files served from this process (no CDN),
+# reading /openapi.json. Only its page and files are used: its Falcon handler would mount routes (a
+# trailing-slash twin, a config route) that the route declarations do not name.
+
+SWAGGER_UI_PATH = "/docs/ui"
+SWAGGER_UI_FILES = f"{SWAGGER_UI_PATH}/static"
+
+
+def swagger_ui_page() -> str:
+    from swagger_ui.core import ApplicationDocument
+
+    ui = ApplicationDocument(None, url_prefix=SWAGGER_UI_PATH, title=f"{TITLE} API", config_rel_url="/openapi.json")
+    ui.parameters["url"] = json.dumps("/openapi.json")  # the app's own document, not one under /docs/ui
+    return str(ui.doc_html)
+
+
+def swagger_ui_directory() -> str:
+    from swagger_ui.utils import SWAGGER_UI_PY_ROOT
+
+    return str(SWAGGER_UI_PY_ROOT / "static")

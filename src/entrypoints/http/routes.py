@@ -33,6 +33,11 @@ def docs(call: Call) -> None:
     call.resp.content_type = falcon.MEDIA_HTML
 
 
+def swagger_ui(call: Call) -> None:
+    call.resp.text = swagger_ui_html()
+    call.resp.content_type = falcon.MEDIA_HTML
+
+
 META = (
     Operation("GET", "/healthz", "health", "Is the process up", "operations", health, PUBLIC,
               description="Answers while the process runs; says nothing about the database (see /readyz).",
@@ -51,6 +56,11 @@ META = (
     Operation("GET", "/docs", "docs", "This API, as a page to read", "operations", docs, PUBLIC,
               responses={200: Reply("An HTML page listing every route with its schemas.", schemas.TEXT,
                                     media_type=falcon.MEDIA_HTML)}),
+    Operation("GET", openapi.SWAGGER_UI_PATH, "swagger_ui", "This API, to try in a browser (Swagger UI)",
+              "operations", swagger_ui, PUBLIC,
+              description="Swagger UI over /openapi.json; its scripts and styles are served by this app under "
+              f"{openapi.SWAGGER_UI_FILES}/ (no CDN). Paste a token under Authorize to try the routes.",
+              responses={200: Reply("The Swagger UI page.", schemas.TEXT, media_type=falcon.MEDIA_HTML)}),
 )
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -75,6 +85,11 @@ def openapi_bytes() -> bytes:
 @cache
 def docs_html() -> str:
     return openapi.docs_page(openapi_document())
+
+
+@cache
+def swagger_ui_html() -> str:
+    return openapi.swagger_ui_page()
 
 
 class Endpoint:
@@ -129,3 +144,4 @@ def add_routes(app: falcon.App[falcon.Request, falcon.Response], wallet: Wallet,
             by_path.setdefault(op.path, []).append(op)
     for path, operations in by_path.items():
         app.add_route(path, Endpoint(operations, wallet, auth, events))
+    app.add_static_route(openapi.SWAGGER_UI_FILES, openapi.swagger_ui_directory())  # Swagger UI's own files
