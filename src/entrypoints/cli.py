@@ -314,7 +314,10 @@ def _events(container: Container, args: argparse.Namespace) -> int:
 class Progress:
     """A text progress line on stderr while reconcile lists PaymentIntents. Stripe does not say how
     many there are, so the bar only shows that work goes on; the count is what was listed so far. On a
-    terminal the line is redrawn in place; otherwise (a log file, cron) one line every `every`."""
+    terminal the line is redrawn in place; otherwise (a log file, cron) one line every `every`.
+
+    Ours, not tqdm (tried for issue 10): the lines written to a log must stay as they are, so tqdm
+    would only have drawn the terminal line, for as many lines of ours (58 then 57) and a dependency."""
 
     WIDTH = 20
 

@@ -146,7 +146,10 @@ class RedactingFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id (inside a
-    request), the record's extra fields, and `exception` (the traceback) when there is one."""
+    request), the record's extra fields, and `exception` (the traceback) when there is one.
+
+    Ours, not python-json-logger's (tried for issue 10): these fields took more lines through it, it
+    formats a traceback again from exc_info (past the redaction) and it was ~12% slower per line."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

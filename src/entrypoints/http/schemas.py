@@ -299,6 +299,9 @@ TEXT: Schema = {"type": "string"}
 
 # -- validation -----------------------------------------------------------------------------------
 
+# Ours, not the `jsonschema` package (tried for issue 10): keeping these messages and this order of
+# checks on top of it took more lines (113 against 85 here) and made `validate` 4-9x slower (a spend
+# body: 34 us against 7 us); tests/e2e/test_openapi.py checks this one against a JSON Schema validator.
 # What `validate` enforces; the value keywords beside them are documentation (the core checks values).
 STRUCTURAL = frozenset({"type", "properties", "required", "additionalProperties", "items", "const"})
 ANNOTATIONS = frozenset({
