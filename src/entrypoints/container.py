@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from dependency_injector import containers, providers
 
 from entrypoints.http.auth import JwtAuthenticator
-from entrypoints.library import Wallet
 from entrypoints.settings import Settings
 from wallet_core.clock import utc_now
+from wallet_core.service import Wallet
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -13,6 +13,8 @@ from wallet_core.errors import InvalidInput
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,127}")
 _KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+# A Stripe PaymentIntent id as the wallet accepts one from a caller (REST path, CLI, library).
+PAYMENT_INTENT_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
 
 
 _counter = itertools.count()
@@ -51,6 +53,13 @@ def check_user_id(value: object, field: str = "user_id") -> str:
         raise InvalidInput(
             field, "must be 1-128 characters of letters, digits and _ . : @ | + - starting with a letter or digit"
         )
+    return value
+
+
+def check_payment_intent_id(value: object, field: str = "payment_intent_id") -> str:
+    """1-255 letters, digits and underscores, as Stripe writes them (pi_3N...)."""
+    if not isinstance(value, str) or not PAYMENT_INTENT_ID.fullmatch(value):
+        raise InvalidInput(field, "must be a Stripe PaymentIntent id, e.g. pi_3N...")
     return value
 
 

@@ -230,6 +230,13 @@ class WalletView:
     held: Credits = Credits(0)  # noqa: RUF009
     transactions: list[CreditTransaction] = field(default_factory=list)
 
+    @property
+    def debt(self) -> Credits:
+        """What the user owes (else 0): `balance` goes negative when Stripe took back (refund, lost or
+        open dispute) credits the user had already spent, and spending is refused until new credits
+        repay it."""
+        return Credits(max(0, -self.balance.minor))
+
 
 @dataclass(frozen=True)
 class TransactionCursor:

@@ -3,6 +3,7 @@ Stripe faked at the port."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -427,6 +428,32 @@ def test_events_are_the_payment_log_oldest_first(wallet, gateway):
         with pytest.raises(InvalidInput) as caught:
             wallet.events(bad)
         assert caught.value.field == "payment_intent_id"
+
+
+@pytest.mark.parametrize("candidate", ["pi_3N4x", "pi-1", "pi.1", "pi 1", "pi_\u00e9", "x" * 255, "x" * 256, ""])
+def test_the_library_and_the_rest_schema_accept_the_same_payment_intent_ids(wallet, candidate):
+    """One rule (wallet_core.ids): what the REST path refuses (422), the library refuses too."""
+    from entrypoints.http.schemas import PAYMENT_INTENT_ID_PATTERN
+
+    schema_accepts = re.fullmatch(PAYMENT_INTENT_ID_PATTERN, candidate) is not None
+    try:
+        wallet.events(candidate)
+        library_accepts = True
+    except InvalidInput as exc:
+        assert exc.field == "payment_intent_id"
+        library_accepts = False
+    assert library_accepts == schema_accepts == (candidate == "pi_3N4x" or candidate == "x" * 255)
+
+
+def test_a_wallet_is_the_core_service_and_debt_a_domain_rule():
+    """`entrypoints.library` re-exports the core's application service and the view it answers."""
+    from entrypoints import library
+    from wallet_core.ledger import WalletView
+    from wallet_core.service import Wallet as CoreWallet
+
+    assert library.Wallet is CoreWallet and library.Balance is WalletView
+    assert WalletView("u", Credits(-250)).debt == Credits(250)
+    assert WalletView("u", Credits(250)).debt == Credits(0)
 
 
 def test_debt_is_what_a_refund_of_spent_credits_leaves_owing(wallet, gateway):

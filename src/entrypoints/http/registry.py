@@ -19,7 +19,7 @@ from wallet_core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from entrypoints.http.auth import Principal
-    from entrypoints.library import Wallet
+    from wallet_core.service import Wallet
     from wallet_core.use_cases import GrantResult, WebhookOutcome
 
 

@@ -16,7 +16,7 @@ from entrypoints.http import admin_routes, openapi, schemas, spend_routes, walle
 from entrypoints.http.auth import JwtAuthenticator, Principal
 from entrypoints.http.body import read_object, read_query, read_raw
 from entrypoints.http.registry import PUBLIC, UNAVAILABLE, BusinessEvents, Call, Operation, Reply
-from entrypoints.library import Wallet
+from wallet_core.service import Wallet
 
 
 def health(call: Call) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from wallet_core.errors import InvalidInput
 from wallet_core.holds import MAX_HOLD_TTL, HoldStatus
 from wallet_core.ids import _ID_PATTERN
+from wallet_core.ids import PAYMENT_INTENT_ID as _PAYMENT_INTENT_ID
 from wallet_core.ledger import TransactionKind
 from wallet_core.money import AMOUNT_BELOW, AMOUNT_TEXT
 from wallet_core.topups import TopUpStatus
@@ -41,7 +42,7 @@ def named(name: str, schema: Schema) -> Schema:
 
 # The core's id rule (wallet_core.ids.check_user_id), anchored for JSON Schema. Hold ids follow it too.
 ID_PATTERN = f"^{_ID_PATTERN.pattern}$"
-PAYMENT_INTENT_ID_PATTERN = "^[A-Za-z0-9_]{1,255}$"
+PAYMENT_INTENT_ID_PATTERN = f"^{_PAYMENT_INTENT_ID.pattern}$"  # wallet_core.ids.check_payment_intent_id
 IDEMPOTENCY_KEY_PATTERN = "^[\\x21-\\x7e]{1,255}$"
 # Text no string in a request body may hold (enforced by `validate` on every string): C0 and C1
 # controls, line and paragraph separators, and the bidirectional marks, embeddings, overrides and

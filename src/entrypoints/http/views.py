@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from entrypoints.library import Balance
 from wallet_core.ledger import CreditTransaction, WalletView
 from wallet_core.ports import StoredEvent
 from wallet_core.use_cases import (
@@ -51,13 +50,12 @@ def transaction_view(transaction: CreditTransaction) -> dict[str, Any]:
 
 
 def wallet_view(view: WalletView) -> dict[str, Any]:
-    shown = view if isinstance(view, Balance) else Balance.of(view)
     return {
-        "user_id": shown.user_id,
-        "balance": str(shown.balance),
-        "held": str(shown.held),
-        "debt": str(shown.debt),
-        "transactions": [transaction_view(t) for t in shown.transactions],
+        "user_id": view.user_id,
+        "balance": str(view.balance),
+        "held": str(view.held),
+        "debt": str(view.debt),
+        "transactions": [transaction_view(t) for t in view.transactions],
     }
 
 

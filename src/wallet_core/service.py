@@ -1,0 +1,240 @@
+"""The wallet as one object: the application service every entry point calls.
+
+It is built from ports only (a unit-of-work factory, a payment gateway, the top-up policy, a clock);
+the composition root (entrypoints.container) chooses the adapters, and `entrypoints.library.open_wallet`
+is the public way to get one wired from the environment. Each method is one use case, called as a
+function with the ports it needs; the rules themselves live in the domain and the use cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+
+from wallet_core.clock import Clock, utc_now
+from wallet_core.errors import InvalidInput
+from wallet_core.ids import check_payment_intent_id
+from wallet_core.ledger import WalletView
+from wallet_core.payments import PaymentIntent
+from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory
+from wallet_core.topups import TopUpPolicy
+from wallet_core.use_cases import (
+    ExpiryReport,
+    GrantResult,
+    HistoryPage,
+    HoldResult,
+    LedgerCheck,
+    ReconcileReport,
+    SpendResult,
+    TopUpResult,
+    Violation,
+    WebhookOutcome,
+    apply_payment_event,
+    capture_hold,
+    check_ledger,
+    expire_credits,
+    grant_credits,
+    list_transactions,
+    place_hold,
+    read_wallet,
+    reconcile_payments,
+    release_hold,
+    request_top_up,
+    spend_credits,
+)
+
+
+class Wallet:
+    """The application service: every use case as a method, on the ports it was built with. Each
+    entry point (the REST app, the CLI, the in-process library) and the unit tests call this, so a
+    request field travels schema -> service -> use case and nothing else needs to know it."""
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        gateway: PaymentGateway,
+        policy: TopUpPolicy,
+        clock: Clock = utc_now,
+        on_close: Callable[[], object] | None = None,
+    ) -> None:
+        self._uow = uow
+        self._gateway = gateway
+        self.policy = policy
+        self._now = clock
+        self._on_close = on_close
+
+    def close(self) -> None:
+        """Release the database connections (a Wallet from open_wallet owns them)."""
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> Wallet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Wallet(gateway={self._gateway!r}, policy={self.policy!r})"
+
+    # -- buying credits ------------------------------------------------------------------------
+
+    def top_up(self, user_id: str, amount_usd: object, *, idempotency_key: str | None = None) -> TopUpResult:
+        """Start buying credits: returns the PaymentIntent's client secret for the buyer's browser."""
+        return request_top_up(
+            user_id=user_id,
+            amount_usd=amount_usd,
+            policy=self.policy,
+            gateway=self._gateway,
+            uow=self._uow,
+            idempotency_key=idempotency_key,
+            now=self._now,
+        )
+
+    def handle_stripe_webhook(self, payload: bytes, signature_header: str | None) -> WebhookOutcome:
+        """Verify and apply a Stripe webhook delivery (the raw body and the Stripe-Signature header)."""
+        event = self._gateway.parse_webhook(payload, signature_header)
+        return apply_payment_event(event, uow=self._uow, gateway=self._gateway, now=self._now)
+
+    def grant(
+        self,
+        user_id: str,
+        credits: object,
+        *,
+        reason: str,
+        granted_by: str,
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> GrantResult:
+        """Promotional credits by hand; with `expires_at` (timezone-aware) they stop counting then."""
+        return grant_credits(
+            user_id=user_id,
+            credits=credits,
+            reason=reason,
+            granted_by=granted_by,
+            uow=self._uow,
+            idempotency_key=idempotency_key,
+            expires_at=expires_at,
+            now=self._now,
+        )
+
+    # -- using credits -------------------------------------------------------------------------
+
+    def spend(
+        self,
+        user_id: str,
+        credits: object,
+        *,
+        idempotency_key: str | None,
+        reason: str,
+        metadata: dict[str, str] | None = None,
+        actor: str = "library",
+    ) -> SpendResult:
+        """Use credits up now. Raises InsufficientCredits (nothing written) when they do not cover it.
+        The key is required (None raises InvalidInput); the same key and request again returns the
+        first result (`replayed`), the same key for another request raises IdempotencyConflict."""
+        return spend_credits(
+            user_id=user_id,
+            credits=credits,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            actor=actor,
+            uow=self._uow,
+            metadata=metadata,
+            now=self._now,
+        )
+
+    def hold(
+        self,
+        user_id: str,
+        credits: object,
+        *,
+        idempotency_key: str | None,
+        reason: str,
+        expires_in_seconds: int | None = None,
+        metadata: dict[str, str] | None = None,
+        actor: str = "library",
+    ) -> HoldResult:
+        """Reserve credits before the cost is known; capture or release the hold later."""
+        return place_hold(
+            user_id=user_id,
+            credits=credits,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            actor=actor,
+            uow=self._uow,
+            expires_in_seconds=expires_in_seconds,
+            metadata=metadata,
+            now=self._now,
+        )
+
+    def capture(
+        self, hold_id: str, credits: object = None, *, actor: str = "library", reason: str | None = None
+    ) -> HoldResult:
+        """Spend `credits` of an open hold (all of it when None) and give the rest back."""
+        return capture_hold(hold_id=hold_id, credits=credits, actor=actor, uow=self._uow, reason=reason, now=self._now)
+
+    def release(self, hold_id: str, *, actor: str = "library", reason: str | None = None) -> HoldResult:
+        """Give an open hold's credits back."""
+        return release_hold(hold_id=hold_id, actor=actor, uow=self._uow, reason=reason, now=self._now)
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def expire(self) -> ExpiryReport:
+        """Book out promotional credits past their expiry and release holds past theirs."""
+        return expire_credits(uow=self._uow, now=self._now)
+
+    def verify(self) -> list[Violation]:
+        """Every broken ledger invariant; an empty list means the ledger is sound."""
+        return self.check_ledger().violations
+
+    def check_ledger(self) -> LedgerCheck:
+        """One audit of the ledger in one snapshot: the accounts it checked and every broken invariant."""
+        return check_ledger(uow=self._uow)
+
+    def audit(self) -> LedgerAudit:
+        """The ledger's accounts as stored and as their postings and lots add up (what verify checks)."""
+        with self._uow(read_only=True) as tx:
+            return tx.ledger.audit()
+
+    def events(self, payment_intent_id: str) -> list[StoredEvent]:
+        """Every Stripe event received about one PaymentIntent (webhooks and reconcile repairs),
+        oldest first, each with what it did: support's answer to "what happened to this payment?"."""
+        payment_intent_id = check_payment_intent_id(payment_intent_id)
+        with self._uow(read_only=True) as tx:
+            return tx.ledger.events_for_payment_intent(payment_intent_id)
+
+    def reconcile(
+        self,
+        since: datetime | None = None,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[PaymentIntent], None] | None = None,
+    ) -> ReconcileReport:
+        """Compare Stripe's PaymentIntents (created after `since`, all when None) and their refunds
+        with the ledger and apply what webhooks missed; with `dry_run`, only say what it would do.
+        Idempotent and safe while the server runs. `progress` is called with each PaymentIntent
+        listed. Raises PaymentsNotConfigured or PaymentGatewayFailed (repairs made before stay)."""
+        if since is not None and since.utcoffset() is None:
+            raise InvalidInput("since", "needs a timezone")
+        return reconcile_payments(
+            uow=self._uow, gateway=self._gateway, since=since, dry_run=dry_run, now=self._now, progress=progress
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def wallet(self, user_id: str, *, recent: int = 20) -> WalletView:
+        """Spendable and held balances, the debt (what refunds or disputes of spent credits left owing),
+        and the `recent` newest transactions."""
+        return read_wallet(user_id=user_id, uow=self._uow, recent=recent, now=self._now)
+
+    def balance(self, user_id: str) -> Decimal:
+        """The spendable balance (held credits and promotional credits past expiry do not count);
+        negative while the wallet is in debt."""
+        return self.wallet(user_id, recent=0).balance.decimal
+
+    def transactions(self, user_id: str, limit: int | str = 20, cursor: str | None = None) -> HistoryPage:
+        """One page of history (1-100 rows), newest first; pass `next_cursor` back for the next page."""
+        return list_transactions(user_id=user_id, uow=self._uow, limit=limit, cursor=cursor)
