@@ -1,6 +1,10 @@
 """Spending users' credits, for trusted back ends (the `service` role) and admins: spend at once, or
 hold first and capture or release later. Every write needs an Idempotency-Key, so a retry after a
-timeout never moves credits twice."""
+timeout never moves credits twice.
+
+A request body's properties are the service method's keyword arguments (the schema admits no other),
+so the handlers pass the validated body through: a new field is added to the schema, the service and
+the use case, not here."""
 
 from __future__ import annotations
 
@@ -41,14 +45,7 @@ def _insufficient(call: Call, exc: InsufficientCredits, user_id: str) -> NoRetur
 def spend(call: Call) -> None:
     user_id, body = call.path["user_id"], call.body
     try:
-        result = call.wallet.spend(
-            user_id,
-            body["credits"],
-            idempotency_key=call.header("Idempotency-Key"),
-            reason=body["reason"],
-            metadata=body.get("metadata"),
-            actor=_actor(call),
-        )
+        result = call.wallet.spend(user_id, idempotency_key=call.header("Idempotency-Key"), actor=_actor(call), **body)
     except InsufficientCredits as exc:
         _insufficient(call, exc, user_id)
     call.reply(spend_view(result), 200 if result.replayed else 201)
@@ -57,31 +54,18 @@ def spend(call: Call) -> None:
 def hold(call: Call) -> None:
     user_id, body = call.path["user_id"], call.body
     try:
-        result = call.wallet.hold(
-            user_id,
-            body["credits"],
-            idempotency_key=call.header("Idempotency-Key"),
-            reason=body["reason"],
-            expires_in_seconds=body.get("expires_in_seconds"),
-            metadata=body.get("metadata"),
-            actor=_actor(call),
-        )
+        result = call.wallet.hold(user_id, idempotency_key=call.header("Idempotency-Key"), actor=_actor(call), **body)
     except InsufficientCredits as exc:
         _insufficient(call, exc, user_id)
     call.reply(hold_view(result), 200 if result.replayed else 201)
 
 
 def capture(call: Call) -> None:
-    body = call.body
-    result = call.wallet.capture(
-        call.path["hold_id"], body.get("credits"), actor=_actor(call), reason=body.get("reason")
-    )
-    call.reply(hold_view(result))
+    call.reply(hold_view(call.wallet.capture(call.path["hold_id"], actor=_actor(call), **call.body)))
 
 
 def release(call: Call) -> None:
-    call.reply(hold_view(call.wallet.release(call.path["hold_id"], actor=_actor(call),
-                                             reason=call.body.get("reason"))))
+    call.reply(hold_view(call.wallet.release(call.path["hold_id"], actor=_actor(call), **call.body)))
 
 
 _INSUFFICIENT = ("the credits do not cover it or the wallet is in debt (the body says what is `spendable`, "

@@ -18,9 +18,7 @@ def my_transactions(call: Call) -> None:
 
 
 def top_up(call: Call) -> None:
-    result = call.wallet.top_up(
-        call.user.user_id, call.body["amount_usd"], idempotency_key=call.header("Idempotency-Key")
-    )
+    result = call.wallet.top_up(call.user.user_id, idempotency_key=call.header("Idempotency-Key"), **call.body)
     call.reply(top_up_view(result), 200 if result.replayed else 201)
 
 
