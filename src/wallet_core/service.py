@@ -16,7 +16,7 @@ from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import InvalidInput
 from wallet_core.ids import check_payment_intent_id
 from wallet_core.ledger import WalletView
-from wallet_core.payments import PaymentIntent
+from wallet_core.payments import PaymentEvent, PaymentIntent
 from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
@@ -43,6 +43,7 @@ from wallet_core.use_cases import (
     request_top_up,
     spend_credits,
 )
+from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
 
 
 class Wallet:
@@ -95,7 +96,10 @@ class Wallet:
 
     def handle_stripe_webhook(self, payload: bytes, signature_header: str | None) -> WebhookOutcome:
         """Verify and apply a Stripe webhook delivery (the raw body and the Stripe-Signature header)."""
-        event = self._gateway.parse_webhook(payload, signature_header)
+        return self.apply_payment_event(self._gateway.parse_webhook(payload, signature_header))
+
+    def apply_payment_event(self, event: PaymentEvent) -> WebhookOutcome:
+        """Apply a payment event the gateway already verified (handle_stripe_webhook does both)."""
         return apply_payment_event(event, uow=self._uow, gateway=self._gateway, now=self._now)
 
     def grant(
@@ -182,9 +186,10 @@ class Wallet:
 
     # -- operations ----------------------------------------------------------------------------
 
-    def expire(self) -> ExpiryReport:
-        """Book out promotional credits past their expiry and release holds past theirs."""
-        return expire_credits(uow=self._uow, now=self._now)
+    def expire(self, *, batch: int = EXPIRY_BATCH) -> ExpiryReport:
+        """Book out promotional credits past their expiry and release holds past theirs (`batch` wallets
+        or holds per unit of work)."""
+        return expire_credits(uow=self._uow, now=self._now, batch=batch)
 
     def verify(self) -> list[Violation]:
         """Every broken ledger invariant; an empty list means the ledger is sound."""

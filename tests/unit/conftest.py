@@ -11,8 +11,9 @@ import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork, in_memory_unit_of_work_factory
-from tests.unit.helpers import FakeClock, WalletDriver
+from tests.unit.helpers import FakeClock, in_memory_wallet
 from wallet_core.money import Usd
+from wallet_core.service import Wallet
 from wallet_core.topups import TopUpPolicy
 
 
@@ -55,6 +56,7 @@ def fake_clock() -> FakeClock:
 @pytest.fixture
 def wallet(
     store: InMemoryStore, gateway: FakePaymentGateway, policy: TopUpPolicy, fake_clock: FakeClock
-) -> WalletDriver:
-    """The use cases on the in-memory store, all reading `fake_clock`."""
-    return WalletDriver(store, gateway, policy, fake_clock)
+) -> Wallet:
+    """The application service (as HTTP, the CLI and the library call it) on the in-memory store and the
+    fake Stripe, reading `fake_clock`."""
+    return in_memory_wallet(store, gateway, policy, fake_clock)

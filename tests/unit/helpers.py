@@ -1,4 +1,5 @@
-"""Assertions about the in-memory store that several unit-test modules share."""
+"""What several unit-test modules share: the application service on the in-memory fakes, scenario
+steps (a paid top-up, a payment event), and assertions about the in-memory store."""
 
 from __future__ import annotations
 
@@ -11,32 +12,14 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.fake_gateway import FakePaymentGateway
-from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork
+from adapters.memory_ledger import InMemoryStore, in_memory_unit_of_work_factory
 from wallet_core.ledger import Account, CreditTransaction, Lot, Posting
 from wallet_core.money import Credits, Usd
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, Refund
 from wallet_core.ports import PaymentGateway, StoredEvent
+from wallet_core.service import Wallet
 from wallet_core.topups import TopUp, TopUpPolicy
-from wallet_core.use_cases import (
-    ExpiryReport,
-    GrantResult,
-    HoldResult,
-    SpendResult,
-    TopUpResult,
-    Violation,
-    WebhookOutcome,
-    apply_payment_event,
-    capture_hold,
-    expire_credits,
-    grant_credits,
-    list_transactions,
-    place_hold,
-    read_wallet,
-    release_hold,
-    request_top_up,
-    spend_credits,
-    verify_ledger,
-)
+from wallet_core.use_cases import WebhookOutcome
 
 
 def assert_nothing_written(store: InMemoryStore) -> None:
@@ -218,158 +201,81 @@ class FakeClock:
         return self.now
 
 
-class WalletDriver:
-    """Drives the use cases against one in-memory store with a fake clock, the way the entrypoints do."""
-
-    def __init__(self, store: InMemoryStore, gateway: FakePaymentGateway, policy: TopUpPolicy, clock: FakeClock):
-        self.store = store
-        self.gateway = gateway
-        self.policy = policy
-        self.clock = clock
-        self._keys = itertools.count(1)
-
-    def uow(self, *, read_only: bool = False) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self.store, read_only=read_only)
-
-    def key(self) -> str:
-        return f"key-{next(self._keys)}"
-
-    def grant(
-        self, credits: str, user: str = "alice", *, expires_in: timedelta | None = None, key: str | None = None
-    ) -> GrantResult:
-        return grant_credits(
-            user_id=user,
-            credits=credits,
-            reason="promo",
-            granted_by="admin",
-            uow=self.uow,
-            idempotency_key=key,
-            expires_at=None if expires_in is None else self.clock.now + expires_in,
-            now=self.clock,
-        )
-
-    def top_up(self, usd: str, user: str = "alice") -> WebhookOutcome:
-        """A paid top-up, all the way: request it, Stripe succeeds, the signed webhook is applied."""
-        pending = self.request(usd, user)
-        event = self.gateway.parse_webhook(*self.gateway.succeed(pending.payment_intent_id))
-        outcome = apply_payment_event(event, uow=self.uow, now=self.clock)
-        assert outcome.outcome == "granted"
-        return outcome
-
-    def request(self, usd: str, user: str = "alice") -> TopUpResult:
-        """A pending top-up: the PaymentIntent is created, nothing is paid yet."""
-        return request_top_up(
-            user_id=user, amount_usd=usd, policy=self.policy, gateway=self.gateway, uow=self.uow, now=self.clock
-        )
-
-    def paid(self, usd: str, user: str = "alice") -> TopUp:
-        """A top-up whose credits were granted; returns its stored record."""
-        return self.top_up_record(self.top_up(usd, user).top_up_id or "")
-
-    def top_up_record(self, top_up_id: str) -> TopUp:
-        return self.store.state.top_ups[top_up_id]
-
-    def top_up_of(self, payment_intent_id: str) -> TopUp:
-        [found] = [t for t in self.store.state.top_ups.values() if t.payment_intent_id == payment_intent_id]
-        return found
-
-    def deliver(self, event: PaymentEvent, *, gateway: PaymentGateway | None = None) -> WebhookOutcome:
-        """Apply a verified event the way the webhook endpoint does."""
-        return apply_payment_event(event, uow=self.uow, gateway=gateway, now=self.clock)
-
-    def intent_event(self, payment_intent_id: str, event_type: str, *, status: str | None = None,
-                     event_id: str | None = None) -> PaymentEvent:
-        """A payment_intent.* event carrying the fake gateway's intent (status as the event type implies)."""
-        implied = {
-            "payment_intent.succeeded": "succeeded",
-            "payment_intent.payment_failed": "requires_payment_method",
-            "payment_intent.canceled": "canceled",
-        }
-        intent = self.gateway.intents[payment_intent_id]
-        intent = replace(intent, status=status or implied.get(event_type, intent.status))
-        return PaymentEvent(event_id or next_event_id(), event_type, payment_intent=intent)
-
-    def spend(
-        self,
-        credits: object,
-        user: str = "alice",
-        *,
-        key: str | None = None,
-        reason: object = "usage",
-        metadata: object = None,
-    ) -> SpendResult:
-        return spend_credits(
-            user_id=user,
-            credits=credits,
-            idempotency_key=key or self.key(),
-            reason=reason,
-            actor="service:api",
-            uow=self.uow,
-            metadata=metadata,
-            now=self.clock,
-        )
-
-    def hold(
-        self,
-        credits: object,
-        user: str = "alice",
-        *,
-        key: str | None = None,
-        ttl: object = None,
-        reason: object = "reserve",
-    ) -> HoldResult:
-        return place_hold(
-            user_id=user,
-            credits=credits,
-            idempotency_key=key or self.key(),
-            reason=reason,
-            actor="service:api",
-            uow=self.uow,
-            expires_in_seconds=ttl,
-            now=self.clock,
-        )
-
-    def capture(self, hold_id: str, credits: object = None) -> HoldResult:
-        return capture_hold(hold_id=hold_id, credits=credits, actor="service:api", uow=self.uow, now=self.clock)
-
-    def release(self, hold_id: str) -> HoldResult:
-        return release_hold(hold_id=hold_id, actor="service:api", uow=self.uow, now=self.clock)
-
-    def expire(self, batch: int = 500) -> ExpiryReport:
-        return expire_credits(uow=self.uow, now=self.clock, batch=batch)
-
-    def balances(self, user: str = "alice") -> tuple[Credits, Credits]:
-        """(spendable, held) as the user sees them now."""
-        view = read_wallet(user_id=user, uow=self.uow, recent=0, now=self.clock)
-        return view.balance, view.held
-
-    def spendable(self, user: str = "alice") -> Credits:
-        return self.balances(user)[0]
-
-    def held(self, user: str = "alice") -> Credits:
-        return self.balances(user)[1]
-
-    def history(self, user: str = "alice") -> list[CreditTransaction]:
-        """Every transaction of the user, newest first, read page by page."""
-        rows: list[CreditTransaction] = []
-        cursor: str | None = None
-        while True:
-            page = list_transactions(user_id=user, uow=self.uow, limit=100, cursor=cursor)
-            rows.extend(page.transactions)
-            if page.next_cursor is None:
-                return rows
-            cursor = page.next_cursor
-
-    def verify(self) -> list[Violation]:
-        return verify_ledger(uow=self.uow)
-
-    def lots(self, user: str = "alice") -> list[Lot]:
-        return [lot for lot in self.store.state.lots.values() if lot.user_id == user]
-
-    def debt(self, user: str = "alice") -> Credits:
-        return debt_of(self.store, user)
+_keys = itertools.count(1)
 
 
-def new_wallet(policy: TopUpPolicy = DEFAULT_POLICY) -> WalletDriver:
-    """A fresh store, fake Stripe and clock: for hypothesis tests, which cannot use function fixtures."""
-    return WalletDriver(InMemoryStore(), FakePaymentGateway(), policy, FakeClock())
+def new_key() -> str:
+    """A fresh Idempotency-Key, for writes whose key the test does not care about."""
+    return f"key-{next(_keys)}"
+
+
+def in_memory_wallet(store: InMemoryStore, gateway: PaymentGateway, policy: TopUpPolicy, clock: FakeClock) -> Wallet:
+    """The application service (what HTTP, the CLI and the library call) on the in-memory fakes."""
+    return Wallet(uow=in_memory_unit_of_work_factory(store), gateway=gateway, policy=policy, clock=clock)
+
+
+def top_up(wallet: Wallet, gateway: FakePaymentGateway, usd: str, user: str = "alice") -> WebhookOutcome:
+    """A paid top-up, all the way: request it, Stripe succeeds, the signed webhook is handled."""
+    pending = wallet.top_up(user, usd)
+    outcome = wallet.handle_stripe_webhook(*gateway.succeed(pending.payment_intent_id))
+    assert outcome.outcome == "granted"
+    return outcome
+
+
+def paid_top_up(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore, usd: str, user: str = "alice"
+) -> TopUp:
+    """A top-up whose credits were granted; returns its stored record."""
+    return top_up_record(store, top_up(wallet, gateway, usd, user).top_up_id or "")
+
+
+def top_up_record(store: InMemoryStore, top_up_id: str) -> TopUp:
+    return store.state.top_ups[top_up_id]
+
+
+def top_up_of(store: InMemoryStore, payment_intent_id: str) -> TopUp:
+    [found] = [t for t in store.state.top_ups.values() if t.payment_intent_id == payment_intent_id]
+    return found
+
+
+def intent_event(gateway: FakePaymentGateway, payment_intent_id: str, event_type: str, *, status: str | None = None,
+                 event_id: str | None = None) -> PaymentEvent:
+    """A payment_intent.* event carrying the fake gateway's intent (status as the event type implies)."""
+    implied = {
+        "payment_intent.succeeded": "succeeded",
+        "payment_intent.payment_failed": "requires_payment_method",
+        "payment_intent.canceled": "canceled",
+    }
+    intent = gateway.intents[payment_intent_id]
+    intent = replace(intent, status=status or implied.get(event_type, intent.status))
+    return PaymentEvent(event_id or next_event_id(), event_type, payment_intent=intent)
+
+
+def balances(wallet: Wallet, user: str = "alice") -> tuple[Credits, Credits]:
+    """(spendable, held) as the user sees them now."""
+    view = wallet.wallet(user, recent=0)
+    return view.balance, view.held
+
+
+def spendable(wallet: Wallet, user: str = "alice") -> Credits:
+    return balances(wallet, user)[0]
+
+
+def held(wallet: Wallet, user: str = "alice") -> Credits:
+    return balances(wallet, user)[1]
+
+
+def history(wallet: Wallet, user: str = "alice") -> list[CreditTransaction]:
+    """Every transaction of the user, newest first, read page by page."""
+    rows: list[CreditTransaction] = []
+    cursor: str | None = None
+    while True:
+        page = wallet.transactions(user, limit=100, cursor=cursor)
+        rows.extend(page.transactions)
+        if page.next_cursor is None:
+            return rows
+        cursor = page.next_cursor
+
+
+def lots(store: InMemoryStore, user: str = "alice") -> list[Lot]:
+    return [lot for lot in store.state.lots.values() if lot.user_id == user]

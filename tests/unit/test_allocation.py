@@ -9,10 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.helpers import T0, WalletDriver
+from adapters.fake_gateway import FakePaymentGateway
+from adapters.memory_ledger import InMemoryStore
+from tests.unit.helpers import T0, FakeClock, lots, new_key, spendable, top_up
 from wallet_core.errors import InsufficientCredits
 from wallet_core.ledger import CreditKind, Lot, allocate
 from wallet_core.money import Credits
+from wallet_core.service import Wallet
 
 NOW = T0
 DAY = timedelta(days=1)
@@ -183,59 +186,65 @@ def test_allocation_covers_the_amount_from_live_lots_in_spending_order(lots: lis
 # -- through spend_credits: which lots the ledger drains ------------------------------------------
 
 
-def _remaining(wallet: WalletDriver) -> dict[tuple[str, str], str]:
-    return {(x.kind.value, str(x.granted)): str(x.remaining) for x in wallet.lots()}
+def _remaining(store: InMemoryStore) -> dict[tuple[str, str], str]:
+    return {(x.kind.value, str(x.granted)): str(x.remaining) for x in lots(store)}
 
 
-def test_spending_drains_promotional_credits_first_then_paid_oldest_first(wallet: WalletDriver) -> None:
-    wallet.top_up("1.00")  # 100 paid credits, oldest
-    wallet.clock.advance(hours=1)
-    wallet.top_up("2.00")  # 200 paid credits
-    wallet.grant("30")  # never expires
-    wallet.grant("20", expires_in=timedelta(days=30))
-    wallet.grant("10", expires_in=timedelta(days=7))
+def test_spending_drains_promotional_credits_first_then_paid_oldest_first(
+    wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    top_up(wallet, gateway, "1.00", "alice")  # 100 paid credits, oldest
+    fake_clock.advance(hours=1)
+    top_up(wallet, gateway, "2.00", "alice")  # 200 paid credits
+    wallet.grant("alice", "30", reason="promo", granted_by="admin")  # never expires
+    wallet.grant("alice", "20", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=30))
+    wallet.grant("alice", "10", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=7))
 
-    wallet.spend("25")
-    assert _remaining(wallet) == {
+    wallet.spend("alice", "25", idempotency_key=new_key(), reason="usage", actor="service:api")
+    assert _remaining(store) == {
         ("paid", "100.00"): "100.00",
         ("paid", "200.00"): "200.00",
         ("promotional", "30.00"): "30.00",
         ("promotional", "20.00"): "5.00",
         ("promotional", "10.00"): "0.00",
     }
-    wallet.spend("150")
-    assert _remaining(wallet) == {
+    wallet.spend("alice", "150", idempotency_key=new_key(), reason="usage", actor="service:api")
+    assert _remaining(store) == {
         ("paid", "100.00"): "0.00",
         ("paid", "200.00"): "185.00",
         ("promotional", "30.00"): "0.00",
         ("promotional", "20.00"): "0.00",
         ("promotional", "10.00"): "0.00",
     }
-    assert wallet.spendable() == Credits.parse("185")
+    assert spendable(wallet) == Credits.parse("185")
     assert wallet.verify() == []
 
 
-def test_a_spend_split_over_lots_posts_one_leg_per_lot(wallet: WalletDriver) -> None:
-    wallet.grant("1", expires_in=timedelta(days=1))
-    wallet.grant("2", expires_in=timedelta(days=2))
-    wallet.top_up("1.00")
-    result = wallet.spend("53")
+def test_a_spend_split_over_lots_posts_one_leg_per_lot(
+    wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    wallet.grant("alice", "1", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=1))
+    wallet.grant("alice", "2", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=2))
+    top_up(wallet, gateway, "1.00", "alice")
+    result = wallet.spend("alice", "53", idempotency_key=new_key(), reason="usage", actor="service:api")
 
-    legs = [p for tx_id, p in wallet.store.state.postings if tx_id == result.transaction_id]
-    by_lot = {wallet.store.state.lots[p.lot_id].granted: p.amount for p in legs if p.lot_id is not None}
+    legs = [p for tx_id, p in store.state.postings if tx_id == result.transaction_id]
+    by_lot = {store.state.lots[p.lot_id].granted: p.amount for p in legs if p.lot_id is not None}
     assert by_lot == {Credits.parse("1"): Credits.parse("-1"), Credits.parse("2"): Credits.parse("-2"),
                       Credits.parse("100"): Credits.parse("-50")}
     assert sum(p.amount.minor for p in legs) == 0
 
 
-def test_expired_promotional_credits_are_never_spent(wallet: WalletDriver) -> None:
-    wallet.grant("50", expires_in=timedelta(days=1))
-    wallet.top_up("1.00")
-    wallet.clock.advance(days=1)  # the grant expires exactly now
+def test_expired_promotional_credits_are_never_spent(
+    wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    wallet.grant("alice", "50", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=1))
+    top_up(wallet, gateway, "1.00", "alice")
+    fake_clock.advance(days=1)  # the grant expires exactly now
     with pytest.raises(InsufficientCredits, match=r"has 100\.00 spendable credits, 120\.00 are needed"):
-        wallet.spend("120")
-    wallet.spend("100")
-    assert wallet.spendable() == Credits(0)
-    promo = next(x for x in wallet.lots() if x.kind is CreditKind.PROMOTIONAL)
+        wallet.spend("alice", "120", idempotency_key=new_key(), reason="usage", actor="service:api")
+    wallet.spend("alice", "100", idempotency_key=new_key(), reason="usage", actor="service:api")
+    assert spendable(wallet) == Credits(0)
+    promo = next(x for x in lots(store) if x.kind is CreditKind.PROMOTIONAL)
     assert promo.remaining == Credits(0)  # booked out by the spend, not spent
     assert wallet.verify() == []

@@ -20,7 +20,7 @@ from hypothesis.stateful import Bundle, MultipleResults, RuleBasedStateMachine, 
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore
-from tests.unit.helpers import FakeClock, WalletDriver, sum_of_all_postings
+from tests.unit.helpers import FakeClock, balances, in_memory_wallet, new_key, sum_of_all_postings, top_up
 from wallet_core.errors import HoldNotOpen, IdempotencyConflict, InsufficientCredits, InvalidInput
 from wallet_core.holds import HoldStatus
 from wallet_core.ledger import Account, CreditKind
@@ -119,7 +119,8 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.store = InMemoryStore()
         self.clock = FakeClock()
-        self.wallet = WalletDriver(self.store, FakePaymentGateway(), POLICY, self.clock)
+        self.gateway = FakePaymentGateway()
+        self.wallet = in_memory_wallet(self.store, self.gateway, POLICY, self.clock)
         self.users: dict[str, MUser] = defaultdict(MUser)
         self.model_holds: dict[str, MHold] = {}
         self.seq = 0
@@ -133,7 +134,13 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS), minor=amounts, expires_in_hours=st.none() | st.integers(1, 72))
     def grant(self, user: str, minor: int, expires_in_hours: int | None) -> None:
         expires_in = None if expires_in_hours is None else timedelta(hours=expires_in_hours)
-        result = self.wallet.grant(str(Credits(minor)), user, expires_in=expires_in)
+        result = self.wallet.grant(
+            user,
+            str(Credits(minor)),
+            reason="promo",
+            granted_by="admin",
+            expires_at=None if expires_in is None else self.clock.now + expires_in,
+        )
         assert result.credits_granted == Credits(minor)
         self.users[user].book_out_expired(self.clock.now)  # every write books expired credits out first
         self._new_lot(user, CreditKind.PROMOTIONAL, minor, None if expires_in is None else self.clock.now + expires_in)
@@ -141,7 +148,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(user=st.sampled_from(USERS), cents=st.integers(100, 300))
     def top_up(self, user: str, cents: int) -> None:
-        outcome = self.wallet.top_up(str(Usd(cents)), user)
+        outcome = top_up(self.wallet, self.gateway, str(Usd(cents)), user)
         minor = cents * 100  # 100 credits per USD
         assert outcome.credits_granted == Credits(minor)
         self.users[user].book_out_expired(self.clock.now)
@@ -153,14 +160,18 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(target=spends, user=st.sampled_from(USERS), minor=amounts)
     def spend(self, user: str, minor: int) -> SpendRef | MultipleResults[SpendRef]:
         model, now = self.users[user], self.clock.now
-        key = self.wallet.key()
+        key = new_key()
         if model.spendable(now) < minor:
             before = self.store.state.copy()
             with pytest.raises(InsufficientCredits):
-                self.wallet.spend(str(Credits(minor)), user, key=key)
+                self.wallet.spend(
+                    user, str(Credits(minor)), idempotency_key=key or new_key(), reason="usage", actor="service:api"
+                )
             assert self.store.state == before  # not even the expired credits are booked out
             return multiple()
-        result = self.wallet.spend(str(Credits(minor)), user, key=key)
+        result = self.wallet.spend(
+            user, str(Credits(minor)), idempotency_key=key or new_key(), reason="usage", actor="service:api"
+        )
         model.book_out_expired(now)
         for lot, take in model.allocate(minor, now):
             lot.remaining -= take
@@ -173,12 +184,27 @@ class LedgerMachine(RuleBasedStateMachine):
     def retry_spend(self, earlier: SpendRef, change: str) -> None:
         before = self.store.state.copy()
         if change == "same":
-            assert self.wallet.spend(str(Credits(earlier.amount)), earlier.user, key=earlier.key).replayed is True
+            assert (
+                self.wallet.spend(
+                    earlier.user,
+                    str(Credits(earlier.amount)),
+                    idempotency_key=earlier.key or new_key(),
+                    reason="usage",
+                    actor="service:api",
+                ).replayed
+                is True
+            )
         else:
             user = earlier.user if change == "amount" else next(u for u in USERS if u != earlier.user)
             minor = earlier.amount + 1 if change == "amount" else earlier.amount
             with pytest.raises(IdempotencyConflict):
-                self.wallet.spend(str(Credits(minor)), user, key=earlier.key)
+                self.wallet.spend(
+                    user,
+                    str(Credits(minor)),
+                    idempotency_key=earlier.key or new_key(),
+                    reason="usage",
+                    actor="service:api",
+                )
         assert self.store.state == before
 
     @rule(target=holds, user=st.sampled_from(USERS), minor=amounts, ttl=st.sampled_from([60, 3600, 86_400]))
@@ -187,10 +213,24 @@ class LedgerMachine(RuleBasedStateMachine):
         if model.spendable(now) < minor:
             before = self.store.state.copy()
             with pytest.raises(InsufficientCredits):
-                self.wallet.hold(str(Credits(minor)), user, ttl=ttl)
+                self.wallet.hold(
+                    user,
+                    str(Credits(minor)),
+                    idempotency_key=new_key(),
+                    reason="reserve",
+                    expires_in_seconds=ttl,
+                    actor="service:api",
+                )
             assert self.store.state == before
             return multiple()
-        result = self.wallet.hold(str(Credits(minor)), user, ttl=ttl)
+        result = self.wallet.hold(
+            user,
+            str(Credits(minor)),
+            idempotency_key=new_key(),
+            reason="reserve",
+            expires_in_seconds=ttl,
+            actor="service:api",
+        )
         model.book_out_expired(now)
         plan = model.allocate(minor, now)
         for lot, take in plan:
@@ -228,21 +268,21 @@ class LedgerMachine(RuleBasedStateMachine):
         before = self.store.state.copy()
         if capture == 0:
             with pytest.raises(InvalidInput):
-                self.wallet.capture(hold_id, credits)
+                self.wallet.capture(hold_id, credits, actor="service:api")
         elif hold.status is HoldStatus.CAPTURED:
             if hold.captured == capture:
-                assert self.wallet.capture(hold_id, credits).replayed is True
+                assert self.wallet.capture(hold_id, credits, actor="service:api").replayed is True
             else:
                 with pytest.raises(IdempotencyConflict):
-                    self.wallet.capture(hold_id, credits)
+                    self.wallet.capture(hold_id, credits, actor="service:api")
         elif hold.status is not HoldStatus.OPEN or hold.expires_at <= self.clock.now:
             with pytest.raises(HoldNotOpen):
-                self.wallet.capture(hold_id, credits)
+                self.wallet.capture(hold_id, credits, actor="service:api")
         elif capture > hold.amount:
             with pytest.raises(InvalidInput):
-                self.wallet.capture(hold_id, credits)
+                self.wallet.capture(hold_id, credits, actor="service:api")
         else:
-            result = self.wallet.capture(hold_id, credits)
+            result = self.wallet.capture(hold_id, credits, actor="service:api")
             assert (result.status, result.captured, result.replayed) == (HoldStatus.CAPTURED, Credits(capture), False)
             self._settle(hold, capture)
             hold.status = HoldStatus.CAPTURED
@@ -254,12 +294,12 @@ class LedgerMachine(RuleBasedStateMachine):
         hold = self.model_holds[hold_id]
         before = self.store.state.copy()
         if hold.status in (HoldStatus.RELEASED, HoldStatus.EXPIRED):
-            assert self.wallet.release(hold_id).replayed is True
+            assert self.wallet.release(hold_id, actor="service:api").replayed is True
         elif hold.status is not HoldStatus.OPEN:
             with pytest.raises(HoldNotOpen):
-                self.wallet.release(hold_id)
+                self.wallet.release(hold_id, actor="service:api")
         else:
-            result = self.wallet.release(hold_id)
+            result = self.wallet.release(hold_id, actor="service:api")
             assert (result.status, result.captured, result.replayed) == (HoldStatus.RELEASED, Credits(0), False)
             self._settle(hold, 0)
             hold.status = HoldStatus.RELEASED
@@ -287,7 +327,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 credits += self._settle(hold, 0)
                 hold.status = HoldStatus.EXPIRED
                 released += 1
-        assert self.wallet.expire(batch) == ExpiryReport(wallets, Credits(credits), released)
+        assert self.wallet.expire(batch=batch) == ExpiryReport(wallets, Credits(credits), released)
 
     # -- after every step ------------------------------------------------------------------------
 
@@ -307,7 +347,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 flows[(user_of[tx_id], p.account)] += p.amount.minor
         for user in USERS:
             model = self.users[user]
-            spendable, held = self.wallet.balances(user)
+            spendable, held = balances(self.wallet, user)
             assert spendable.minor >= 0
             assert held.minor >= 0
             spent = flows[(user, Account.REVENUE)]

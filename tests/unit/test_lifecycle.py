@@ -11,18 +11,24 @@ from dataclasses import replace
 
 import pytest
 
+from adapters.fake_gateway import FakePaymentGateway
+from adapters.memory_ledger import InMemoryStore
 from tests.unit.helpers import (
-    WalletDriver,
     assert_no_credits_moved,
     assert_store_unchanged,
     dispute_event,
     events_logged,
+    intent_event,
+    paid_top_up,
     refund,
     refund_event,
     snapshot,
+    spendable,
+    top_up_of,
 )
 from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Credits, Usd
+from wallet_core.service import Wallet
 from wallet_core.topups import TopUpStatus
 
 S = TopUpStatus
@@ -75,67 +81,77 @@ def test_status_only_moves_forward() -> None:
 # -- through the use case -------------------------------------------------------------------------
 
 
-def _status(wallet: WalletDriver, pi: str) -> TopUpStatus:
-    return wallet.top_up_of(pi).status
+def _status(store: InMemoryStore, pi: str) -> TopUpStatus:
+    return top_up_of(store, pi).status
 
 
-def test_pending_payment_failed_moves_to_failed_and_grants_nothing(wallet: WalletDriver) -> None:
-    pi = wallet.request("10.00").payment_intent_id
+def test_pending_payment_failed_moves_to_failed_and_grants_nothing(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = wallet.top_up("alice", "10.00").payment_intent_id
 
-    outcome = wallet.deliver(wallet.intent_event(pi, "payment_intent.payment_failed"))
+    outcome = wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.payment_failed"))
 
     assert (outcome.outcome, outcome.credits_granted) == ("failed", None)
-    assert outcome.top_up_id == wallet.top_up_of(pi).id
-    assert _status(wallet, pi) is S.FAILED
-    assert_no_credits_moved(wallet.store)
+    assert outcome.top_up_id == top_up_of(store, pi).id
+    assert _status(store, pi) is S.FAILED
+    assert_no_credits_moved(store)
 
 
-def test_failed_then_succeeded_grants_the_retry(wallet: WalletDriver) -> None:
-    pi = wallet.request("10.00").payment_intent_id
-    assert wallet.deliver(wallet.intent_event(pi, "payment_intent.payment_failed")).outcome == "failed"
+def test_failed_then_succeeded_grants_the_retry(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = wallet.top_up("alice", "10.00").payment_intent_id
+    assert wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.payment_failed")).outcome == "failed"
     # A second failed attempt (another event id): failed -> failed is no move, so it changes nothing.
-    assert wallet.deliver(wallet.intent_event(pi, "payment_intent.payment_failed")).outcome == "ignored_late"
-    assert _status(wallet, pi) is S.FAILED
+    assert (
+        wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.payment_failed")).outcome == "ignored_late"
+    )
+    assert _status(store, pi) is S.FAILED
 
-    outcome = wallet.deliver(wallet.intent_event(pi, "payment_intent.succeeded"))
+    outcome = wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.succeeded"))
 
     assert (outcome.outcome, outcome.credits_granted) == ("granted", c("1000"))
-    assert _status(wallet, pi) is S.SUCCEEDED
-    assert wallet.spendable() == c("1000")
+    assert _status(store, pi) is S.SUCCEEDED
+    assert spendable(wallet) == c("1000")
     assert wallet.verify() == []
 
 
 @pytest.mark.parametrize("first", ["pending", "failed"])
-def test_canceled_moves_to_canceled_and_a_later_success_never_grants(wallet: WalletDriver, first: str) -> None:
-    pi = wallet.request("10.00").payment_intent_id
+def test_canceled_moves_to_canceled_and_a_later_success_never_grants(
+    wallet: Wallet, first: str, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = wallet.top_up("alice", "10.00").payment_intent_id
     if first == "failed":
-        wallet.deliver(wallet.intent_event(pi, "payment_intent.payment_failed"))
+        wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.payment_failed"))
 
-    assert wallet.deliver(wallet.intent_event(pi, "payment_intent.canceled")).outcome == "canceled"
-    assert _status(wallet, pi) is S.CANCELED
+    assert wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.canceled")).outcome == "canceled"
+    assert _status(store, pi) is S.CANCELED
 
-    late = wallet.deliver(wallet.intent_event(pi, "payment_intent.succeeded"))
+    late = wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.succeeded"))
 
     assert (late.outcome, late.credits_granted) == ("canceled", None)
-    assert _status(wallet, pi) is S.CANCELED
-    assert wallet.spendable() == Credits(0)
-    assert_no_credits_moved(wallet.store)
+    assert _status(store, pi) is S.CANCELED
+    assert spendable(wallet) == Credits(0)
+    assert_no_credits_moved(store)
 
 
 @pytest.mark.parametrize("late", ["payment_intent.payment_failed", "payment_intent.canceled"])
-def test_late_failure_or_cancel_after_success_changes_nothing(wallet: WalletDriver, late: str) -> None:
-    top_up = wallet.paid("10.00")
+def test_late_failure_or_cancel_after_success_changes_nothing(
+    wallet: Wallet, late: str, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    top_up = paid_top_up(wallet, gateway, store, "10.00", "alice")
     pi = top_up.payment_intent_id
-    transactions = dict(wallet.store.state.transactions)
+    transactions = dict(store.state.transactions)
 
-    outcome = wallet.deliver(wallet.intent_event(pi, late))
+    outcome = wallet.apply_payment_event(intent_event(gateway, pi, late))
 
     assert outcome.outcome == "ignored_late"
     assert outcome.top_up_id == top_up.id
-    assert _status(wallet, pi) is S.SUCCEEDED
-    assert wallet.store.state.transactions == transactions
-    assert wallet.spendable() == c("1000")
-    assert events_logged(wallet.store)[-1].outcome == "ignored_late"
+    assert _status(store, pi) is S.SUCCEEDED
+    assert store.state.transactions == transactions
+    assert spendable(wallet) == c("1000")
+    assert events_logged(store)[-1].outcome == "ignored_late"
 
 
 @pytest.mark.parametrize(
@@ -151,116 +167,128 @@ def test_late_failure_or_cancel_after_success_changes_nothing(wallet: WalletDriv
         ("disputed", "payment_intent.payment_failed"),
     ],
 )
-def test_news_that_would_move_a_status_back_is_ignored_late(wallet: WalletDriver, reached: str, late: str) -> None:
-    pi = wallet.request("10.00").payment_intent_id
+def test_news_that_would_move_a_status_back_is_ignored_late(
+    wallet: Wallet, reached: str, late: str, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = wallet.top_up("alice", "10.00").payment_intent_id
     if reached == "canceled":
-        wallet.deliver(wallet.intent_event(pi, "payment_intent.canceled"))
+        wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.canceled"))
     elif reached == "needs_review":
-        wallet.gateway.intents[pi] = replace(wallet.gateway.intents[pi], amount_received=Usd(999))
-        assert wallet.deliver(wallet.intent_event(pi, "payment_intent.succeeded")).outcome == "needs_review"
+        gateway.intents[pi] = replace(gateway.intents[pi], amount_received=Usd(999))
+        assert (
+            wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.succeeded")).outcome == "needs_review"
+        )
     else:
-        wallet.deliver(wallet.intent_event(pi, "payment_intent.succeeded"))
+        wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.succeeded"))
         if reached == "refunded":
-            wallet.deliver(refund_event(pi, refund("re_1", pi, 1000)))
+            wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 1000)))
         elif reached == "partially_refunded":
-            wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+            wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
         else:
-            wallet.deliver(dispute_event(pi, "dp_1", 1000, "needs_response"))
-    assert _status(wallet, pi).value == reached
-    before = snapshot(wallet.store)
+            wallet.apply_payment_event(dispute_event(pi, "dp_1", 1000, "needs_response"))
+    assert _status(store, pi).value == reached
+    before = snapshot(store)
 
-    outcome = wallet.deliver(wallet.intent_event(pi, late))
+    outcome = wallet.apply_payment_event(intent_event(gateway, pi, late))
 
     assert outcome.outcome == "ignored_late"
-    assert _status(wallet, pi).value == reached
+    assert _status(store, pi).value == reached
     state, _ = before
-    assert wallet.store.state.transactions == state.transactions
-    assert wallet.store.state.lots == state.lots
-    assert wallet.store.state.postings == state.postings
-    assert wallet.store.state.top_ups == state.top_ups
+    assert store.state.transactions == state.transactions
+    assert store.state.lots == state.lots
+    assert store.state.postings == state.postings
+    assert store.state.top_ups == state.top_ups
 
 
-def test_a_mismatched_amount_needs_review_from_failed_too(wallet: WalletDriver) -> None:
-    pi = wallet.request("10.00").payment_intent_id
-    wallet.deliver(wallet.intent_event(pi, "payment_intent.payment_failed"))
-    wallet.gateway.intents[pi] = replace(wallet.gateway.intents[pi], amount_received=Usd(1))
+def test_a_mismatched_amount_needs_review_from_failed_too(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = wallet.top_up("alice", "10.00").payment_intent_id
+    wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.payment_failed"))
+    gateway.intents[pi] = replace(gateway.intents[pi], amount_received=Usd(1))
 
-    assert wallet.deliver(wallet.intent_event(pi, "payment_intent.succeeded")).outcome == "needs_review"
-    assert _status(wallet, pi) is S.NEEDS_REVIEW
-    assert_no_credits_moved(wallet.store)
+    assert wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.succeeded")).outcome == "needs_review"
+    assert _status(store, pi) is S.NEEDS_REVIEW
+    assert_no_credits_moved(store)
 
 
-def test_a_late_success_after_a_refund_grants_nothing_more(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+def test_a_late_success_after_a_refund_grants_nothing_more(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
 
-    outcome = wallet.deliver(wallet.intent_event(pi, "payment_intent.succeeded"))
+    outcome = wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.succeeded"))
 
     assert outcome.outcome == "already_granted"
-    assert _status(wallet, pi) is S.PARTIALLY_REFUNDED
-    assert wallet.spendable() == c("700")
+    assert _status(store, pi) is S.PARTIALLY_REFUNDED
+    assert spendable(wallet) == c("700")
 
 
 @pytest.mark.parametrize(
     "news",
     ["failed", "canceled", "refund", "dispute"],
 )
-def test_the_same_event_id_twice_is_a_duplicate_and_moves_nothing(wallet: WalletDriver, news: str) -> None:
+def test_the_same_event_id_twice_is_a_duplicate_and_moves_nothing(
+    wallet: Wallet, news: str, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
     if news in ("failed", "canceled"):
-        pi = wallet.request("10.00").payment_intent_id
-        event = wallet.intent_event(pi, f"payment_intent.{'payment_failed' if news == 'failed' else 'canceled'}")
+        pi = wallet.top_up("alice", "10.00").payment_intent_id
+        event = intent_event(gateway, pi, f"payment_intent.{'payment_failed' if news == 'failed' else 'canceled'}")
         expected = news
     else:
-        pi = wallet.paid("10.00").payment_intent_id
+        pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
         if news == "refund":
             event = refund_event(pi, refund("re_1", pi, 300))
             expected = "refunded"
         else:
             event = dispute_event(pi, "dp_1", 1000, "needs_response")
             expected = "dispute_opened"
-    first = wallet.deliver(event)
+    first = wallet.apply_payment_event(event)
     assert first.outcome == expected
-    before = snapshot(wallet.store)
+    before = snapshot(store)
 
-    again = wallet.deliver(event)
+    again = wallet.apply_payment_event(event)
 
     assert again.outcome == "duplicate"
     assert again.top_up_id == first.top_up_id
-    assert_store_unchanged(wallet.store, before)
-    assert [e.outcome for e in events_logged(wallet.store) if e.event_id == event.id] == [expected]
+    assert_store_unchanged(store, before)
+    assert [e.outcome for e in events_logged(store) if e.event_id == event.id] == [expected]
 
 
-def test_events_about_an_unpaid_top_up_move_no_credits(wallet: WalletDriver) -> None:
-    pi = wallet.request("10.00").payment_intent_id
+def test_events_about_an_unpaid_top_up_move_no_credits(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = wallet.top_up("alice", "10.00").payment_intent_id
 
-    assert wallet.deliver(refund_event(pi, refund("re_1", pi, 1000))).outcome == "ignored"
-    assert wallet.deliver(dispute_event(pi, "dp_1", 1000, "needs_response")).outcome == "ignored"
-    assert wallet.deliver(dispute_event(pi, "dp_1", 1000, "lost")).outcome == "ignored"
+    assert wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 1000))).outcome == "ignored"
+    assert wallet.apply_payment_event(dispute_event(pi, "dp_1", 1000, "needs_response")).outcome == "ignored"
+    assert wallet.apply_payment_event(dispute_event(pi, "dp_1", 1000, "lost")).outcome == "ignored"
 
-    assert _status(wallet, pi) is S.PENDING
-    assert_no_credits_moved(wallet.store)
+    assert _status(store, pi) is S.PENDING
+    assert_no_credits_moved(store)
     # A later success still grants everything: nothing was taken back in advance.
-    assert wallet.deliver(wallet.intent_event(pi, "payment_intent.succeeded")).outcome == "granted"
-    assert wallet.spendable() == c("1000")
+    assert wallet.apply_payment_event(intent_event(gateway, pi, "payment_intent.succeeded")).outcome == "granted"
+    assert spendable(wallet) == c("1000")
 
 
-def test_a_whole_life_walks_the_table(wallet: WalletDriver) -> None:
-    pi = wallet.request("10.00").payment_intent_id
-    seen = [_status(wallet, pi)]
+def test_a_whole_life_walks_the_table(wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore) -> None:
+    pi = wallet.top_up("alice", "10.00").payment_intent_id
+    seen = [_status(store, pi)]
     for event in (
-        wallet.intent_event(pi, "payment_intent.payment_failed"),
-        wallet.intent_event(pi, "payment_intent.succeeded"),
+        intent_event(gateway, pi, "payment_intent.payment_failed"),
+        intent_event(gateway, pi, "payment_intent.succeeded"),
         refund_event(pi, refund("re_1", pi, 200)),
         dispute_event(pi, "dp_1", 800, "needs_response"),
         dispute_event(pi, "dp_1", 800, "won"),
         refund_event(pi, refund("re_1", pi, 200), refund("re_2", pi, 800)),
     ):
-        wallet.deliver(event)
-        seen.append(_status(wallet, pi))
+        wallet.apply_payment_event(event)
+        seen.append(_status(store, pi))
 
     assert seen == [S.PENDING, S.FAILED, S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.DISPUTED, S.PARTIALLY_REFUNDED,
                     S.REFUNDED]
     for before, after in itertools.pairwise(seen):
         assert can_move(before, after)
-    assert wallet.spendable() == Credits(0)
+    assert spendable(wallet) == Credits(0)
     assert wallet.verify() == []

@@ -10,25 +10,38 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.fake_gateway import FakePaymentGateway
+from adapters.memory_ledger import InMemoryStore
 from tests.unit.helpers import (
+    FakeClock,
     StubGateway,
-    WalletDriver,
     assert_no_credits_moved,
+    balances,
+    debt_of,
     events_logged,
-    new_wallet,
+    in_memory_wallet,
+    lots,
+    new_key,
+    paid_top_up,
     postings_of,
     refund,
     refund_event,
     snapshot,
+    spendable,
     sum_of_all_postings,
     system_balance,
+    top_up_of,
+    top_up_record,
     transactions_of,
 )
 from wallet_core.errors import InsufficientCredits
 from wallet_core.ledger import Account, CreditKind, Posting, TransactionKind
 from wallet_core.money import Credits, Usd
+from wallet_core.ports import UnitOfWorkFactory
 from wallet_core.refunds import credits_for_refund, top_up_lot_id
+from wallet_core.service import Wallet
 from wallet_core.topups import TopUp, TopUpPolicy, TopUpStatus
+from wallet_core.use_cases import apply_payment_event
 from wallet_core.use_cases.apply_refund import refund_reference
 
 
@@ -78,21 +91,23 @@ def test_more_refunded_than_paid_never_takes_more_than_the_top_up_bought() -> No
 # -- through the use case -------------------------------------------------------------------------
 
 
-def test_a_partial_refund_takes_back_its_share(wallet: WalletDriver) -> None:
-    top_up = wallet.paid("10.00")
+def test_a_partial_refund_takes_back_its_share(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    top_up = paid_top_up(wallet, gateway, store, "10.00", "alice")
     pi = top_up.payment_intent_id
 
-    outcome = wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+    outcome = wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
 
     assert (outcome.outcome, outcome.top_up_id) == ("refunded", top_up.id)
-    assert wallet.spendable() == c("700")
-    stored = wallet.top_up_record(top_up.id)
+    assert spendable(wallet) == c("700")
+    stored = top_up_record(store, top_up.id)
     assert (stored.status, stored.refunded, stored.credits_refunded) == (
         TopUpStatus.PARTIALLY_REFUNDED,
         Usd(300),
         c("300"),
     )
-    booked = transactions_of(wallet.store, "alice")[-1]
+    booked = transactions_of(store, "alice")[-1]
     assert (booked.kind, booked.credits, booked.balance_after, booked.reference_id, booked.actor) == (
         TransactionKind.REFUND,
         c("-300"),
@@ -101,35 +116,42 @@ def test_a_partial_refund_takes_back_its_share(wallet: WalletDriver) -> None:
         "stripe",
     )
     assert dict(booked.metadata) == {"refund_id": "re_1", "top_up_id": top_up.id}
-    assert sorted(postings_of(wallet.store, booked.id), key=lambda p: p.amount) == [
+    assert sorted(postings_of(store, booked.id), key=lambda p: p.amount) == [
         Posting(Account.WALLET, c("-300"), "alice", top_up_lot_id(pi)),
         Posting(Account.STRIPE_FUNDING, c("300")),
     ]
     assert wallet.verify() == []
 
 
-def test_a_full_refund_takes_back_everything(wallet: WalletDriver) -> None:
-    top_up = wallet.paid("10.00")
+def test_a_full_refund_takes_back_everything(wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore) -> None:
+    top_up = paid_top_up(wallet, gateway, store, "10.00", "alice")
     pi = top_up.payment_intent_id
 
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 1000)))
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 1000)))
 
-    assert wallet.spendable() == Credits(0)
-    assert wallet.top_up_record(top_up.id).status is TopUpStatus.REFUNDED
-    assert system_balance(wallet.store, Account.STRIPE_FUNDING) == Credits(0)  # as if never bought
+    assert spendable(wallet) == Credits(0)
+    assert top_up_record(store, top_up.id).status is TopUpStatus.REFUNDED
+    assert system_balance(store, Account.STRIPE_FUNDING) == Credits(0)  # as if never bought
     assert wallet.verify() == []
 
 
-def test_a_refund_takes_from_its_own_top_up_first(wallet: WalletDriver) -> None:
-    first = wallet.paid("10.00")
-    second = wallet.paid("5.00")
-    wallet.spend("300")  # paid credits, oldest first: from the first top-up
+def test_a_refund_takes_from_its_own_top_up_first(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    first = paid_top_up(wallet, gateway, store, "10.00", "alice")
+    second = paid_top_up(wallet, gateway, store, "5.00", "alice")
+    wallet.spend(
+        "alice", "300", idempotency_key=new_key(), reason="usage", actor="service:api"
+    )  # paid credits, oldest first: from the first top-up
 
-    wallet.deliver(refund_event(second.payment_intent_id, refund("re_1", second.payment_intent_id, 500)))
+    wallet.apply_payment_event(refund_event(second.payment_intent_id, refund("re_1", second.payment_intent_id, 500)))
 
-    lots = {lot.id: lot.remaining for lot in wallet.lots()}
-    assert lots == {top_up_lot_id(first.payment_intent_id): c("700"), top_up_lot_id(second.payment_intent_id): c("0")}
-    assert wallet.spendable() == c("700")
+    remaining = {lot.id: lot.remaining for lot in lots(store)}
+    assert remaining == {
+        top_up_lot_id(first.payment_intent_id): c("700"),
+        top_up_lot_id(second.payment_intent_id): c("0"),
+    }
+    assert spendable(wallet) == c("700")
 
 
 splits = st.integers(100, 50_000).flatmap(
@@ -159,8 +181,11 @@ def test_partial_refunds_in_any_order_add_up_to_exactly_the_top_ups_credits(
     split: tuple[int, list[int]], rate: Decimal, data: st.DataObject, cumulative: bool, keep: int
 ) -> None:
     amount, cuts = split
-    wallet = new_wallet(TopUpPolicy(min_amount=Usd(100), max_amount=Usd(50_000), credits_per_usd=rate))
-    top_up = wallet.paid(str(Usd(amount)))
+    store, gateway = InMemoryStore(), FakePaymentGateway()  # fresh fakes: hypothesis cannot use function fixtures
+    wallet = in_memory_wallet(
+        store, gateway, TopUpPolicy(min_amount=Usd(100), max_amount=Usd(50_000), credits_per_usd=rate), FakeClock()
+    )
+    top_up = paid_top_up(wallet, gateway, store, str(Usd(amount)), "alice")
     pi, bought = top_up.payment_intent_id, top_up.credits.minor
     refunds = [refund(f"re_{i}", pi, part) for i, part in enumerate(_parts(amount, cuts))]
     if cumulative:
@@ -172,276 +197,330 @@ def test_partial_refunds_in_any_order_add_up_to_exactly_the_top_ups_credits(
     booked: set[str] = set()
 
     for i in order:
-        wallet.deliver(events[i])
+        wallet.apply_payment_event(events[i])
         booked |= {r.id for r in events[i].refunds}
         refunded = sum(r.amount.cents for r in refunds if r.id in booked)
         taken = _expected_taken(bought, amount, refunded)
-        stored = wallet.top_up_record(top_up.id)
+        stored = top_up_record(store, top_up.id)
         assert stored.refunded == Usd(refunded)
         assert stored.credits_refunded == Credits(taken)
-        assert wallet.spendable() == Credits(bought - taken)
+        assert spendable(wallet) == Credits(bought - taken)
         assert stored.status is (TopUpStatus.REFUNDED if refunded == amount else TopUpStatus.PARTIALLY_REFUNDED)
 
-    assert wallet.spendable() == Credits(0)
-    assert wallet.top_up_record(top_up.id).credits_refunded == top_up.credits
-    assert sum(-t.credits.minor for t in transactions_of(wallet.store, "alice") if t.kind is TransactionKind.REFUND) \
+    assert spendable(wallet) == Credits(0)
+    assert top_up_record(store, top_up.id).credits_refunded == top_up.credits
+    assert sum(-t.credits.minor for t in transactions_of(store, "alice") if t.kind is TransactionKind.REFUND) \
         == bought
     # Every refund delivered again, under new event ids: nothing more moves.
     for r in refunds[: keep + 1]:
-        assert wallet.deliver(refund_event(pi, r, event_type="charge.refund.updated")).outcome == "already_refunded"
-    assert wallet.spendable() == Credits(0)
+        assert (
+            wallet.apply_payment_event(refund_event(pi, r, event_type="charge.refund.updated")).outcome
+            == "already_refunded"
+        )
+    assert spendable(wallet) == Credits(0)
     assert wallet.verify() == []
-    assert sum_of_all_postings(wallet.store) == Credits(0)
+    assert sum_of_all_postings(store) == Credits(0)
 
 
-def test_a_pending_refund_moves_nothing_until_it_succeeds(wallet: WalletDriver) -> None:
-    top_up = wallet.paid("10.00")
+def test_a_pending_refund_moves_nothing_until_it_succeeds(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    top_up = paid_top_up(wallet, gateway, store, "10.00", "alice")
     pi = top_up.payment_intent_id
-    transactions = dict(wallet.store.state.transactions)
+    transactions = dict(store.state.transactions)
 
     for status in ("pending", "requires_action", "failed", "canceled"):
-        outcome = wallet.deliver(refund_event(pi, refund("re_1", pi, 300, status), event_type="refund.updated"))
+        outcome = wallet.apply_payment_event(
+            refund_event(pi, refund("re_1", pi, 300, status), event_type="refund.updated")
+        )
         assert outcome.outcome == "already_refunded"  # nothing (new) booked
-    assert wallet.store.state.transactions == transactions
-    assert wallet.top_up_record(top_up.id) == top_up
-    assert wallet.spendable() == c("1000")
+    assert store.state.transactions == transactions
+    assert top_up_record(store, top_up.id) == top_up
+    assert spendable(wallet) == c("1000")
 
-    assert wallet.deliver(refund_event(pi, refund("re_1", pi, 300), event_type="refund.updated")).outcome == "refunded"
-    assert wallet.spendable() == c("700")
+    assert (
+        wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300), event_type="refund.updated")).outcome
+        == "refunded"
+    )
+    assert spendable(wallet) == c("700")
 
 
-def test_one_refund_reported_by_several_events_is_taken_back_once(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
+def test_one_refund_reported_by_several_events_is_taken_back_once(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
     re_1 = refund("re_1", pi, 300)
 
     outcomes = [
-        wallet.deliver(refund_event(pi, refund("re_1", pi, 300, "pending"), event_type="refund.created")).outcome,
-        wallet.deliver(refund_event(pi, re_1, event_type="refund.updated")).outcome,
-        wallet.deliver(refund_event(pi, re_1, event_type="charge.refunded")).outcome,
-        wallet.deliver(refund_event(pi, re_1, event_type="charge.refund.updated")).outcome,
+        wallet.apply_payment_event(
+            refund_event(pi, refund("re_1", pi, 300, "pending"), event_type="refund.created")
+        ).outcome,
+        wallet.apply_payment_event(refund_event(pi, re_1, event_type="refund.updated")).outcome,
+        wallet.apply_payment_event(refund_event(pi, re_1, event_type="charge.refunded")).outcome,
+        wallet.apply_payment_event(refund_event(pi, re_1, event_type="charge.refund.updated")).outcome,
     ]
 
     assert outcomes == ["already_refunded", "refunded", "already_refunded", "already_refunded"]
-    assert wallet.spendable() == c("700")
-    assert [t.kind for t in transactions_of(wallet.store, "alice")] == [TransactionKind.TOP_UP, TransactionKind.REFUND]
-    assert [e.outcome for e in events_logged(wallet.store)][-4:] == outcomes
+    assert spendable(wallet) == c("700")
+    assert [t.kind for t in transactions_of(store, "alice")] == [TransactionKind.TOP_UP, TransactionKind.REFUND]
+    assert [e.outcome for e in events_logged(store)][-4:] == outcomes
 
 
-def test_a_charge_refunded_listing_old_and_new_refunds_books_only_the_new(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+def test_a_charge_refunded_listing_old_and_new_refunds_books_only_the_new(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
 
-    outcome = wallet.deliver(refund_event(pi, refund("re_1", pi, 300), refund("re_2", pi, 200)))
+    outcome = wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300), refund("re_2", pi, 200)))
 
     assert outcome.outcome == "refunded"
-    assert wallet.spendable() == c("500")
+    assert spendable(wallet) == c("500")
 
 
-def test_a_redelivered_refund_event_is_a_duplicate(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
+def test_a_redelivered_refund_event_is_a_duplicate(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
     event = refund_event(pi, refund("re_1", pi, 300))
-    wallet.deliver(event)
-    before = snapshot(wallet.store)
+    wallet.apply_payment_event(event)
+    before = snapshot(store)
 
-    assert wallet.deliver(event).outcome == "duplicate"
-    assert (wallet.store.state, wallet.store.commits) == before
-
-
-def test_a_refund_in_another_currency_moves_nothing(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300, currency="eur")))
-    assert wallet.spendable() == c("1000")
-    wallet.deliver(refund_event(pi, refund("re_2", pi, 300, currency="USD")))  # case does not matter
-    assert wallet.spendable() == c("700")
+    assert wallet.apply_payment_event(event).outcome == "duplicate"
+    assert (store.state, store.commits) == before
 
 
-def test_a_refund_for_a_top_up_never_paid_is_ignored(wallet: WalletDriver) -> None:
-    pending = wallet.request("10.00")
+def test_a_refund_in_another_currency_moves_nothing(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300, currency="eur")))
+    assert spendable(wallet) == c("1000")
+    wallet.apply_payment_event(refund_event(pi, refund("re_2", pi, 300, currency="USD")))  # case does not matter
+    assert spendable(wallet) == c("700")
+
+
+def test_a_refund_for_a_top_up_never_paid_is_ignored(wallet: Wallet, store: InMemoryStore) -> None:
+    pending = wallet.top_up("alice", "10.00")
     pi = pending.payment_intent_id
 
-    outcome = wallet.deliver(refund_event(pi, refund("re_1", pi, 1000)))
+    outcome = wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 1000)))
 
     assert (outcome.outcome, outcome.top_up_id) == ("ignored", pending.top_up_id)
-    assert wallet.top_up_of(pi).status is TopUpStatus.PENDING
-    assert wallet.top_up_of(pi).refunded == Usd(0)
-    assert_no_credits_moved(wallet.store)
-    [logged] = events_logged(wallet.store)
+    assert top_up_of(store, pi).status is TopUpStatus.PENDING
+    assert top_up_of(store, pi).refunded == Usd(0)
+    assert_no_credits_moved(store)
+    [logged] = events_logged(store)
     assert (logged.payment_intent_id, logged.outcome) == (pi, "ignored")
 
 
 @pytest.mark.parametrize("pi", ["pi_not_ours", None])
-def test_a_refund_of_a_payment_we_do_not_know_is_ignored(wallet: WalletDriver, pi: str | None) -> None:
-    wallet.paid("10.00")
-    outcome = wallet.deliver(refund_event(pi, refund("re_1", pi, 1000)))
+def test_a_refund_of_a_payment_we_do_not_know_is_ignored(
+    wallet: Wallet, pi: str | None, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    paid_top_up(wallet, gateway, store, "10.00", "alice")
+    outcome = wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 1000)))
     assert (outcome.outcome, outcome.top_up_id) == ("ignored", None)
-    assert wallet.spendable() == c("1000")
+    assert spendable(wallet) == c("1000")
 
 
-def test_charge_refunded_without_its_refunds_asks_the_gateway(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
+def test_charge_refunded_without_its_refunds_asks_the_gateway(
+    wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway, store: InMemoryStore, uow: UnitOfWorkFactory
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
     stub = StubGateway(refunds={pi: [refund("re_1", pi, 300), refund("re_2", pi, 100, "pending")]})
 
-    outcome = wallet.deliver(refund_event(pi, listed=False), gateway=stub)
+    outcome = apply_payment_event(refund_event(pi, listed=False), uow=uow, gateway=stub, now=fake_clock)
 
     assert outcome.outcome == "refunded"
     assert stub.refund_calls == [pi]
-    assert wallet.spendable() == c("700")
+    assert spendable(wallet) == c("700")
 
 
-def test_charge_refunded_with_its_refunds_does_not_ask_the_gateway(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
+def test_charge_refunded_with_its_refunds_does_not_ask_the_gateway(
+    wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway, store: InMemoryStore, uow: UnitOfWorkFactory
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
     stub = StubGateway(refunds={pi: [refund("re_1", pi, 1000)]})
 
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)), gateway=stub)
+    apply_payment_event(refund_event(pi, refund("re_1", pi, 300)), uow=uow, gateway=stub, now=fake_clock)
 
     assert stub.refund_calls == []
-    assert wallet.spendable() == c("700")
+    assert spendable(wallet) == c("700")
 
 
 # -- debt ---------------------------------------------------------------------------------------------
 
 
-def test_a_refund_after_the_credits_were_spent_puts_the_wallet_in_debt(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.spend("800")
+def test_a_refund_after_the_credits_were_spent_puts_the_wallet_in_debt(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.spend("alice", "800", idempotency_key=new_key(), reason="usage", actor="service:api")
 
-    outcome = wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+    outcome = wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
 
     assert outcome.outcome == "refunded"
-    assert wallet.spendable() == c("-100")
-    assert wallet.debt() == c("100")
-    [lot] = wallet.lots()
+    assert spendable(wallet) == c("-100")
+    assert debt_of(store, "alice") == c("100")
+    [lot] = lots(store)
     assert (lot.id, lot.remaining) == (top_up_lot_id(pi), c("-100"))  # the debt sits on the top-up's lot
-    assert transactions_of(wallet.store, "alice")[-1].balance_after == c("-100")
+    assert transactions_of(store, "alice")[-1].balance_after == c("-100")
     assert wallet.verify() == []
-    assert sum_of_all_postings(wallet.store) == Credits(0)
+    assert sum_of_all_postings(store) == Credits(0)
 
 
-def test_a_wallet_in_debt_can_neither_spend_nor_hold(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.spend("1000")
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
-    before = snapshot(wallet.store)
+def test_a_wallet_in_debt_can_neither_spend_nor_hold(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.spend("alice", "1000", idempotency_key=new_key(), reason="usage", actor="service:api")
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
+    before = snapshot(store)
 
     with pytest.raises(InsufficientCredits):
-        wallet.spend("0.01")
+        wallet.spend("alice", "0.01", idempotency_key=new_key(), reason="usage", actor="service:api")
     with pytest.raises(InsufficientCredits):
-        wallet.hold("0.01")
+        wallet.hold("alice", "0.01", idempotency_key=new_key(), reason="reserve", actor="service:api")
 
-    assert (wallet.store.state, wallet.store.commits) == before
+    assert (store.state, store.commits) == before
 
 
-def test_the_next_top_up_repays_the_debt_first(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.spend("1000")
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
-    assert wallet.spendable() == c("-300")
+def test_the_next_top_up_repays_the_debt_first(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.spend("alice", "1000", idempotency_key=new_key(), reason="usage", actor="service:api")
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
+    assert spendable(wallet) == c("-300")
 
-    second = wallet.paid("5.00")
+    second = paid_top_up(wallet, gateway, store, "5.00", "alice")
 
-    assert wallet.spendable() == c("200")  # 500 new credits - 300 owed
-    assert wallet.debt() == Credits(0)
-    assert transactions_of(wallet.store, "alice")[-1].balance_after == c("200")
-    lots = {lot.id: lot.remaining for lot in wallet.lots()}
-    assert lots == {top_up_lot_id(pi): Credits(0), top_up_lot_id(second.payment_intent_id): c("200")}
+    assert spendable(wallet) == c("200")  # 500 new credits - 300 owed
+    assert debt_of(store, "alice") == Credits(0)
+    assert transactions_of(store, "alice")[-1].balance_after == c("200")
+    remaining = {lot.id: lot.remaining for lot in lots(store)}
+    assert remaining == {top_up_lot_id(pi): Credits(0), top_up_lot_id(second.payment_intent_id): c("200")}
     assert wallet.verify() == []
-    assert wallet.spend("200").balance == Credits(0)  # spending works again
+    assert wallet.spend(
+        "alice", "200", idempotency_key=new_key(), reason="usage", actor="service:api"
+    ).balance == Credits(0)  # spending works again
     assert wallet.verify() == []
 
 
-def test_a_top_up_smaller_than_the_debt_repays_part_of_it(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.spend("1000")
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 500)))
+def test_a_top_up_smaller_than_the_debt_repays_part_of_it(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.spend("alice", "1000", idempotency_key=new_key(), reason="usage", actor="service:api")
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 500)))
 
-    wallet.paid("2.00")
+    paid_top_up(wallet, gateway, store, "2.00", "alice")
 
-    assert wallet.spendable() == c("-300")
-    assert wallet.debt() == c("300")
+    assert spendable(wallet) == c("-300")
+    assert debt_of(store, "alice") == c("300")
     assert wallet.verify() == []
     with pytest.raises(InsufficientCredits):
-        wallet.spend("1")
+        wallet.spend("alice", "1", idempotency_key=new_key(), reason="usage", actor="service:api")
 
 
-def test_a_grant_repays_the_debt_first(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.spend("1000")
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+def test_a_grant_repays_the_debt_first(
+    wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.spend("alice", "1000", idempotency_key=new_key(), reason="usage", actor="service:api")
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
 
-    result = wallet.grant("250", expires_in=timedelta(days=1))
+    result = wallet.grant(
+        "alice", "250", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=1)
+    )
     assert result.balance == c("-50")
-    result = wallet.grant("100")
+    result = wallet.grant("alice", "100", reason="promo", granted_by="admin")
 
     assert result.balance == c("50")
-    assert wallet.spendable() == c("50")
-    assert wallet.debt() == Credits(0)
+    assert spendable(wallet) == c("50")
+    assert debt_of(store, "alice") == Credits(0)
     assert wallet.verify() == []
-    wallet.spend("50")
+    wallet.spend("alice", "50", idempotency_key=new_key(), reason="usage", actor="service:api")
     assert wallet.verify() == []
 
 
-def test_credits_come_from_other_lots_before_the_wallet_goes_into_debt(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.spend("900")  # top-up lot: 100 left
-    wallet.grant("500")  # promotional lot: 500
+def test_credits_come_from_other_lots_before_the_wallet_goes_into_debt(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.spend("alice", "900", idempotency_key=new_key(), reason="usage", actor="service:api")  # top-up lot: 100 left
+    wallet.grant("alice", "500", reason="promo", granted_by="admin")  # promotional lot: 500
 
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 500)))  # 500 back: 100 from the top-up, 400 promotional
+    wallet.apply_payment_event(
+        refund_event(pi, refund("re_1", pi, 500))
+    )  # 500 back: 100 from the top-up, 400 promotional
 
-    by_kind = {lot.kind: lot.remaining for lot in wallet.lots()}
+    by_kind = {lot.kind: lot.remaining for lot in lots(store)}
     assert by_kind == {CreditKind.PAID: Credits(0), CreditKind.PROMOTIONAL: c("100")}
-    assert wallet.spendable() == c("100")
-    assert wallet.debt() == Credits(0)
+    assert spendable(wallet) == c("100")
+    assert debt_of(store, "alice") == Credits(0)
 
-    wallet.deliver(refund_event(pi, refund("re_2", pi, 500)))  # 500 more: 100 promotional, 400 owed
+    wallet.apply_payment_event(refund_event(pi, refund("re_2", pi, 500)))  # 500 more: 100 promotional, 400 owed
 
-    by_kind = {lot.kind: lot.remaining for lot in wallet.lots()}
+    by_kind = {lot.kind: lot.remaining for lot in lots(store)}
     assert by_kind == {CreditKind.PAID: c("-400"), CreditKind.PROMOTIONAL: Credits(0)}
-    assert wallet.spendable() == c("-400")
+    assert spendable(wallet) == c("-400")
     assert wallet.verify() == []
 
 
-def test_expired_promotional_credits_are_not_used_to_pay_a_refund(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    wallet.spend("1000")
-    wallet.grant("500", expires_in=timedelta(hours=1))
-    wallet.clock.advance(hours=2)
+def test_expired_promotional_credits_are_not_used_to_pay_a_refund(
+    wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    wallet.spend("alice", "1000", idempotency_key=new_key(), reason="usage", actor="service:api")
+    wallet.grant("alice", "500", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(hours=1))
+    fake_clock.advance(hours=2)
 
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
 
-    assert wallet.spendable() == c("-300")
-    assert wallet.debt() == c("300")
-    kinds = [t.kind for t in transactions_of(wallet.store, "alice")]
+    assert spendable(wallet) == c("-300")
+    assert debt_of(store, "alice") == c("300")
+    kinds = [t.kind for t in transactions_of(store, "alice")]
     assert kinds[-2:] == [TransactionKind.EXPIRY, TransactionKind.REFUND]  # booked out first, not taken
     assert wallet.verify() == []
 
 
-def test_credits_held_are_not_taken_and_their_release_repays_the_debt(wallet: WalletDriver) -> None:
-    pi = wallet.paid("10.00").payment_intent_id
-    hold = wallet.hold("900")
+def test_credits_held_are_not_taken_and_their_release_repays_the_debt(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore
+) -> None:
+    pi = paid_top_up(wallet, gateway, store, "10.00", "alice").payment_intent_id
+    hold = wallet.hold("alice", "900", idempotency_key=new_key(), reason="reserve", actor="service:api")
 
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 500)))
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 500)))
 
-    assert wallet.balances() == (c("-400"), c("900"))
+    assert balances(wallet) == (c("-400"), c("900"))
     assert wallet.verify() == []
-    wallet.release(hold.hold_id)
-    assert wallet.balances() == (c("500"), Credits(0))
-    assert wallet.debt() == Credits(0)
+    wallet.release(hold.hold_id, actor="service:api")
+    assert balances(wallet) == (c("500"), Credits(0))
+    assert debt_of(store, "alice") == Credits(0)
     assert wallet.verify() == []
 
 
 def test_a_refund_worth_no_credits_after_rounding_is_still_counted_once() -> None:
     # 0.50 credit per USD: 1.00 USD bought 0.50 credits. A first 0.01 refund takes 0.01 (0.005, half up); a
     # second 0.01 refund is worth nothing more (0.01 in total is still right), so nothing is booked for it.
-    wallet = new_wallet(TopUpPolicy(min_amount=Usd(100), max_amount=Usd(50_000), credits_per_usd=Decimal("0.5")))
-    top_up = wallet.paid("1.00")
+    store, gateway = InMemoryStore(), FakePaymentGateway()  # fresh fakes: hypothesis cannot use function fixtures
+    wallet = in_memory_wallet(
+        store,
+        gateway,
+        TopUpPolicy(min_amount=Usd(100), max_amount=Usd(50_000), credits_per_usd=Decimal("0.5")),
+        FakeClock(),
+    )
+    top_up = paid_top_up(wallet, gateway, store, "1.00", "alice")
     pi = top_up.payment_intent_id
     re_1, re_2 = refund("re_1", pi, 1), refund("re_2", pi, 1)
-    wallet.deliver(refund_event(pi, re_1, event_type="refund.updated"))
-    wallet.deliver(refund_event(pi, re_2, event_type="refund.updated"))
-    assert wallet.top_up_record(top_up.id).refunded == Usd(2)
-    assert wallet.spendable() == Credits(49)
+    wallet.apply_payment_event(refund_event(pi, re_1, event_type="refund.updated"))
+    wallet.apply_payment_event(refund_event(pi, re_2, event_type="refund.updated"))
+    assert top_up_record(store, top_up.id).refunded == Usd(2)
+    assert spendable(wallet) == Credits(49)
 
-    wallet.deliver(refund_event(pi, re_1, re_2))  # charge.refunded listing both
+    wallet.apply_payment_event(refund_event(pi, re_1, re_2))  # charge.refunded listing both
 
-    assert wallet.top_up_record(top_up.id).refunded == Usd(2)
-    assert wallet.spendable() == Credits(49)
+    assert top_up_record(store, top_up.id).refunded == Usd(2)
+    assert spendable(wallet) == Credits(49)

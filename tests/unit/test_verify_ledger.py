@@ -8,10 +8,23 @@ from datetime import timedelta
 
 import pytest
 
+from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore
-from tests.unit.helpers import T0, WalletDriver, dispute_event, refund, refund_event, sum_of_all_postings
+from tests.unit.helpers import (
+    T0,
+    FakeClock,
+    balances,
+    dispute_event,
+    new_key,
+    paid_top_up,
+    refund,
+    refund_event,
+    sum_of_all_postings,
+    top_up,
+)
 from wallet_core.ledger import Account, Booking, CreditKind, Posting, TransactionKind, WalletState
 from wallet_core.money import Credits
+from wallet_core.ports import UnitOfWorkFactory
 from wallet_core.refunds import (
     dispute_closed_reference,
     dispute_reference,
@@ -19,6 +32,7 @@ from wallet_core.refunds import (
     take_back_booking,
     top_up_lot_id,
 )
+from wallet_core.service import Wallet
 from wallet_core.topups import TopUp
 from wallet_core.use_cases import Violation
 
@@ -28,24 +42,32 @@ def c(text: str) -> Credits:
 
 
 @pytest.fixture
-def busy(wallet: WalletDriver) -> WalletDriver:
+def busy(wallet: Wallet, fake_clock: FakeClock, gateway: FakePaymentGateway) -> Wallet:
     """Two users after a bit of everything: top-ups, grants, spends, holds, captures, releases, expiry."""
     for user in ("alice", "bob"):
-        wallet.top_up("2.00", user)
-        wallet.grant("30", user, expires_in=timedelta(days=1))
-        wallet.grant("15", user)
-        wallet.spend("12.34", user)
-        captured = wallet.hold("40", user, ttl=3600)
-        wallet.capture(captured.hold_id, "25.50")
-        released = wallet.hold("10", user)
-        wallet.release(released.hold_id)
-        wallet.hold("7", user, ttl=604_800)  # left open
-        wallet.hold("3", user, ttl=60)  # will expire
-        wallet.grant("4", user, expires_in=timedelta(days=1))  # will expire
-    wallet.clock.advance(days=1)
+        top_up(wallet, gateway, "2.00", user)
+        wallet.grant(user, "30", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=1))
+        wallet.grant(user, "15", reason="promo", granted_by="admin")
+        wallet.spend(user, "12.34", idempotency_key=new_key(), reason="usage", actor="service:api")
+        captured = wallet.hold(
+            user, "40", idempotency_key=new_key(), reason="reserve", expires_in_seconds=3600, actor="service:api"
+        )
+        wallet.capture(captured.hold_id, "25.50", actor="service:api")
+        released = wallet.hold(user, "10", idempotency_key=new_key(), reason="reserve", actor="service:api")
+        wallet.release(released.hold_id, actor="service:api")
+        wallet.hold(
+            user, "7", idempotency_key=new_key(), reason="reserve", expires_in_seconds=604_800, actor="service:api"
+        )  # left open
+        wallet.hold(
+            user, "3", idempotency_key=new_key(), reason="reserve", expires_in_seconds=60, actor="service:api"
+        )  # will expire
+        wallet.grant(
+            user, "4", reason="promo", granted_by="admin", expires_at=fake_clock.now + timedelta(days=1)
+        )  # will expire
+    fake_clock.advance(days=1)
     report = wallet.expire()
     assert (report.wallets_expired, report.holds_released) == (2, 2)
-    wallet.spend("1", "alice")
+    wallet.spend("alice", "1", idempotency_key=new_key(), reason="usage", actor="service:api")
     return wallet
 
 
@@ -53,18 +75,18 @@ def _subjects(found: list[Violation]) -> set[str]:
     return {v.subject for v in found}
 
 
-def test_an_empty_ledger_is_healthy(wallet: WalletDriver) -> None:
+def test_an_empty_ledger_is_healthy(wallet: Wallet) -> None:
     assert wallet.verify() == []
 
 
-def test_a_busy_ledger_is_healthy(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_busy_ledger_is_healthy(busy: Wallet, store: InMemoryStore) -> None:
     assert busy.verify() == []
     assert sum_of_all_postings(store) == c("0")
-    assert busy.balances("alice") == (c("199.16"), c("7"))  # the numbers the fixture should leave
-    assert busy.balances("bob") == (c("200.16"), c("7"))
+    assert balances(busy, "alice") == (c("199.16"), c("7"))  # the numbers the fixture should leave
+    assert balances(busy, "bob") == (c("200.16"), c("7"))
 
 
-def test_a_stored_balance_that_disagrees_with_the_postings_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_stored_balance_that_disagrees_with_the_postings_is_named(busy: Wallet, store: InMemoryStore) -> None:
     store.state.available["alice"] += c("0.01")
     found = busy.verify()
     assert _subjects(found) == {"wallet:alice"}
@@ -72,7 +94,7 @@ def test_a_stored_balance_that_disagrees_with_the_postings_is_named(busy: Wallet
     assert problem.problem == "stored balance 199.17 but postings sum to 199.16"
 
 
-def test_a_stored_held_balance_that_disagrees_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_stored_held_balance_that_disagrees_is_named(busy: Wallet, store: InMemoryStore) -> None:
     store.state.held["bob"] = c("0")
     found = busy.verify()
     assert _subjects(found) == {"held:bob"}
@@ -80,7 +102,7 @@ def test_a_stored_held_balance_that_disagrees_is_named(busy: WalletDriver, store
 
 
 def test_a_dropped_posting_names_its_transaction_the_account_and_the_ledger(
-    busy: WalletDriver, store: InMemoryStore
+    busy: Wallet, store: InMemoryStore
 ) -> None:
     index, (tx_id, dropped) = next(
         (i, (t, p)) for i, (t, p) in enumerate(store.state.postings)
@@ -98,7 +120,7 @@ def test_a_dropped_posting_names_its_transaction_the_account_and_the_ledger(
     assert not any("alice" in s for s in _subjects(found))
 
 
-def test_a_dropped_wallet_leg_also_names_the_users_account(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_dropped_wallet_leg_also_names_the_users_account(busy: Wallet, store: InMemoryStore) -> None:
     index, (tx_id, _) = next(
         (i, (t, p)) for i, (t, p) in enumerate(store.state.postings)
         if p.account is Account.WALLET and p.user_id == "alice"
@@ -109,7 +131,7 @@ def test_a_dropped_wallet_leg_also_names_the_users_account(busy: WalletDriver, s
     assert not any("bob" in s for s in subjects)
 
 
-def test_a_lot_that_disagrees_with_the_postings_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_lot_that_disagrees_with_the_postings_is_named(busy: Wallet, store: InMemoryStore) -> None:
     lot = next(x for x in store.state.lots.values() if x.user_id == "bob" and x.kind is CreditKind.PAID)
     store.state.lots[lot.id] = replace(lot, remaining=lot.remaining + c("1"))
     found = busy.verify()
@@ -117,7 +139,7 @@ def test_a_lot_that_disagrees_with_the_postings_is_named(busy: WalletDriver, sto
     assert found[0].problem == "postings sum to 200.16 but its lots hold 201.16"
 
 
-def test_a_lot_whose_held_part_disagrees_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_lot_whose_held_part_disagrees_is_named(busy: Wallet, store: InMemoryStore) -> None:
     lot = next(x for x in store.state.lots.values() if x.user_id == "alice" and x.held.is_positive())
     store.state.lots[lot.id] = replace(lot, held=Credits(0))
     found = busy.verify()
@@ -139,7 +161,7 @@ def _overdraw_bob(store: InMemoryStore, *, onto_lot: bool) -> None:
     store.state.available["bob"] = c("-5")
 
 
-def test_a_negative_balance_beyond_the_recorded_debt_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_negative_balance_beyond_the_recorded_debt_is_named(busy: Wallet, store: InMemoryStore) -> None:
     _overdraw_bob(store, onto_lot=False)
 
     found = busy.verify()
@@ -150,7 +172,7 @@ def test_a_negative_balance_beyond_the_recorded_debt_is_named(busy: WalletDriver
     ]
 
 
-def test_a_negative_balance_is_named_even_when_everything_adds_up(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_negative_balance_is_named_even_when_everything_adds_up(busy: Wallet, store: InMemoryStore) -> None:
     # Everything adds up (postings, stored balance, lots); only the sign is wrong, and no refund or dispute
     # was ever booked, so bob owes nothing.
     _overdraw_bob(store, onto_lot=True)
@@ -163,9 +185,9 @@ def test_a_negative_balance_is_named_even_when_everything_adds_up(busy: WalletDr
     ]
 
 
-def test_a_lot_overdrawn_is_named_even_when_the_wallet_stays_positive(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_lot_overdrawn_is_named_even_when_the_wallet_stays_positive(busy: Wallet, store: InMemoryStore) -> None:
     # Bob's paid lot goes 5 below zero by a spend, while a later grant keeps the wallet positive.
-    busy.grant("100", "bob")
+    busy.grant("bob", "100", reason="promo", granted_by="admin")
     bobs = [x for x in store.state.lots.values() if x.user_id == "bob" and x.remaining.is_positive()]
     paid = next(x for x in bobs if x.kind is CreditKind.PAID)
     overdraw = paid.remaining + c("5")
@@ -182,7 +204,7 @@ def test_a_lot_overdrawn_is_named_even_when_the_wallet_stays_positive(busy: Wall
     ]
 
 
-def test_a_transaction_with_unbalanced_postings_is_named(busy: WalletDriver, store: InMemoryStore) -> None:
+def test_a_transaction_with_unbalanced_postings_is_named(busy: Wallet, store: InMemoryStore) -> None:
     tx_id = next(t.id for t in store.state.transactions.values() if t.user_id == "alice")
     store.state.postings.append((tx_id, Posting(Account.PROMOTIONS, c("-3"))))
     found = busy.verify()
@@ -193,9 +215,9 @@ def test_a_transaction_with_unbalanced_postings_is_named(busy: WalletDriver, sto
 # -- a payment's refunds and disputes never take more than it granted -----------------------------------------
 
 
-def _plant(wallet: WalletDriver, booking_of: Callable[[WalletState], Booking]) -> None:
+def _plant(uow: UnitOfWorkFactory, booking_of: Callable[[WalletState], Booking]) -> None:
     """Record a booking straight through the repository, past every use case's checks (as a bug would)."""
-    with wallet.uow() as tx:
+    with uow() as tx:
         tx.ledger.record(booking_of(tx.ledger.lock_wallet("alice")))
         tx.commit()
 
@@ -208,14 +230,16 @@ def _freeze(top_up: TopUp, dispute_id: str, credits: str) -> Callable[[WalletSta
     )
 
 
-def test_disputes_and_refunds_taking_more_than_the_payment_granted_are_named(wallet: WalletDriver) -> None:
-    top_up = wallet.paid("10.00")
+def test_disputes_and_refunds_taking_more_than_the_payment_granted_are_named(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore, uow: UnitOfWorkFactory
+) -> None:
+    top_up = paid_top_up(wallet, gateway, store, "10.00", "alice")
     pi = top_up.payment_intent_id
-    wallet.deliver(refund_event(pi, refund("re_1", pi, 300)))
-    wallet.deliver(dispute_event(pi, "dp_1", 1000, "needs_response"))  # freezes the 700 left
+    wallet.apply_payment_event(refund_event(pi, refund("re_1", pi, 300)))
+    wallet.apply_payment_event(dispute_event(pi, "dp_1", 1000, "needs_response"))  # freezes the 700 left
     assert wallet.verify() == []
 
-    _plant(wallet, _freeze(top_up, "dp_2", "1000"))  # what a second dispute froze before the fix
+    _plant(uow, _freeze(top_up, "dp_2", "1000"))  # what a second dispute froze before the fix
 
     assert wallet.verify() == [
         Violation(f"payment:{pi}", "refunds took 300.00 and disputes froze 1700.00 credits, more than the 1000.00 "
@@ -223,11 +247,13 @@ def test_disputes_and_refunds_taking_more_than_the_payment_granted_are_named(wal
     ]
 
 
-def test_a_won_dispute_that_gave_back_more_than_it_froze_is_named(wallet: WalletDriver) -> None:
-    top_up = wallet.paid("10.00")
+def test_a_won_dispute_that_gave_back_more_than_it_froze_is_named(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore, uow: UnitOfWorkFactory
+) -> None:
+    top_up = paid_top_up(wallet, gateway, store, "10.00", "alice")
     pi = top_up.payment_intent_id
-    _plant(wallet, _freeze(top_up, "dp_1", "400"))
-    _plant(wallet, lambda state: give_back_booking(
+    _plant(uow, _freeze(top_up, "dp_1", "400"))
+    _plant(uow, lambda state: give_back_booking(
         state, lot_id=top_up_lot_id(pi), credits=c("500"), from_account=Account.DISPUTED,
         kind=TransactionKind.DISPUTE_WON, reference_id=dispute_closed_reference("dp_1"), now=T0, reason="planted",
     ))
