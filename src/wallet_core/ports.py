@@ -196,9 +196,11 @@ class LedgerRepository(Protocol):
 class UnitOfWork(Protocol):
     """One database transaction. Leaving the block without commit() rolls everything back.
 
-    Raises StorageUnavailable when the store is down or locked."""
+    Raises StorageUnavailable when the store is down or locked. Its repositories are read-only
+    properties, so an adapter's own (narrower) repository types still fit the port."""
 
-    ledger: LedgerRepository
+    @property
+    def ledger(self) -> LedgerRepository: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

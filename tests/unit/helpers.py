@@ -148,7 +148,7 @@ def dispute_event(payment_intent_id: str | None, dispute_id: str, cents: int, st
 
 
 class StubGateway:
-    """The two listing calls of the PaymentGateway port, answering what the test put in.
+    """The listing calls of the PaymentGateway port, answering what the test put in; the others fail.
 
     Records every call, so tests can see what was asked."""
 
@@ -179,6 +179,9 @@ class StubGateway:
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         raise AssertionError("not used by these tests")
+
+    def cancel_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
+        raise AssertionError("reconciliation must not cancel payments")
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         raise AssertionError("not used by these tests")
