@@ -106,7 +106,7 @@ class InMemoryLedgerRepository:
         return sorted(rows, key=_newest_first)
 
     # -- writing -------------------------------------------------------------------------------
-    def lock_wallet(self, user_id: str) -> WalletState:
+    def lock_wallet(self, user_id: str, at: datetime) -> WalletState:
         # The unit of work already holds the store's lock.
         self._s.available.setdefault(user_id, Credits(0))
         self._s.held.setdefault(user_id, Credits(0))
@@ -117,10 +117,10 @@ class InMemoryLedgerRepository:
         )
         return WalletState(user_id, self._s.available[user_id], self._s.held[user_id], lots)
 
-    def lock_wallet_for_credit(self, user_id: str, now: datetime) -> WalletState:
-        state = self.lock_wallet(user_id)
+    def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
+        state = self.lock_wallet(user_id, at)
         due = tuple(
-            lot for lot in state.lots if lot.remaining.minor < 0 or (lot.expired(now) and lot.remaining.is_positive())
+            lot for lot in state.lots if lot.remaining.minor < 0 or (lot.expired(at) and lot.remaining.is_positive())
         )
         return replace(state, lots=due)
 
@@ -162,7 +162,7 @@ class InMemoryLedgerRepository:
     def get_hold(self, hold_id: str) -> Hold | None:
         return self._s.holds.get(hold_id)
 
-    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits) -> None:
+    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None:
         if hold_id not in self._s.holds:
             raise NotFound(f"no hold {hold_id}")
         self._s.holds[hold_id] = replace(self._s.holds[hold_id], status=status, captured=captured)
@@ -239,7 +239,7 @@ class InMemoryLedgerRepository:
             None,
         )
 
-    def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None:
+    def set_top_up_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
         if top_up_id not in self._s.top_ups:
             raise NotFound(f"top-up {top_up_id} does not exist")
         self._s.top_ups[top_up_id] = replace(self._s.top_ups[top_up_id], status=status)
@@ -253,7 +253,7 @@ class InMemoryLedgerRepository:
         started = [t.created_at for t in mine if t.created_at > started_since]
         return TopUpActivity(len(opened), min(opened, default=None), len(started), min(started, default=None))
 
-    def update_top_up(self, top_up: TopUp) -> None:
+    def update_top_up(self, top_up: TopUp, at: datetime) -> None:
         if top_up.id not in self._s.top_ups:
             raise NotFound(f"top-up {top_up.id} does not exist")
         self._s.top_ups[top_up.id] = replace(

@@ -113,14 +113,14 @@ class LedgerRepository(Protocol):
         ...
 
     # -- writing -------------------------------------------------------------------------------
-    def lock_wallet(self, user_id: str) -> WalletState:
-        """The user's balances and lots with anything left or held, creating an empty wallet if
-        needed, and locking it until the unit of work ends, so writers to one wallet take turns."""
+    def lock_wallet(self, user_id: str, at: datetime) -> WalletState:
+        """The user's balances and lots with anything left or held, creating an empty wallet (as of
+        `at`) if needed, and locking it until the unit of work ends, so writers to one wallet take turns."""
         ...
 
-    def lock_wallet_for_credit(self, user_id: str, now: datetime) -> WalletState:
+    def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
         """Like lock_wallet, but with only the lots credits coming in need: those in debt, and
-        promotional ones expired by `now` with something left. Cheap however many lots the user has."""
+        promotional ones expired by `at` with something left. Cheap however many lots the user has."""
         ...
 
     def record(self, booking: Booking) -> CreditTransaction:
@@ -135,7 +135,7 @@ class LedgerRepository(Protocol):
 
     def get_hold(self, hold_id: str) -> Hold | None: ...
 
-    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits) -> None: ...
+    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None: ...
 
     # -- expiry and audit ----------------------------------------------------------------------
     def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
@@ -157,7 +157,7 @@ class LedgerRepository(Protocol):
 
     def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None: ...
 
-    def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None: ...
+    def set_top_up_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None: ...
 
     def lock_top_ups(self, user_id: str) -> None:
         """Take the user's top-up lock until the unit of work ends, so one user's requests for new
@@ -170,8 +170,8 @@ class LedgerRepository(Protocol):
         all of them created after `started_since`, whatever their status: counts and the oldest of each."""
         ...
 
-    def update_top_up(self, top_up: TopUp) -> None:
-        """Store the top-up's status, refunded amount and credits taken back."""
+    def update_top_up(self, top_up: TopUp, at: datetime) -> None:
+        """Store the top-up's status, refunded amount and credits taken back, changed at `at`."""
         ...
 
     # -- the payment event log -----------------------------------------------------------------

@@ -134,7 +134,7 @@ def spend(state: WalletState, credits: int, *, reference: str | None = None, at:
 
 
 def place(tx: UnitOfWork, user: str, credits: int, *, at: datetime = T0, ttl: timedelta = HOUR) -> Hold:
-    state = tx.ledger.lock_wallet(user)
+    state = tx.ledger.lock_wallet(user, T0)
     hold_id = new_id("hold")
     booking, allocations = hold_booking(
         state,
@@ -163,7 +163,7 @@ def place(tx: UnitOfWork, user: str, credits: int, *, at: datetime = T0, ttl: ti
 
 def settle(tx: UnitOfWork, hold: Hold, capture: int, *, at: datetime = T0) -> CreditTransaction:
     kind = TransactionKind.CAPTURE if capture else TransactionKind.RELEASE
-    tx.ledger.lock_wallet(hold.user_id)
+    tx.ledger.lock_wallet(hold.user_id, T0)
     booked = tx.ledger.record(
         settle_hold_booking(
             hold,
@@ -176,7 +176,7 @@ def settle(tx: UnitOfWork, hold: Hold, capture: int, *, at: datetime = T0) -> Cr
         )
     )
     status = HoldStatus.CAPTURED if capture else HoldStatus.RELEASED
-    tx.ledger.update_hold(hold.id, status, Credits(capture))
+    tx.ledger.update_hold(hold.id, status, Credits(capture), T0)
     return booked
 
 
@@ -188,7 +188,7 @@ def balances(uow: Uow, user: str = "alice", now: datetime = T0) -> tuple[Credits
 def live_lots(uow: Uow, user: str = "alice") -> dict[str, tuple[int, int]]:
     """{lot id: (remaining, held)} of the lots lock_wallet returns (their order is not part of the contract)."""
     with uow() as tx:
-        return {lot.id: (lot.remaining.minor, lot.held.minor) for lot in tx.ledger.lock_wallet(user).lots}
+        return {lot.id: (lot.remaining.minor, lot.held.minor) for lot in tx.ledger.lock_wallet(user, T0).lots}
 
 
 def c(*values: int) -> tuple[Credits, ...]:
@@ -262,12 +262,12 @@ def test_record_creates_lots_and_lock_wallet_returns_the_live_ones(uow: Uow) -> 
     promo = credit(credits=300, expires_at=T0 + 24 * HOUR, at=T0)
     paid = credit(credits=1000, kind=CreditKind.PAID, at=T0 + HOUR)
     with uow() as tx:
-        assert tx.ledger.lock_wallet("alice") == WalletState("alice", Credits(0), Credits(0), ())
+        assert tx.ledger.lock_wallet("alice", T0) == WalletState("alice", Credits(0), Credits(0), ())
         tx.ledger.record(promo)
         tx.ledger.record(paid)
         tx.commit()
     with uow() as tx:
-        state = tx.ledger.lock_wallet("alice")
+        state = tx.ledger.lock_wallet("alice", T0)
     assert (state.user_id, state.available, state.held) == ("alice", Credits(1300), Credits(0))
     assert sorted(state.lots, key=lambda lot: lot.id) == sorted(promo.new_lots + paid.new_lots, key=lambda lot: lot.id)
     lot = next(lot for lot in state.lots if lot.kind is CreditKind.PROMOTIONAL)
@@ -291,7 +291,7 @@ def test_a_spend_takes_from_the_lots_in_order_and_used_up_lots_are_no_longer_liv
         tx.ledger.record(paid)
         tx.commit()
     with uow() as tx:
-        booked = tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 450, reference="spend:k1"))
+        booked = tx.ledger.record(spend(tx.ledger.lock_wallet("alice", T0), 450, reference="spend:k1"))
         tx.commit()
     assert (booked.kind, booked.credits, booked.held_change, booked.balance_after) == (
         TransactionKind.SPEND,
@@ -376,8 +376,8 @@ def test_a_duplicate_reference_is_refused_and_changes_nothing(uow: Uow) -> None:
         assert tx.ledger.balances("alice", T0) == c(1000, 0)
         assert tx.ledger.find_transaction_by_reference("pi_1") == original
         assert [t.id for t in tx.ledger.transactions("alice", 10)] == [original.id]
-        assert {lot.id for lot in tx.ledger.lock_wallet("alice").lots} == set(lots_before)
-        state = tx.ledger.lock_wallet("alice")
+        assert {lot.id for lot in tx.ledger.lock_wallet("alice", T0).lots} == set(lots_before)
+        state = tx.ledger.lock_wallet("alice", T0)
         with pytest.raises(DuplicateReference):  # a spend: its lot changes are not applied either
             tx.ledger.record(spend(state, 400, reference="pi_1"))
         with pytest.raises(DuplicateReference):  # a hold: the held balance does not move
@@ -387,7 +387,7 @@ def test_a_duplicate_reference_is_refused_and_changes_nothing(uow: Uow) -> None:
                 )[0]
             )
         assert tx.ledger.balances("alice", T0) == c(1000, 0)
-        assert {lot.id: (lot.remaining.minor, lot.held.minor) for lot in tx.ledger.lock_wallet("alice").lots} == (
+        assert {lot.id: (lot.remaining.minor, lot.held.minor) for lot in tx.ledger.lock_wallet("alice", T0).lots} == (
             lots_before
         )
         tx.rollback()
@@ -425,15 +425,15 @@ def test_balances_leave_out_promotional_credits_past_expiry_before_the_expiry_ru
     assert balances(uow, now=ends) == c(700, 0)  # expiry is inclusive
     assert balances(uow, now=ends + 24 * HOUR) == c(700, 0)
     with uow() as tx:  # the stored balance still counts them until they are booked out
-        assert tx.ledger.lock_wallet("alice").available == Credits(1700)
-        booking = expiry_booking(tx.ledger.lock_wallet("alice"), ends)
+        assert tx.ledger.lock_wallet("alice", T0).available == Credits(1700)
+        booking = expiry_booking(tx.ledger.lock_wallet("alice", T0), ends)
         assert booking is not None
         booked = tx.ledger.record(booking)
         tx.commit()
     assert (booked.kind, booked.credits, booked.balance_after) == (TransactionKind.EXPIRY, Credits(-1000), Credits(700))
     assert balances(uow, now=ends + HOUR) == c(700, 0)
     with uow() as tx:
-        assert tx.ledger.lock_wallet("alice").available == Credits(700)
+        assert tx.ledger.lock_wallet("alice", T0).available == Credits(700)
         assert tx.ledger.users_with_expired_credits(ends + HOUR, 10) == []
 
 
@@ -447,7 +447,7 @@ def test_lock_for_credit_returns_only_the_lots_in_debt_and_the_expired_ones(uow:
     with uow() as tx:
         before = tx.ledger.lock_wallet_for_credit("alice", ends - timedelta(microseconds=1))
         after = tx.ledger.lock_wallet_for_credit("alice", ends)
-        full = tx.ledger.lock_wallet("alice")
+        full = tx.ledger.lock_wallet("alice", T0)
         # the paid lot goes into debt: a refund of 800 after its credits were spent
         tx.ledger.record(
             replace(
@@ -477,8 +477,8 @@ def test_users_with_expired_credits_are_sorted_limited_and_only_those_not_booked
         tx.ledger.record(credit("forever", 100))  # promotional without expiry
         spent = credit("spent", 100, expires_at=ends)
         tx.ledger.record(spent)
-        tx.ledger.record(spend(tx.ledger.lock_wallet("spent"), 100, at=T0))  # nothing left in it
-        booking = expiry_booking(tx.ledger.lock_wallet("zed"), ends)  # booked out already
+        tx.ledger.record(spend(tx.ledger.lock_wallet("spent", T0), 100, at=T0))  # nothing left in it
+        booking = expiry_booking(tx.ledger.lock_wallet("zed", T0), ends)  # booked out already
         assert booking is not None
         tx.ledger.record(booking)
         tx.commit()
@@ -557,7 +557,7 @@ def test_datetimes_round_trip_timezone_aware(uow: Uow) -> None:
     with uow() as tx:
         booked = tx.ledger.find_transaction_by_reference("r1")
         recorded = tx.ledger.get_top_up("tu_1")
-        lot = tx.ledger.lock_wallet("alice").lots[0]
+        lot = tx.ledger.lock_wallet("alice", T0).lots[0]
         found = tx.ledger.get_hold(hold.id)
     assert booked is not None and recorded is not None and found is not None
     for value, expected in (
@@ -611,13 +611,13 @@ def test_update_hold_persists_and_an_unknown_hold_is_not_found(uow: Uow) -> None
         hold = place(tx, "alice", 300)
         tx.commit()
     with uow() as tx:
-        tx.ledger.update_hold(hold.id, HoldStatus.CAPTURED, Credits(120))
+        tx.ledger.update_hold(hold.id, HoldStatus.CAPTURED, Credits(120), T0)
         with pytest.raises(NotFound):
-            tx.ledger.update_hold("hold_404", HoldStatus.RELEASED, Credits(0))
+            tx.ledger.update_hold("hold_404", HoldStatus.RELEASED, Credits(0), T0)
         tx.commit()
     with uow() as tx:
         assert tx.ledger.get_hold(hold.id) == replace(hold, status=HoldStatus.CAPTURED, captured=Credits(120))
-        tx.ledger.update_hold(hold.id, HoldStatus.RELEASED, Credits(0))  # not committed
+        tx.ledger.update_hold(hold.id, HoldStatus.RELEASED, Credits(0), T0)  # not committed
     with uow() as tx:
         found = tx.ledger.get_hold(hold.id)
     assert found is not None and found.status is HoldStatus.CAPTURED
@@ -699,19 +699,19 @@ def _busy_ledger(uow: Uow) -> None:
         tx.ledger.record(credit("bob", 300, expires_at=T0 + HOUR))
         tx.ledger.record(credit("bob", 1000, kind=CreditKind.PAID))
         tx.ledger.record(credit("alice", 500))
-        tx.ledger.record(spend(tx.ledger.lock_wallet("bob"), 100))
+        tx.ledger.record(spend(tx.ledger.lock_wallet("bob", T0), 100))
         captured = place(tx, "bob", 400)
         released = place(tx, "alice", 50)
         open_hold = place(tx, "alice", 70)
         settle(tx, captured, 150)
         settle(tx, released, 0)
-        tx.ledger.lock_wallet("dave")  # a wallet with nothing in it
+        tx.ledger.lock_wallet("dave", T0)  # a wallet with nothing in it
         tx.commit()
     assert open_hold.amount == Credits(70)
     with uow() as tx:
         tx.ledger.record(credit("carol", 80, expires_at=T0 + HOUR))
         for user in ("bob", "carol"):  # bob has 50 promotional credits left, carol 80
-            booking = expiry_booking(tx.ledger.lock_wallet(user), T0 + HOUR)
+            booking = expiry_booking(tx.ledger.lock_wallet(user, T0), T0 + HOUR)
             assert booking is not None
             tx.ledger.record(booking)
         tx.commit()
@@ -766,7 +766,7 @@ def test_leaving_without_commit_discards_every_write(uow: Uow) -> None:
         assert tx.ledger.balances("alice", T0) == c(0, 0)
         assert tx.ledger.find_transaction_by_reference("r1") is None
         assert tx.ledger.get_top_up("tu_1") is None
-        assert tx.ledger.lock_wallet("alice").lots == ()
+        assert tx.ledger.lock_wallet("alice", T0).lots == ()
         assert tx.ledger.expired_open_holds(T0 + 2 * HOUR, 10) == []
         assert tx.ledger.audit().accounts == [
             AccountAudit("alice", account, *c(0, 0, 0)) for account in (Account.WALLET, Account.HELD)
@@ -886,13 +886,13 @@ def test_set_top_up_status_persists(uow: Uow) -> None:
         tx.ledger.add_top_up(top_up())
         tx.commit()
     with uow() as tx:
-        tx.ledger.set_top_up_status("tu_1", TopUpStatus.SUCCEEDED)
+        tx.ledger.set_top_up_status("tu_1", TopUpStatus.SUCCEEDED, T0)
         with pytest.raises(NotFound):
-            tx.ledger.set_top_up_status("tu_404", TopUpStatus.SUCCEEDED)
+            tx.ledger.set_top_up_status("tu_404", TopUpStatus.SUCCEEDED, T0)
         tx.commit()
     with uow() as tx:
         assert tx.ledger.get_top_up("tu_1") == replace(top_up(), status=TopUpStatus.SUCCEEDED)
-        tx.ledger.set_top_up_status("tu_1", TopUpStatus.NEEDS_REVIEW)  # not committed
+        tx.ledger.set_top_up_status("tu_1", TopUpStatus.NEEDS_REVIEW, T0)  # not committed
     with uow() as tx:
         found = tx.ledger.find_top_up_by_payment_intent("pi_1")
     assert found is not None and found.status is TopUpStatus.SUCCEEDED
@@ -908,9 +908,9 @@ def test_update_top_up_stores_status_and_refunds_and_an_unknown_top_up_is_not_fo
     assert fresh is not None and (fresh.refunded, fresh.credits_refunded) == (Usd(0), Credits(0))
     partly = replace(top_up(), status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(301), credits_refunded=Credits(3010))
     with uow() as tx:
-        tx.ledger.update_top_up(partly)
+        tx.ledger.update_top_up(partly, T0)
         with pytest.raises(NotFound):
-            tx.ledger.update_top_up(replace(partly, id="tu_404"))
+            tx.ledger.update_top_up(replace(partly, id="tu_404"), T0)
         tx.commit()
     with uow() as tx:
         assert tx.ledger.get_top_up("tu_1") == partly
@@ -928,15 +928,16 @@ def test_update_top_up_stores_status_and_refunds_and_an_unknown_top_up_is_not_fo
                 status=TopUpStatus.REFUNDED,
                 refunded=Usd(1000),
                 credits_refunded=Credits(10000),
-            )
+            ),
+            T0,
         )
         tx.commit()
     refunded = replace(partly, status=TopUpStatus.REFUNDED, refunded=Usd(1000), credits_refunded=Credits(10000))
     with uow() as tx:
         assert tx.ledger.get_top_up("tu_1") == refunded
-        tx.ledger.set_top_up_status("tu_1", TopUpStatus.DISPUTED)  # keeps the refunded amounts
+        tx.ledger.set_top_up_status("tu_1", TopUpStatus.DISPUTED, T0)  # keeps the refunded amounts
         assert tx.ledger.get_top_up("tu_1") == replace(refunded, status=TopUpStatus.DISPUTED)
-        tx.ledger.update_top_up(replace(refunded, status=TopUpStatus.DISPUTE_LOST))  # not committed
+        tx.ledger.update_top_up(replace(refunded, status=TopUpStatus.DISPUTE_LOST), T0)  # not committed
     with uow() as tx:
         assert tx.ledger.get_top_up("tu_1") == refunded
 
@@ -1079,7 +1080,7 @@ def test_leaving_without_commit_discards_events_and_top_up_updates(uow: Uow) -> 
         tx.commit()
     with uow() as tx:
         tx.ledger.add_event(event("evt_1"))
-        tx.ledger.update_top_up(replace(top_up(), status=TopUpStatus.REFUNDED, refunded=Usd(1000)))
+        tx.ledger.update_top_up(replace(top_up(), status=TopUpStatus.REFUNDED, refunded=Usd(1000)), T0)
     with uow() as tx:
         assert tx.ledger.find_event("evt_1") is None
         assert tx.ledger.events_for_payment_intent("pi_1") == []
@@ -1100,10 +1101,10 @@ def _spent_then_refunded(uow: Uow) -> str:
         tx.ledger.record(credit(credits=1000, kind=CreditKind.PAID, reference="pi_1", lot_id=lot_id))
         tx.ledger.record(credit(credits=200, at=T0 + timedelta(seconds=1)))
         tx.ledger.record(credit("bob", 500))  # a healthy wallet next to it
-        tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 1100, at=T0 + HOUR))
+        tx.ledger.record(spend(tx.ledger.lock_wallet("alice", T0), 1100, at=T0 + HOUR))
         tx.commit()
     with uow() as tx:
-        state = tx.ledger.lock_wallet("alice")
+        state = tx.ledger.lock_wallet("alice", T0)
         booking = take_back_booking(
             state,
             lot_id=lot_id,
@@ -1132,7 +1133,7 @@ def test_a_lot_pushed_negative_survives_a_round_trip(uow: Uow) -> None:
     assert balances(uow) == c(-900, 0)
     assert balances(uow, now=T0 + 1000 * HOUR) == c(-900, 0)
     with uow() as tx:
-        state = tx.ledger.lock_wallet("alice")
+        state = tx.ledger.lock_wallet("alice", T0)
         assert tx.ledger.users_with_expired_credits(T0 + 1000 * HOUR, 10) == []
     assert state.available == Credits(-900)
     assert [(lot.id, lot.kind, lot.granted, lot.remaining, lot.held) for lot in state.debts] == [
@@ -1168,11 +1169,11 @@ def test_the_debt_is_the_sum_over_every_lot_in_debt_and_ignores_positive_lots(uo
         tx.ledger.record(
             credit(credits=500, kind=CreditKind.PAID, reference="pi_2", lot_id=second, at=T0 + timedelta(seconds=1))
         )
-        tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 1500, at=T0 + HOUR))
+        tx.ledger.record(spend(tx.ledger.lock_wallet("alice", T0), 1500, at=T0 + HOUR))
         for n, (lot_id, taken) in enumerate(((first, 400), (second, 250))):
             tx.ledger.record(
                 take_back_booking(
-                    tx.ledger.lock_wallet("alice"),
+                    tx.ledger.lock_wallet("alice", T0),
                     lot_id=lot_id,
                     credits=Credits(taken),
                     to_account=Account.DISPUTED,
@@ -1205,10 +1206,10 @@ def test_take_backs_are_the_refunds_and_disputes_oldest_first_and_verify_sums_th
         tx.ledger.record(credit(credits=10000, kind=CreditKind.PAID, reference="pi_1",
                                 metadata={"top_up_id": "tu_1"}, lot_id=top_up_lot_id("pi_1")))
         tx.ledger.record(credit("bob", 50))
-        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice"), TransactionKind.REFUND, "refund:re_1", 3000,
+        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice", T0), TransactionKind.REFUND, "refund:re_1", 3000,
                                     "tu_1", T0 + HOUR))
-        tx.ledger.record(spend(tx.ledger.lock_wallet("alice"), 100, at=T0 + 2 * HOUR))
-        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice"), TransactionKind.DISPUTE, "dispute:dp_1", 6900,
+        tx.ledger.record(spend(tx.ledger.lock_wallet("alice", T0), 100, at=T0 + 2 * HOUR))
+        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice", T0), TransactionKind.DISPUTE, "dispute:dp_1", 6900,
                                     "tu_1", T0 + 3 * HOUR))
         tx.commit()
     with uow(read_only=True) as tx:
@@ -1221,7 +1222,7 @@ def test_take_backs_are_the_refunds_and_disputes_oldest_first_and_verify_sums_th
     assert verify_ledger(uow=uow) == []
 
     with uow() as tx:  # a second dispute freezing what the first left, and 1 more: beyond the grant
-        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice"), TransactionKind.DISPUTE, "dispute:dp_2", 101,
+        tx.ledger.record(_take_back(tx.ledger.lock_wallet("alice", T0), TransactionKind.DISPUTE, "dispute:dp_2", 101,
                                     "tu_1", T0 + 4 * HOUR))
         tx.commit()
     assert [(v.subject, v.problem) for v in verify_ledger(uow=uow)] == [

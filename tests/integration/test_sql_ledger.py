@@ -17,13 +17,13 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from adapters.sql.driver import Driver, Sql
 from adapters.sql.engine import create_wallet_engine
 from adapters.sql.migrate import alembic_config, current_revision, upgrade
-from adapters.sql.tables import metadata
+from adapters.sql.tables import holds, metadata, top_ups, wallets
 from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory
 from wallet_core.bookings import credit_booking, hold_booking, settle_hold_booking
 from wallet_core.errors import NotFound, StorageUnavailable
@@ -32,9 +32,10 @@ from wallet_core.ledger import Account, Booking, CreditKind, TransactionKind
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import StoredEvent
 from wallet_core.refunds import take_back_booking, top_up_lot_id
-from wallet_core.topups import TopUpStatus
+from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases import read_wallet, spend_credits, verify_ledger
 
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -136,10 +137,10 @@ def test_migrating_0001_data_turns_every_credit_into_a_lot_with_balanced_posting
     with uow() as tx:
         assert tx.ledger.balances("alice", MIGRATED_AT) == (Credits(3500), Credits(0))
         assert tx.ledger.balances("bob", MIGRATED_AT) == (Credits(SMALL_GRANTS * 5), Credits(0))
-        lots = sorted(tx.ledger.lock_wallet("alice").lots, key=lambda lot: lot.kind)
+        lots = sorted(tx.ledger.lock_wallet("alice", T0).lots, key=lambda lot: lot.kind)
         history = tx.ledger.transactions("alice", 10)
         audit = tx.ledger.audit()
-        bob_lots = tx.ledger.lock_wallet("bob").lots
+        bob_lots = tx.ledger.lock_wallet("bob", T0).lots
     assert [(lot.kind, lot.granted, lot.remaining, lot.held, lot.created_at, lot.expires_at) for lot in lots] == [
         (CreditKind.PAID, Credits(2500), Credits(2500), Credits(0), MIGRATED_AT, None),
         (CreditKind.PROMOTIONAL, Credits(1000), Credits(1000), Credits(0), MIGRATED_AT, None),
@@ -177,7 +178,7 @@ def test_migrating_0001_data_turns_every_credit_into_a_lot_with_balanced_posting
                           actor="test", uow=uow)
     assert spent.balance == Credits(500)
     with uow() as tx:
-        assert {lot.kind: lot.remaining for lot in tx.ledger.lock_wallet("alice").lots} == {
+        assert {lot.kind: lot.remaining for lot in tx.ledger.lock_wallet("alice", T0).lots} == {
             CreditKind.PAID: Credits(500)}
     assert verify_ledger(uow=uow) == []
 
@@ -228,7 +229,7 @@ def test_migrating_0002_top_ups_gives_them_nothing_refunded_and_an_empty_event_l
         TopUpStatus.SUCCEEDED, Usd(2500), Usd(0), Credits(0), MIGRATED_AT)
     with uow() as tx:
         tx.ledger.update_top_up(replace(migrated, status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(500),
-                                        credits_refunded=Credits(500)))
+                                        credits_refunded=Credits(500)), T0)
         tx.commit()
     with uow() as tx:
         assert tx.ledger.get_top_up("tu_1") == replace(
@@ -244,7 +245,7 @@ def test_downgrading_0003_drops_the_event_log_and_refunds_and_upgrading_again_wo
         top_up = tx.ledger.get_top_up("tu_1")
         assert top_up is not None
         tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.REFUNDED, refunded=Usd(2500),
-                                        credits_refunded=Credits(2500)))
+                                        credits_refunded=Credits(2500)), T0)
         tx.ledger.add_event(StoredEvent("evt_1", "charge.refunded", "pi_1", "tu_1", MIGRATED_AT, "refunded"))
         tx.commit()
     with empty_engine.begin() as conn:
@@ -275,24 +276,24 @@ def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: E
     uow = sql_unit_of_work_factory(empty_engine)
     with uow() as tx:  # a hold placed at 0002: 1000 promotional credits first, then 2000 of the paid lot
         booking, allocations = hold_booking(
-            tx.ledger.lock_wallet("alice"), hold_id="hold_1", credits=Credits(3000), reference_id="hold:1",
+            tx.ledger.lock_wallet("alice", T0), hold_id="hold_1", credits=Credits(3000), reference_id="hold:1",
             now=MIGRATED_AT, reason=None, actor="api",
         )
         tx.ledger.record(booking)
         hold = Hold(id="hold_1", user_id="alice", amount=Credits(3000), status=HoldStatus.OPEN, created_at=MIGRATED_AT,
                     expires_at=MIGRATED_AT, allocations=allocations, reference_id="hold:1")
         tx.ledger.add_hold(hold)
-        old_paid = next(lot.id for lot in tx.ledger.lock_wallet("alice").lots if lot.kind is CreditKind.PAID)
-        bob_lots = {lot.id for lot in tx.ledger.lock_wallet("bob").lots}
+        old_paid = next(lot.id for lot in tx.ledger.lock_wallet("alice", T0).lots if lot.kind is CreditKind.PAID)
+        bob_lots = {lot.id for lot in tx.ledger.lock_wallet("bob", T0).lots}
         tx.commit()
     paid = top_up_lot_id("pi_1")
     assert old_paid != paid and old_paid in {lot_id for lot_id, _ in allocations}
 
     upgrade(empty_engine)
     with uow() as tx:
-        lots = {lot.id: lot for lot in tx.ledger.lock_wallet("alice").lots}
+        lots = {lot.id: lot for lot in tx.ledger.lock_wallet("alice", T0).lots}
         moved = tx.ledger.get_hold("hold_1")
-        assert {lot.id for lot in tx.ledger.lock_wallet("bob").lots} == bob_lots  # grants keep their ids
+        assert {lot.id for lot in tx.ledger.lock_wallet("bob", T0).lots} == bob_lots  # grants keep their ids
     assert paid in lots and old_paid not in lots
     assert (lots[paid].kind, lots[paid].granted, lots[paid].remaining, lots[paid].held) == (
         CreditKind.PAID, Credits(2500), Credits(500), Credits(2000))
@@ -305,16 +306,16 @@ def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: E
 
     # the hold is captured in full, then the whole payment is refunded: 500 back, 2000 of debt on its lot
     with uow() as tx:
-        tx.ledger.lock_wallet("alice")
+        tx.ledger.lock_wallet("alice", T0)
         tx.ledger.record(settle_hold_booking(moved, capture=Credits(3000), kind=TransactionKind.CAPTURE,
                                              reference_id="capture:hold_1", now=MIGRATED_AT, reason=None, actor="api"))
         tx.ledger.record(take_back_booking(
-            tx.ledger.lock_wallet("alice"), lot_id=paid, credits=Credits(2500), to_account=Account.STRIPE_FUNDING,
+            tx.ledger.lock_wallet("alice", T0), lot_id=paid, credits=Credits(2500), to_account=Account.STRIPE_FUNDING,
             kind=TransactionKind.REFUND, reference_id="refund:re_1", now=MIGRATED_AT, reason="refund",
         ))
         tx.commit()
     with uow() as tx:
-        assert {lot.id: lot.remaining for lot in tx.ledger.lock_wallet("alice").lots} == {paid: Credits(-2000)}
+        assert {lot.id: lot.remaining for lot in tx.ledger.lock_wallet("alice", T0).lots} == {paid: Credits(-2000)}
         alice = tx.ledger.audit().accounts[0]
     assert (alice.user_id, alice.account, alice.stored, alice.debt) == (
         "alice", Account.WALLET, Credits(-2000), Credits(2000))
@@ -330,11 +331,37 @@ def test_no_constraint_forbids_a_lot_in_debt(empty_engine: Engine) -> None:
     with empty_engine.begin() as conn:
         conn.execute(text("UPDATE credit_lots SET remaining = -123456789012"))
     with uow() as tx:
-        [lot] = tx.ledger.lock_wallet("alice").lots
+        [lot] = tx.ledger.lock_wallet("alice", T0).lots
         alice = tx.ledger.audit().accounts[0]
     assert lot.remaining == Credits(-123456789012)
     # no refund or dispute took anything back, so none of it is a recorded debt
     assert (alice.debt, alice.unexplained_debt) == (Credits(0), Credits(123456789012))
+
+
+def test_every_row_change_is_stamped_with_the_instant_the_use_case_gives_not_the_server_clock(
+    empty_engine: Engine,
+) -> None:
+    """updated_at of wallets, holds and top-ups is the `at` handed to the repository (the use case's
+    injected clock), so a run under a test clock, or a replay, writes the instants it was told."""
+    upgrade(empty_engine)
+    created, changed = datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        tx.ledger.lock_wallet("alice", changed)  # creates her wallet
+        tx.ledger.lock_wallet_for_credit("bob", changed)
+        tx.ledger.add_hold(Hold("hold_1", "alice", Credits(0), HoldStatus.OPEN, created, created, (), "hold:1"))
+        tx.ledger.update_hold("hold_1", HoldStatus.RELEASED, Credits(0), changed)
+        for top_up_id in ("tu_1", "tu_2"):
+            tx.ledger.add_top_up(TopUp(top_up_id, "alice", Usd(1000), "usd", Credits(10000), TopUpStatus.PENDING,
+                                       f"pi_{top_up_id}", created))
+        tx.ledger.set_top_up_status("tu_1", TopUpStatus.SUCCEEDED, changed)
+        top_up = tx.ledger.get_top_up("tu_2")
+        assert top_up is not None
+        tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.FAILED), changed)
+        tx.commit()
+    with empty_engine.connect() as conn:
+        stamps = [s for table in (wallets, holds, top_ups) for s in conn.execute(select(table.c.updated_at)).scalars()]
+    assert stamps == [changed] * 5
 
 
 def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: Engine, monkeypatch) -> None:
@@ -364,7 +391,7 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
         try:
             costs: dict[str, int] = {}
             for name, call in [
-                ("update_top_up", lambda: tx.ledger.update_top_up(replace(top_up, refunded=Usd(1)))),
+                ("update_top_up", lambda: tx.ledger.update_top_up(replace(top_up, refunded=Usd(1)), T0)),
                 ("add_event", lambda: tx.ledger.add_event(logged)),
                 ("add_event again", lambda: tx.ledger.add_event(logged)),
                 ("find_event", lambda: tx.ledger.find_event("evt_1")),
@@ -377,7 +404,7 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
                 costs[name] = len(sent)
             sent.clear()
             with pytest.raises(NotFound):
-                tx.ledger.update_top_up(replace(top_up, id="tu_404"))
+                tx.ledger.update_top_up(replace(top_up, id="tu_404"), T0)
             costs["update_top_up unknown"] = len(sent)
         finally:
             event.remove(empty_engine, "before_cursor_execute", count)

@@ -154,7 +154,7 @@ def test_ledger_refuses_a_second_grant_even_if_the_top_up_still_looks_pending(
     # The ledger's unique reference is the last line of defence, not the top-up status.
     assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "granted"
     with uow() as tx:
-        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING)
+        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING, datetime.now(UTC))
         tx.commit()
 
     assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "already_granted"
@@ -173,7 +173,7 @@ def test_a_delivery_that_loses_the_grant_race_answers_already_granted_and_logs_n
     # outcome, never an in-band sentinel.
     first = deliver(gateway.succeed(pending.payment_intent_id))
     with uow() as tx:
-        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING)
+        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING, datetime.now(UTC))
         tx.commit()
 
     lost = deliver(gateway.succeed(pending.payment_intent_id))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -39,7 +39,7 @@ def start(
 
 def _set_status(uow: UowFactory, top_up_id: str, status: TopUpStatus) -> None:
     with uow() as tx:
-        tx.ledger.set_top_up_status(top_up_id, status)
+        tx.ledger.set_top_up_status(top_up_id, status, datetime.now(UTC))
         tx.commit()
 
 

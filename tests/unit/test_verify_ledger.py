@@ -218,7 +218,7 @@ def test_a_transaction_with_unbalanced_postings_is_named(busy: Wallet, store: In
 def _plant(uow: UnitOfWorkFactory, booking_of: Callable[[WalletState], Booking]) -> None:
     """Record a booking straight through the repository, past every use case's checks (as a bug would)."""
     with uow() as tx:
-        tx.ledger.record(booking_of(tx.ledger.lock_wallet("alice")))
+        tx.ledger.record(booking_of(tx.ledger.lock_wallet("alice", T0)))
         tx.commit()
 
 

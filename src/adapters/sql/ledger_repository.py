@@ -27,7 +27,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -304,19 +304,19 @@ class SqlLedgerRepository:
         return [self._transaction_of(row) for row in rows]
 
     # -- writing -------------------------------------------------------------------------------
-    def lock_wallet(self, user_id: str) -> WalletState:
-        return self._lock(user_id, sql.LIVE_LOTS, {"p_user": user_id})
+    def lock_wallet(self, user_id: str, at: datetime) -> WalletState:
+        return self._lock(user_id, at, sql.LIVE_LOTS, {"p_user": user_id})
 
-    def lock_wallet_for_credit(self, user_id: str, now: datetime) -> WalletState:
-        state = self._lock(user_id, sql.DUE_LOTS, {"p_user": user_id, "p_now": self._driver.at(now)})
+    def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
+        state = self._lock(user_id, at, sql.DUE_LOTS, {"p_user": user_id, "p_now": self._driver.at(at)})
         return replace(state, lots=tuple(sorted(state.lots, key=lambda lot: (lot.created_at, lot.id))))
 
-    def _lock(self, user_id: str, lots: Sql, params: dict[str, Any]) -> WalletState:
+    def _lock(self, user_id: str, at: datetime, lots: Sql, params: dict[str, Any]) -> WalletState:
         """The lock, then the lots: two statements, so the lots are read after the lock is held (on
         PostgreSQL each statement sees what was committed when it began)."""
         wallet = self._driver.one(sql.LOCK_EXISTING_WALLET, {"p_user": user_id})
         if wallet is None:
-            wallet = self._driver.one(sql.LOCK_WALLET, {"p_user": user_id, "p_at": self._driver.at(datetime.now(UTC))})
+            wallet = self._driver.one(sql.LOCK_WALLET, {"p_user": user_id, "p_at": self._driver.at(at)})
             assert wallet is not None  # an upsert with RETURNING always returns its row
         rows = self._driver.all(lots, params)
         return WalletState(user_id, Credits(wallet[0]), Credits(wallet[1]), tuple(self._lot_of(r) for r in rows))
@@ -461,10 +461,10 @@ class SqlLedgerRepository:
         found = _holds(self._conn.execute(self._sql.get_hold, {"p_id": hold_id}))
         return found[0] if found else None
 
-    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits) -> None:
+    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None:
         result = self._conn.execute(
             _UPDATE_HOLD,
-            {"p_id": hold_id, "p_status": status.value, "p_captured": captured.minor, "p_at": datetime.now(UTC)},
+            {"p_id": hold_id, "p_status": status.value, "p_captured": captured.minor, "p_at": at},
         )
         if result.rowcount == 0:
             raise NotFound(f"no hold {hold_id}")
@@ -550,10 +550,10 @@ class SqlLedgerRepository:
         row = self._driver.one(sql.TOP_UP_BY_KEY, {"p_user": user_id, "p_key": key})
         return None if row is None else self._top_up_of(row)
 
-    def set_top_up_status(self, top_up_id: str, status: TopUpStatus) -> None:
+    def set_top_up_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
         changed = self._driver.run(
             sql.SET_TOP_UP_STATUS,
-            {"p_id": top_up_id, "p_status": status.value, "p_at": self._driver.at(datetime.now(UTC))},
+            {"p_id": top_up_id, "p_status": status.value, "p_at": self._driver.at(at)},
         )
         if changed == 0:
             raise NotFound(f"top-up {top_up_id} does not exist")
@@ -579,7 +579,7 @@ class SqlLedgerRepository:
     def _maybe_time(self, value: Any) -> datetime | None:
         return None if value is None else self._driver.time(value)
 
-    def update_top_up(self, top_up: TopUp) -> None:
+    def update_top_up(self, top_up: TopUp, at: datetime) -> None:
         result = self._conn.execute(
             _UPDATE_TOP_UP,
             {
@@ -587,7 +587,7 @@ class SqlLedgerRepository:
                 "p_status": top_up.status.value,
                 "p_refunded": top_up.refunded.cents,
                 "p_credits_refunded": top_up.credits_refunded.minor,
-                "p_at": datetime.now(UTC),
+                "p_at": at,
             },
         )
         if result.rowcount == 0:

@@ -69,7 +69,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 )
             )
             if can_move(top_up.status, TopUpStatus.DISPUTED):  # opened and lost in one step
-                tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.DISPUTE_LOST))
+                tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.DISPUTE_LOST), at)
             return PaymentEventOutcome.DISPUTE_LOST
         if dispute.status in CLOSED_WON:
             # Won before we saw it open: nothing was frozen. Record the close (moving nothing) so a
@@ -89,7 +89,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
             )
         )
-        _move(tx, top_up, TopUpStatus.DISPUTED)
+        _move(tx, top_up, TopUpStatus.DISPUTED, at)
         return PaymentEventOutcome.DISPUTE_OPENED
     held = -frozen.credits
     if dispute.status in CLOSED_WON:
@@ -118,6 +118,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
             else TopUpStatus.PARTIALLY_REFUNDED
             if top_up.refunded.cents
             else TopUpStatus.SUCCEEDED,
+            at,
         )
         return PaymentEventOutcome.DISPUTE_WON
     if dispute.status in CLOSED_LOST:
@@ -137,7 +138,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
             )
         )
-        _move(tx, top_up, TopUpStatus.DISPUTE_LOST)
+        _move(tx, top_up, TopUpStatus.DISPUTE_LOST, at)
         return PaymentEventOutcome.DISPUTE_LOST
     return PaymentEventOutcome.DISPUTE_OPEN  # an update while it is still open
 
@@ -155,6 +156,6 @@ def _closed_marker(top_up: TopUp, dispute: Dispute, at: datetime) -> Booking:
     )
 
 
-def _move(tx: UnitOfWork, top_up: TopUp, status: TopUpStatus) -> None:
+def _move(tx: UnitOfWork, top_up: TopUp, status: TopUpStatus, at: datetime) -> None:
     if can_move(top_up.status, status):
-        tx.ledger.update_top_up(replace(top_up, status=status))
+        tx.ledger.update_top_up(replace(top_up, status=status), at)

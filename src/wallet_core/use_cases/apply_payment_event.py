@@ -160,7 +160,7 @@ def _apply(
         target = TopUpStatus.FAILED if failed else TopUpStatus.CANCELED
         if not can_move(top_up.status, target):
             return outcome(PaymentEventOutcome.IGNORED_LATE, top_up)
-        tx.ledger.set_top_up_status(top_up.id, target)
+        tx.ledger.set_top_up_status(top_up.id, target, now())
         return outcome(PaymentEventOutcome.FAILED if failed else PaymentEventOutcome.CANCELED, top_up)
     if event.type in REFUND_EVENTS or event.dispute is not None:
         if not paid(top_up.status):
@@ -198,7 +198,7 @@ def _succeeded(
             top_up.amount,
             top_up.currency,
         )
-        tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW)
+        tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW, now())
         return PaymentEventOutcome.NEEDS_REVIEW, top_up, None
     at = now()
     state = lock_and_sweep(tx.ledger, top_up.user_id, at, crediting=True)
@@ -219,5 +219,5 @@ def _succeeded(
         )
     except DuplicateReference as exc:
         raise _GrantedConcurrently(top_up.id) from exc  # this delivery changes nothing
-    tx.ledger.set_top_up_status(top_up.id, TopUpStatus.SUCCEEDED)
+    tx.ledger.set_top_up_status(top_up.id, TopUpStatus.SUCCEEDED, at)
     return PaymentEventOutcome.GRANTED, top_up, top_up.credits

@@ -35,7 +35,7 @@ def expire_credits(*, uow: UnitOfWorkFactory, now: Clock = utc_now, batch: int =
             users = tx.ledger.users_with_expired_credits(at, batch)
         for user_id in users:
             with uow() as tx:
-                booking = expiry_booking(tx.ledger.lock_wallet(user_id), at)
+                booking = expiry_booking(tx.ledger.lock_wallet(user_id, at), at)
                 if booking is not None:
                     tx.ledger.record(booking)
                     tx.commit()
@@ -48,7 +48,7 @@ def expire_credits(*, uow: UnitOfWorkFactory, now: Clock = utc_now, batch: int =
             due = tx.ledger.expired_open_holds(at, batch)
         for hold in due:
             with uow() as tx:
-                released = expire_hold(hold, uow=tx, now=at)
+                released = expire_hold(hold, tx=tx, at=at)
                 if released is not None:
                     tx.commit()
                     holds += 1

@@ -146,24 +146,24 @@ def release_hold(
     return _settle(hold_id, Credits(0), TransactionKind.RELEASE, why, actor, uow, now)
 
 
-def expire_hold(hold: Hold, *, uow: UnitOfWork, now: datetime) -> CreditTransaction | None:
+def expire_hold(hold: Hold, *, tx: UnitOfWork, at: datetime) -> CreditTransaction | None:
     """Release an expired open hold inside the caller's unit of work (used by the expiry run)."""
-    state = lock_and_sweep(uow.ledger, hold.user_id, now)
-    fresh = uow.ledger.get_hold(hold.id)
-    if fresh is None or fresh.status is not HoldStatus.OPEN or not fresh.expired(now):
+    state = lock_and_sweep(tx.ledger, hold.user_id, at)
+    fresh = tx.ledger.get_hold(hold.id)
+    if fresh is None or fresh.status is not HoldStatus.OPEN or not fresh.expired(at):
         return None
     booking = settle_hold_booking(
         fresh,
         capture=Credits(0),
         kind=TransactionKind.RELEASE,
         reference_id=f"release:{fresh.id}",
-        now=now,
+        now=at,
         reason="hold expired",
         actor="system",
-        expired_lots=_expired_lots(state, now),
+        expired_lots=_expired_lots(state, at),
     )
-    booked = uow.ledger.record(booking)
-    uow.ledger.update_hold(fresh.id, HoldStatus.EXPIRED, Credits(0))
+    booked = tx.ledger.record(booking)
+    tx.ledger.update_hold(fresh.id, HoldStatus.EXPIRED, Credits(0), at)
     return booked
 
 
@@ -214,7 +214,7 @@ def _settle(
             tx.rollback()
             raise HoldNotOpen(f"hold {hold_id} was settled by another request") from None
         status = HoldStatus.CAPTURED if kind is TransactionKind.CAPTURE else HoldStatus.RELEASED
-        tx.ledger.update_hold(hold_id, status, capture)
+        tx.ledger.update_hold(hold_id, status, capture, at)
         tx.commit()
     return _result(replace(hold, status=status, captured=capture), booked)
 

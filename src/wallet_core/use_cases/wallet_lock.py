@@ -19,7 +19,7 @@ def lock_and_sweep(ledger: LedgerRepository, user_id: str, at: datetime, *, cred
     out), not every live lot: cheap for wallets with many top-ups."""
 
     def lock() -> WalletState:
-        return ledger.lock_wallet_for_credit(user_id, at) if crediting else ledger.lock_wallet(user_id)
+        return ledger.lock_wallet_for_credit(user_id, at) if crediting else ledger.lock_wallet(user_id, at)
 
     state = lock()
     expiry = expiry_booking(state, at)
