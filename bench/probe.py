@@ -69,9 +69,9 @@ def pending(engine: Engine, users: list[str]) -> list[Delivery]:
         for user in users:
             i = next(_seq)
             d = Delivery(f"pi_probe_{i:08d}", f"tu_probe_{i:08d}", user, 1000)
-            tx.ledger.add_top_up(TopUp(id=d.top_up_id, user_id=user, amount=Usd(1000), currency="usd",
-                                       credits=Credits(100_000), status=TopUpStatus.PENDING,
-                                       payment_intent_id=d.payment_intent_id, created_at=now))
+            tx.top_ups.add(TopUp(id=d.top_up_id, user_id=user, amount=Usd(1000), currency="usd",
+                                 credits=Credits(100_000), status=TopUpStatus.PENDING,
+                                 payment_intent_id=d.payment_intent_id, created_at=now))
             out.append(d)
         tx.commit()
     return out

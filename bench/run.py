@@ -237,7 +237,7 @@ class Postgres:
 
 
 def prepare_wallet_db(url: str, count: int, users: int, tag: str) -> list[Delivery]:
-    """Migrate, then record `count` pending top-ups straight through the SQL adapter (add_top_up),
+    """Migrate, then record `count` pending top-ups straight through the SQL adapter (top_ups.add),
     spread round-robin over `users` wallets. Returns the webhooks that will pay them."""
     from adapters.sql.engine import create_wallet_engine
     from adapters.sql.migrate import upgrade
@@ -254,7 +254,7 @@ def prepare_wallet_db(url: str, count: int, users: int, tag: str) -> list[Delive
             with SqlUnitOfWork(engine) as tx:
                 for i in range(start, min(count, start + 2000)):
                     d = Delivery(f"pi_{tag}_{i:07d}", f"tu_{tag}_{i:07d}", f"user{i % users:05d}", AMOUNT_CENTS)
-                    tx.ledger.add_top_up(
+                    tx.top_ups.add(
                         TopUp(id=d.top_up_id, user_id=d.user_id, amount=Usd(AMOUNT_CENTS), currency="usd",
                               credits=Credits(CREDITS_MINOR), status=TopUpStatus.PENDING,
                               payment_intent_id=d.payment_intent_id, created_at=now)

@@ -1,4 +1,5 @@
-"""An in-memory LedgerRepository and unit of work: the same behaviour as the SQL adapter, no database.
+"""In-memory repositories (ledger, holds, top-ups, payment events) and unit of work: the same
+behaviour as the SQL adapter, no database.
 
 One unit of work at a time holds the store's lock (like SQLite's writer lock), works on a copy of the
 state and swaps it in on commit, so rollback and "leave without commit" really discard everything.
@@ -155,26 +156,10 @@ class InMemoryLedgerRepository:
         self._s.postings.extend((booking.id, p) for p in booking.postings)
         return booked
 
-    # -- holds ---------------------------------------------------------------------------------
-    def add_hold(self, hold: Hold) -> None:
-        self._s.holds[hold.id] = hold
-
-    def get_hold(self, hold_id: str) -> Hold | None:
-        return self._s.holds.get(hold_id)
-
-    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None:
-        if hold_id not in self._s.holds:
-            raise NotFound(f"no hold {hold_id}")
-        self._s.holds[hold_id] = replace(self._s.holds[hold_id], status=status, captured=captured)
-
     # -- expiry and audit ----------------------------------------------------------------------
     def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
         users = {lot.user_id for lot in self._s.lots.values() if lot.expired(now) and lot.remaining.is_positive()}
         return sorted(users)[:limit]
-
-    def expired_open_holds(self, now: datetime, limit: int) -> list[Hold]:
-        due = [h for h in self._s.holds.values() if h.status is HoldStatus.OPEN and h.expired(now)]
-        return sorted(due, key=lambda h: (h.expires_at, h.id))[:limit]
 
     def audit(self) -> LedgerAudit:
         per_tx: dict[str, int] = defaultdict(int)
@@ -217,43 +202,64 @@ class InMemoryLedgerRepository:
             accounts=accounts,
         )
 
-    # -- top-ups -------------------------------------------------------------------------------
-    def add_top_up(self, top_up: TopUp) -> None:
-        if top_up.idempotency_key is not None and self.find_top_up_by_idempotency_key(
-            top_up.user_id, top_up.idempotency_key
-        ):
+class InMemoryHoldRepository:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, hold: Hold) -> None:
+        self._s.holds[hold.id] = hold
+
+    def get(self, hold_id: str) -> Hold | None:
+        return self._s.holds.get(hold_id)
+
+    def update(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None:
+        if hold_id not in self._s.holds:
+            raise NotFound(f"no hold {hold_id}")
+        self._s.holds[hold_id] = replace(self._s.holds[hold_id], status=status, captured=captured)
+
+    def expired_open(self, now: datetime, limit: int) -> list[Hold]:
+        due = [h for h in self._s.holds.values() if h.status is HoldStatus.OPEN and h.expired(now)]
+        return sorted(due, key=lambda h: (h.expires_at, h.id))[:limit]
+
+
+class InMemoryTopUpRepository:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, top_up: TopUp) -> None:
+        if top_up.idempotency_key is not None and self.find_by_idempotency_key(top_up.user_id, top_up.idempotency_key):
             raise DuplicateTopUp(f"top-up with key {top_up.idempotency_key} exists")
-        if top_up.id in self._s.top_ups or self.find_top_up_by_payment_intent(top_up.payment_intent_id):
+        if top_up.id in self._s.top_ups or self.find_by_payment_intent(top_up.payment_intent_id):
             raise DuplicateTopUp(f"top-up {top_up.id} exists")
         self._s.top_ups[top_up.id] = top_up
 
-    def get_top_up(self, top_up_id: str) -> TopUp | None:
+    def get(self, top_up_id: str) -> TopUp | None:
         return self._s.top_ups.get(top_up_id)
 
-    def find_top_up_by_payment_intent(self, payment_intent_id: str) -> TopUp | None:
+    def find_by_payment_intent(self, payment_intent_id: str) -> TopUp | None:
         return next((t for t in self._s.top_ups.values() if t.payment_intent_id == payment_intent_id), None)
 
-    def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None:
+    def find_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None:
         return next(
             (t for t in self._s.top_ups.values() if t.user_id == user_id and t.idempotency_key == key),
             None,
         )
 
-    def set_top_up_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
+    def set_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
         if top_up_id not in self._s.top_ups:
             raise NotFound(f"top-up {top_up_id} does not exist")
         self._s.top_ups[top_up_id] = replace(self._s.top_ups[top_up_id], status=status)
 
-    def lock_top_ups(self, user_id: str) -> None:
+    def lock(self, user_id: str) -> None:
         """Nothing to do: a unit of work holds the whole store."""
 
-    def top_up_activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
+    def activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
         mine = [t for t in self._s.top_ups.values() if t.user_id == user_id]
         opened = [t.created_at for t in mine if t.status in OPEN_STATUSES and t.created_at > open_since]
         started = [t.created_at for t in mine if t.created_at > started_since]
         return TopUpActivity(len(opened), min(opened, default=None), len(started), min(started, default=None))
 
-    def update_top_up(self, top_up: TopUp, at: datetime) -> None:
+    def update(self, top_up: TopUp, at: datetime) -> None:
         if top_up.id not in self._s.top_ups:
             raise NotFound(f"top-up {top_up.id} does not exist")
         self._s.top_ups[top_up.id] = replace(
@@ -263,20 +269,26 @@ class InMemoryLedgerRepository:
             credits_refunded=top_up.credits_refunded,
         )
 
-    # -- the payment event log -----------------------------------------------------------------
-    def find_event(self, event_id: str) -> StoredEvent | None:
+
+class InMemoryPaymentEventLog:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def find(self, event_id: str) -> StoredEvent | None:
         return self._s.events.get(event_id)
 
-    def find_event_and_top_up(
+    def find_with_top_up(
         self, event_id: str, payment_intent_id: str | None
     ) -> tuple[StoredEvent | None, TopUp | None]:
-        top_up = None if payment_intent_id is None else self.find_top_up_by_payment_intent(payment_intent_id)
-        return self.find_event(event_id), top_up
+        top_up = None if payment_intent_id is None else InMemoryTopUpRepository(self._s).find_by_payment_intent(
+            payment_intent_id
+        )
+        return self.find(event_id), top_up
 
-    def add_event(self, event: StoredEvent) -> None:
+    def add(self, event: StoredEvent) -> None:
         self._s.events.setdefault(event.event_id, event)
 
-    def events_for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
+    def for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
         mine = [e for e in self._s.events.values() if e.payment_intent_id == payment_intent_id]
         return sorted(mine, key=lambda e: (e.received_at, e.event_id))
 
@@ -287,6 +299,9 @@ class InMemoryUnitOfWork:
         self._read_only = read_only
         self._working: _State | None = None
         self.ledger: InMemoryLedgerRepository
+        self.holds: InMemoryHoldRepository
+        self.top_ups: InMemoryTopUpRepository
+        self.events: InMemoryPaymentEventLog
 
     def __enter__(self) -> InMemoryUnitOfWork:
         self._store.lock.acquire()
@@ -296,6 +311,9 @@ class InMemoryUnitOfWork:
     def _begin(self) -> None:
         self._working = self._store.state.copy()
         self.ledger = InMemoryLedgerRepository(self._working)
+        self.holds = InMemoryHoldRepository(self._working)
+        self.top_ups = InMemoryTopUpRepository(self._working)
+        self.events = InMemoryPaymentEventLog(self._working)
 
     def __exit__(
         self,

@@ -1,4 +1,8 @@
-"""The ports: what the core needs from the outside world, and nothing about how it is done."""
+"""The ports: what the core needs from the outside world, and nothing about how it is done.
+
+PaymentGateway (Stripe), and the unit of work with its repositories: LedgerRepository (wallets, lots,
+transactions, postings), HoldRepository, TopUpRepository and PaymentEventLog. tests/typecheck_ports.py
+makes mypy prove that every adapter and test double fits."""
 
 from __future__ import annotations
 
@@ -91,7 +95,8 @@ class LedgerAudit:
 
 
 class LedgerRepository(Protocol):
-    """Wallets, lots, transactions, holds and top-ups, as seen inside one unit of work."""
+    """The ledger itself: wallets, their lots, the transactions and their postings, as seen inside one
+    unit of work (`tx.ledger`)."""
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
@@ -130,77 +135,104 @@ class LedgerRepository(Protocol):
         the caller must then roll the unit of work back."""
         ...
 
-    # -- holds ---------------------------------------------------------------------------------
-    def add_hold(self, hold: Hold) -> None: ...
-
-    def get_hold(self, hold_id: str) -> Hold | None: ...
-
-    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None: ...
-
     # -- expiry and audit ----------------------------------------------------------------------
     def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
         """Users who have promotional credits past expiry that are not booked out yet."""
         ...
 
-    def expired_open_holds(self, now: datetime, limit: int) -> list[Hold]: ...
-
     def audit(self) -> LedgerAudit: ...
 
-    # -- top-ups -------------------------------------------------------------------------------
-    def add_top_up(self, top_up: TopUp) -> None:
+
+class HoldRepository(Protocol):
+    """Holds: credits reserved until captured, released or expired (`tx.holds`). What they move is
+    booked in the ledger; this is the hold's own record."""
+
+    def add(self, hold: Hold) -> None: ...
+
+    def get(self, hold_id: str) -> Hold | None: ...
+
+    def update(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None:
+        """Raises NotFound for an unknown hold."""
+        ...
+
+    def expired_open(self, now: datetime, limit: int) -> list[Hold]:
+        """Open holds expired by `now`, by expiry then id, at most `limit`."""
+        ...
+
+
+class TopUpRepository(Protocol):
+    """Top-ups: a user's purchases of credits with a Stripe PaymentIntent each (`tx.top_ups`)."""
+
+    def add(self, top_up: TopUp) -> None:
         """Raises DuplicateTopUp when the user already has a top-up with that idempotency key."""
         ...
 
-    def get_top_up(self, top_up_id: str) -> TopUp | None: ...
+    def get(self, top_up_id: str) -> TopUp | None: ...
 
-    def find_top_up_by_payment_intent(self, payment_intent_id: str) -> TopUp | None: ...
+    def find_by_payment_intent(self, payment_intent_id: str) -> TopUp | None: ...
 
-    def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None: ...
+    def find_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None: ...
 
-    def set_top_up_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None: ...
+    def set_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
+        """Raises NotFound for an unknown top-up."""
+        ...
 
-    def lock_top_ups(self, user_id: str) -> None:
+    def lock(self, user_id: str) -> None:
         """Take the user's top-up lock until the unit of work ends, so one user's requests for new
         top-ups (in any process) check the limits and record their top-up one at a time. Creates no
         row. (Where every writing unit of work already runs alone, as on SQLite, there is nothing to do.)"""
         ...
 
-    def top_up_activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
+    def activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
         """From the user's top-ups: the open ones (pending or failed) created after `open_since`, and
         all of them created after `started_since`, whatever their status: counts and the oldest of each."""
         ...
 
-    def update_top_up(self, top_up: TopUp, at: datetime) -> None:
-        """Store the top-up's status, refunded amount and credits taken back, changed at `at`."""
+    def update(self, top_up: TopUp, at: datetime) -> None:
+        """Store the top-up's status, refunded amount and credits taken back, changed at `at`. Raises
+        NotFound for an unknown top-up."""
         ...
 
-    # -- the payment event log -----------------------------------------------------------------
-    def find_event(self, event_id: str) -> StoredEvent | None: ...
 
-    def find_event_and_top_up(
+class PaymentEventLog(Protocol):
+    """The Stripe events the wallet received, and what each did (`tx.events`)."""
+
+    def find(self, event_id: str) -> StoredEvent | None: ...
+
+    def find_with_top_up(
         self, event_id: str, payment_intent_id: str | None
     ) -> tuple[StoredEvent | None, TopUp | None]:
-        """find_event and find_top_up_by_payment_intent in one read (what every webhook asks first);
-        no top-up when `payment_intent_id` is None."""
+        """find and the top-up of `payment_intent_id` (TopUpRepository.find_by_payment_intent) in one
+        read (what every webhook asks first); no top-up when `payment_intent_id` is None."""
         ...
 
-    def add_event(self, event: StoredEvent) -> None:
+    def add(self, event: StoredEvent) -> None:
         """Store the event; a second event with the same id is ignored (no error)."""
         ...
 
-    def events_for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
+    def for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
         """Oldest first."""
         ...
 
 
 class UnitOfWork(Protocol):
-    """One database transaction. Leaving the block without commit() rolls everything back.
+    """One database transaction, and a repository per aggregate working in it: the ledger, holds,
+    top-ups and the payment event log. Leaving the block without commit() rolls everything back.
 
-    Raises StorageUnavailable when the store is down or locked. Its repositories are read-only
+    Raises StorageUnavailable when the store is down or locked. The repositories are read-only
     properties, so an adapter's own (narrower) repository types still fit the port."""
 
     @property
     def ledger(self) -> LedgerRepository: ...
+
+    @property
+    def holds(self) -> HoldRepository: ...
+
+    @property
+    def top_ups(self) -> TopUpRepository: ...
+
+    @property
+    def events(self) -> PaymentEventLog: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -209,7 +209,7 @@ class Wallet:
         oldest first, each with what it did: support's answer to "what happened to this payment?"."""
         payment_intent_id = check_payment_intent_id(payment_intent_id)
         with self._uow(read_only=True) as tx:
-            return tx.ledger.events_for_payment_intent(payment_intent_id)
+            return tx.events.for_payment_intent(payment_intent_id)
 
     def reconcile(
         self,

@@ -157,7 +157,7 @@ def place(tx: UnitOfWork, user: str, credits: int, *, at: datetime = T0, ttl: ti
         reference_id=f"hold:{hold_id}",
         reason="reserve",
     )
-    tx.ledger.add_hold(hold)
+    tx.holds.add(hold)
     return hold
 
 
@@ -176,7 +176,7 @@ def settle(tx: UnitOfWork, hold: Hold, capture: int, *, at: datetime = T0) -> Cr
         )
     )
     status = HoldStatus.CAPTURED if capture else HoldStatus.RELEASED
-    tx.ledger.update_hold(hold.id, status, Credits(capture), T0)
+    tx.holds.update(hold.id, status, Credits(capture), T0)
     return booked
 
 
@@ -218,9 +218,9 @@ def test_an_unknown_user_has_zero_balances_and_nothing_else(uow: Uow) -> None:
         assert tx.ledger.transactions("nobody", 10) == []
         assert tx.ledger.transactions("nobody", 10, TransactionCursor(T0, "ctx_z")) == []
         assert tx.ledger.find_transaction_by_reference("nothing") is None
-        assert tx.ledger.get_hold("hold_404") is None
+        assert tx.holds.get("hold_404") is None
         assert tx.ledger.users_with_expired_credits(T0, 10) == []
-        assert tx.ledger.expired_open_holds(T0, 10) == []
+        assert tx.holds.expired_open(T0, 10) == []
         audit = tx.ledger.audit()
     assert (audit.total_posted, audit.unbalanced, audit.accounts) == (Credits(0), [], [])
 
@@ -552,13 +552,13 @@ def test_datetimes_round_trip_timezone_aware(uow: Uow) -> None:
     with uow() as tx:
         tx.ledger.record(credit(credits=100, reference="r1", at=at, expires_at=at + HOUR))
         hold = place(tx, "alice", 10, at=at)
-        tx.ledger.add_top_up(replace(top_up(), created_at=at))
+        tx.top_ups.add(replace(top_up(), created_at=at))
         tx.commit()
     with uow() as tx:
         booked = tx.ledger.find_transaction_by_reference("r1")
-        recorded = tx.ledger.get_top_up("tu_1")
+        recorded = tx.top_ups.get("tu_1")
         lot = tx.ledger.lock_wallet("alice", T0).lots[0]
-        found = tx.ledger.get_hold(hold.id)
+        found = tx.holds.get(hold.id)
     assert booked is not None and recorded is not None and found is not None
     for value, expected in (
         (booked.created_at, at),
@@ -596,13 +596,13 @@ def test_a_hold_round_trips_with_its_allocations_in_order(uow: Uow) -> None:
         reference_id="hold:k2",
     )
     with uow() as tx:
-        tx.ledger.add_hold(hold)
-        tx.ledger.add_hold(bare)
+        tx.holds.add(hold)
+        tx.holds.add(bare)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_hold("hold_1") == hold
-        assert tx.ledger.get_hold("hold_2") == bare
-        assert tx.ledger.get_hold("hold_3") is None
+        assert tx.holds.get("hold_1") == hold
+        assert tx.holds.get("hold_2") == bare
+        assert tx.holds.get("hold_3") is None
 
 
 def test_update_hold_persists_and_an_unknown_hold_is_not_found(uow: Uow) -> None:
@@ -611,15 +611,15 @@ def test_update_hold_persists_and_an_unknown_hold_is_not_found(uow: Uow) -> None
         hold = place(tx, "alice", 300)
         tx.commit()
     with uow() as tx:
-        tx.ledger.update_hold(hold.id, HoldStatus.CAPTURED, Credits(120), T0)
+        tx.holds.update(hold.id, HoldStatus.CAPTURED, Credits(120), T0)
         with pytest.raises(NotFound):
-            tx.ledger.update_hold("hold_404", HoldStatus.RELEASED, Credits(0), T0)
+            tx.holds.update("hold_404", HoldStatus.RELEASED, Credits(0), T0)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_hold(hold.id) == replace(hold, status=HoldStatus.CAPTURED, captured=Credits(120))
-        tx.ledger.update_hold(hold.id, HoldStatus.RELEASED, Credits(0), T0)  # not committed
+        assert tx.holds.get(hold.id) == replace(hold, status=HoldStatus.CAPTURED, captured=Credits(120))
+        tx.holds.update(hold.id, HoldStatus.RELEASED, Credits(0), T0)  # not committed
     with uow() as tx:
-        found = tx.ledger.get_hold(hold.id)
+        found = tx.holds.get(hold.id)
     assert found is not None and found.status is HoldStatus.CAPTURED
 
 
@@ -645,7 +645,7 @@ def test_hold_and_capture_move_the_held_balance_and_the_lots(uow: Uow) -> None:
             Credits(700),
             hold.id,
         )
-        assert tx.ledger.get_hold(hold.id) == hold
+        assert tx.holds.get(hold.id) == hold
         captured = settle(tx, hold, 250)
         tx.commit()
     # 250 captured in the hold's lot order (all 200 promotional, 50 paid); 250 paid go back
@@ -659,7 +659,7 @@ def test_hold_and_capture_move_the_held_balance_and_the_lots(uow: Uow) -> None:
     assert balances(uow) == c(950, 0)
     assert live_lots(uow) == {paid_lot: (950, 0)}
     with uow() as tx:
-        found = tx.ledger.get_hold(hold.id)
+        found = tx.holds.get(hold.id)
     assert found == replace(hold, status=HoldStatus.CAPTURED, captured=Credits(250))
 
 
@@ -684,12 +684,12 @@ def test_expired_open_holds_are_ordered_by_expiry_then_id_and_limited(uow: Uow) 
             hold("hold_done", T0 - HOUR, HoldStatus.CAPTURED),
             hold("hold_gone", T0 - HOUR, HoldStatus.EXPIRED),
         ]:
-            tx.ledger.add_hold(h)
+            tx.holds.add(h)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.expired_open_holds(T0, 100) == [due[3], due[0], due[1], due[2]]
-        assert tx.ledger.expired_open_holds(T0, 2) == [due[3], due[0]]
-        assert tx.ledger.expired_open_holds(T0 - 3 * HOUR, 100) == []
+        assert tx.holds.expired_open(T0, 100) == [due[3], due[0], due[1], due[2]]
+        assert tx.holds.expired_open(T0, 2) == [due[3], due[0]]
+        assert tx.holds.expired_open(T0 - 3 * HOUR, 100) == []
 
 
 # -- audit -----------------------------------------------------------------------------------------
@@ -761,13 +761,13 @@ def test_leaving_without_commit_discards_every_write(uow: Uow) -> None:
     with uow() as tx:
         tx.ledger.record(credit(credits=1000, reference="r1"))
         place(tx, "alice", 100)
-        tx.ledger.add_top_up(top_up())
+        tx.top_ups.add(top_up())
     with uow() as tx:
         assert tx.ledger.balances("alice", T0) == c(0, 0)
         assert tx.ledger.find_transaction_by_reference("r1") is None
-        assert tx.ledger.get_top_up("tu_1") is None
+        assert tx.top_ups.get("tu_1") is None
         assert tx.ledger.lock_wallet("alice", T0).lots == ()
-        assert tx.ledger.expired_open_holds(T0 + 2 * HOUR, 10) == []
+        assert tx.holds.expired_open(T0 + 2 * HOUR, 10) == []
         assert tx.ledger.audit().accounts == [
             AccountAudit("alice", account, *c(0, 0, 0)) for account in (Account.WALLET, Account.HELD)
         ]
@@ -805,25 +805,25 @@ def test_after_commit_a_new_transaction_begins(uow: Uow) -> None:
 def test_top_ups_are_added_and_found_three_ways(uow: Uow) -> None:
     recorded = top_up()
     with uow() as tx:
-        tx.ledger.add_top_up(recorded)
-        tx.ledger.add_top_up(top_up("tu_2", intent="pi_2", key=None))
-        tx.ledger.add_top_up(top_up("tu_3", intent="pi_3", key=None))  # many top-ups without a key
+        tx.top_ups.add(recorded)
+        tx.top_ups.add(top_up("tu_2", intent="pi_2", key=None))
+        tx.top_ups.add(top_up("tu_3", intent="pi_3", key=None))  # many top-ups without a key
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_1") == recorded
-        assert tx.ledger.find_top_up_by_payment_intent("pi_1") == recorded
-        assert tx.ledger.find_top_up_by_idempotency_key("alice", "key-1") == recorded
-        assert tx.ledger.find_top_up_by_idempotency_key("bob", "key-1") is None
-        assert tx.ledger.get_top_up("tu_404") is None
-        assert tx.ledger.find_top_up_by_payment_intent("pi_404") is None
-        without_key = tx.ledger.get_top_up("tu_2")
+        assert tx.top_ups.get("tu_1") == recorded
+        assert tx.top_ups.find_by_payment_intent("pi_1") == recorded
+        assert tx.top_ups.find_by_idempotency_key("alice", "key-1") == recorded
+        assert tx.top_ups.find_by_idempotency_key("bob", "key-1") is None
+        assert tx.top_ups.get("tu_404") is None
+        assert tx.top_ups.find_by_payment_intent("pi_404") is None
+        without_key = tx.top_ups.get("tu_2")
     assert without_key is not None and without_key.idempotency_key is None
 
 
 def _activity(uow: Uow, user: str = "alice", *, now: datetime = T0 + HOUR) -> TopUpActivity:
     with uow() as tx:
-        tx.ledger.lock_top_ups(user)
-        return tx.ledger.top_up_activity(user, open_since=now - 24 * HOUR, started_since=now - HOUR)
+        tx.top_ups.lock(user)
+        return tx.top_ups.activity(user, open_since=now - 24 * HOUR, started_since=now - HOUR)
 
 
 def test_top_up_activity_counts_open_top_ups_and_all_top_ups_started_each_with_its_oldest(uow: Uow) -> None:
@@ -837,11 +837,11 @@ def test_top_up_activity_counts_open_top_ups_and_all_top_ups_started_each_with_i
              (now - 25 * HOUR, TopUpStatus.PENDING)],  # older than the open window: neither
             start=1,
         ):
-            tx.ledger.add_top_up(replace(top_up(f"tu_{n}", intent=f"pi_{n}", key=None), created_at=at, status=status))
-        tx.ledger.add_top_up(replace(top_up("tu_bob", user="bob", intent="pi_bob", key=None), created_at=now))
+            tx.top_ups.add(replace(top_up(f"tu_{n}", intent=f"pi_{n}", key=None), created_at=at, status=status))
+        tx.top_ups.add(replace(top_up("tu_bob", user="bob", intent="pi_bob", key=None), created_at=now))
         tx.commit()
     with uow() as tx:
-        tx.ledger.add_top_up(replace(top_up("tu_left", intent="pi_left", key=None), created_at=now))  # not committed
+        tx.top_ups.add(replace(top_up("tu_left", intent="pi_left", key=None), created_at=now))  # not committed
 
     assert _activity(uow, now=now) == TopUpActivity(
         open_top_ups=2, oldest_open_top_up=T0, started=3, oldest_started=now - HOUR / 2
@@ -852,74 +852,74 @@ def test_top_up_activity_counts_open_top_ups_and_all_top_ups_started_each_with_i
 
 def test_the_same_idempotency_key_for_the_same_user_is_a_duplicate(uow: Uow) -> None:
     with uow() as tx:
-        tx.ledger.add_top_up(top_up())
+        tx.top_ups.add(top_up())
         tx.commit()
     with uow() as tx:
         with pytest.raises(DuplicateTopUp):
-            tx.ledger.add_top_up(top_up("tu_2", intent="pi_2", key="key-1"))
+            tx.top_ups.add(top_up("tu_2", intent="pi_2", key="key-1"))
         tx.rollback()
-        assert tx.ledger.find_top_up_by_idempotency_key("alice", "key-1") == top_up()
-        tx.ledger.add_top_up(top_up("tu_bob", user="bob", intent="pi_bob", key="key-1"))  # other user: fine
+        assert tx.top_ups.find_by_idempotency_key("alice", "key-1") == top_up()
+        tx.top_ups.add(top_up("tu_bob", user="bob", intent="pi_bob", key="key-1"))  # other user: fine
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_2") is None
-        assert tx.ledger.get_top_up("tu_bob") is not None
+        assert tx.top_ups.get("tu_2") is None
+        assert tx.top_ups.get("tu_bob") is not None
 
 
 def test_the_same_payment_intent_is_a_duplicate(uow: Uow) -> None:
     with uow() as tx:
-        tx.ledger.add_top_up(top_up())
+        tx.top_ups.add(top_up())
         with pytest.raises(DuplicateTopUp):
-            tx.ledger.add_top_up(top_up("tu_2", intent="pi_1", key="key-2"))
+            tx.top_ups.add(top_up("tu_2", intent="pi_1", key="key-2"))
         with pytest.raises(DuplicateTopUp):
-            tx.ledger.add_top_up(top_up("tu_1", intent="pi_9", key="key-9"))  # same id
-        tx.ledger.add_top_up(top_up("tu_3", intent="pi_3", key="key-3"))  # still usable, no rollback
+            tx.top_ups.add(top_up("tu_1", intent="pi_9", key="key-9"))  # same id
+        tx.top_ups.add(top_up("tu_3", intent="pi_3", key="key-3"))  # still usable, no rollback
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_2") is None
-        assert tx.ledger.find_top_up_by_payment_intent("pi_1") == top_up()
-        assert tx.ledger.get_top_up("tu_3") is not None
+        assert tx.top_ups.get("tu_2") is None
+        assert tx.top_ups.find_by_payment_intent("pi_1") == top_up()
+        assert tx.top_ups.get("tu_3") is not None
 
 
 def test_set_top_up_status_persists(uow: Uow) -> None:
     with uow() as tx:
-        tx.ledger.add_top_up(top_up())
+        tx.top_ups.add(top_up())
         tx.commit()
     with uow() as tx:
-        tx.ledger.set_top_up_status("tu_1", TopUpStatus.SUCCEEDED, T0)
+        tx.top_ups.set_status("tu_1", TopUpStatus.SUCCEEDED, T0)
         with pytest.raises(NotFound):
-            tx.ledger.set_top_up_status("tu_404", TopUpStatus.SUCCEEDED, T0)
+            tx.top_ups.set_status("tu_404", TopUpStatus.SUCCEEDED, T0)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_1") == replace(top_up(), status=TopUpStatus.SUCCEEDED)
-        tx.ledger.set_top_up_status("tu_1", TopUpStatus.NEEDS_REVIEW, T0)  # not committed
+        assert tx.top_ups.get("tu_1") == replace(top_up(), status=TopUpStatus.SUCCEEDED)
+        tx.top_ups.set_status("tu_1", TopUpStatus.NEEDS_REVIEW, T0)  # not committed
     with uow() as tx:
-        found = tx.ledger.find_top_up_by_payment_intent("pi_1")
+        found = tx.top_ups.find_by_payment_intent("pi_1")
     assert found is not None and found.status is TopUpStatus.SUCCEEDED
 
 
 def test_update_top_up_stores_status_and_refunds_and_an_unknown_top_up_is_not_found(uow: Uow) -> None:
     with uow() as tx:
-        tx.ledger.add_top_up(top_up())
-        tx.ledger.add_top_up(top_up("tu_2", intent="pi_2", key=None))
+        tx.top_ups.add(top_up())
+        tx.top_ups.add(top_up("tu_2", intent="pi_2", key=None))
         tx.commit()
     with uow() as tx:
-        fresh = tx.ledger.get_top_up("tu_1")
+        fresh = tx.top_ups.get("tu_1")
     assert fresh is not None and (fresh.refunded, fresh.credits_refunded) == (Usd(0), Credits(0))
     partly = replace(top_up(), status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(301), credits_refunded=Credits(3010))
     with uow() as tx:
-        tx.ledger.update_top_up(partly, T0)
+        tx.top_ups.update(partly, T0)
         with pytest.raises(NotFound):
-            tx.ledger.update_top_up(replace(partly, id="tu_404"), T0)
+            tx.top_ups.update(replace(partly, id="tu_404"), T0)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_1") == partly
-        assert tx.ledger.find_top_up_by_payment_intent("pi_1") == partly
-        assert tx.ledger.find_top_up_by_idempotency_key("alice", "key-1") == partly
-        assert tx.ledger.get_top_up("tu_404") is None
-        assert tx.ledger.get_top_up("tu_2") == top_up("tu_2", intent="pi_2", key=None)  # the other is untouched
+        assert tx.top_ups.get("tu_1") == partly
+        assert tx.top_ups.find_by_payment_intent("pi_1") == partly
+        assert tx.top_ups.find_by_idempotency_key("alice", "key-1") == partly
+        assert tx.top_ups.get("tu_404") is None
+        assert tx.top_ups.get("tu_2") == top_up("tu_2", intent="pi_2", key=None)  # the other is untouched
         # only status, refunded and credits_refunded are stored: the rest of the record stays as it was
-        tx.ledger.update_top_up(
+        tx.top_ups.update(
             replace(
                 partly,
                 amount=Usd(1),
@@ -934,21 +934,21 @@ def test_update_top_up_stores_status_and_refunds_and_an_unknown_top_up_is_not_fo
         tx.commit()
     refunded = replace(partly, status=TopUpStatus.REFUNDED, refunded=Usd(1000), credits_refunded=Credits(10000))
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_1") == refunded
-        tx.ledger.set_top_up_status("tu_1", TopUpStatus.DISPUTED, T0)  # keeps the refunded amounts
-        assert tx.ledger.get_top_up("tu_1") == replace(refunded, status=TopUpStatus.DISPUTED)
-        tx.ledger.update_top_up(replace(refunded, status=TopUpStatus.DISPUTE_LOST), T0)  # not committed
+        assert tx.top_ups.get("tu_1") == refunded
+        tx.top_ups.set_status("tu_1", TopUpStatus.DISPUTED, T0)  # keeps the refunded amounts
+        assert tx.top_ups.get("tu_1") == replace(refunded, status=TopUpStatus.DISPUTED)
+        tx.top_ups.update(replace(refunded, status=TopUpStatus.DISPUTE_LOST), T0)  # not committed
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_1") == refunded
+        assert tx.top_ups.get("tu_1") == refunded
 
 
 def test_a_top_up_added_with_refunds_keeps_them(uow: Uow) -> None:
     recorded = replace(top_up(), status=TopUpStatus.REFUNDED, refunded=Usd(1000), credits_refunded=Credits(10000))
     with uow() as tx:
-        tx.ledger.add_top_up(recorded)
+        tx.top_ups.add(recorded)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_1") == recorded
+        assert tx.top_ups.get("tu_1") == recorded
 
 
 # -- the payment event log -------------------------------------------------------------------------
@@ -988,21 +988,21 @@ def test_events_are_stored_found_and_listed_oldest_first_per_payment_intent(uow:
         event("evt_none", None, top_up_id=None, kind="customer.created", outcome="ignored"),
     ]
     with uow() as tx:
-        assert tx.ledger.find_event("evt_b") is None
-        assert tx.ledger.events_for_payment_intent("pi_1") == []
+        assert tx.events.find("evt_b") is None
+        assert tx.events.for_payment_intent("pi_1") == []
         for e in [*mine, *others]:
-            tx.ledger.add_event(e)
-        assert tx.ledger.find_event("evt_b") == mine[1]  # seen inside the unit of work
+            tx.events.add(e)
+        assert tx.events.find("evt_b") == mine[1]  # seen inside the unit of work
         tx.commit()
     with uow() as tx:
         for e in [*mine, *others]:
-            assert tx.ledger.find_event(e.event_id) == e
-        found = tx.ledger.find_event("evt_B")
-        assert tx.ledger.find_event("evt_404") is None
-        assert tx.ledger.find_event("EVT_B") is None  # ids are case-sensitive
-        listed = tx.ledger.events_for_payment_intent("pi_1")
-        assert tx.ledger.events_for_payment_intent("pi_2") == [others[0]]
-        assert tx.ledger.events_for_payment_intent("pi_404") == []
+            assert tx.events.find(e.event_id) == e
+        found = tx.events.find("evt_B")
+        assert tx.events.find("evt_404") is None
+        assert tx.events.find("EVT_B") is None  # ids are case-sensitive
+        listed = tx.events.for_payment_intent("pi_1")
+        assert tx.events.for_payment_intent("pi_2") == [others[0]]
+        assert tx.events.for_payment_intent("pi_404") == []
     assert [e.event_id for e in listed] == ["evt_first", "evt_B", "evt_a-", "evt_b", "evt_late"]
     assert listed[-1] == mine[0] and listed[-1].source == "reconcile"
     assert found is not None and found.received_at == T0 + HOUR and found.received_at.utcoffset() is not None
@@ -1022,17 +1022,17 @@ def test_a_read_only_unit_of_work_reads_what_was_committed_and_cannot_commit(uow
 def test_an_event_and_its_top_up_are_found_in_one_read(uow: Uow) -> None:
     logged = event("evt_1", outcome="granted")
     with uow() as tx:
-        assert tx.ledger.find_event_and_top_up("evt_1", "pi_1") == (None, None)
-        tx.ledger.add_top_up(top_up())
-        tx.ledger.add_top_up(top_up("tu_2", intent="pi_2", key="key-2"))
-        tx.ledger.add_event(logged)
+        assert tx.events.find_with_top_up("evt_1", "pi_1") == (None, None)
+        tx.top_ups.add(top_up())
+        tx.top_ups.add(top_up("tu_2", intent="pi_2", key="key-2"))
+        tx.events.add(logged)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.find_event_and_top_up("evt_1", "pi_1") == (logged, top_up())
-        assert tx.ledger.find_event_and_top_up("evt_1", "pi_2")[1] == tx.ledger.find_top_up_by_payment_intent("pi_2")
-        assert tx.ledger.find_event_and_top_up("evt_new", "pi_1") == (None, top_up())  # a new event
-        assert tx.ledger.find_event_and_top_up("evt_1", None) == (logged, None)  # an event about no payment
-        assert tx.ledger.find_event_and_top_up("evt_1", "pi_404") == (logged, None)
+        assert tx.events.find_with_top_up("evt_1", "pi_1") == (logged, top_up())
+        assert tx.events.find_with_top_up("evt_1", "pi_2")[1] == tx.top_ups.find_by_payment_intent("pi_2")
+        assert tx.events.find_with_top_up("evt_new", "pi_1") == (None, top_up())  # a new event
+        assert tx.events.find_with_top_up("evt_1", None) == (logged, None)  # an event about no payment
+        assert tx.events.find_with_top_up("evt_1", "pi_404") == (logged, None)
 
 
 def test_an_event_log_write_the_database_refuses_commits_nothing_of_the_unit_of_work(
@@ -1042,33 +1042,33 @@ def test_an_event_log_write_the_database_refuses_commits_nothing_of_the_unit_of_
     refused = replace(event("evt_1", outcome="granted"), outcome=None)  # NOT NULL
     with pytest.raises(Exception), uow() as tx:  # the driver's IntegrityError, or SQLAlchemy's
         tx.ledger.record(credit(credits=100, reference="with-the-event"))
-        tx.ledger.add_event(refused)
+        tx.events.add(refused)
         tx.commit()
     assert balances(uow) == c(0, 0)
     with uow() as tx:
         assert tx.ledger.find_transaction_by_reference("with-the-event") is None
-        assert tx.ledger.find_event("evt_1") is None
+        assert tx.events.find("evt_1") is None
 
 
 def test_a_second_event_with_the_same_id_is_ignored_and_the_unit_of_work_still_commits(uow: Uow) -> None:
     first = event("evt_1", outcome="granted")
     with uow() as tx:
         tx.ledger.record(credit(credits=100, reference="before"))
-        tx.ledger.add_event(first)
-        tx.ledger.add_event(replace(first, outcome="duplicate", received_at=T0 + HOUR))  # no error
-        tx.ledger.add_top_up(top_up())  # the unit of work is still usable
-        tx.ledger.add_event(event("evt_2", at=T0 + HOUR))
+        tx.events.add(first)
+        tx.events.add(replace(first, outcome="duplicate", received_at=T0 + HOUR))  # no error
+        tx.top_ups.add(top_up())  # the unit of work is still usable
+        tx.events.add(event("evt_2", at=T0 + HOUR))
         tx.ledger.record(credit(credits=50, reference="after"))
-        assert tx.ledger.find_event("evt_1") == first
+        assert tx.events.find("evt_1") == first
         tx.commit()
     with uow() as tx:
-        tx.ledger.add_event(replace(first, outcome="again", source="reconcile"))  # in a later unit of work too
+        tx.events.add(replace(first, outcome="again", source="reconcile"))  # in a later unit of work too
         tx.ledger.record(credit(credits=7, reference="later"))
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.find_event("evt_1") == first
-        assert [e.event_id for e in tx.ledger.events_for_payment_intent("pi_1")] == ["evt_1", "evt_2"]
-        assert tx.ledger.get_top_up("tu_1") == top_up()
+        assert tx.events.find("evt_1") == first
+        assert [e.event_id for e in tx.events.for_payment_intent("pi_1")] == ["evt_1", "evt_2"]
+        assert tx.top_ups.get("tu_1") == top_up()
         assert tx.ledger.balances("alice", T0) == c(157, 0)
         for reference in ("before", "after", "later"):
             assert tx.ledger.find_transaction_by_reference(reference) is not None
@@ -1076,15 +1076,15 @@ def test_a_second_event_with_the_same_id_is_ignored_and_the_unit_of_work_still_c
 
 def test_leaving_without_commit_discards_events_and_top_up_updates(uow: Uow) -> None:
     with uow() as tx:
-        tx.ledger.add_top_up(top_up())
+        tx.top_ups.add(top_up())
         tx.commit()
     with uow() as tx:
-        tx.ledger.add_event(event("evt_1"))
-        tx.ledger.update_top_up(replace(top_up(), status=TopUpStatus.REFUNDED, refunded=Usd(1000)), T0)
+        tx.events.add(event("evt_1"))
+        tx.top_ups.update(replace(top_up(), status=TopUpStatus.REFUNDED, refunded=Usd(1000)), T0)
     with uow() as tx:
-        assert tx.ledger.find_event("evt_1") is None
-        assert tx.ledger.events_for_payment_intent("pi_1") == []
-        assert tx.ledger.get_top_up("tu_1") == top_up()
+        assert tx.events.find("evt_1") is None
+        assert tx.events.for_payment_intent("pi_1") == []
+        assert tx.top_ups.get("tu_1") == top_up()
 
 
 # -- debt: credits taken back after they were spent ------------------------------------------------
@@ -1202,7 +1202,7 @@ def _take_back(state: WalletState, kind: TransactionKind, reference: str, credit
 
 def test_take_backs_are_the_refunds_and_disputes_oldest_first_and_verify_sums_them_per_payment(uow: Uow) -> None:
     with uow() as tx:
-        tx.ledger.add_top_up(top_up())  # 10000 credits
+        tx.top_ups.add(top_up())  # 10000 credits
         tx.ledger.record(credit(credits=10000, kind=CreditKind.PAID, reference="pi_1",
                                 metadata={"top_up_id": "tu_1"}, lot_id=top_up_lot_id("pi_1")))
         tx.ledger.record(credit("bob", 50))

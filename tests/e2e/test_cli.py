@@ -985,7 +985,7 @@ def test_reconcile_exits_1_when_a_payment_needs_review(service, capsys):
     assert "needs review:\n" in out and pi in out
     assert err.splitlines()[-1] == "wallet: 1 payment(s) need review by a person"
     with service.container.unit_of_work()() as tx:
-        top_up = tx.ledger.find_top_up_by_payment_intent(pi)
+        top_up = tx.top_ups.find_by_payment_intent(pi)
     assert top_up is not None and top_up.status is TopUpStatus.NEEDS_REVIEW  # reconcile does not decide it
 
 

@@ -77,13 +77,13 @@ class Live:
 
     def stored_top_up(self, top_up_id: str) -> TopUp:
         with self.container.unit_of_work()() as tx:
-            found = tx.ledger.get_top_up(top_up_id)
+            found = tx.top_ups.get(top_up_id)
         assert found is not None
         return found
 
     def events(self, payment_intent_id: str) -> list[tuple[str, str, str]]:
         with self.container.unit_of_work()() as tx:
-            stored = tx.ledger.events_for_payment_intent(payment_intent_id)
+            stored = tx.events.for_payment_intent(payment_intent_id)
         return [(e.type, e.source, e.outcome) for e in stored]
 
 

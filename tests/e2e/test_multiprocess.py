@@ -255,7 +255,7 @@ def _pending_top_ups(database_url: str, count: int, users: int, tag: str) -> lis
     try:
         with SqlUnitOfWork(engine) as tx:
             for p in payments:
-                tx.ledger.add_top_up(TopUp(
+                tx.top_ups.add(TopUp(
                     id=p.top_up_id, user_id=p.user_id, amount=Usd(AMOUNT_CENTS), currency="usd",
                     credits=Credits(CREDITS_MINOR), status=TopUpStatus.PENDING,
                     payment_intent_id=p.payment_intent_id, created_at=datetime.now(UTC),

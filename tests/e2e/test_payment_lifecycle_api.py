@@ -59,7 +59,7 @@ def balance(svc: Service, user: str) -> tuple[str, str]:
 
 def status(svc: Service, payment_intent_id: str) -> TopUpStatus:
     with svc.container.unit_of_work()() as tx:
-        found = tx.ledger.find_top_up_by_payment_intent(payment_intent_id)
+        found = tx.top_ups.find_by_payment_intent(payment_intent_id)
     assert found is not None
     return found.status
 

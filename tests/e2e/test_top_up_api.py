@@ -29,7 +29,7 @@ def test_top_up_creates_a_payment_intent_and_a_pending_top_up(service):
     assert sent.amount.cents == 1000 and sent.currency == "usd"
     assert sent.metadata[META_USER_ID] == "alice" and sent.metadata[META_TOP_UP_ID] == body["top_up_id"]
     with service.container.unit_of_work()() as tx:
-        recorded = tx.ledger.get_top_up(body["top_up_id"])
+        recorded = tx.top_ups.get(body["top_up_id"])
         assert recorded is not None and recorded.payment_intent_id == body["payment_intent_id"]
         assert tx.ledger.balances("alice", utc_now()) == (Credits(0), Credits(0))  # nothing before the money
     assert service.commits == ["commit"]
@@ -89,7 +89,7 @@ def test_a_timed_out_stripe_call_without_a_key_leaves_its_intent_canceled_and_re
     (intent,) = service.gateway.intents.values()
     assert intent.status == "canceled"  # Stripe made it, the answer was lost: nobody can ever pay it
     with service.container.unit_of_work()() as tx:
-        assert tx.ledger.get_top_up(intent.metadata[META_TOP_UP_ID]) is None
+        assert tx.top_ups.get(intent.metadata[META_TOP_UP_ID]) is None
     assert service.commits == []
 
 

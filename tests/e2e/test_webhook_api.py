@@ -147,8 +147,8 @@ def test_development_accepts_unsigned_events_when_no_secret_is_set(make_service,
     from wallet_core.topups import TopUp, TopUpStatus
 
     with svc.container.unit_of_work()() as tx:
-        tx.ledger.add_top_up(TopUp("tu_dev", "zoe", Usd(500), "usd", Credits(50000), TopUpStatus.PENDING,
-                                   "pi_dev_1", utc_now()))
+        tx.top_ups.add(TopUp("tu_dev", "zoe", Usd(500), "usd", Credits(50000), TopUpStatus.PENDING,
+                             "pi_dev_1", utc_now()))
         tx.commit()
     payload = (b'{"id": "evt_dev", "type": "payment_intent.succeeded", "data": {"object": '
                b'{"id": "pi_dev_1", "amount": 500, "amount_received": 500, "currency": "usd", "metadata": {}}}}')

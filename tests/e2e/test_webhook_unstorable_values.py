@@ -46,7 +46,7 @@ def _event(event_type: str, obj: dict, event_id: str | None = None) -> dict:
 
 def _stored(svc, event_id: str):
     with svc.container.unit_of_work()(read_only=True) as tx:
-        return tx.ledger.find_event(event_id)
+        return tx.events.find(event_id)
 
 
 def _balance(svc, user: str) -> str:

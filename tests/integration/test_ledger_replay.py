@@ -196,7 +196,7 @@ def run(ops: list[Op], uow: Uow, gateway: FakePaymentGateway, number: int) -> Tr
     holds = []
     with uow() as tx:
         for key, hold_id in hold_ids:
-            hold = tx.ledger.get_hold(hold_id) if hold_id else None
+            hold = tx.holds.get(hold_id) if hold_id else None
             # Which of several lots that expire together and were made at the same moment a hold reserved
             # is a tie broken by random lot ids, so only the total reserved is compared.
             holds.append(
@@ -220,7 +220,7 @@ def _capture_amount(uow: Uow, hold_id: str | None, credits: str | None) -> str |
     if hold_id is None:
         return "1"
     with uow() as tx:
-        hold = tx.ledger.get_hold(hold_id)
+        hold = tx.holds.get(hold_id)
     assert hold is not None
     return str(Credits(hold.amount.minor // 2 if credits == "__half__" else hold.amount.minor + 1))
 

@@ -222,17 +222,17 @@ def test_migrating_0002_top_ups_gives_them_nothing_refunded_and_an_empty_event_l
     assert current_revision(empty_engine) == HEAD
     uow = sql_unit_of_work_factory(empty_engine)
     with uow() as tx:
-        migrated = tx.ledger.get_top_up("tu_1")
-        assert tx.ledger.events_for_payment_intent("pi_1") == []
+        migrated = tx.top_ups.get("tu_1")
+        assert tx.events.for_payment_intent("pi_1") == []
     assert migrated is not None
     assert (migrated.status, migrated.amount, migrated.refunded, migrated.credits_refunded, migrated.created_at) == (
         TopUpStatus.SUCCEEDED, Usd(2500), Usd(0), Credits(0), MIGRATED_AT)
     with uow() as tx:
-        tx.ledger.update_top_up(replace(migrated, status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(500),
-                                        credits_refunded=Credits(500)), T0)
+        tx.top_ups.update(replace(migrated, status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(500),
+                                  credits_refunded=Credits(500)), T0)
         tx.commit()
     with uow() as tx:
-        assert tx.ledger.get_top_up("tu_1") == replace(
+        assert tx.top_ups.get("tu_1") == replace(
             migrated, status=TopUpStatus.PARTIALLY_REFUNDED, refunded=Usd(500), credits_refunded=Credits(500))
     assert verify_ledger(uow=uow) == []
 
@@ -242,11 +242,11 @@ def test_downgrading_0003_drops_the_event_log_and_refunds_and_upgrading_again_wo
     _insert_0002_top_up(empty_engine)
     uow = sql_unit_of_work_factory(empty_engine)
     with uow() as tx:
-        top_up = tx.ledger.get_top_up("tu_1")
+        top_up = tx.top_ups.get("tu_1")
         assert top_up is not None
-        tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.REFUNDED, refunded=Usd(2500),
-                                        credits_refunded=Credits(2500)), T0)
-        tx.ledger.add_event(StoredEvent("evt_1", "charge.refunded", "pi_1", "tu_1", MIGRATED_AT, "refunded"))
+        tx.top_ups.update(replace(top_up, status=TopUpStatus.REFUNDED, refunded=Usd(2500),
+                                  credits_refunded=Credits(2500)), T0)
+        tx.events.add(StoredEvent("evt_1", "charge.refunded", "pi_1", "tu_1", MIGRATED_AT, "refunded"))
         tx.commit()
     with empty_engine.begin() as conn:
         command.downgrade(alembic_config(conn), "0002")
@@ -258,8 +258,8 @@ def test_downgrading_0003_drops_the_event_log_and_refunds_and_upgrading_again_wo
         assert conn.execute(text("SELECT status FROM top_ups WHERE id = 'tu_1'")).scalar_one() == "refunded"
     upgrade(empty_engine)
     with uow() as tx:
-        again = tx.ledger.get_top_up("tu_1")
-        assert tx.ledger.find_event("evt_1") is None
+        again = tx.top_ups.get("tu_1")
+        assert tx.events.find("evt_1") is None
     assert again is not None and (again.status, again.refunded, again.credits_refunded) == (
         TopUpStatus.REFUNDED, Usd(0), Credits(0))
     with empty_engine.connect() as conn:
@@ -282,7 +282,7 @@ def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: E
         tx.ledger.record(booking)
         hold = Hold(id="hold_1", user_id="alice", amount=Credits(3000), status=HoldStatus.OPEN, created_at=MIGRATED_AT,
                     expires_at=MIGRATED_AT, allocations=allocations, reference_id="hold:1")
-        tx.ledger.add_hold(hold)
+        tx.holds.add(hold)
         old_paid = next(lot.id for lot in tx.ledger.lock_wallet("alice", T0).lots if lot.kind is CreditKind.PAID)
         bob_lots = {lot.id for lot in tx.ledger.lock_wallet("bob", T0).lots}
         tx.commit()
@@ -292,7 +292,7 @@ def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: E
     upgrade(empty_engine)
     with uow() as tx:
         lots = {lot.id: lot for lot in tx.ledger.lock_wallet("alice", T0).lots}
-        moved = tx.ledger.get_hold("hold_1")
+        moved = tx.holds.get("hold_1")
         assert {lot.id for lot in tx.ledger.lock_wallet("bob", T0).lots} == bob_lots  # grants keep their ids
     assert paid in lots and old_paid not in lots
     assert (lots[paid].kind, lots[paid].granted, lots[paid].remaining, lots[paid].held) == (
@@ -349,15 +349,15 @@ def test_every_row_change_is_stamped_with_the_instant_the_use_case_gives_not_the
     with uow() as tx:
         tx.ledger.lock_wallet("alice", changed)  # creates her wallet
         tx.ledger.lock_wallet_for_credit("bob", changed)
-        tx.ledger.add_hold(Hold("hold_1", "alice", Credits(0), HoldStatus.OPEN, created, created, (), "hold:1"))
-        tx.ledger.update_hold("hold_1", HoldStatus.RELEASED, Credits(0), changed)
+        tx.holds.add(Hold("hold_1", "alice", Credits(0), HoldStatus.OPEN, created, created, (), "hold:1"))
+        tx.holds.update("hold_1", HoldStatus.RELEASED, Credits(0), changed)
         for top_up_id in ("tu_1", "tu_2"):
-            tx.ledger.add_top_up(TopUp(top_up_id, "alice", Usd(1000), "usd", Credits(10000), TopUpStatus.PENDING,
+            tx.top_ups.add(TopUp(top_up_id, "alice", Usd(1000), "usd", Credits(10000), TopUpStatus.PENDING,
                                        f"pi_{top_up_id}", created))
-        tx.ledger.set_top_up_status("tu_1", TopUpStatus.SUCCEEDED, changed)
-        top_up = tx.ledger.get_top_up("tu_2")
+        tx.top_ups.set_status("tu_1", TopUpStatus.SUCCEEDED, changed)
+        top_up = tx.top_ups.get("tu_2")
         assert top_up is not None
-        tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.FAILED), changed)
+        tx.top_ups.update(replace(top_up, status=TopUpStatus.FAILED), changed)
         tx.commit()
     with empty_engine.connect() as conn:
         stamps = [s for table in (wallets, holds, top_ups) for s in conn.execute(select(table.c.updated_at)).scalars()]
@@ -384,19 +384,19 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
     monkeypatch.setattr(Driver, "many", counting(Driver.many))
     uow = sql_unit_of_work_factory(empty_engine)
     with uow() as tx:
-        top_up = tx.ledger.get_top_up("tu_1")
+        top_up = tx.top_ups.get("tu_1")
         assert top_up is not None
         logged = StoredEvent("evt_1", "charge.refunded", "pi_1", "tu_1", MIGRATED_AT, "refunded")
         event.listen(empty_engine, "before_cursor_execute", count)
         try:
             costs: dict[str, int] = {}
             for name, call in [
-                ("update_top_up", lambda: tx.ledger.update_top_up(replace(top_up, refunded=Usd(1)), T0)),
-                ("add_event", lambda: tx.ledger.add_event(logged)),
-                ("add_event again", lambda: tx.ledger.add_event(logged)),
-                ("find_event", lambda: tx.ledger.find_event("evt_1")),
-                ("find_event_and_top_up", lambda: tx.ledger.find_event_and_top_up("evt_1", "pi_1")),
-                ("events_for_payment_intent", lambda: tx.ledger.events_for_payment_intent("pi_1")),
+                ("top_ups.update", lambda: tx.top_ups.update(replace(top_up, refunded=Usd(1)), T0)),
+                ("events.add", lambda: tx.events.add(logged)),
+                ("events.add again", lambda: tx.events.add(logged)),
+                ("events.find", lambda: tx.events.find("evt_1")),
+                ("events.find_with_top_up", lambda: tx.events.find_with_top_up("evt_1", "pi_1")),
+                ("events.for_payment_intent", lambda: tx.events.for_payment_intent("pi_1")),
                 ("audit", tx.ledger.audit),
             ]:
                 sent.clear()
@@ -404,12 +404,13 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
                 costs[name] = len(sent)
             sent.clear()
             with pytest.raises(NotFound):
-                tx.ledger.update_top_up(replace(top_up, id="tu_404"), T0)
-            costs["update_top_up unknown"] = len(sent)
+                tx.top_ups.update(replace(top_up, id="tu_404"), T0)
+            costs["top_ups.update unknown"] = len(sent)
         finally:
             event.remove(empty_engine, "before_cursor_execute", count)
-    assert costs == {"update_top_up": 1, "add_event": 1, "add_event again": 1, "find_event": 1,
-                     "find_event_and_top_up": 1, "events_for_payment_intent": 1, "audit": 4, "update_top_up unknown": 1}
+    assert costs == {"top_ups.update": 1, "events.add": 1, "events.add again": 1, "events.find": 1,
+                     "events.find_with_top_up": 1, "events.for_payment_intent": 1, "audit": 4,
+                     "top_ups.update unknown": 1}
 
 
 def test_sqlite_uses_wal_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> None:

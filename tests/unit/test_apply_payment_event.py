@@ -154,7 +154,7 @@ def test_ledger_refuses_a_second_grant_even_if_the_top_up_still_looks_pending(
     # The ledger's unique reference is the last line of defence, not the top-up status.
     assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "granted"
     with uow() as tx:
-        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING, datetime.now(UTC))
+        tx.top_ups.set_status(pending.top_up_id, TopUpStatus.PENDING, datetime.now(UTC))
         tx.commit()
 
     assert deliver(gateway.succeed(pending.payment_intent_id)).outcome == "already_granted"
@@ -173,7 +173,7 @@ def test_a_delivery_that_loses_the_grant_race_answers_already_granted_and_logs_n
     # outcome, never an in-band sentinel.
     first = deliver(gateway.succeed(pending.payment_intent_id))
     with uow() as tx:
-        tx.ledger.set_top_up_status(pending.top_up_id, TopUpStatus.PENDING, datetime.now(UTC))
+        tx.top_ups.set_status(pending.top_up_id, TopUpStatus.PENDING, datetime.now(UTC))
         tx.commit()
 
     lost = deliver(gateway.succeed(pending.payment_intent_id))
@@ -480,5 +480,5 @@ def test_every_applied_event_is_logged_once_with_what_it_did(
         )
     }
     with uow() as tx:
-        assert tx.ledger.events_for_payment_intent(pending.payment_intent_id) == [store.state.events[event.id]]
-        assert tx.ledger.events_for_payment_intent("pi_other") == []
+        assert tx.events.for_payment_intent(pending.payment_intent_id) == [store.state.events[event.id]]
+        assert tx.events.for_payment_intent("pi_other") == []

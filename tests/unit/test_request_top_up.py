@@ -246,7 +246,7 @@ def test_replay_reports_the_current_status_of_the_top_up(
 ) -> None:
     first = top_up("25.00", idempotency_key="order-43")
     with uow() as tx:
-        tx.ledger.set_top_up_status(first.top_up_id, TopUpStatus.SUCCEEDED, datetime.now(UTC))
+        tx.top_ups.set_status(first.top_up_id, TopUpStatus.SUCCEEDED, datetime.now(UTC))
         tx.commit()
     again = top_up("25.00", idempotency_key="order-43")
     assert again.status is TopUpStatus.SUCCEEDED

@@ -39,7 +39,7 @@ def start(
 
 def _set_status(uow: UowFactory, top_up_id: str, status: TopUpStatus) -> None:
     with uow() as tx:
-        tx.ledger.set_top_up_status(top_up_id, status, datetime.now(UTC))
+        tx.top_ups.set_status(top_up_id, status, datetime.now(UTC))
         tx.commit()
 
 

@@ -1,21 +1,20 @@
 """LedgerRepository over one SQLAlchemy connection: rows in, wallet_core dataclasses out.
 
-The write path (what every grant, spend and webhook runs: the event and top-up lookups, the wallet
-lock, record, set_top_up_status, add_event, find_transaction_by_reference) and every read of
-transactions, top-ups and events are plain SQL sent to the driver (adapters.sql.driver,
-adapters.sql.driver_statements); balances, holds, expiry queries and the audit are SQLAlchemy Core
-statements built once per dialect. What each call costs, in statements sent:
+The write path (what every grant, spend and webhook runs: the wallet lock, record,
+find_transaction_by_reference) and every read of transactions are plain SQL sent to the driver
+(adapters.sql.driver, adapters.sql.driver_statements); balances, the expiry query and the audit are
+SQLAlchemy Core statements built once per dialect. The unit of work's other repositories
+(hold_repository, top_up_repository, event_log) share its connection and driver. What each call
+costs, in statements sent:
 
-- balances, transactions, find_transaction_by_reference, get_hold, update_hold,
-  users_with_expired_credits, expired_open_holds, every top-up method (update_top_up too) and every
-  event-log method (find_event, find_event_and_top_up, add_event, events_for_payment_intent): 1
+- balances, transactions, find_transaction_by_reference, take_backs, users_with_expired_credits: 1
 - lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots), 3 for a
   user's first write (the read finds no row; an upsert creates and locks it)
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
   lot changes and postings); on SQLite, where a statement is a function call and no round trip, 2
   plus one executemany each for the postings, new lots and lot changes the booking has. A refused
   duplicate costs one more (the wallet change is undone).
-- add_hold: 2 (the hold, its allocations); audit: 4
+- audit: 4
 
 On PostgreSQL, values that are sorted or compared as text (ids, user ids) use the "C" collation, so the
 order is by code point, the same as Python's (and the in-memory fake's) whatever the database locale.
@@ -23,9 +22,8 @@ order is by code point, the same as Python's (and the in-memory fake's) whatever
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
@@ -35,10 +33,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Executable,
-    Insert,
-    Row,
     Select,
-    Update,
     bindparam,
     case,
     func,
@@ -46,25 +41,19 @@ from sqlalchemy import (
     select,
     text,
     union,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql import driver_statements as sql
+from adapters.sql.core import at_param
+from adapters.sql.core import bytewise as code_point_order
 from adapters.sql.driver import Driver, Sql
 from adapters.sql.tables import (
-    UtcDateTime,
     credit_lots,
     credit_transactions,
-    hold_allocations,
-    holds,
-    payment_events,
     postings,
-    top_ups,
     wallets,
 )
-from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
-from wallet_core.holds import Hold, HoldStatus
+from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import (
     TAKE_BACK_KINDS,
     Account,
@@ -77,39 +66,16 @@ from wallet_core.ledger import (
     WalletState,
     explained_debt,
 )
-from wallet_core.money import Credits, Usd
-from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
-from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
+from wallet_core.money import Credits
+from wallet_core.ports import AccountAudit, LedgerAudit
 
 _w = wallets.c
 _tx = credit_transactions.c
 _p = postings.c
 _lot = credit_lots.c
-_h = holds.c
-_a = hold_allocations.c
-_tu = top_ups.c
-_ev = payment_events.c
-
-
-def _advisory_key(*parts: str) -> int:
-    """A signed 64-bit number for pg_advisory_xact_lock, the same in every process."""
-    digest = hashlib.sha256("\x1f".join(("wallet", *parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _at(name: str) -> Any:
-    """A datetime parameter, converted like the columns it is compared with."""
-    return bindparam(name, type_=UtcDateTime())
 
 
 # -- statements that are the same on every database ----------------------------------------------
-_ADD_HOLD = holds.insert()
-_ADD_ALLOCATIONS = hold_allocations.insert()
-_UPDATE_HOLD = (
-    update(holds)
-    .where(_h.id == bindparam("p_id"))
-    .values(status=bindparam("p_status"), captured=bindparam("p_captured"), updated_at=_at("p_at"))
-)
 _TOTAL_POSTED = select(func.coalesce(func.sum(_p.amount), 0))
 # Lots in debt (the partial index ix_credit_lots_user_debt), each with what refunds and disputes took
 # from it: a lot may owe that much and no more (wallet_core.ledger.explained_debt).
@@ -128,27 +94,13 @@ _LOTS_IN_DEBT = text(
     WHERE l.remaining < 0
     """  # noqa: S608 - constants of the domain, never a value
 )
-_UPDATE_TOP_UP = (
-    update(top_ups)
-    .where(_tu.id == bindparam("p_id"))
-    .values(
-        status=bindparam("p_status"),
-        refunded_cents=bindparam("p_refunded"),
-        credits_refunded=bindparam("p_credits_refunded"),
-        updated_at=_at("p_at"),
-    )
-)
-
 
 
 @dataclass(frozen=True)
 class _Statements:
-    """What differs by dialect: the upserts, and ordering by code point."""
+    """What differs by dialect: ordering by code point, and SQLite's index hint."""
 
-    add_top_up: Insert  # INSERT ... ON CONFLICT DO NOTHING RETURNING id
     balances: Select[Any]
-    get_hold: Select[Any]
-    expired_open_holds: Select[Any]
     users_with_expired_credits: Executable
     unbalanced: Select[Any]
     accounts: Select[Any]
@@ -157,37 +109,18 @@ class _Statements:
 @cache
 def _statements(dialect_name: str) -> _Statements:
     pg = dialect_name == "postgresql"
-    insert = postgresql.insert if pg else sqlite.insert
 
     def bytewise(column: ColumnElement[Any]) -> ColumnElement[Any]:
-        return column.collate("C") if pg else column  # SQLite's default BINARY collation already is
+        return code_point_order(column, dialect_name)
 
     expired_unswept = (
         select(func.coalesce(func.sum(_lot.remaining), 0))
         .where(
             _lot.user_id == _w.user_id,
-            _lot.expires_at <= _at("p_now"),
+            _lot.expires_at <= at_param("p_now"),
             _lot.remaining > literal_column("0"),
         )
         .scalar_subquery()
-    )
-    hold_with_allocations = (
-        select(holds, _a.lot_id.label("allocated_lot"), _a.amount.label("allocated"))
-        .select_from(holds.outerjoin(hold_allocations, _a.hold_id == _h.id))
-        .where(_h.id == bindparam("p_id"))
-        .order_by(_a.position)
-    )
-    due = (
-        select(holds)
-        .where(_h.status == HoldStatus.OPEN.value, _h.expires_at <= _at("p_now"))
-        .order_by(_h.expires_at, bytewise(_h.id))
-        .limit(bindparam("p_limit"))
-        .subquery("due")
-    )
-    due_with_allocations = (
-        select(due, _a.lot_id.label("allocated_lot"), _a.amount.label("allocated"))
-        .select_from(due.outerjoin(hold_allocations, _a.hold_id == due.c.id))
-        .order_by(due.c.expires_at, bytewise(due.c.id), _a.position)
     )
     expired_user = bytewise(_lot.user_id).label("user_id")
     # `remaining > 0` is spelled literally and `expires_at <= ?` implies NOT NULL, so both databases
@@ -196,7 +129,7 @@ def _statements(dialect_name: str) -> _Statements:
     # (SQLAlchemy renders no table hints for SQLite, hence the text).
     users_with_expired: Executable = (
         select(expired_user)
-        .where(_lot.expires_at <= _at("p_now"), _lot.remaining > literal_column("0"))
+        .where(_lot.expires_at <= at_param("p_now"), _lot.remaining > literal_column("0"))
         .distinct()
         .order_by(expired_user)
         .limit(bindparam("p_limit"))
@@ -205,7 +138,7 @@ def _statements(dialect_name: str) -> _Statements:
             "SELECT DISTINCT user_id FROM credit_lots INDEXED BY ix_credit_lots_live_expiry "
             "WHERE expires_at <= :p_now AND remaining > 0 ORDER BY user_id LIMIT :p_limit"
         )
-        .bindparams(_at("p_now"))
+        .bindparams(at_param("p_now"))
         .columns(_lot.user_id)
     )
     tx_total = func.sum(_p.amount)
@@ -254,12 +187,9 @@ def _statements(dialect_name: str) -> _Statements:
     )
 
     return _Statements(
-        add_top_up=insert(top_ups).on_conflict_do_nothing().returning(_tu.id),
         balances=select((_w.available - expired_unswept).label("spendable"), _w.held).where(
             _w.user_id == bindparam("p_user")
         ),
-        get_hold=hold_with_allocations,
-        expired_open_holds=due_with_allocations,
         users_with_expired_credits=users_with_expired,
         unbalanced=unbalanced,
         accounts=accounts,
@@ -269,11 +199,11 @@ def _statements(dialect_name: str) -> _Statements:
 class SqlLedgerRepository:
     """The ledger as seen through `connection`; transactions are the unit of work's business."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, driver: Driver) -> None:
         self._conn = connection
         self._sql = _statements(connection.dialect.name)
         self._pg = connection.dialect.name == "postgresql"
-        self._driver = Driver(connection)
+        self._driver = driver
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
@@ -432,50 +362,10 @@ class SqlLedgerRepository:
             hold_id=hold,
         )
 
-    # -- holds ---------------------------------------------------------------------------------
-    def add_hold(self, hold: Hold) -> None:
-        self._conn.execute(
-            _ADD_HOLD,
-            {
-                "id": hold.id,
-                "user_id": hold.user_id,
-                "amount": hold.amount.minor,
-                "status": hold.status.value,
-                "captured": hold.captured.minor,
-                "reason": hold.reason,
-                "reference_id": hold.reference_id,
-                "created_at": hold.created_at,
-                "expires_at": hold.expires_at,
-                "updated_at": hold.created_at,
-            },
-        )
-        self._many(
-            _ADD_ALLOCATIONS,
-            (
-                {"hold_id": hold.id, "position": n, "lot_id": lot_id, "amount": amount.minor}
-                for n, (lot_id, amount) in enumerate(hold.allocations)
-            ),
-        )
-
-    def get_hold(self, hold_id: str) -> Hold | None:
-        found = _holds(self._conn.execute(self._sql.get_hold, {"p_id": hold_id}))
-        return found[0] if found else None
-
-    def update_hold(self, hold_id: str, status: HoldStatus, captured: Credits, at: datetime) -> None:
-        result = self._conn.execute(
-            _UPDATE_HOLD,
-            {"p_id": hold_id, "p_status": status.value, "p_captured": captured.minor, "p_at": at},
-        )
-        if result.rowcount == 0:
-            raise NotFound(f"no hold {hold_id}")
-
     # -- expiry and audit ----------------------------------------------------------------------
     def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
         rows = self._conn.execute(self._sql.users_with_expired_credits, {"p_now": now, "p_limit": limit})
         return [row.user_id for row in rows]
-
-    def expired_open_holds(self, now: datetime, limit: int) -> list[Hold]:
-        return _holds(self._conn.execute(self._sql.expired_open_holds, {"p_now": now, "p_limit": limit}))
 
     def audit(self) -> LedgerAudit:
         total = self._conn.execute(_TOTAL_POSTED).scalar_one()
@@ -500,145 +390,6 @@ class SqlLedgerRepository:
             ))
         return LedgerAudit(total_posted=Credits(int(total)), unbalanced=unbalanced, accounts=accounts)
 
-    # -- top-ups -------------------------------------------------------------------------------
-    def add_top_up(self, top_up: TopUp) -> None:
-        added = self._conn.execute(
-            self._sql.add_top_up,
-            {
-                "id": top_up.id,
-                "user_id": top_up.user_id,
-                "amount_cents": top_up.amount.cents,
-                "currency": top_up.currency,
-                "credits": top_up.credits.minor,
-                "status": top_up.status.value,
-                "payment_intent_id": top_up.payment_intent_id,
-                "idempotency_key": top_up.idempotency_key,
-                "created_at": top_up.created_at,
-                "updated_at": top_up.created_at,
-                "refunded_cents": top_up.refunded.cents,
-                "credits_refunded": top_up.credits_refunded.minor,
-            },
-        ).first()
-        if added is None:
-            raise DuplicateTopUp(f"top-up {top_up.id} exists already (same id, payment intent or idempotency key)")
-
-    def get_top_up(self, top_up_id: str) -> TopUp | None:
-        row = self._driver.one(sql.TOP_UP_BY_ID, {"p_id": top_up_id})
-        return None if row is None else self._top_up_of(row)
-
-    def find_top_up_by_payment_intent(self, payment_intent_id: str) -> TopUp | None:
-        row = self._driver.one(sql.TOP_UP_BY_INTENT, {"p_intent": payment_intent_id})
-        return None if row is None else self._top_up_of(row)
-
-    def _top_up_of(self, row: Sequence[Any]) -> TopUp:
-        top_up_id, user_id, cents, currency, credits, status, intent, created_at, key, refunded, taken_back = row
-        return TopUp(
-            id=top_up_id,
-            user_id=user_id,
-            amount=Usd(cents),
-            currency=currency,
-            credits=Credits(credits),
-            status=TopUpStatus(status),
-            payment_intent_id=intent,
-            created_at=self._driver.time(created_at),
-            idempotency_key=key,
-            refunded=Usd(refunded),
-            credits_refunded=Credits(taken_back),
-        )
-
-    def find_top_up_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None:
-        row = self._driver.one(sql.TOP_UP_BY_KEY, {"p_user": user_id, "p_key": key})
-        return None if row is None else self._top_up_of(row)
-
-    def set_top_up_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
-        changed = self._driver.run(
-            sql.SET_TOP_UP_STATUS,
-            {"p_id": top_up_id, "p_status": status.value, "p_at": self._driver.at(at)},
-        )
-        if changed == 0:
-            raise NotFound(f"top-up {top_up_id} does not exist")
-
-    def lock_top_ups(self, user_id: str) -> None:
-        """PostgreSQL: a transaction-scoped advisory lock on a number made from the user id. SQLite:
-        nothing to do, every writing unit of work holds the database's one writer lock already."""
-        if self._pg:
-            self._driver.one(sql.LOCK_TOP_UPS, {"p_key": _advisory_key("top_ups", user_id)})
-
-    def top_up_activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
-        at = self._driver.at
-        row = self._driver.one(
-            sql.TOP_UP_ACTIVITY,
-            {"p_user": user_id, "p_open_since": at(open_since), "p_started_since": at(started_since)},
-        )
-        assert row is not None  # an aggregate always answers one row
-        opened, oldest_open, started, oldest_started = row
-        return TopUpActivity(
-            int(opened), self._maybe_time(oldest_open), int(started), self._maybe_time(oldest_started)
-        )
-
-    def _maybe_time(self, value: Any) -> datetime | None:
-        return None if value is None else self._driver.time(value)
-
-    def update_top_up(self, top_up: TopUp, at: datetime) -> None:
-        result = self._conn.execute(
-            _UPDATE_TOP_UP,
-            {
-                "p_id": top_up.id,
-                "p_status": top_up.status.value,
-                "p_refunded": top_up.refunded.cents,
-                "p_credits_refunded": top_up.credits_refunded.minor,
-                "p_at": at,
-            },
-        )
-        if result.rowcount == 0:
-            raise NotFound(f"top-up {top_up.id} does not exist")
-
-    # -- the payment event log -----------------------------------------------------------------
-    def find_event(self, event_id: str) -> StoredEvent | None:
-        row = self._driver.one(sql.EVENT_BY_ID, {"p_id": event_id})
-        return None if row is None else self._event_of(row)
-
-    def find_event_and_top_up(
-        self, event_id: str, payment_intent_id: str | None
-    ) -> tuple[StoredEvent | None, TopUp | None]:
-        row = self._driver.one(sql.EVENT_AND_TOP_UP, {"p_event": event_id, "p_intent": payment_intent_id})
-        assert row is not None  # the probe row
-        event, top_up = row[:_EVENT_WIDTH], row[_EVENT_WIDTH:]
-        return (
-            None if event[0] is None else self._event_of(event),
-            None if top_up[0] is None else self._top_up_of(top_up),
-        )
-
-    def _event_of(self, row: Sequence[Any]) -> StoredEvent:
-        event_id, event_type, intent, top_up_id, received_at, outcome, source = row
-        return StoredEvent(event_id, event_type, intent, top_up_id, self._driver.time(received_at), outcome, source)
-
-    def add_event(self, event: StoredEvent) -> None:
-        self._driver.run(
-            sql.ADD_EVENT,
-            {
-                "event_id": event.event_id,
-                "type": event.type,
-                "payment_intent_id": event.payment_intent_id,
-                "top_up_id": event.top_up_id,
-                "received_at": self._driver.at(event.received_at),
-                "outcome": event.outcome,
-                "source": event.source,
-            },
-        )
-
-    def events_for_payment_intent(self, payment_intent_id: str) -> list[StoredEvent]:
-        rows = self._driver.all(sql.EVENTS_FOR_INTENT, {"p_intent": payment_intent_id})
-        return [self._event_of(row) for row in rows]
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _many(self, statement: Insert | Update, rows: Iterable[dict[str, Any]]) -> None:
-        """One executemany (one multi-row INSERT where the driver can), nothing when there are no rows."""
-        batch = list(rows)
-        if batch:
-            self._conn.execute(statement, batch)
-
-
 def _lot_row(lot: Lot) -> dict[str, Any]:
     return {
         "id": lot.id,
@@ -652,7 +403,8 @@ def _lot_row(lot: Lot) -> dict[str, Any]:
     }
 
 
-_EVENT_WIDTH = len(sql.EVENT_COLUMNS.split(","))
+
+
 def _pg_rest_params(booking: Booking) -> dict[str, Any]:
     """PG_BOOK's legs, new lots and lot changes, each a JSON array of records (three parameters,
     cheap to send, however many rows). Its parts see one snapshot, so changes to one lot are summed
@@ -700,34 +452,3 @@ def _metadata(text: str | None) -> dict[str, str]:
         return {}
     loaded = json.loads(text)
     return {str(k): str(v) for k, v in loaded.items()}
-
-
-def _holds(rows: Iterable[Row[Any]]) -> list[Hold]:
-    """Holds from rows of (hold columns, one allocation), ordered by hold then allocation position."""
-    found: list[Hold] = []
-    allocations: dict[str, list[tuple[str, Credits]]] = {}
-    heads: dict[str, Row[Any]] = {}
-    for row in rows:
-        if row.id not in heads:
-            heads[row.id] = row
-            allocations[row.id] = []
-        if row.allocated_lot is not None:
-            allocations[row.id].append((row.allocated_lot, Credits(row.allocated)))
-    for hold_id, row in heads.items():
-        found.append(
-            Hold(
-                id=hold_id,
-                user_id=row.user_id,
-                amount=Credits(row.amount),
-                status=HoldStatus(row.status),
-                created_at=row.created_at,
-                expires_at=row.expires_at,
-                allocations=tuple(allocations[hold_id]),
-                reference_id=row.reference_id,
-                captured=Credits(row.captured),
-                reason=row.reason,
-            )
-        )
-    return found
-
-

@@ -17,15 +17,25 @@ from types import TracebackType
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
+from adapters.sql.driver import Driver
 from adapters.sql.engine import READ_ONLY, writer_queue
+from adapters.sql.event_log import SqlPaymentEventLog
+from adapters.sql.hold_repository import SqlHoldRepository
 from adapters.sql.ledger_repository import SqlLedgerRepository
+from adapters.sql.top_up_repository import SqlTopUpRepository
 from wallet_core.errors import StorageUnavailable
 
 _WAIT_WORTH_CUTTING = 0.05  # seconds in the writer queue after which the busy timeout is shortened
 
 
 class SqlUnitOfWork:
+    """The repositories (`ledger`, `holds`, `top_ups`, `events`) exist from entering to leaving, and
+    share the one connection (and its driver connection) of the unit of work."""
+
     ledger: SqlLedgerRepository
+    holds: SqlHoldRepository
+    top_ups: SqlTopUpRepository
+    events: SqlPaymentEventLog
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -55,7 +65,11 @@ class SqlUnitOfWork:
         except BaseException:
             self._leave_queue()
             raise
-        self.ledger = SqlLedgerRepository(self._conn)
+        driver = Driver(self._conn)
+        self.ledger = SqlLedgerRepository(self._conn, driver)
+        self.holds = SqlHoldRepository(self._conn)
+        self.top_ups = SqlTopUpRepository(self._conn, driver)
+        self.events = SqlPaymentEventLog(driver)
         return self
 
     def _cut_busy_timeout(self, left: float) -> None:

@@ -69,7 +69,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 )
             )
             if can_move(top_up.status, TopUpStatus.DISPUTED):  # opened and lost in one step
-                tx.ledger.update_top_up(replace(top_up, status=TopUpStatus.DISPUTE_LOST), at)
+                tx.top_ups.update(replace(top_up, status=TopUpStatus.DISPUTE_LOST), at)
             return PaymentEventOutcome.DISPUTE_LOST
         if dispute.status in CLOSED_WON:
             # Won before we saw it open: nothing was frozen. Record the close (moving nothing) so a
@@ -158,4 +158,4 @@ def _closed_marker(top_up: TopUp, dispute: Dispute, at: datetime) -> Booking:
 
 def _move(tx: UnitOfWork, top_up: TopUp, status: TopUpStatus, at: datetime) -> None:
     if can_move(top_up.status, status):
-        tx.ledger.update_top_up(replace(top_up, status=status), at)
+        tx.top_ups.update(replace(top_up, status=status), at)

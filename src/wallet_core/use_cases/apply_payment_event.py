@@ -90,7 +90,7 @@ def apply_payment_event(
     if event.type == "charge.refunded" and not event.refunds_listed and event.about and gateway is not None:
         refunds = tuple(gateway.list_refunds(event.about))  # before the transaction: no lock held on I/O
     with uow() as tx:
-        seen, top_up = tx.ledger.find_event_and_top_up(event.id, event.about)
+        seen, top_up = tx.events.find_with_top_up(event.id, event.about)
         if seen is not None:
             return WebhookOutcome(event.id, event.type, PaymentEventOutcome.DUPLICATE, seen.top_up_id)
         try:
@@ -98,7 +98,7 @@ def apply_payment_event(
         except _GrantedConcurrently as race:
             tx.rollback()
             return WebhookOutcome(event.id, event.type, PaymentEventOutcome.ALREADY_GRANTED, race.top_up_id)
-        tx.ledger.add_event(
+        tx.events.add(
             StoredEvent(
                 event_id=event.id,
                 type=event.type,
@@ -126,10 +126,10 @@ def _ignore_unstorable(
         return WebhookOutcome(event_id, event_type, PaymentEventOutcome.IGNORED)
     about = event.about if event.about and value_problem(event.about, MAX_OBJECT_ID_LENGTH) is None else None
     with uow() as tx:
-        if tx.ledger.find_event(event.id) is not None:
+        if tx.events.find(event.id) is not None:
             return WebhookOutcome(event.id, event_type, PaymentEventOutcome.DUPLICATE)
         ignored = PaymentEventOutcome.IGNORED
-        tx.ledger.add_event(
+        tx.events.add(
             StoredEvent(event.id, event_type, about, None, received_at=now(), outcome=ignored.value, source=source)
         )
         tx.commit()
@@ -160,7 +160,7 @@ def _apply(
         target = TopUpStatus.FAILED if failed else TopUpStatus.CANCELED
         if not can_move(top_up.status, target):
             return outcome(PaymentEventOutcome.IGNORED_LATE, top_up)
-        tx.ledger.set_top_up_status(top_up.id, target, now())
+        tx.top_ups.set_status(top_up.id, target, now())
         return outcome(PaymentEventOutcome.FAILED if failed else PaymentEventOutcome.CANCELED, top_up)
     if event.type in REFUND_EVENTS or event.dispute is not None:
         if not paid(top_up.status):
@@ -168,7 +168,7 @@ def _apply(
         # Take the wallet's lock, then read the top-up again: concurrent refunds and disputes of one
         # payment take turns, and each works from the totals the one before it left.
         lock_and_sweep(tx.ledger, top_up.user_id, now())
-        fresh = tx.ledger.find_top_up_by_payment_intent(event.about)
+        fresh = tx.top_ups.find_by_payment_intent(event.about)
         assert fresh is not None
         if event.type in REFUND_EVENTS:
             return outcome(apply_refunds(tx, fresh, refunds, now), fresh)
@@ -198,7 +198,7 @@ def _succeeded(
             top_up.amount,
             top_up.currency,
         )
-        tx.ledger.set_top_up_status(top_up.id, TopUpStatus.NEEDS_REVIEW, now())
+        tx.top_ups.set_status(top_up.id, TopUpStatus.NEEDS_REVIEW, now())
         return PaymentEventOutcome.NEEDS_REVIEW, top_up, None
     at = now()
     state = lock_and_sweep(tx.ledger, top_up.user_id, at, crediting=True)
@@ -219,5 +219,5 @@ def _succeeded(
         )
     except DuplicateReference as exc:
         raise _GrantedConcurrently(top_up.id) from exc  # this delivery changes nothing
-    tx.ledger.set_top_up_status(top_up.id, TopUpStatus.SUCCEEDED, at)
+    tx.top_ups.set_status(top_up.id, TopUpStatus.SUCCEEDED, at)
     return PaymentEventOutcome.GRANTED, top_up, top_up.credits

@@ -89,5 +89,5 @@ def _book(tx: UnitOfWork, top_up: TopUp, refund: Refund, now: Clock) -> TopUp:
         credits_refunded=top_up.credits_refunded + credits,
         status=status if can_move(top_up.status, status) else top_up.status,
     )
-    tx.ledger.update_top_up(updated, at)
+    tx.top_ups.update(updated, at)
     return updated

@@ -45,7 +45,7 @@ def expire_credits(*, uow: UnitOfWorkFactory, now: Clock = utc_now, batch: int =
             break
     while True:
         with uow(read_only=True) as tx:
-            due = tx.ledger.expired_open_holds(at, batch)
+            due = tx.holds.expired_open(at, batch)
         for hold in due:
             with uow() as tx:
                 released = expire_hold(hold, tx=tx, at=at)

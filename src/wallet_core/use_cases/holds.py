@@ -77,7 +77,7 @@ def place_hold(
     asked[EXPIRES_IN_SECONDS] = _seconds(ttl)
 
     def replay(earlier: CreditTransaction, tx: UnitOfWork) -> HoldResult:
-        hold = tx.ledger.get_hold(hold_id)
+        hold = tx.holds.get(hold_id)
         assert hold is not None
         check_same_request({**recorded_request(earlier), EXPIRES_IN_SECONDS: _seconds(hold.ttl)}, asked)
         return _result(hold, earlier, replayed=True)
@@ -115,7 +115,7 @@ def place_hold(
             booked = tx.ledger.record(booking)
         except DuplicateReference as lost:
             return replay(race_winner(tx, reference, lost), tx)
-        tx.ledger.add_hold(hold)
+        tx.holds.add(hold)
         tx.commit()
     return _result(hold, booked)
 
@@ -149,7 +149,7 @@ def release_hold(
 def expire_hold(hold: Hold, *, tx: UnitOfWork, at: datetime) -> CreditTransaction | None:
     """Release an expired open hold inside the caller's unit of work (used by the expiry run)."""
     state = lock_and_sweep(tx.ledger, hold.user_id, at)
-    fresh = tx.ledger.get_hold(hold.id)
+    fresh = tx.holds.get(hold.id)
     if fresh is None or fresh.status is not HoldStatus.OPEN or not fresh.expired(at):
         return None
     booking = settle_hold_booking(
@@ -163,7 +163,7 @@ def expire_hold(hold: Hold, *, tx: UnitOfWork, at: datetime) -> CreditTransactio
         expired_lots=_expired_lots(state, at),
     )
     booked = tx.ledger.record(booking)
-    tx.ledger.update_hold(fresh.id, HoldStatus.EXPIRED, Credits(0), at)
+    tx.holds.update(fresh.id, HoldStatus.EXPIRED, Credits(0), at)
     return booked
 
 
@@ -178,12 +178,12 @@ def _settle(
 ) -> HoldResult:
     reference = f"{'capture' if kind is TransactionKind.CAPTURE else 'release'}:{hold_id}"
     with uow() as tx:
-        hold = tx.ledger.get_hold(hold_id)
+        hold = tx.holds.get(hold_id)
         if hold is None:
             raise NotFound(f"no hold {hold_id}")
         at = now()
         state = lock_and_sweep(tx.ledger, hold.user_id, at)
-        hold = tx.ledger.get_hold(hold_id)  # read again under the wallet's lock
+        hold = tx.holds.get(hold_id)  # read again under the wallet's lock
         assert hold is not None
         capture = hold.amount if amount is None else amount
         earlier = tx.ledger.find_transaction_by_reference(reference)
@@ -214,7 +214,7 @@ def _settle(
             tx.rollback()
             raise HoldNotOpen(f"hold {hold_id} was settled by another request") from None
         status = HoldStatus.CAPTURED if kind is TransactionKind.CAPTURE else HoldStatus.RELEASED
-        tx.ledger.update_hold(hold_id, status, capture, at)
+        tx.holds.update(hold_id, status, capture, at)
         tx.commit()
     return _result(replace(hold, status=status, captured=capture), booked)
 

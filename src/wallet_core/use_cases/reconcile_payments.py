@@ -59,7 +59,7 @@ def reconcile_payments(
             continue  # not one of ours (another product on the same Stripe account)
         report.checked += 1
         with uow(read_only=True) as tx:
-            top_up = tx.ledger.find_top_up_by_payment_intent(intent.id)
+            top_up = tx.top_ups.find_by_payment_intent(intent.id)
         if top_up is None and intent.status == "canceled":
             report.correct += 1  # never paid and canceled: one the wallet gave up when it could not record it
             continue

@@ -74,7 +74,7 @@ def request_top_up(
     # A writing unit of work although it commits nothing: where the store cannot take a write now
     # (SQLite locked), this fails before Stripe is asked for a PaymentIntent the wallet could not record.
     with uow() as tx:
-        earlier = tx.ledger.find_top_up_by_idempotency_key(user_id, key) if key is not None else None
+        earlier = tx.top_ups.find_by_idempotency_key(user_id, key) if key is not None else None
         if earlier is None:
             _check_limits(tx, user_id, policy.limits, now())
     if earlier is not None:
@@ -129,7 +129,7 @@ def _check_limits(tx: UnitOfWork, user_id: str, limits: TopUpLimits | None, at: 
     recorded stand now."""
     if limits is None:
         return
-    activity = tx.ledger.top_up_activity(user_id, open_since=at - OPEN_WINDOW, started_since=at - RATE_WINDOW)
+    activity = tx.top_ups.activity(user_id, open_since=at - OPEN_WINDOW, started_since=at - RATE_WINDOW)
     limits.check(activity, at)
 
 
@@ -139,17 +139,17 @@ def _record(uow: UnitOfWorkFactory, top_up: TopUp, limits: TopUpLimits | None) -
     TooManyTopUps (nothing written) when the limits are reached now."""
     key = top_up.idempotency_key
     with uow() as tx:
-        tx.ledger.lock_top_ups(top_up.user_id)  # the user's requests take turns from here
-        earlier = tx.ledger.find_top_up_by_idempotency_key(top_up.user_id, key) if key is not None else None
+        tx.top_ups.lock(top_up.user_id)  # the user's requests take turns from here
+        earlier = tx.top_ups.find_by_idempotency_key(top_up.user_id, key) if key is not None else None
         if earlier is not None:
             return earlier
         _check_limits(tx, top_up.user_id, limits, top_up.created_at)
         try:
-            tx.ledger.add_top_up(top_up)
+            tx.top_ups.add(top_up)
         except DuplicateTopUp:
             # Recorded by a concurrent retry with the same key that the store did not make wait.
             tx.rollback()
-            earlier = tx.ledger.find_top_up_by_idempotency_key(top_up.user_id, key or "")
+            earlier = tx.top_ups.find_by_idempotency_key(top_up.user_id, key or "")
             if earlier is None:
                 raise
             return earlier

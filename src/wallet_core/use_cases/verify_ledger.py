@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from wallet_core.ledger import Account
 from wallet_core.money import Credits
-from wallet_core.ports import LedgerRepository, UnitOfWorkFactory
+from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.refunds import taken_back_by_top_up
 
 
@@ -37,7 +37,7 @@ def check_ledger(*, uow: UnitOfWorkFactory) -> LedgerCheck:
     audited once, in one read-only unit of work."""
     with uow(read_only=True) as tx:  # a long read: it must not hold up payments
         audit = tx.ledger.audit()
-        taken_back = _payments_taken_back_beyond_their_grant(tx.ledger)
+        taken_back = _payments_taken_back_beyond_their_grant(tx)
     found: list[Violation] = []
     if audit.total_posted.minor != 0:
         found.append(Violation("ledger", f"all postings sum to {audit.total_posted}, not 0"))
@@ -61,17 +61,17 @@ def check_ledger(*, uow: UnitOfWorkFactory) -> LedgerCheck:
     return LedgerCheck(accounts_checked=len(audit.accounts), violations=found + taken_back)
 
 
-def _payments_taken_back_beyond_their_grant(ledger: LedgerRepository) -> list[Violation]:
+def _payments_taken_back_beyond_their_grant(tx: UnitOfWork) -> list[Violation]:
     """Per payment: the credits its refunds took plus those its disputes froze (open or lost) are at
     most what it granted, and no won dispute gave back more than it froze."""
     found: list[Violation] = []
-    for top_up_id, taken in sorted(taken_back_by_top_up(ledger.take_backs()).items()):
-        top_up = ledger.get_top_up(top_up_id)
+    for top_up_id, taken in sorted(taken_back_by_top_up(tx.ledger.take_backs()).items()):
+        top_up = tx.top_ups.get(top_up_id)
         if top_up is None:
             found.append(Violation(f"top-up:{top_up_id}", f"refunds and disputes took {taken.total} credits of a "
                                                           "top-up that does not exist"))
             continue
-        grant = ledger.find_transaction_by_reference(top_up.payment_intent_id)
+        grant = tx.ledger.find_transaction_by_reference(top_up.payment_intent_id)
         granted = grant.credits if grant is not None else Credits(0)
         subject = f"payment:{top_up.payment_intent_id}"
         if taken.total > granted:
