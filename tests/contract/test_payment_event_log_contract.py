@@ -70,7 +70,7 @@ def test_an_event_log_write_the_database_refuses_commits_nothing_of_the_unit_of_
     uow: Uow, sql_engine: Engine
 ) -> None:
     # The event log's insert may travel with the COMMIT (PostgreSQL): refused, it must stop the commit.
-    refused = replace(event("evt_1", outcome="granted"), outcome=None)  # NOT NULL
+    refused = replace(event("evt_1", outcome="granted"), outcome=None)  # type: ignore[arg-type]  # NOT NULL
     with pytest.raises(Exception), uow() as tx:  # the driver's IntegrityError, or SQLAlchemy's
         tx.ledger.record(credit(credits=100, reference="with-the-event"))
         tx.events.add(refused)

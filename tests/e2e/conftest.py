@@ -129,7 +129,7 @@ def run_waitress(app: object, threads: int = 8) -> Iterator[RunningServer]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    port = server.effective_port  # type: ignore[union-attr]
+    port = server.effective_port
     try:
         yield RunningServer(f"http://127.0.0.1:{port}", "127.0.0.1", port)
     finally:

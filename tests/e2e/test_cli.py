@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -624,7 +625,7 @@ def test_serve_with_an_invalid_variable_exits_2(tmp_path):
 # -- spend, hold, capture, release ----------------------------------------------------------------
 
 
-def balance_of(cwd: Path, user: str) -> dict:
+def balance_of(cwd: Path, user: str) -> dict[str, Any]:
     return json.loads(ok(wallet(cwd, "balance", user)))
 
 

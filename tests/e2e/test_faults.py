@@ -23,7 +23,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from falcon import testing
@@ -65,7 +67,7 @@ def _top_up(svc: Service, user: str, amount: str = "10.00", key: str | None = No
     return svc.client.simulate_post(TOP_UP, json={"amount_usd": amount}, headers=headers)
 
 
-def _rows(engine_url: str, sql: str) -> list[tuple]:
+def _rows(engine_url: str, sql: str) -> list[tuple[Any, ...]]:
     engine = create_wallet_engine(engine_url)
     try:
         with engine.connect() as conn:
@@ -403,7 +405,7 @@ def test_postgresql_restart_while_idle_fails_at_most_the_first_request(make_serv
     statuses = []
     outcomes = []
     for payload, signature in events:
-        resp, seen = _until_ok(lambda p=payload, s=signature: _deliver(svc.client, p, s), attempts=3)
+        resp, seen = _until_ok(partial(_deliver, svc.client, payload, signature), attempts=3)
         statuses += seen
         outcomes.append(resp.json.get("outcome"))
     wallet = svc.client.simulate_get(WALLET, headers=svc.auth(user))

@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import jsonschema_rs
 import jwt
@@ -36,7 +37,7 @@ BIG = b'{"reason": "' + b"x" * (64 * 1024) + b'"}'
 class Route:
     name: str
     path: str  # {hold} is filled with the open hold's id
-    valid: dict
+    valid: dict[str, Any]
     amount: str | None = "credits"
     reason: str | None = "reason"
     optional_body: bool = False
@@ -75,7 +76,7 @@ class World:
         return {**who, "Idempotency-Key": f"hostile-{self.key_counter[0]}", "Content-Type": "application/json",
                 **extra}
 
-    def snapshot(self) -> tuple:
+    def snapshot(self) -> tuple[Any, ...]:
         wallet = self.svc.container.wallet()
         view = wallet.wallet(VICTIM, recent=100)
         rows = [(t.id, str(t.credits), str(t.held_change)) for t in view.transactions]
@@ -237,10 +238,13 @@ def test_a_number_with_an_astronomical_exponent_anywhere_is_4xx(world, route, li
 def test_wrong_json_types_are_422(world, route):
     bodies = [b"[]", b'"credits"', b"5", b"true"]
     if route.amount:
-        wrong = (True, [], {}, ["1.00"]) if route.optional_body else (True, None, [], {}, ["1.00"])  # null: all
+        wrong: tuple[object, ...] = (True, [], {}, ["1.00"])
+        if not route.optional_body:
+            wrong = (True, None, [], {}, ["1.00"])  # null: all
         bodies += [with_fields(route, **{route.amount: value}) for value in wrong]
     if route.reason:
-        bodies += [with_fields(route, **{route.reason: value}) for value in (5, True, [], {"x": "y"})]
+        reasons: tuple[object, ...] = (5, True, [], {"x": "y"})
+        bodies += [with_fields(route, **{route.reason: value}) for value in reasons]
     if "metadata" in route.extra_fields:
         bodies += [with_fields(route, metadata=value) for value in ("k=v", ["k", "v"], {"k": 1}, {"k": None},
                                                                      {"k": {"nested": "v"}}, 5)]
@@ -397,7 +401,7 @@ def test_bad_payment_intent_ids_are_4xx(world, bad):
 HOOK = "/webhooks/stripe"
 
 
-def _event(world: World, **obj_changes: object) -> dict:
+def _event(world: World, **obj_changes: object) -> dict[str, Any]:
     top_up = world.svc.client.simulate_post(BY_NAME["top-up"].path, json={"amount_usd": "10.00"},
                                             headers={**world.svc.auth("buyer"), "Idempotency-Key": "hook-buy"})
     assert top_up.status_code in (200, 201), top_up.text
@@ -538,7 +542,9 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _forge(header: dict, claims: dict, key: bytes = JWT_SECRET.encode(), digest=hashlib.sha256) -> str:
+def _forge(
+    header: dict[str, Any], claims: dict[str, Any], key: bytes = JWT_SECRET.encode(), digest=hashlib.sha256
+) -> str:
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     signature = hmac.new(key, signing_input.encode(), digest).digest()
     return f"{signing_input}.{_b64(signature)}"

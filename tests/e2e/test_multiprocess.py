@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,7 @@ def _pending_top_ups(database_url: str, count: int, users: int, tag: str) -> lis
     return payments
 
 
-def _query(database_url: str, sql: str, **params: object) -> list[tuple]:
+def _query(database_url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
     engine = create_wallet_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -289,7 +290,7 @@ def _assert_granted_exactly_once(database_url: str, payments: list[Payment], tag
         database_url, "SELECT status FROM top_ups WHERE payment_intent_id LIKE :t", t=f"pi_{tag}_%"
     ))
     assert statuses == Counter({"succeeded": len(pis)})
-    expected = Counter()
+    expected: Counter[str] = Counter()
     for p in payments:
         expected[p.user_id] += CREDITS_MINOR
     balances = {u: int(a) for u, a, h in _query(
@@ -375,7 +376,7 @@ def _kill_mid_burst_then_redeliver(database_url: str, cwd: Path, tag: str) -> No
                 with lock:
                     second_answers[p.payment_intent_id] = outcome
 
-        _parallel([lambda s=share: redeliver(s) for share in shares])
+        _parallel([partial(redeliver, share) for share in shares])
         assert len(second_answers) == BURST
         # Answered "granted" before the kill: the redelivery is a duplicate. Never granted twice.
         for pi in first_answers:
@@ -421,7 +422,7 @@ def test_three_servers_concurrent_duplicate_webhooks_grant_each_payment_once(fre
     with _servers(fresh_pg_url, tmp_path, 3) as servers:
         answers: dict[str, list[tuple[int, str]]] = {p.payment_intent_id: [] for p in payments}
         lock = threading.Lock()
-        jobs = []
+        jobs: list[Callable[[], None]] = []
         for i, p in enumerate(payments):
             barrier = threading.Barrier(10)
             for j in range(10):
@@ -491,7 +492,7 @@ def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_f
             with lock:
                 into[i] = result
 
-        _parallel([lambda i=i: spend(i, ports[i % 3], first) for i in range(60)])
+        _parallel([partial(spend, i, ports[i % 3], first) for i in range(60)])
         codes = Counter(code for code, _ in first.values())
         assert codes == Counter({201: 50, 409: 10}), first
         assert sorted(body["balance"] for code, body in first.values() if code == 201) == sorted(
@@ -503,7 +504,7 @@ def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_f
         # body; the refused ones are still refused (nothing left); nothing moves.
         again: dict[int, tuple[int, Any]] = {}
         barrier = threading.Barrier(60)
-        _parallel([lambda i=i: spend(i, ports[(i + 1) % 3], again) for i in range(60)])
+        _parallel([partial(spend, i, ports[(i + 1) % 3], again) for i in range(60)])
         for i, (code, body) in first.items():
             if code == 201:
                 assert again[i] == (200, body), (i, body, again[i])
@@ -523,7 +524,7 @@ def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_f
             with lock:
                 same.append(result)
 
-        _parallel([lambda n=n: same_key(ports[n % 3]) for n in range(9)])
+        _parallel([partial(same_key, ports[n % 3]) for n in range(9)])
         assert sorted(code for code, _ in same) == [200] * 8 + [201], same
         assert len({json.dumps(body, sort_keys=True) for _, body in same}) == 1, same
         assert _balance(ports[0], same_key_user)["balance"] == "3.00"

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from html.parser import HTMLParser
+from typing import Any
 
 import falcon.inspect
 import jsonschema_rs
@@ -163,7 +164,7 @@ def test_the_validator_agrees_with_a_json_schema_validator_on_structure(name, bo
         assert not ours and _any(body, _integral_or_unsafe), (body, ours, theirs)
 
 
-def _structural(schema: dict) -> dict:
+def _structural(schema: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in schema.items() if k in schemas.STRUCTURAL}
     if "properties" in out:
         out["properties"] = {name: _structural(sub) for name, sub in out["properties"].items()}

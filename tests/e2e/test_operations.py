@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dependency_injector import providers
@@ -514,7 +515,7 @@ class Server:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
-    def lines(self) -> list[dict]:
+    def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stderr().splitlines()]
 
     def stop(self) -> None:
@@ -600,7 +601,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(s
     # Hold SQLite's write lock: the grant below waits for it (busy timeout), so it is in flight.
     locker = sqlite3.connect(tmp_path / "wallet.sqlite3", isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")
-    answer: dict[str, object] = {}
+    answer: dict[str, Any] = {}
 
     def slow_request() -> None:
         try:

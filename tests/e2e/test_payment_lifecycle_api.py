@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -31,7 +32,7 @@ def top_up(svc: Service, user: str, amount: str = "10.00") -> str:
     return str(resp.json["payment_intent_id"])
 
 
-def deliver(svc: Service, signed: tuple[bytes, str] | None) -> dict:
+def deliver(svc: Service, signed: tuple[bytes, str] | None) -> dict[str, Any]:
     assert signed is not None
     payload, header = signed
     resp = svc.client.simulate_post(
@@ -45,7 +46,7 @@ def outcome(svc: Service, signed: tuple[bytes, str] | None) -> str:
     return str(deliver(svc, signed)["outcome"])
 
 
-def wallet(svc: Service, user: str) -> dict:
+def wallet(svc: Service, user: str) -> dict[str, Any]:
     resp = svc.client.simulate_get(WALLET, headers=svc.auth(user))
     assert resp.status_code == 200
     return resp.json

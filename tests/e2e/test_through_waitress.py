@@ -8,6 +8,7 @@ import json
 import threading
 import uuid
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def _twenty_concurrent_deliveries(svc):
         assert status == 201
         payload, signature = svc.gateway.succeed(top_up["payment_intent_id"])
         barrier = threading.Barrier(20)
-        results: list[tuple[int, str]] = []
+        results: list[tuple[int, object]] = []
         lock = threading.Lock()
 
         def deliver():
@@ -100,7 +101,7 @@ def _ten_concurrent_spends(svc, user):
         assert status == 201
         service_auth = svc.auth("billing", service=True)
         barrier = threading.Barrier(10)
-        results: list[tuple[int, dict]] = []
+        results: list[tuple[int, dict[str, Any]]] = []
         lock = threading.Lock()
 
         def spend(i):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 import pytest
 import stripe
@@ -32,14 +33,14 @@ def _paid_top_up(svc, user: str) -> str:
     return pi
 
 
-def _send(svc, event: dict):
+def _send(svc, event: dict[str, Any]):
     payload = json.dumps(event).encode()  # ASCII: \u0000 and lone surrogates go as JSON escapes
     header = stripe.WebhookSignature.generate_signature_header(payload.decode(), WEBHOOK_SECRET)
     return svc.client.simulate_post(HOOK, body=payload,
                                     headers={"Stripe-Signature": header, "Content-Type": "application/json"})
 
 
-def _event(event_type: str, obj: dict, event_id: str | None = None) -> dict:
+def _event(event_type: str, obj: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
     return {"id": event_id or f"evt_unstorable_{time.monotonic_ns()}", "object": "event", "type": event_type,
             "data": {"object": obj}}
 
@@ -53,7 +54,7 @@ def _balance(svc, user: str) -> str:
     return str(svc.container.wallet().wallet(user).balance)
 
 
-def _ignored_with_one_warning(svc, caplog, event: dict, field: str):
+def _ignored_with_one_warning(svc, caplog, event: dict[str, Any], field: str):
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         resp = _send(svc, event)

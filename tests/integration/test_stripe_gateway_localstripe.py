@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,7 +52,7 @@ class Seen:
 @dataclass
 class Answer:
     status: int = 200
-    body: dict[str, object] = field(default_factory=dict)
+    body: Mapping[str, object] = field(default_factory=dict)
     delay: float = 0.0
 
 
@@ -395,7 +395,7 @@ def query(seen: Seen) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(seen.path).query))
 
 
-def paged(items: list[dict[str, object]], page_size: int) -> Callable[[Seen], Answer]:
+def paged(items: Sequence[Mapping[str, object]], page_size: int) -> Callable[[Seen], Answer]:
     """A Stripe list endpoint over `items` (in the order given), honouring limit and starting_after."""
 
     def answer(request: Seen) -> Answer:
@@ -507,7 +507,9 @@ def test_list_disputes_follows_every_page_and_names_the_intent_when_stripe_does_
         gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
         found = gateway.list_disputes("pi_d")
 
-    assert found == [Dispute(f"du_{n}", "pi_d", Usd(100 * (n + 1)), "usd", d["status"]) for n, d in enumerate(disputes)]
+    assert found == [
+        Dispute(f"du_{n}", "pi_d", Usd(100 * (n + 1)), "usd", str(d["status"])) for n, d in enumerate(disputes)
+    ]
     assert [urllib.parse.urlsplit(s.path).path for s in seen] == ["/v1/disputes"] * 2
     assert all(query(s)["payment_intent"] == "pi_d" and query(s)["limit"] == "100" for s in seen)
     assert [query(s).get("starting_after") for s in seen] == [None, "du_2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -291,10 +292,10 @@ def test_concurrent_retries_with_the_same_key_grant_once(
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def _grant_at(uow: UowFactory, at: datetime, credits: str = "10", **kw: object) -> GrantResult:
+def _grant_at(uow: UowFactory, at: datetime, credits: str = "10", **kw: Any) -> GrantResult:
     return grant_credits(
         user_id="alice", credits=credits, reason="promo", granted_by="admin", uow=uow, now=lambda: at, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_a_grant_may_expire_and_its_lot_says_when(uow: UowFactory, store: InMemoryStore) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ UowFactory = Callable[..., InMemoryUnitOfWork]
 @pytest.fixture
 def top_up(policy: TopUpPolicy, gateway: FakePaymentGateway, uow: UowFactory) -> Callable[..., TopUpResult]:
     def call(
-        amount_usd: object = "10.00", user_id: str = "alice", idempotency_key: str | None = None, **kw: object
+        amount_usd: object = "10.00", user_id: str = "alice", idempotency_key: str | None = None, **kw: Any
     ) -> TopUpResult:
         return request_top_up(
             user_id=user_id,

@@ -297,7 +297,7 @@ def test_without_xdg_state_home_the_development_secret_is_under_home(tmp_path):
         settings = Settings.from_env({"WALLET_ENV": "development", "HOME": str(tmp_path / "home"),
                                       "XDG_STATE_HOME": xdg}, cwd=tmp_path)
         assert settings.dev_jwt_secret_file == tmp_path / "home" / ".local" / "state" / "wallet" / "dev-jwt-secret"
-        assert settings.dev_jwt_secret_file.is_file()
+        assert settings.dev_jwt_secret_file is not None and settings.dev_jwt_secret_file.is_file()
 
 
 def test_the_old_secret_file_in_the_working_directory_is_no_longer_read(tmp_path):
