@@ -77,11 +77,11 @@ class InMemoryLedgerRepository:
         self._s = state
 
     # -- reading -------------------------------------------------------------------------------
-    def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
+    def balances(self, user_id: str, at: datetime) -> tuple[Credits, Credits]:
         expired = sum(
             lot.remaining.minor
             for lot in self._s.lots.values()
-            if lot.user_id == user_id and lot.expired(now) and lot.remaining.is_positive()
+            if lot.user_id == user_id and lot.expired(at) and lot.remaining.is_positive()
         )
         available = self._s.available.get(user_id, Credits(0))
         return Credits(available.minor - expired), self._s.held.get(user_id, Credits(0))
@@ -157,8 +157,8 @@ class InMemoryLedgerRepository:
         return booked
 
     # -- expiry and audit ----------------------------------------------------------------------
-    def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
-        users = {lot.user_id for lot in self._s.lots.values() if lot.expired(now) and lot.remaining.is_positive()}
+    def users_with_expired_credits(self, at: datetime, limit: int) -> list[str]:
+        users = {lot.user_id for lot in self._s.lots.values() if lot.expired(at) and lot.remaining.is_positive()}
         return sorted(users)[:limit]
 
     def audit(self) -> LedgerAudit:
@@ -217,8 +217,8 @@ class InMemoryHoldRepository:
             raise NotFound(f"no hold {hold_id}")
         self._s.holds[hold_id] = replace(self._s.holds[hold_id], status=status, captured=captured)
 
-    def expired_open(self, now: datetime, limit: int) -> list[Hold]:
-        due = [h for h in self._s.holds.values() if h.status is HoldStatus.OPEN and h.expired(now)]
+    def expired_open(self, at: datetime, limit: int) -> list[Hold]:
+        due = [h for h in self._s.holds.values() if h.status is HoldStatus.OPEN and h.expired(at)]
         return sorted(due, key=lambda h: (h.expires_at, h.id))[:limit]
 
 

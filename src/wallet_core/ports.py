@@ -99,7 +99,7 @@ class LedgerRepository(Protocol):
     unit of work (`tx.ledger`)."""
 
     # -- reading -------------------------------------------------------------------------------
-    def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
+    def balances(self, user_id: str, at: datetime) -> tuple[Credits, Credits]:
         """(spendable, held). Spendable leaves out promotional credits past expiry, even before the
         expiry run books them out. Costs the same however long the history is."""
         ...
@@ -136,7 +136,7 @@ class LedgerRepository(Protocol):
         ...
 
     # -- expiry and audit ----------------------------------------------------------------------
-    def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
+    def users_with_expired_credits(self, at: datetime, limit: int) -> list[str]:
         """Users who have promotional credits past expiry that are not booked out yet."""
         ...
 
@@ -155,8 +155,8 @@ class HoldRepository(Protocol):
         """Raises NotFound for an unknown hold."""
         ...
 
-    def expired_open(self, now: datetime, limit: int) -> list[Hold]:
-        """Open holds expired by `now`, by expiry then id, at most `limit`."""
+    def expired_open(self, at: datetime, limit: int) -> list[Hold]:
+        """Open holds expired by `at`, by expiry then id, at most `limit`."""
         ...
 
 

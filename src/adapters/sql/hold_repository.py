@@ -103,8 +103,8 @@ class SqlHoldRepository:
         if result.rowcount == 0:
             raise NotFound(f"no hold {hold_id}")
 
-    def expired_open(self, now: datetime, limit: int) -> list[Hold]:
-        return _holds(self._conn.execute(self._sql.expired_open, {"p_now": now, "p_limit": limit}))
+    def expired_open(self, at: datetime, limit: int) -> list[Hold]:
+        return _holds(self._conn.execute(self._sql.expired_open, {"p_now": at, "p_limit": limit}))
 
 
 def _holds(rows: Iterable[Row[Any]]) -> list[Hold]:

@@ -206,8 +206,8 @@ class SqlLedgerRepository:
         self._driver = driver
 
     # -- reading -------------------------------------------------------------------------------
-    def balances(self, user_id: str, now: datetime) -> tuple[Credits, Credits]:
-        row = self._conn.execute(self._sql.balances, {"p_user": user_id, "p_now": now}).first()
+    def balances(self, user_id: str, at: datetime) -> tuple[Credits, Credits]:
+        row = self._conn.execute(self._sql.balances, {"p_user": user_id, "p_now": at}).first()
         if row is None:
             return Credits(0), Credits(0)
         return Credits(int(row.spendable)), Credits(int(row.held))
@@ -363,8 +363,8 @@ class SqlLedgerRepository:
         )
 
     # -- expiry and audit ----------------------------------------------------------------------
-    def users_with_expired_credits(self, now: datetime, limit: int) -> list[str]:
-        rows = self._conn.execute(self._sql.users_with_expired_credits, {"p_now": now, "p_limit": limit})
+    def users_with_expired_credits(self, at: datetime, limit: int) -> list[str]:
+        rows = self._conn.execute(self._sql.users_with_expired_credits, {"p_now": at, "p_limit": limit})
         return [row.user_id for row in rows]
 
     def audit(self) -> LedgerAudit:
