@@ -1,9 +1,10 @@
 """Proof, for mypy, that every adapter and every shared test double fits the port it stands in for.
 
 Nothing here runs: `mypy` (pyproject's `files`) checks each assignment of an adapter to its port type,
-so an adapter or fake that misses a port method, or takes or returns the wrong types, fails the check.
-(The DI container's providers are untyped, so without this file nothing would compare them.)
-Test doubles defined inside a test are checked where the test hands them to a use case.
+so an adapter or fake that misses a port method, or takes or returns the wrong types, fails the check
+with a note naming what is missing. (The DI container's providers are untyped, so without this file
+nothing would compare them.) Test doubles defined inside a test are checked where the test hands them
+to a use case, now that tests/ is type-checked too.
 """
 
 from __future__ import annotations
@@ -15,24 +16,36 @@ from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork, in_memory_
 from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory
 from adapters.stripe_gateway import StripePaymentGateway
 from tests.unit.helpers import StubGateway
-from wallet_core.ports import PaymentGateway, UnitOfWork, UnitOfWorkFactory
+from wallet_core.ports import (
+    HoldRepository,
+    LedgerRepository,
+    PaymentEventLog,
+    PaymentGateway,
+    TopUpRepository,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 
 
-def sql_unit_of_work(engine: Engine) -> tuple[UnitOfWork, UnitOfWorkFactory]:
-    return SqlUnitOfWork(engine), sql_unit_of_work_factory(engine)
+def sql_unit_of_work(engine: Engine, tx: SqlUnitOfWork) -> None:
+    _uow: UnitOfWork = SqlUnitOfWork(engine)
+    _factory: UnitOfWorkFactory = sql_unit_of_work_factory(engine)
+    _ledger: LedgerRepository = tx.ledger
+    _holds: HoldRepository = tx.holds
+    _top_ups: TopUpRepository = tx.top_ups
+    _events: PaymentEventLog = tx.events
 
 
-def in_memory_unit_of_work(store: InMemoryStore) -> tuple[UnitOfWork, UnitOfWorkFactory]:
-    return InMemoryUnitOfWork(store), in_memory_unit_of_work_factory(store)
+def in_memory_unit_of_work(store: InMemoryStore, tx: InMemoryUnitOfWork) -> None:
+    _uow: UnitOfWork = InMemoryUnitOfWork(store)
+    _factory: UnitOfWorkFactory = in_memory_unit_of_work_factory(store)
+    _ledger: LedgerRepository = tx.ledger
+    _holds: HoldRepository = tx.holds
+    _top_ups: TopUpRepository = tx.top_ups
+    _events: PaymentEventLog = tx.events
 
 
-def stripe(gateway: StripePaymentGateway) -> PaymentGateway:
-    return gateway
-
-
-def fake_stripe(gateway: FakePaymentGateway) -> PaymentGateway:
-    return gateway
-
-
-def stub_stripe(gateway: StubGateway) -> PaymentGateway:
-    return gateway
+def payment_gateways(stripe: StripePaymentGateway, fake: FakePaymentGateway, stub: StubGateway) -> None:
+    _stripe: PaymentGateway = stripe
+    _fake: PaymentGateway = fake
+    _stub: PaymentGateway = stub
