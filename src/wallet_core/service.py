@@ -157,7 +157,7 @@ class Wallet:
         *,
         idempotency_key: str | None,
         reason: str,
-        expires_in_seconds: int | None = None,
+        expires_in_seconds: int | str | None = None,
         metadata: dict[str, str] | None = None,
         actor: str = "library",
     ) -> HoldResult:

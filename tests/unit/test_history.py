@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def c(text: str) -> Credits:
     return Credits.parse(text)
 
 
-def _page(wallet: Wallet, limit: object = 20, cursor: str | None = None, user: str = "alice") -> HistoryPage:
+def _page(wallet: Wallet, limit: Any = 20, cursor: str | None = None, user: str = "alice") -> HistoryPage:
     return wallet.transactions(user, limit, cursor)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -363,7 +364,7 @@ def test_the_same_key_for_a_different_hold_is_a_conflict(
     funded.grant("bob", "100", reason="promo", granted_by="admin")
     funded.hold("alice", "30", idempotency_key="job-1", reason="reserve", expires_in_seconds=600, actor="service:api")
     before = _snapshot(store)
-    request: dict[str, object] = {"credits": "30", "user": "alice", "reason": "reserve", "ttl": 600, **change}
+    request: dict[str, Any] = {"credits": "30", "user": "alice", "reason": "reserve", "ttl": 600, **change}
     with pytest.raises(IdempotencyConflict):
         funded.hold(
             str(request["user"]),
@@ -400,7 +401,7 @@ def test_placing_a_hold_needs_an_idempotency_key(
 
 
 @pytest.mark.parametrize("ttl", [0, "0", -1, 604_801, "abc", True, 1.5, "60s", " 60"])
-def test_invalid_hold_lifetimes_are_refused(funded: Wallet, store: InMemoryStore, ttl: object) -> None:
+def test_invalid_hold_lifetimes_are_refused(funded: Wallet, store: InMemoryStore, ttl: Any) -> None:
     before = _snapshot(store)
     with pytest.raises(InvalidInput) as err:
         funded.hold(
@@ -412,7 +413,7 @@ def test_invalid_hold_lifetimes_are_refused(funded: Wallet, store: InMemoryStore
 
 @pytest.mark.parametrize(("ttl", "seconds"), [(1, 1), ("60", 60), (604_800, 604_800)])
 def test_hold_lifetimes_from_a_second_to_a_week_are_accepted(
-    funded: Wallet, ttl: object, seconds: int, fake_clock: FakeClock
+    funded: Wallet, ttl: Any, seconds: int, fake_clock: FakeClock
 ) -> None:
     assert funded.hold(
         "alice", "1", idempotency_key=new_key(), reason="reserve", expires_in_seconds=ttl, actor="service:api"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -208,7 +209,7 @@ def test_the_same_key_for_a_different_spend_is_a_conflict(
     )
     before = _snapshot(store)
 
-    request: dict[str, object] = {
+    request: dict[str, Any] = {
         "credits": "30", "user": "alice", "reason": "usage", "metadata": {"order": "o-1"}, **change
     }
     with pytest.raises(IdempotencyConflict) as err:
@@ -296,7 +297,7 @@ def test_invalid_amounts_are_refused(funded: Wallet, store: InMemoryStore, credi
 
 
 @pytest.mark.parametrize("reason", [None, "", "  ", "bell\x07", "r" * 501])
-def test_a_valid_reason_is_required(funded: Wallet, store: InMemoryStore, reason: object) -> None:
+def test_a_valid_reason_is_required(funded: Wallet, store: InMemoryStore, reason: Any) -> None:
     before = _snapshot(store)
     with pytest.raises(InvalidInput) as err:
         funded.spend("alice", "1", idempotency_key=new_key(), reason=reason, actor="service:api")
@@ -335,7 +336,7 @@ def test_bad_user_ids_are_refused(funded: Wallet, store: InMemoryStore, user_id:
         "newline", "nul-key", "escape", "list", "string",
     ],
 )
-def test_invalid_metadata_is_refused(funded: Wallet, store: InMemoryStore, metadata: object) -> None:
+def test_invalid_metadata_is_refused(funded: Wallet, store: InMemoryStore, metadata: Any) -> None:
     before = _snapshot(store)
     with pytest.raises(InvalidInput) as err:
         funded.spend("alice", "1", idempotency_key=new_key(), reason="usage", metadata=metadata, actor="service:api")
