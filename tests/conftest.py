@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -38,25 +39,41 @@ def postgres_server_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh, empty database on that server for this test session, dropped afterwards."""
+@contextlib.contextmanager
+def throwaway_postgres_database(server_url: str, prefix: str = "wallet_test") -> Iterator[str]:
+    """A new, empty database on that server, named `prefix_<random>`; dropped afterwards, whatever
+    connections are still open to it."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    name = f"wallet_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
         with admin.connect() as conn:
-            conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database on that server for this test session, dropped afterwards."""
+    with throwaway_postgres_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """An empty database of the test's own, dropped afterwards: for tests that must start from nothing
+    (migrations, an unmigrated schema) or cannot share rows (the fake gateway's ids restart at
+    pi_fake_1 in every test; expiry sweeps every user)."""
+    with throwaway_postgres_database(postgres_server_url, "wallet_fresh") as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -13,8 +12,7 @@ import waitress.server
 from alembic.script import ScriptDirectory
 from dependency_injector import providers
 from falcon import testing
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.sql.migrate import alembic_config
@@ -135,24 +133,6 @@ def run_waitress(app: object, threads: int = 8) -> Iterator[RunningServer]:
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """An empty PostgreSQL database of the test's own (the fake gateway's ids restart at pi_fake_1 in
-    every test, so tests that pay with it cannot share one), dropped afterwards."""
-    name = f"wallet_fresh_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1089,27 +1089,6 @@ def test_progress_ends_its_line_before_an_error():
 # -- a database `wallet migrate` has not set up (or a newer wallet has) ------------------------------
 
 
-@pytest.fixture
-def fresh_postgres_url(postgres_server_url: str):
-    """An empty PostgreSQL database of this test's own (the session's postgres_url is migrated by others)."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    name = f"wallet_unmigrated_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-
 def set_revision(url: str, revision: str) -> None:
     """Put the database at `revision`: migrate to it, or (for a revision no wallet ships) just say so."""
     from alembic import command

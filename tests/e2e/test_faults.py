@@ -21,7 +21,6 @@ import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -282,21 +281,10 @@ class TcpProxy:
 
 
 @pytest.fixture
-def pg_url(postgres_server_url: str) -> Iterator[str]:
+def pg_url(fresh_postgres_url: str) -> str:
     """A new, empty database for this test alone (the fake gateway's ids restart at pi_fake_1 for
     every service, so services must not share one), dropped afterwards."""
-    from sqlalchemy import create_engine
-
-    name = f"wallet_faults_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return fresh_postgres_url
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from decimal import Decimal
 
 import pytest
 from dependency_injector import providers
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.sql.migrate import current_revision
@@ -36,23 +34,6 @@ from wallet_core.use_cases import HistoryPage, HoldResult, SpendResult
 
 STRIPE_KEY = "sk_test_library_0123456789abcdefghij"
 DB_PASSWORD = "library-db-passw0rd-42"
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """An empty database of its own: the fake gateway's PaymentIntent ids restart at pi_fake_1."""
-    name = f"wallet_lib_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,8 +38,7 @@ from typing import Any
 import jwt
 import pytest
 import stripe
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from adapters.sql.engine import create_wallet_engine
 from adapters.sql.unit_of_work import SqlUnitOfWork
@@ -226,18 +224,9 @@ def _parallel(jobs: list[Callable[[], None]]) -> None:
 
 # -- databases ---------------------------------------------------------------------------------
 @pytest.fixture
-def fresh_pg_url(postgres_server_url: str) -> Iterator[str]:
+def fresh_pg_url(fresh_postgres_url: str) -> str:
     """A new, empty database on the test server for this test alone, dropped afterwards."""
-    name = f"wallet_mp_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return fresh_postgres_url
 
 
 def _migrate(database_url: str, cwd: Path) -> None:

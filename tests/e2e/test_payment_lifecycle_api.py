@@ -5,13 +5,9 @@ migrations, with the fake Stripe: failures, cancellations, duplicates, events ou
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from adapters.fake_gateway import FakePaymentGateway
 from tests.e2e.conftest import WEBHOOK_SECRET, Service
@@ -395,23 +391,6 @@ def test_reconcile_repairs_a_missed_success_and_a_missed_refund_once(service):
 
 
 # -- the same story on PostgreSQL ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """An empty database of its own: the fake gateway's ids restart at pi_fake_1."""
-    name = f"wallet_life_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.mark.postgres

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -293,26 +292,9 @@ def test_the_memory_fake_is_deterministic_and_healthy(memory_traces: list[Trace]
 
 
 @pytest.fixture
-def own_postgres_url(postgres_server_url: str) -> Iterator[str]:
+def own_postgres_url(fresh_postgres_url: str) -> str:
     """An empty database of its own: other tests' rows must not be swept by these expiry runs."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"wallet_replay_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> "
-                     "pg_backend_pid()"),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    return fresh_postgres_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

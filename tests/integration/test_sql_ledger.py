@@ -18,7 +18,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
-from sqlalchemy.engine import make_url
 
 from adapters.sql.driver import Driver, Sql
 from adapters.sql.engine import create_wallet_engine
@@ -44,23 +43,6 @@ def grant(reference: str = "r1", credits: int = 1000) -> Booking:
         user_id="alice", credits=Credits(credits), kind=CreditKind.PROMOTIONAL, reference_id=reference,
         now=datetime.now(UTC), reason="test", actor="admin",
     )
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """An empty database of its own, for tests that must start from nothing."""
-    name = f"wallet_mig_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
