@@ -44,7 +44,8 @@ META = (
               responses={200: Reply("Up.", schemas.HEALTH)}),
     Operation("GET", "/readyz", "ready", "Can it do its work", "operations", None, PUBLIC,
               mounted_by="entrypoints.http.observability",
-              description="200 when the database answers quickly, else 503.",
+              description="200 when the database answers quickly and its schema is this version's, else 503 "
+                          "saying why (e.g. run `wallet migrate`).",
               responses={200: Reply("Ready.", schemas.READY), 503: UNAVAILABLE}),
     Operation("GET", "/metrics", "metrics", "Prometheus metrics", "operations", None, PUBLIC,
               mounted_by="entrypoints.http.observability",
