@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
@@ -336,10 +335,17 @@ class InMemoryUnitOfWork:
         self._begin()
 
 
-def in_memory_unit_of_work_factory(store: InMemoryStore) -> Callable[..., InMemoryUnitOfWork]:
-    """What the use cases take as `uow`: each call is a new unit of work on `store`."""
+class InMemoryUnitOfWorkFactory:
+    """What the use cases take as `uow`: each call is a new unit of work on `store`. A class, not a
+    closure typed `Callable[..., InMemoryUnitOfWork]`, so that its call signature is a type mypy holds
+    to the port `UnitOfWorkFactory`, keyword `read_only` included (tests/typecheck_ports.py)."""
 
-    def make(*, read_only: bool = False) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(store, read_only=read_only)
+    def __init__(self, store: InMemoryStore) -> None:
+        self._store = store
 
-    return make
+    def __call__(self, *, read_only: bool = False) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self._store, read_only=read_only)
+
+
+def in_memory_unit_of_work_factory(store: InMemoryStore) -> InMemoryUnitOfWorkFactory:
+    return InMemoryUnitOfWorkFactory(store)

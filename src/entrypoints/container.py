@@ -8,7 +8,7 @@ when first provided, so `wallet --help` and commands that need no database or St
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
@@ -21,7 +21,7 @@ from wallet_core.service import Wallet
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from adapters.sql.unit_of_work import SqlUnitOfWork
+    from adapters.sql.unit_of_work import SqlUnitOfWorkFactory
     from adapters.stripe_gateway import StripePaymentGateway
 
 log = logging.getLogger("wallet.schema")
@@ -50,7 +50,7 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         engine.dispose()
 
 
-def _unit_of_work(engine: Engine) -> Callable[..., SqlUnitOfWork]:
+def _unit_of_work(engine: Engine) -> SqlUnitOfWorkFactory:
     from adapters.sql.unit_of_work import sql_unit_of_work_factory
 
     return sql_unit_of_work_factory(engine)

@@ -10,7 +10,7 @@ import contextlib
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -136,13 +136,20 @@ def _read_only_options(conn: Connection) -> dict[str, object]:
     return {READ_ONLY: True}
 
 
-def sql_unit_of_work_factory(engine: Engine) -> Callable[..., SqlUnitOfWork]:
-    """What the use cases take as `uow`: each call is a new unit of work on `engine`."""
+class SqlUnitOfWorkFactory:
+    """What the use cases take as `uow`: each call is a new unit of work on `engine`. A class, not a
+    closure typed `Callable[..., SqlUnitOfWork]`, so that its call signature is a type mypy holds to
+    the port `UnitOfWorkFactory`, keyword `read_only` included (tests/typecheck_ports.py)."""
 
-    def make(*, read_only: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine, read_only=read_only)
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
-    return make
+    def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._engine, read_only=read_only)
+
+
+def sql_unit_of_work_factory(engine: Engine) -> SqlUnitOfWorkFactory:
+    return SqlUnitOfWorkFactory(engine)
 
 
 def is_unavailable(error: BaseException) -> bool:
