@@ -76,7 +76,7 @@ class Store:
                     "ON CONFLICT (reference_id) DO NOTHING",
                     (reference_id, user_id, credits, now),
                 )
-                granted = cur.rowcount == 1
+                granted: bool = cur.rowcount == 1
                 if granted:
                     conn.execute(
                         "UPDATE bench_balances SET balance = balance + ? WHERE user_id = ?", (credits, user_id)
@@ -127,7 +127,7 @@ class Webhook:
         resp.media = {"received": True, "event_id": event["id"], "type": event["type"], "outcome": outcome}
 
 
-def create_app(store: Store, secret: str) -> falcon.App:
+def create_app(store: Store, secret: str) -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App()
     app.add_route("/healthz", Health())
     app.add_route("/webhooks/stripe", Webhook(store, secret))

@@ -83,7 +83,9 @@ def many_lots(engine: Engine, user: str, n: int) -> None:
     from adapters.sql.tables import credit_lots, credit_transactions, postings, wallets
 
     now = dt.datetime.now(dt.UTC)
-    txs, legs, lots = [], [], []
+    txs: list[dict[str, object]] = []
+    legs: list[dict[str, object]] = []
+    lots: list[dict[str, object]] = []
     for i in range(n):
         at = now - dt.timedelta(days=1, seconds=-i)
         tx_id, lot_id = f"ctx_many_{i:06d}", f"lot_many_{i:06d}"

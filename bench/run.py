@@ -57,7 +57,8 @@ import load  # noqa: E402  (bench/load.py)
 from load import Delivery  # noqa: E402
 
 PYTHON = sys.executable
-WALLET = str(Path(PYTHON).with_name("wallet")) if Path(PYTHON).with_name("wallet").exists() else shutil.which("wallet")
+WALLET = (str(Path(PYTHON).with_name("wallet")) if Path(PYTHON).with_name("wallet").exists()
+          else shutil.which("wallet") or "")  # "": not installed (main says so)
 WEBHOOK_SECRET = "whsec_bench_" + secrets.token_hex(12)
 JWT_SECRET = "bench-jwt-secret-" + secrets.token_hex(24)
 THREADS = 8  # `wallet serve`'s default, and the baseline's
@@ -676,7 +677,10 @@ def bulk_load_user(conn: sqlite3.Connection, user: str, rows: int, start: dt.dat
     """`rows` ledger transactions for `user`, consistent in every table `wallet verify` checks: in
     blocks of 1000, a paid top-up of 1000.00 credits (a lot, 2 postings) then 999 spends of 1.00 from
     that lot (2 postings each), so each lot keeps 1.00 and the wallet holds 1.00 per block."""
-    tx_rows, posting_rows, lot_rows, top_up_rows = [], [], [], []
+    tx_rows: list[tuple[str | int | None, ...]] = []
+    posting_rows: list[tuple[str | int | None, ...]] = []
+    lot_rows: list[tuple[str | int | None, ...]] = []
+    top_up_rows: list[tuple[str | int | None, ...]] = []
     balance = 0
     block_lot = ""
     for i in range(rows):
@@ -751,8 +755,11 @@ def _token(user: str) -> str:
     return jwt.encode({"sub": user, "roles": [], "iat": now, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
 
 
-def time_http_reads(port: int, users: list[str], n: int) -> dict[str, list[float]]:
-    """Sequential GETs on one keep-alive connection, users interleaved so drift hits both alike."""
+def time_http_reads(
+    port: int, users: list[str], n: int
+) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
+    """Sequential GETs on one keep-alive connection, users interleaved so drift hits both alike.
+    Returns the times by user and each user's last body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {u: {"Authorization": f"Bearer {_token(u)}"} for u in users}
     times: dict[str, list[float]] = {u: [] for u in users}
@@ -770,9 +777,7 @@ def time_http_reads(port: int, users: list[str], n: int) -> dict[str, list[float
                 times[u].append(took)
             bodies[u] = json.loads(data)
     conn.close()
-    for u in users:
-        times[u + ":body"] = bodies[u]  # type: ignore[assignment]
-    return times
+    return times, bodies
 
 
 def time_library_reads(path: Path, users: list[str], n: int) -> dict[str, list[float]]:
@@ -806,11 +811,11 @@ def part2(p: Profile, report: Report, work: Path) -> None:
     url = f"sqlite:///{path}"
     server = start_wallet("wallet-reads", url, work)
     try:
-        http_times = time_http_reads(server.port, ["light", "heavy"], p.reads)
+        http_times, http_bodies = time_http_reads(server.port, ["light", "heavy"], p.reads)
     finally:
         report.check("read server stopped cleanly (SIGINT)", server.stop() == 0, f"(exit {server.exit_code})")
     lib_times = time_library_reads(path, ["light", "heavy"], p.reads)
-    heavy_body, light_body = http_times["heavy:body"], http_times["light:body"]  # type: ignore[index]
+    heavy_body, light_body = http_bodies["heavy"], http_bodies["light"]
     expected_heavy = f"{(p.heavy_rows + 999) // 1000:.2f}"
     report.check("read: balances are what was loaded",
                  heavy_body["balance"] == expected_heavy and light_body["balance"] == "1.00"
@@ -963,14 +968,14 @@ def cprofile_library(url: str, deliveries: list[Delivery]) -> str:
 
     wallet = Wallet(uow=sql_unit_of_work_factory(engine), gateway=StripePaymentGateway(None, [WEBHOOK_SECRET]),
                     policy=TopUpPolicy(Usd(100), Usd(50_000), Decimal(100)))
-    bodies = []
+    bodies: list[tuple[bytes, str]] = []
     for d in deliveries:
         body = load.event_body(d, load.event_id("prof", d.payment_intent_id))
         bodies.append((body.encode(), stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET)))
     prof = cProfile.Profile()
     prof.enable()
-    for body, sig in bodies:
-        wallet.handle_stripe_webhook(body, sig)
+    for raw, sig in bodies:
+        wallet.handle_stripe_webhook(raw, sig)
     prof.disable()
     engine.dispose()
     stats = pstats.Stats(prof)
@@ -1054,7 +1059,7 @@ def main() -> int:
     args = parser.parse_args()
     p = QUICK if args.quick else FULL
     parts = set(args.only.split(","))
-    if WALLET is None:
+    if not WALLET:
         print("bench: the `wallet` command is not installed next to this Python (pip install -e .)", file=sys.stderr)
         return 2
     started = time.monotonic()
