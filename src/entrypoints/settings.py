@@ -156,8 +156,8 @@ class Settings:
             jwt_secret = _dev_jwt_secret(dev_secret_file)
 
         limits = TopUpLimits(
-            max_open=_count(get, "WALLET_TOP_UP_MAX_OPEN", TopUpLimits.max_open),
-            max_per_hour=_count(get, "WALLET_TOP_UP_MAX_PER_HOUR", TopUpLimits.max_per_hour),
+            max_open=_whole(get, "WALLET_TOP_UP_MAX_OPEN", 0, 1_000_000, TopUpLimits.max_open),
+            max_per_hour=_whole(get, "WALLET_TOP_UP_MAX_PER_HOUR", 0, 1_000_000, TopUpLimits.max_per_hour),
         )
 
         return cls(
@@ -174,9 +174,9 @@ class Settings:
             dev_jwt_secret_file=dev_secret_file,
             db_lock_timeout_seconds=_positive_float(get("WALLET_DB_LOCK_TIMEOUT_SECONDS"),
                                                     "WALLET_DB_LOCK_TIMEOUT_SECONDS", 5.0),
-            stripe_max_concurrent_calls=_whole(get, "STRIPE_MAX_CONCURRENT_CALLS", 1, 1000),
-            connection_limit=_whole(get, "WALLET_CONNECTION_LIMIT", 10, 100_000) or 1000,
-            idle_timeout_seconds=_whole(get, "WALLET_IDLE_TIMEOUT_SECONDS", 1, 3600) or 30,
+            stripe_max_concurrent_calls=_whole(get, "STRIPE_MAX_CONCURRENT_CALLS", 1, 1000, 0) or None,  # unset: auto
+            connection_limit=_whole(get, "WALLET_CONNECTION_LIMIT", 10, 100_000, 1000),
+            idle_timeout_seconds=_whole(get, "WALLET_IDLE_TIMEOUT_SECONDS", 1, 3600, 30),
             top_up_limits=limits,
         )
 
@@ -217,18 +217,16 @@ def _positive_float(raw: str | None, name: str, default: float) -> float:
     return value
 
 
-def _whole(get: Callable[[str], str | None], name: str, low: int, high: int) -> int | None:
-    """Variable `name` as a whole number in [low, high] (low >= 1), or None when unset."""
+def _whole(get: Callable[[str], str | None], name: str, low: int, high: int, default: int) -> int:
+    """Variable `name` as a whole number in [low, high] written in ASCII digits (no sign, no "1_000",
+    no other script's digits, which int() would take), or `default` when unset."""
     raw = get(name)
     if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}")
-    return value
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        no_limit = " (0: no limit)" if low == 0 else ""
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}{no_limit}")
+    return int(raw)
 
 
 def dev_state_dir(environ: Mapping[str, str]) -> Path:
@@ -281,12 +279,3 @@ def _dev_jwt_secret(path: Path) -> Secret:
         )
     return Secret(value)
 
-
-def _count(get: Callable[[str], str | None], name: str, default: int) -> int:
-    """A per-user limit: a whole number from 0 (no limit) to 1000000."""
-    raw = get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > 1_000_000:
-        raise SettingsError(f"{name} must be a whole number from 0 (no limit) to 1000000")
-    return int(raw)
