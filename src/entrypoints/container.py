@@ -87,19 +87,18 @@ def migrate_if_embedded(container: Container) -> None:
     deployment migrates once, explicitly, with `wallet migrate`, before its servers start.
 
     A database a newer wallet migrated is left as it is, with a logged warning (see ensure_schema)."""
-    warning = _migrate_embedded(container)
-    if warning is not None:
+    if _embedded(container) and (warning := _migrate_embedded(container)) is not None:
         log.warning("%s", warning)
 
 
 def _migrate_embedded(container: Container) -> str | None:
+    """Migrate the embedded database; one a newer wallet migrated is left alone, its warning returned."""
     from adapters.sql.migrate import SchemaTooNew
 
-    if container.settings().database_url.startswith("sqlite"):
-        try:
-            migrate(container)
-        except SchemaTooNew as exc:
-            return exc.description
+    try:
+        migrate(container)
+    except SchemaTooNew as exc:
+        return exc.description
     return None
 
 
@@ -113,7 +112,7 @@ def ensure_schema(container: Container) -> str | None:
     refusal: the warning is returned for the caller to show."""
     from adapters.sql.migrate import SchemaTooNew, schema_state
 
-    if container.settings().database_url.startswith("sqlite"):
+    if _embedded(container):
         return _migrate_embedded(container)
     problem = schema_state(container.engine()).problem()
     if isinstance(problem, SchemaTooNew):
