@@ -6,6 +6,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,6 @@ def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     """A real SQLite file, new for each test."""
     return f"sqlite:///{tmp_path / 'wallet.sqlite3'}"

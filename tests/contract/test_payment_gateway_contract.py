@@ -506,7 +506,9 @@ def an_event(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def refund_json(refund_id: str = "re_1", cents: int = 300, pi: str | None = "pi_life", status: str = "succeeded"):
+def refund_json(
+    refund_id: str = "re_1", cents: int = 300, pi: str | None = "pi_life", status: str = "succeeded"
+) -> dict[str, Any]:
     return {
         "id": refund_id,
         "object": "refund",

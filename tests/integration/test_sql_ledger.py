@@ -6,10 +6,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,7 +347,9 @@ def test_every_row_change_is_stamped_with_the_instant_the_use_case_gives_not_the
     assert stamps == [changed] * 5
 
 
-def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: Engine, monkeypatch) -> None:
+def test_the_new_methods_cost_one_statement_each_and_audit_four(
+    empty_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     upgrade(empty_engine)
     _insert_0002_top_up(empty_engine)
     sent: list[str] = []
@@ -372,7 +375,7 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
         event.listen(empty_engine, "before_cursor_execute", count)
         try:
             costs: dict[str, int] = {}
-            for name, call in [
+            calls: list[tuple[str, Callable[[], object]]] = [
                 ("top_ups.update", lambda: tx.top_ups.update(replace(top_up, refunded=Usd(1)), T0)),
                 ("events.add", lambda: tx.events.add(logged)),
                 ("events.add again", lambda: tx.events.add(logged)),
@@ -380,7 +383,8 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
                 ("events.find_with_top_up", lambda: tx.events.find_with_top_up("evt_1", "pi_1")),
                 ("events.for_payment_intent", lambda: tx.events.for_payment_intent("pi_1")),
                 ("audit", tx.ledger.audit),
-            ]:
+            ]
+            for name, call in calls:
                 sent.clear()
                 call()
                 costs[name] = len(sent)
@@ -442,7 +446,7 @@ def test_sqlite_time_in_the_writer_queue_counts_against_the_lock_timeout(sqlite_
     engine.dispose()
 
 
-def test_sqlite_transactions_take_the_write_lock_at_once(sqlite_url: str, tmp_path) -> None:
+def test_sqlite_transactions_take_the_write_lock_at_once(sqlite_url: str, tmp_path: Path) -> None:
     engine = create_wallet_engine(sqlite_url)
     upgrade(engine)
     other = sqlite3.connect(tmp_path / "wallet.sqlite3", timeout=0, isolation_level=None)
@@ -493,7 +497,9 @@ def test_sqlite_units_of_work_of_one_process_take_turns_and_give_up_after_the_bu
     engine.dispose()
 
 
-def test_sqlite_readers_neither_wait_for_a_writer_nor_see_what_it_has_not_committed(sqlite_url: str, tmp_path) -> None:
+def test_sqlite_readers_neither_wait_for_a_writer_nor_see_what_it_has_not_committed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     engine = create_wallet_engine(sqlite_url, connect_args={"timeout": 0.3})
     upgrade(engine)
     uow = sql_unit_of_work_factory(engine)
@@ -563,14 +569,14 @@ def test_an_unreachable_postgres_is_storage_unavailable_and_leaks_no_secret() ->
     engine.dispose()
 
 
-def test_an_unopenable_sqlite_file_is_storage_unavailable(tmp_path) -> None:
+def test_an_unopenable_sqlite_file_is_storage_unavailable(tmp_path: Path) -> None:
     engine = create_wallet_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}")
     with pytest.raises(StorageUnavailable, match="unable to open"), SqlUnitOfWork(engine) as tx:
         tx.ledger.balances("alice", datetime.now(UTC))
     engine.dispose()
 
 
-def test_a_locked_sqlite_file_is_storage_unavailable_and_writes_nothing(sqlite_url: str, tmp_path) -> None:
+def test_a_locked_sqlite_file_is_storage_unavailable_and_writes_nothing(sqlite_url: str, tmp_path: Path) -> None:
     setup = create_wallet_engine(sqlite_url)
     upgrade(setup)
     setup.dispose()

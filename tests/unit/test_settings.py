@@ -49,7 +49,7 @@ def dev_secret_path(tmp_path: Path) -> Path:
 # -- defaults ------------------------------------------------------------------------------------
 
 
-def test_defaults_with_an_empty_environment(tmp_path):
+def test_defaults_with_an_empty_environment(tmp_path: Path) -> None:
     settings = load(tmp_path)
 
     assert settings.top_up_min == Usd(100) and str(settings.top_up_min) == "1.00"
@@ -68,7 +68,7 @@ def test_defaults_with_an_empty_environment(tmp_path):
     assert policy.limits == settings.top_up_limits == TopUpLimits(max_open=5, max_per_hour=10)
 
 
-def test_blank_values_count_as_unset(tmp_path):
+def test_blank_values_count_as_unset(tmp_path: Path) -> None:
     settings = load(tmp_path, **{name: "  " for name in ALL_VARIABLES})
     assert settings == load(tmp_path)
 
@@ -76,7 +76,7 @@ def test_blank_values_count_as_unset(tmp_path):
 # -- every variable parsed -----------------------------------------------------------------------
 
 
-def test_every_documented_variable_is_read(tmp_path):
+def test_every_documented_variable_is_read(tmp_path: Path) -> None:
     settings = load(
         tmp_path,
         STRIPE_SECRET_KEY=SECRET_KEY,
@@ -128,11 +128,11 @@ def test_every_documented_variable_is_read(tmp_path):
         ("WALLET_DATABASE_URL", "postgresql+psycopg://u@h/db", "database_url", "postgresql+psycopg://u@h/db"),
     ],
 )
-def test_valid_values(tmp_path, name, value, attribute, expected):
+def test_valid_values(tmp_path: Path, name: str, value: str, attribute: str, expected: object) -> None:
     assert getattr(load(tmp_path, **{name: value}), attribute) == expected
 
 
-def test_two_comma_separated_webhook_secrets_parse_into_two(tmp_path):
+def test_two_comma_separated_webhook_secrets_parse_into_two(tmp_path: Path) -> None:
     settings = load(tmp_path, STRIPE_WEBHOOK_SECRET=f"{WEBHOOK_SECRET}, {WEBHOOK_SECRET_2}")
     assert [s.reveal() for s in settings.stripe_webhook_secrets] == [WEBHOOK_SECRET, WEBHOOK_SECRET_2]
     assert all(isinstance(s, Secret) for s in settings.stripe_webhook_secrets)
@@ -187,7 +187,9 @@ def test_two_comma_separated_webhook_secrets_parse_into_two(tmp_path):
     ],
     ids=lambda v: "-".join(f"{k}={w}" for k, w in v.items()) if isinstance(v, dict) else None,
 )
-def test_invalid_values_raise_naming_the_variable_and_not_the_value(tmp_path, environ, names):
+def test_invalid_values_raise_naming_the_variable_and_not_the_value(
+    tmp_path: Path, environ: dict[str, str], names: str
+) -> None:
     with pytest.raises(SettingsError) as caught:
         load(tmp_path, **environ)
 
@@ -202,7 +204,7 @@ def test_invalid_values_raise_naming_the_variable_and_not_the_value(tmp_path, en
     assert caught.value.__suppress_context__ or caught.value.__context__ is None
 
 
-def test_a_secret_value_is_never_in_the_message_even_when_other_variables_are_valid(tmp_path):
+def test_a_secret_value_is_never_in_the_message_even_when_other_variables_are_valid(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         load(tmp_path, STRIPE_SECRET_KEY="pk_live_abc", WALLET_JWT_SECRET=JWT_SECRET,
              STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
@@ -213,14 +215,14 @@ def test_a_secret_value_is_never_in_the_message_even_when_other_variables_are_va
         assert value not in repr(caught.value)
 
 
-def test_settings_error_is_a_value_error():
+def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
 
 
 # -- reprs ---------------------------------------------------------------------------------------
 
 
-def test_repr_and_str_show_no_secret_and_no_database_password(tmp_path):
+def test_repr_and_str_show_no_secret_and_no_database_password(tmp_path: Path) -> None:
     settings = load(
         tmp_path,
         STRIPE_SECRET_KEY=SECRET_KEY,
@@ -239,12 +241,12 @@ def test_repr_and_str_show_no_secret_and_no_database_password(tmp_path):
     assert "***" in settings.database_url_masked
 
 
-def test_repr_of_unset_secrets_says_unset(tmp_path):
+def test_repr_of_unset_secrets_says_unset(tmp_path: Path) -> None:
     shown = repr(load(tmp_path))
     assert "stripe_secret_key=unset" in shown and "jwt_secret=unset" in shown
 
 
-def test_secret_repr_and_str_are_masked():
+def test_secret_repr_and_str_are_masked() -> None:
     secret = Secret("very-secret-value-123")
     assert repr(secret) == "Secret('********')"
     assert str(secret) == "Secret('********')"
@@ -253,7 +255,7 @@ def test_secret_repr_and_str_are_masked():
     assert secret.reveal() == "very-secret-value-123"
 
 
-def test_secret_equality_compares_values():
+def test_secret_equality_compares_values() -> None:
     assert Secret("a" * 40) == Secret("a" * 40)
     assert Secret("a" * 40) != Secret("b" * 40)
     assert Secret("a") != "a"
@@ -263,7 +265,9 @@ def test_secret_equality_compares_values():
 # -- the development JWT secret ------------------------------------------------------------------
 
 
-def test_development_without_a_jwt_secret_creates_a_private_one_in_the_state_directory_and_reuses_it(tmp_path):
+def test_development_without_a_jwt_secret_creates_a_private_one_in_the_state_directory_and_reuses_it(
+    tmp_path: Path,
+) -> None:
     first = load(tmp_path, WALLET_ENV="development")
 
     path = dev_secret_path(tmp_path)
@@ -282,7 +286,7 @@ def test_development_without_a_jwt_secret_creates_a_private_one_in_the_state_dir
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_the_development_secret_is_the_users_whatever_the_working_directory(tmp_path):
+def test_the_development_secret_is_the_users_whatever_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     state = str(tmp_path / "state")
@@ -292,7 +296,7 @@ def test_the_development_secret_is_the_users_whatever_the_working_directory(tmp_
     assert list((tmp_path / "a").iterdir()) == [] and list((tmp_path / "b").iterdir()) == []
 
 
-def test_without_xdg_state_home_the_development_secret_is_under_home(tmp_path):
+def test_without_xdg_state_home_the_development_secret_is_under_home(tmp_path: Path) -> None:
     for xdg in ("", "relative/state"):  # unset, or relative (which the XDG spec says to ignore)
         settings = Settings.from_env({"WALLET_ENV": "development", "HOME": str(tmp_path / "home"),
                                       "XDG_STATE_HOME": xdg}, cwd=tmp_path)
@@ -300,14 +304,14 @@ def test_without_xdg_state_home_the_development_secret_is_under_home(tmp_path):
         assert settings.dev_jwt_secret_file is not None and settings.dev_jwt_secret_file.is_file()
 
 
-def test_the_old_secret_file_in_the_working_directory_is_no_longer_read(tmp_path):
+def test_the_old_secret_file_in_the_working_directory_is_no_longer_read(tmp_path: Path) -> None:
     (tmp_path / ".wallet-dev-jwt-secret").write_text("old-local-secret-that-is-long-enough-0123456789")
     settings = load(tmp_path, WALLET_ENV="development")
     assert settings.jwt_secret is not None
     assert settings.jwt_secret.reveal() != "old-local-secret-that-is-long-enough-0123456789"
 
 
-def test_an_unusable_state_directory_is_a_settings_error_naming_the_file(tmp_path):
+def test_an_unusable_state_directory_is_a_settings_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("a file where a directory should be")
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"WALLET_ENV": "development", "XDG_STATE_HOME": str(tmp_path / "state")}, cwd=tmp_path)
@@ -315,7 +319,7 @@ def test_an_unusable_state_directory_is_a_settings_error_naming_the_file(tmp_pat
     assert "WALLET_JWT_SECRET" in str(raised.value)
 
 
-def test_production_without_a_jwt_secret_leaves_it_unset_and_creates_no_file(tmp_path):
+def test_production_without_a_jwt_secret_leaves_it_unset_and_creates_no_file(tmp_path: Path) -> None:
     settings = load(tmp_path, WALLET_ENV="production")
     assert settings.jwt_secret is None
     assert settings.dev_jwt_secret_file is None
@@ -323,7 +327,7 @@ def test_production_without_a_jwt_secret_leaves_it_unset_and_creates_no_file(tmp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_from_env_defaults_to_the_process_environment_and_cwd(tmp_path, monkeypatch):
+def test_from_env_defaults_to_the_process_environment_and_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ALL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CREDITS_PER_USD", "7")
@@ -333,7 +337,7 @@ def test_from_env_defaults_to_the_process_environment_and_cwd(tmp_path, monkeypa
     assert settings.database_url == f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
 
 
-def test_an_empty_development_secret_file_never_becomes_an_empty_signing_key(tmp_path):
+def test_an_empty_development_secret_file_never_becomes_an_empty_signing_key(tmp_path: Path) -> None:
     dev_secret_path(tmp_path).parent.mkdir(parents=True)
     dev_secret_path(tmp_path).touch(mode=0o600)
     try:
@@ -347,14 +351,14 @@ def test_an_empty_development_secret_file_never_becomes_an_empty_signing_key(tmp
 # -- the server's limits (issue 9: liveness) -----------------------------------------------------
 
 
-def test_limits_default_to_what_a_deployment_needs(tmp_path):
+def test_limits_default_to_what_a_deployment_needs(tmp_path: Path) -> None:
     settings = load(tmp_path)
     assert settings.db_lock_timeout_seconds == 5.0
     assert settings.stripe_max_concurrent_calls is None  # `wallet serve` uses half its threads
     assert (settings.connection_limit, settings.idle_timeout_seconds) == (1000, 30)
 
 
-def test_limits_are_read_from_the_environment(tmp_path):
+def test_limits_are_read_from_the_environment(tmp_path: Path) -> None:
     settings = load(tmp_path, WALLET_DB_LOCK_TIMEOUT_SECONDS="1.5", STRIPE_MAX_CONCURRENT_CALLS="3",
                     WALLET_CONNECTION_LIMIT="5000", WALLET_IDLE_TIMEOUT_SECONDS="10")
     assert settings.db_lock_timeout_seconds == 1.5
@@ -369,6 +373,6 @@ def test_limits_are_read_from_the_environment(tmp_path):
     ("WALLET_IDLE_TIMEOUT_SECONDS", "0"), ("WALLET_IDLE_TIMEOUT_SECONDS", "3601"),
     ("WALLET_CONNECTION_LIMIT", "\u0665\u0660\u0660"), ("WALLET_CONNECTION_LIMIT", "1_000"),  # int() takes both
 ])
-def test_invalid_limits_name_the_variable(tmp_path, name, value):
+def test_invalid_limits_name_the_variable(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load(tmp_path, **{name: value})
