@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
 
-from tests.e2e.conftest import JWT_SECRET
+from tests.e2e.conftest import JWT_SECRET, Service
 
 
-def _grant_url(user):
+def _grant_url(user: str) -> str:
     return f"/api/v1/admin/users/{user}/wallet/grant"
 
 
-def test_admin_grant_updates_the_balance_and_records_who_and_why(service):
+def test_admin_grant_updates_the_balance_and_records_who_and_why(service: Service) -> None:
     headers = service.auth("root", admin=True)
     first = service.client.simulate_post(_grant_url("alice"), json={"credits": "50.00", "reason": "welcome"},
                                          headers=headers)
@@ -32,14 +33,14 @@ def test_admin_grant_updates_the_balance_and_records_who_and_why(service):
     assert booked.actor == "admin:root"
 
 
-def test_non_admin_gets_403_and_nothing_moves(service):
+def test_non_admin_gets_403_and_nothing_moves(service: Service) -> None:
     resp = service.client.simulate_post(_grant_url("bob"), json={"credits": "50.00", "reason": "me"},
                                         headers=service.auth("bob"))
     assert resp.status_code == 403
     assert service.commits == []
 
 
-def test_grant_with_the_same_idempotency_key_grants_once(service):
+def test_grant_with_the_same_idempotency_key_grants_once(service: Service) -> None:
     headers = {**service.auth("root", admin=True), "Idempotency-Key": "ticket-991"}
     body = {"credits": "10.00", "reason": "refund for outage"}
     first = service.client.simulate_post(_grant_url("carol"), json=body, headers=headers)
@@ -67,7 +68,7 @@ def test_grant_with_the_same_idempotency_key_grants_once(service):
         ("x" * 200, {"credits": "1.00", "reason": "x"}),
     ],
 )
-def test_bad_grants_get_422_and_write_nothing(service, user, body):
+def test_bad_grants_get_422_and_write_nothing(service: Service, user: str, body: dict[str, object]) -> None:
     resp = service.client.simulate_post(_grant_url(user), json=body, headers=service.auth("root", admin=True))
     assert resp.status_code == 422, resp.text
     assert resp.json["description"]
@@ -87,14 +88,14 @@ def test_bad_grants_get_422_and_write_nothing(service, user, body):
     ],
     ids=["expired", "wrong-secret", "no-sub", "no-exp", "alg-none", "garbage"],
 )
-def test_bad_tokens_get_401(service, token):
+def test_bad_tokens_get_401(service: Service, token: str) -> None:
     resp = service.client.simulate_post(_grant_url("eve"), json={"credits": "1.00", "reason": "x"},
                                         headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 401
     assert JWT_SECRET not in resp.text
 
 
-def test_routes_answer_503_when_no_jwt_secret_is_configured(make_service):
+def test_routes_answer_503_when_no_jwt_secret_is_configured(make_service: Callable[..., Service]) -> None:
     svc = make_service(None, jwt_secret=None)
     resp = svc.client.simulate_get("/api/v1/users/me/wallet", headers={"Authorization": "Bearer x"})
     assert resp.status_code == 503

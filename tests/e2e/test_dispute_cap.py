@@ -3,24 +3,33 @@ payment granted, and `wallet verify` agrees, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Service
 from tests.e2e.test_cli import run
 
 HOOK = "/webhooks/stripe"
 
 
-def _deliver(svc, signed) -> str:
+def _deliver(svc: Service, signed: tuple[bytes, str]) -> str:
     payload, header = signed
     resp = svc.client.simulate_post(HOOK, body=payload,
                                     headers={"Stripe-Signature": header, "Content-Type": "application/json"})
     assert resp.status_code == 200, resp.text
-    return resp.json["outcome"]
+    outcome: str = resp.json["outcome"]
+    return outcome
 
 
-def _wallet(svc, user):
-    return svc.client.simulate_get("/api/v1/users/me/wallet", headers=svc.auth(user)).json
+def _wallet(svc: Service, user: str) -> dict[str, Any]:
+    body: dict[str, Any] = svc.client.simulate_get("/api/v1/users/me/wallet", headers=svc.auth(user)).json
+    return body
 
 
-def test_five_disputes_of_a_top_up_freeze_no_more_than_it_bought(service_on_each_database, capsys):
+def test_five_disputes_of_a_top_up_freeze_no_more_than_it_bought(
+    service_on_each_database: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
     svc = service_on_each_database
     resp = svc.client.simulate_post("/api/v1/users/me/wallet/top-up", json={"amount_usd": "10.00"},
                                     headers=svc.auth("dora"))

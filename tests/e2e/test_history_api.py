@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from falcon.testing import Result
 
+from tests.e2e.conftest import Service
 from wallet_core.use_cases import verify_ledger
 
 WALLET = "/api/v1/users/me/wallet"
@@ -17,23 +20,23 @@ ROW_FIELDS = {"id", "kind", "credits", "held_change", "balance_after", "referenc
               "hold_id", "metadata"}
 
 
-def grant_url(user):
+def grant_url(user: str) -> str:
     return f"/api/v1/admin/users/{user}/wallet/grant"
 
 
-def grant(svc, user, credits, reason="r", **extra):
+def grant(svc: Service, user: str, credits: str, reason: str = "r", **extra: object) -> Result:
     return svc.client.simulate_post(grant_url(user), json={"credits": credits, "reason": reason, **extra},
                                     headers=svc.auth("root", admin=True))
 
 
-def history(svc, user, **params):
+def history(svc: Service, user: str, **params: object) -> Result:
     return svc.client.simulate_get(HISTORY, params=params, headers=svc.auth(user))
 
 
 # -- history -------------------------------------------------------------------------------------
 
 
-def test_pages_with_the_cursor_cover_every_row_once_newest_first(service):
+def test_pages_with_the_cursor_cover_every_row_once_newest_first(service: Service) -> None:
     for i in range(7):
         assert grant(service, "alice", f"{i + 1}.00", reason=f"grant {i}").status_code == 201
     service.commits.clear()
@@ -61,7 +64,7 @@ def test_pages_with_the_cursor_cover_every_row_once_newest_first(service):
     assert service.commits == []
 
 
-def test_a_page_that_ends_exactly_at_the_last_row_has_no_next_cursor(service):
+def test_a_page_that_ends_exactly_at_the_last_row_has_no_next_cursor(service: Service) -> None:
     for i in range(4):
         grant(service, "bob", "1.00", reason=f"g{i}")
     first = history(service, "bob", limit=2).json
@@ -70,7 +73,7 @@ def test_a_page_that_ends_exactly_at_the_last_row_has_no_next_cursor(service):
     assert second["next_cursor"] is None
 
 
-def test_the_default_page_is_20_and_an_empty_history_is_empty(service):
+def test_the_default_page_is_20_and_an_empty_history_is_empty(service: Service) -> None:
     assert history(service, "nobody").json == {"transactions": [], "next_cursor": None}
     for i in range(21):
         grant(service, "carol", "1.00", reason=f"g{i}")
@@ -78,7 +81,7 @@ def test_the_default_page_is_20_and_an_empty_history_is_empty(service):
     assert len(page["transactions"]) == 20 and page["next_cursor"]
 
 
-def test_history_shows_only_the_callers_own_rows(service):
+def test_history_shows_only_the_callers_own_rows(service: Service) -> None:
     grant(service, "dave", "1.00")
     grant(service, "erin", "2.00")
     rows = history(service, "dave").json["transactions"]
@@ -91,23 +94,23 @@ def test_history_shows_only_the_callers_own_rows(service):
      {"cursor": "not-a-cursor"}, {"cursor": "x" * 300}, {"cursor": "bm90IGEgY3Vyc29y"},
      {"user_id": "someone-else"}, {"limit": "5", "offset": "10"}],
 )
-def test_bad_query_parameters_are_422(service, params):
+def test_bad_query_parameters_are_422(service: Service, params: dict[str, str]) -> None:
     grant(service, "frank", "1.00")
     resp = history(service, "frank", **params)
     assert resp.status_code == 422, resp.text
     assert resp.json["description"]
 
 
-def test_a_repeated_query_parameter_is_422(service):
+def test_a_repeated_query_parameter_is_422(service: Service) -> None:
     resp = service.client.simulate_get(HISTORY, query_string="limit=1&limit=2", headers=service.auth("gina"))
     assert resp.status_code == 422
 
 
-def test_history_needs_a_token(service):
+def test_history_needs_a_token(service: Service) -> None:
     assert service.client.simulate_get(HISTORY).status_code == 401
 
 
-def test_the_wallet_shows_spendable_and_held(service):
+def test_the_wallet_shows_spendable_and_held(service: Service) -> None:
     grant(service, "hank", "10.00")
     resp = service.client.simulate_post("/api/v1/admin/users/hank/wallet/holds",
                                         json={"credits": "4.00", "reason": "job"},
@@ -121,7 +124,7 @@ def test_the_wallet_shows_spendable_and_held(service):
 # -- grants that expire --------------------------------------------------------------------------
 
 
-def test_a_grant_with_expires_at_counts_until_then_and_the_expiry_run_books_it_out(service):
+def test_a_grant_with_expires_at_counts_until_then_and_the_expiry_run_books_it_out(service: Service) -> None:
     at = (service.clock() + timedelta(days=1)).replace(microsecond=0)
     resp = grant(service, "ivan", "5.00", expires_at=at.isoformat().replace("+00:00", "Z"))
     assert resp.status_code == 201, resp.text
@@ -143,7 +146,7 @@ def test_a_grant_with_expires_at_counts_until_then_and_the_expiry_run_books_it_o
     assert verify_ledger(uow=service.container.unit_of_work()) == []
 
 
-def test_expires_at_keeps_the_offset_it_was_given_as_the_same_instant(service):
+def test_expires_at_keeps_the_offset_it_was_given_as_the_same_instant(service: Service) -> None:
     at = (service.clock() + timedelta(days=30)).replace(microsecond=0)
     plus_two = at.astimezone(timezone(timedelta(hours=2)))
     assert plus_two.isoformat().endswith("+02:00")
@@ -163,21 +166,21 @@ def test_expires_at_keeps_the_offset_it_was_given_as_the_same_instant(service):
         ("9999-12-31T23:59:59-23:59", "range"),
     ],
 )
-def test_bad_expires_at_is_422_and_grants_nothing(service, expires_at, says):
+def test_bad_expires_at_is_422_and_grants_nothing(service: Service, expires_at: str | int, says: str) -> None:
     resp = grant(service, "kate", "1.00", expires_at=expires_at)
     assert resp.status_code == 422, resp.text
     assert says in resp.json["description"]
     assert service.commits == []
 
 
-def test_a_grant_without_expires_at_never_expires(service):
+def test_a_grant_without_expires_at_never_expires(service: Service) -> None:
     resp = grant(service, "liam", "1.00")
     assert resp.json["expires_at"] is None
     service.clock.advance(days=3650)
     assert service.client.simulate_get(WALLET, headers=service.auth("liam")).json["balance"] == "1.00"
 
 
-def test_a_replayed_grant_with_expires_at_answers_the_same_body(service):
+def test_a_replayed_grant_with_expires_at_answers_the_same_body(service: Service) -> None:
     at = (service.clock() + timedelta(days=1)).isoformat()
     headers = {**service.auth("root", admin=True), "Idempotency-Key": "promo-1"}
     body = {"credits": "1.00", "reason": "promo", "expires_at": at}
@@ -208,9 +211,10 @@ FORGED_CURSORS = {
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_db_service(request, make_service):
+def any_db_service(request: pytest.FixtureRequest, make_service: Callable[..., Service]) -> Service:
     if request.param == "sqlite":
-        return request.getfixturevalue("service")
+        on_sqlite: Service = request.getfixturevalue("service")
+        return on_sqlite
     from adapters.fake_gateway import FakePaymentGateway
     from tests.e2e.conftest import WEBHOOK_SECRET
 
@@ -219,7 +223,7 @@ def any_db_service(request, make_service):
 
 
 @pytest.mark.parametrize("cursor", list(FORGED_CURSORS.values()), ids=list(FORGED_CURSORS))
-def test_a_cursor_the_service_did_not_give_out_is_422_on_every_database(any_db_service, cursor):
+def test_a_cursor_the_service_did_not_give_out_is_422_on_every_database(any_db_service: Service, cursor: str) -> None:
     svc = any_db_service
     user = f"forger-{uuid.uuid4().hex[:8]}"
     grant(svc, user, "1.00")
@@ -230,7 +234,7 @@ def test_a_cursor_the_service_did_not_give_out_is_422_on_every_database(any_db_s
     assert svc.commits == []
 
 
-def test_cursors_given_out_page_on_every_database(any_db_service):
+def test_cursors_given_out_page_on_every_database(any_db_service: Service) -> None:
     svc = any_db_service
     user = f"pager-{uuid.uuid4().hex[:8]}"
     for i in range(3):
@@ -242,7 +246,9 @@ def test_cursors_given_out_page_on_every_database(any_db_service):
 
 
 @pytest.mark.parametrize(("at", "rows"), [("0001-01-01T00:00:00+00:00", 0), ("9999-12-31T23:59:59.999999+00:00", 1)])
-def test_a_well_formed_cursor_at_either_end_of_time_pages_harmlessly(any_db_service, at, rows):
+def test_a_well_formed_cursor_at_either_end_of_time_pages_harmlessly(
+    any_db_service: Service, at: str, rows: int
+) -> None:
     """What passes the checks binds on every database: a UTC time in datetime's range, an id of the id
     charset. It only says where the caller's own history resumes, so it shows nothing more."""
     svc = any_db_service

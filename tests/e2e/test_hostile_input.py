@@ -14,6 +14,7 @@ import http.client
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ import jsonschema_rs
 import jwt
 import pytest
 import stripe
+from falcon.testing import Result
 
 from entrypoints.http.app import create_app
 from entrypoints.http.routes import OPERATIONS
@@ -99,7 +101,7 @@ def world(service: Service) -> World:
     return World(service, hold.json["hold_id"])
 
 
-def assert_clean_error(resp, status: int | tuple[int, ...]) -> None:
+def assert_clean_error(resp: Result, status: int | tuple[int, ...]) -> None:
     statuses = status if isinstance(status, tuple) else (status,)
     assert resp.status_code in statuses, (resp.status_code, resp.text[:300])
     assert resp.headers["Content-Type"].startswith("application/json")
@@ -111,7 +113,7 @@ def assert_clean_error(resp, status: int | tuple[int, ...]) -> None:
         assert secret not in resp.text
 
 
-def refused(world: World, route: Route, body: bytes, status: int | tuple[int, ...], **headers: str):
+def refused(world: World, route: Route, body: bytes, status: int | tuple[int, ...], **headers: str) -> Result:
     before = world.snapshot()
     resp = world.svc.client.simulate_post(world.url(route), body=body, headers=world.headers(route, **headers))
     assert_clean_error(resp, status)
@@ -134,7 +136,7 @@ def raw_with(route: Route, name: str, literal: str) -> bytes:
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_the_valid_request_of_each_route_is_accepted(world, route):
+def test_the_valid_request_of_each_route_is_accepted(world: World, route: Route) -> None:
     resp = world.svc.client.simulate_post(world.url(route), body=json.dumps(route.valid).encode(),
                                           headers=world.headers(route))
     assert resp.status_code in (200, 201), resp.text
@@ -145,21 +147,21 @@ def test_the_valid_request_of_each_route_is_accepted(world, route):
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_a_body_over_64_kib_is_413(world, route):
+def test_a_body_over_64_kib_is_413(world: World, route: Route) -> None:
     refused(world, route, BIG, 413)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml",
                                           "multipart/form-data; boundary=x", "application/jsonx", "json"])
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_a_wrong_content_type_is_415(world, route, content_type):
+def test_a_wrong_content_type_is_415(world: World, route: Route, content_type: str) -> None:
     refused(world, route, json.dumps(route.valid).encode(), 415, **{"Content-Type": content_type})
 
 
 @pytest.mark.parametrize("content_type", ["application/JSON; charset=UTF-8", "Application/Json",
                                           "APPLICATION/JSON;CHARSET=utf-8", "application/json ; charset=utf-8"])
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_media_types_are_case_insensitive(world, route, content_type):
+def test_media_types_are_case_insensitive(world: World, route: Route, content_type: str) -> None:
     """RFC 9110: type, subtype and parameter names are case-insensitive."""
     resp = world.svc.client.simulate_post(world.url(route), body=json.dumps(route.valid).encode(),
                                           headers=world.headers(route, **{"Content-Type": content_type}))
@@ -168,7 +170,7 @@ def test_media_types_are_case_insensitive(world, route, content_type):
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_a_body_without_content_type_is_415(world, route):
+def test_a_body_without_content_type_is_415(world: World, route: Route) -> None:
     before = world.snapshot()
     headers = world.headers(route)
     del headers["Content-Type"]
@@ -194,25 +196,27 @@ MALFORMED = [
 
 @pytest.mark.parametrize("body", MALFORMED, ids=range(len(MALFORMED)))
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_malformed_json_is_400(world, route, body):
+def test_malformed_json_is_400(world: World, route: Route, body: bytes) -> None:
     status = 422 if body == b"null" else 400  # null is JSON, just not an object
     refused(world, route, body, status)
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.amount], ids=lambda r: r.name)
-def test_nan_and_infinity_are_not_numbers(world, route, literal):
+def test_nan_and_infinity_are_not_numbers(world: World, route: Route, literal: str) -> None:
+    assert route.amount is not None  # for the type checker: only routes with an amount are parametrized
     resp = refused(world, route, raw_with(route, route.amount, literal), 400)
     assert "not a number" in resp.json["description"]
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.amount], ids=lambda r: r.name)
-def test_nan_and_infinity_as_strings_are_422(world, route):
+def test_nan_and_infinity_as_strings_are_422(world: World, route: Route) -> None:
+    assert route.amount is not None  # for the type checker: only routes with an amount are parametrized
     for text in ("NaN", "Infinity", "-Infinity", "inf", "sNaN"):
         refused(world, route, with_fields(route, **{route.amount: text}), 422)
 
 
-def test_every_json_body_route_is_in_this_module():
+def test_every_json_body_route_is_in_this_module() -> None:
     """So each refusal below is tried on every route that reads a JSON body (the webhook has its own)."""
     served = {op.path.replace("{user_id}", VICTIM).replace("{hold_id}", "{hold}") for op in OPERATIONS
               if op.body is not None and not op.body.raw}
@@ -226,7 +230,7 @@ ASTRONOMICAL = ["1e1000000000000000000", "-1E+1000000000000000000", "1e-10000000
 
 @pytest.mark.parametrize("literal", ASTRONOMICAL)
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_a_number_with_an_astronomical_exponent_anywhere_is_4xx(world, route, literal):
+def test_a_number_with_an_astronomical_exponent_anywhere_is_4xx(world: World, route: Route, literal: str) -> None:
     for name in [*route.valid, "unknown"]:
         refused(world, route, raw_with(route, name, literal), 422)
 
@@ -235,7 +239,7 @@ def test_a_number_with_an_astronomical_exponent_anywhere_is_4xx(world, route, li
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_wrong_json_types_are_422(world, route):
+def test_wrong_json_types_are_422(world: World, route: Route) -> None:
     bodies = [b"[]", b'"credits"', b"5", b"true"]
     if route.amount:
         wrong: tuple[object, ...] = (True, [], {}, ["1.00"])
@@ -259,7 +263,7 @@ def test_wrong_json_types_are_422(world, route):
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
-def test_unknown_fields_are_422_and_named(world, route):
+def test_unknown_fields_are_422_and_named(world: World, route: Route) -> None:
     for extra in ({"user_id": "mallory"}, {"__proto__": {"admin": True}}, {"Credits": "1.00"},
                   {"reason ": "x"}, {"amount\u202e": "1"}, {"a" * 5000: 1}):
         resp = refused(world, route, with_fields(route, **extra), 422)
@@ -268,7 +272,7 @@ def test_unknown_fields_are_422_and_named(world, route):
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if not r.optional_body], ids=lambda r: r.name)
-def test_a_missing_required_field_or_body_is_4xx(world, route):
+def test_a_missing_required_field_or_body_is_4xx(world: World, route: Route) -> None:
     refused(world, route, b"", 400)
     refused(world, route, b"{}", 422)
     for name in route.valid:
@@ -287,7 +291,8 @@ NOT_DECIMAL = ['"ten"', '"1,00"', '"1e2"', '"0x10"', '"\u0661\u0660"', '"1_000"'
 
 @pytest.mark.parametrize("kind", ["huge", "not positive", "too precise", "not decimal"])
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.amount], ids=lambda r: r.name)
-def test_bad_amounts_are_422_with_a_message(world, route, kind):
+def test_bad_amounts_are_422_with_a_message(world: World, route: Route, kind: str) -> None:
+    assert route.amount is not None  # for the type checker: only routes with an amount are parametrized
     literals = {"huge": HUGE + [f'"{n}"' for n in HUGE[:2]], "not positive": NOT_POSITIVE,
                 "too precise": TOO_PRECISE, "not decimal": NOT_DECIMAL}[kind]
     for literal in literals:
@@ -318,7 +323,7 @@ def _documented_amount(world: World, literal: str) -> bool:
 
 
 @pytest.mark.parametrize("literal", AMOUNTS_ACCEPTED + AMOUNTS_REFUSED)
-def test_an_amount_is_accepted_exactly_when_the_document_says_so(world, literal):
+def test_an_amount_is_accepted_exactly_when_the_document_says_so(world: World, literal: str) -> None:
     route = BY_NAME["grant"]
     documented = _documented_amount(world, literal)
     assert documented == (literal in AMOUNTS_ACCEPTED), (literal, documented)
@@ -341,20 +346,21 @@ BAD_TEXT = ["\x00", "a\nb", "tab\there", "\x1b[31mred", "del\x7f", "c1\x85", "\u
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.reason], ids=lambda r: r.name)
-def test_control_bidi_empty_and_overlong_reasons_are_422(world, route):
+def test_control_bidi_empty_and_overlong_reasons_are_422(world: World, route: Route) -> None:
+    assert route.reason is not None  # for the type checker: only routes with a reason are parametrized
     for text in BAD_TEXT:
         resp = refused(world, route, with_fields(route, **{route.reason: text}), 422)
         assert route.reason in resp.json["description"]
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if "metadata" in r.extra_fields], ids=lambda r: r.name)
-def test_bad_metadata_is_422(world, route):
+def test_bad_metadata_is_422(world: World, route: Route) -> None:
     for metadata in ({"k\n": "v"}, {"k": "v\x00"}, {"k": "\u202ev"}, {"": "v"}, {"k" * 41: "v"},
                      {"k": "v" * 501}, {f"k{i}": "v" for i in range(21)}):
         refused(world, route, with_fields(route, metadata=metadata), 422)
 
 
-def test_plain_unicode_text_in_a_reason_is_kept(world):
+def test_plain_unicode_text_in_a_reason_is_kept(world: World) -> None:
     """Accents and scripts are text, not an attack: only controls, separators and bidi overrides go."""
     route = BY_NAME["grant"]
     resp = world.svc.client.simulate_post(world.url(route), json={"credits": "1.00", "reason": "café 日本 ✓"},
@@ -365,7 +371,7 @@ def test_plain_unicode_text_in_a_reason_is_kept(world):
 
 @pytest.mark.parametrize("route", [BY_NAME["spend"], BY_NAME["hold"], BY_NAME["top-up"], BY_NAME["grant"]],
                          ids=lambda r: r.name)
-def test_bad_idempotency_keys_are_422(world, route):
+def test_bad_idempotency_keys_are_422(world: World, route: Route) -> None:
     for key in ("has space", "ünïcode", "x" * 256, "tab\tkey"):
         refused(world, route, json.dumps(route.valid).encode(), 422, **{"Idempotency-Key": key})
 
@@ -378,7 +384,7 @@ BAD_IDS = ["%C3%A5lice", "al%20ice", "a%00b", "a%0Ab", "%E2%80%AEevil", "x" * 12
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 @pytest.mark.parametrize("route", ROUTES[1:], ids=lambda r: r.name)  # the top-up's user comes from the token
-def test_bad_path_ids_are_4xx(world, route, bad):
+def test_bad_path_ids_are_4xx(world: World, route: Route, bad: str) -> None:
     path = route.path.replace(f"/users/{VICTIM}/", f"/users/{bad}/").replace("{hold}", bad)
     before = world.snapshot()
     resp = world.svc.client.simulate_post(path, body=json.dumps(route.valid).encode(), headers=world.headers(route))
@@ -390,7 +396,7 @@ PI_IDS_REFUSED = [b for b in BAD_IDS if b not in (".", "..", "-dash", "x" * 129)
 
 
 @pytest.mark.parametrize("bad", PI_IDS_REFUSED)
-def test_bad_payment_intent_ids_are_4xx(world, bad):
+def test_bad_payment_intent_ids_are_4xx(world: World, bad: str) -> None:
     resp = world.svc.client.simulate_get(f"/api/v1/admin/payments/{bad}/events",
                                          headers=world.svc.auth("root", admin=True))
     assert_clean_error(resp, (404, 422))
@@ -414,10 +420,18 @@ def _event(world: World, **obj_changes: object) -> dict[str, Any]:
 
 
 def _sign(payload: bytes) -> str:
-    return stripe.WebhookSignature.generate_signature_header(payload.decode("utf-8", "replace"), WEBHOOK_SECRET)
+    header: str = stripe.WebhookSignature.generate_signature_header(payload.decode("utf-8", "replace"), WEBHOOK_SECRET)
+    return header
 
 
-def _hook(world: World, payload: bytes, status, *, signed: bool = True, content_type: str = "application/json"):
+def _hook(
+    world: World,
+    payload: bytes,
+    status: int | tuple[int, ...],
+    *,
+    signed: bool = True,
+    content_type: str = "application/json",
+) -> Result:
     before = world.snapshot()
     buyer = world.svc.container.wallet().wallet("buyer")
     headers = {"Content-Type": content_type}
@@ -431,7 +445,7 @@ def _hook(world: World, payload: bytes, status, *, signed: bool = True, content_
     return resp
 
 
-def test_webhook_refuses_size_content_type_and_syntax_before_anything_else(world):
+def test_webhook_refuses_size_content_type_and_syntax_before_anything_else(world: World) -> None:
     good = json.dumps(_event(world)).encode()
     _hook(world, b'{"id": "' + b"x" * (64 * 1024) + b'"}', 413)
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/xml"):
@@ -441,21 +455,21 @@ def test_webhook_refuses_size_content_type_and_syntax_before_anything_else(world
 
 
 @pytest.mark.parametrize("literal", ASTRONOMICAL)
-def test_webhook_with_an_astronomical_exponent_is_400_before_the_signature_check(world, literal):
+def test_webhook_with_an_astronomical_exponent_is_400_before_the_signature_check(world: World, literal: str) -> None:
     _hook(world, b'{"id": "evt_x", "amount": ' + literal.encode() + b"}", 400, signed=False)
     _hook(world, b'{"id": "evt_x", "amount": ' + literal.encode() + b"}", 400, signed=False,
           content_type="application/json; charset=utf-8")
 
 
 @pytest.mark.parametrize("literal", ASTRONOMICAL)
-def test_a_signed_webhook_with_an_astronomical_exponent_is_400(world, literal):
+def test_a_signed_webhook_with_an_astronomical_exponent_is_400(world: World, literal: str) -> None:
     """Signed, so it passes the signature check: the event's own parse must refuse it too."""
     payload = json.dumps(_event(world)).encode().replace(b'"amount": 1000', b'"amount": ' + literal.encode(), 1)
     assert literal.encode() in payload
     _hook(world, payload, 400)
 
 
-def test_an_astronomical_exponent_through_a_real_socket_is_4xx_and_writes_nothing(world):
+def test_an_astronomical_exponent_through_a_real_socket_is_4xx_and_writes_nothing(world: World) -> None:
     """Over waitress: the grant route and the webhook answer a JSON error, not a 500."""
     route = BY_NAME["grant"]
     before = world.snapshot()
@@ -478,7 +492,7 @@ def test_an_astronomical_exponent_through_a_real_socket_is_4xx_and_writes_nothin
     assert world.svc.commits == [] and world.snapshot() == before
 
 
-def test_webhook_media_type_is_case_insensitive(world):
+def test_webhook_media_type_is_case_insensitive(world: World) -> None:
     payload = json.dumps(_event(world)).encode()
     resp = world.svc.client.simulate_post(HOOK, body=payload, headers={
         "Content-Type": "application/JSON; charset=UTF-8", "Stripe-Signature": _sign(payload)})
@@ -486,7 +500,7 @@ def test_webhook_media_type_is_case_insensitive(world):
     assert world.svc.container.wallet().wallet("buyer").balance.minor == 100000
 
 
-def test_an_unsigned_or_forged_hostile_event_is_400(world):
+def test_an_unsigned_or_forged_hostile_event_is_400(world: World) -> None:
     event = _event(world)
     payload = json.dumps(event).encode()
     _hook(world, payload, 400, signed=False)
@@ -502,11 +516,11 @@ def test_an_unsigned_or_forged_hostile_event_is_400(world):
     {"amount": "1000"}, {"amount": -1000}, {"amount": True}, {"amount": None}, {"currency": 5},
     {"id": 5}, {"id": None},
 ], ids=str)
-def test_a_signed_event_with_wrong_types_is_400_and_grants_nothing(world, changes):
+def test_a_signed_event_with_wrong_types_is_400_and_grants_nothing(world: World, changes: dict[str, object]) -> None:
     _hook(world, json.dumps(_event(world, **changes)).encode(), 400)
 
 
-def test_a_signed_event_with_a_fractional_or_huge_amount_is_400(world):
+def test_a_signed_event_with_a_fractional_or_huge_amount_is_400(world: World) -> None:
     for literal in ("1000.5", "1e3", "1e999999999", "1000.0"):
         event = _event(world)
         text = json.dumps(event).replace(f'"amount": {event["data"]["object"]["amount"]}', f'"amount": {literal}', 1)
@@ -514,7 +528,7 @@ def test_a_signed_event_with_a_fractional_or_huge_amount_is_400(world):
         _hook(world, text.encode(), 400)
 
 
-def test_a_signed_event_with_an_absurd_whole_amount_grants_nothing(world):
+def test_a_signed_event_with_an_absurd_whole_amount_grants_nothing(world: World) -> None:
     """Signed by Stripe, so it is logged and the top-up is held for review; but no credits move."""
     event = _event(world)
     received = event["data"]["object"]["amount_received"]
@@ -526,7 +540,7 @@ def test_a_signed_event_with_an_absurd_whole_amount_grants_nothing(world):
     assert world.svc.container.wallet().wallet("buyer").balance.minor == 0
 
 
-def test_a_signed_event_without_id_or_type_is_400(world):
+def test_a_signed_event_without_id_or_type_is_400(world: World) -> None:
     for drop in ("id", "type"):
         event = {k: v for k, v in _event(world).items() if k != drop}
         _hook(world, json.dumps(event).encode(), 400)
@@ -543,7 +557,10 @@ def _b64(data: bytes) -> str:
 
 
 def _forge(
-    header: dict[str, Any], claims: dict[str, Any], key: bytes = JWT_SECRET.encode(), digest=hashlib.sha256
+    header: dict[str, Any],
+    claims: dict[str, Any],
+    key: bytes = JWT_SECRET.encode(),
+    digest: Callable[[], Any] = hashlib.sha256,
 ) -> str:
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     signature = hmac.new(key, signing_input.encode(), digest).digest()
@@ -586,7 +603,7 @@ TOKENS = _tokens()
 
 
 @pytest.mark.parametrize("name", list(TOKENS))
-def test_bad_tokens_are_401_on_every_write_route_and_write_nothing(world, name):
+def test_bad_tokens_are_401_on_every_write_route_and_write_nothing(world: World, name: str) -> None:
     for route in ROUTES:
         before = world.snapshot()
         headers = {**world.headers(route), "Authorization": f"Bearer {TOKENS[name]}"}
@@ -601,14 +618,14 @@ def test_bad_tokens_are_401_on_every_write_route_and_write_nothing(world, name):
 
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer ", "Basic cm9vdDpyb290", "bearer", "Token abc",
                                     "Bearer a b c"])
-def test_malformed_authorization_headers_are_401(world, header):
+def test_malformed_authorization_headers_are_401(world: World, header: str) -> None:
     route = BY_NAME["grant"]
     resp = world.svc.client.simulate_post(world.url(route), json=route.valid, headers={"Authorization": header})
     assert_clean_error(resp, 401)
     assert world.svc.commits == []
 
 
-def test_a_valid_token_without_the_role_is_403_and_writes_nothing(world):
+def test_a_valid_token_without_the_role_is_403_and_writes_nothing(world: World) -> None:
     for route in ROUTES[1:]:
         before = world.snapshot()
         headers = {**world.headers(route), **world.svc.auth("plain-user")}
@@ -618,7 +635,7 @@ def test_a_valid_token_without_the_role_is_403_and_writes_nothing(world):
         assert world.svc.commits == [] and world.snapshot() == before
 
 
-def test_errors_ignore_the_accept_header_and_stay_json(world):
+def test_errors_ignore_the_accept_header_and_stay_json(world: World) -> None:
     route = BY_NAME["grant"]
     for accept in ("application/xml", "text/html", "text/plain", "image/png"):
         resp = world.svc.client.simulate_post(world.url(route), body=b"{", headers={**world.headers(route),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Any
@@ -19,12 +19,13 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from adapters.fake_gateway import FakePaymentGateway
 from entrypoints.http import schemas
@@ -42,7 +43,7 @@ FUNDED = "funded-user"
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory) -> Iterator[Service]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One app for the module (generated requests pile up in its database, as on a live server)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('openapi') / 'wallet.sqlite3'}"
     svc = build_service(make_settings(url), FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))
@@ -51,7 +52,7 @@ def api(tmp_path_factory) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
-def schema(api: Service):
+def schema(api: Service) -> OpenApiSchema:
     return schemathesis.openapi.from_wsgi("/openapi.json", api.client.app)
 
 
@@ -62,7 +63,7 @@ def _admin(api: Service) -> dict[str, str]:
 # -- the document ---------------------------------------------------------------------------------
 
 
-def test_every_falcon_route_is_documented_and_every_documented_route_is_served(api):
+def test_every_falcon_route_is_documented_and_every_documented_route_is_served(api: Service) -> None:
     served = {
         f"{method.method} {route.path}"
         for route in falcon.inspect.inspect_routes(api.client.app)
@@ -74,14 +75,14 @@ def test_every_falcon_route_is_documented_and_every_documented_route_is_served(a
     assert served == documented == set(LABELS)
 
 
-def test_the_document_is_valid_openapi_3_1(schema):
+def test_the_document_is_valid_openapi_3_1(schema: OpenApiSchema) -> None:
     assert schema.raw_schema["openapi"].startswith("3.1")
     schema.validate()  # against the OpenAPI 3.1 meta-schema
     for component in schema.raw_schema["components"]["schemas"].values():
         jsonschema_rs.meta.validate(component)  # each is a valid JSON Schema
 
 
-def test_the_document_declares_auth_idempotency_and_the_stripe_signature(api):
+def test_the_document_declares_auth_idempotency_and_the_stripe_signature(api: Service) -> None:
     doc = api.client.simulate_get("/openapi.json").json
     bearer = doc["components"]["securitySchemes"]["bearerAuth"]
     assert (bearer["type"], bearer["scheme"], bearer["bearerFormat"]) == ("http", "bearer", "JWT")
@@ -108,7 +109,7 @@ def test_the_document_declares_auth_idempotency_and_the_stripe_signature(api):
                 assert {"401", "503"} <= set(op["responses"]), (method, path)
 
 
-def test_request_bodies_in_the_document_are_the_schemas_the_app_validates_with(api):
+def test_request_bodies_in_the_document_are_the_schemas_the_app_validates_with(api: Service) -> None:
     doc = api.client.simulate_get("/openapi.json").json
     components = doc["components"]["schemas"]
     for op in OPERATIONS:
@@ -122,7 +123,7 @@ def test_request_bodies_in_the_document_are_the_schemas_the_app_validates_with(a
             assert components[name]["additionalProperties"] is False
 
 
-def test_every_schema_keyword_is_enforced_by_the_validator_or_is_documentation_the_core_checks():
+def test_every_schema_keyword_is_enforced_by_the_validator_or_is_documentation_the_core_checks() -> None:
     for name, schema in schemas.NAMED.items():
         unknown = schemas.keywords(schema) - schemas.STRUCTURAL - schemas.ANNOTATIONS - {"$ref"}
         assert not unknown, (name, unknown)
@@ -147,7 +148,7 @@ _bodies = st.one_of(
                                         and n.endswith("Request")))
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=_bodies)
-def test_the_validator_agrees_with_a_json_schema_validator_on_structure(name, body):
+def test_the_validator_agrees_with_a_json_schema_validator_on_structure(name: str, body: object) -> None:
     """What `validate` accepts, a real JSON Schema validator accepts when only the structural keywords
     are kept (the value keywords are the core's business), and the other way round; but for integral
     decimals (1.0 is no whole number of seconds here) and unsafe text, which `validate` also refuses."""
@@ -186,7 +187,7 @@ def _integral_or_unsafe(value: object) -> bool:
     return isinstance(value, str) and schemas._UNSAFE.search(value) is not None
 
 
-def _any(value: object, test) -> bool:
+def _any(value: object, test: Callable[[object], bool]) -> bool:
     if isinstance(value, dict):
         return any(_any(k, test) or _any(v, test) for k, v in value.items())
     if isinstance(value, list):
@@ -194,7 +195,7 @@ def _any(value: object, test) -> bool:
     return test(value)
 
 
-def test_openapi_json_is_json_and_docs_is_a_self_contained_page_naming_every_route(api):
+def test_openapi_json_is_json_and_docs_is_a_self_contained_page_naming_every_route(api: Service) -> None:
     resp = api.client.simulate_get("/openapi.json")
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("application/json")
     assert loads(resp.text)["openapi"] == "3.1.0"
@@ -205,7 +206,7 @@ def test_openapi_json_is_json_and_docs_is_a_self_contained_page_naming_every_rou
     class Refs(HTMLParser):
         found: list[str] = []
 
-        def handle_starttag(self, tag, attrs):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
             self.found += [f"{tag} {k}={v}" for k, v in attrs if k in ("src", "href")]
 
     refs = Refs()
@@ -219,7 +220,7 @@ def test_openapi_json_is_json_and_docs_is_a_self_contained_page_naming_every_rou
         assert f'id="schema-{name}"' in page.text
 
 
-def test_swagger_ui_is_served_with_its_own_files_and_reads_openapi_json(api):
+def test_swagger_ui_is_served_with_its_own_files_and_reads_openapi_json(api: Service) -> None:
     page = api.client.simulate_get("/docs/ui")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert 'url: "/openapi.json"' in page.text  # the app's own document
@@ -227,7 +228,7 @@ def test_swagger_ui_is_served_with_its_own_files_and_reads_openapi_json(api):
     class Refs(HTMLParser):
         found: list[str] = []
 
-        def handle_starttag(self, tag, attrs):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
             self.found += [v for k, v in attrs if k in ("src", "href") and v]
 
     refs = Refs()
@@ -245,7 +246,7 @@ def test_swagger_ui_is_served_with_its_own_files_and_reads_openapi_json(api):
     assert "SwaggerUIBundle" in js.text
 
 
-def test_swagger_ui_files_refuse_paths_outside_their_folder(api):
+def test_swagger_ui_files_refuse_paths_outside_their_folder(api: Service) -> None:
     for path in ("/docs/ui/static/../../../etc/passwd", "/docs/ui/static/%2e%2e/core.py", "/docs/ui/static/nope.js"):
         resp = api.client.simulate_get(path)
         assert resp.status_code == 404, path
@@ -255,8 +256,8 @@ def test_swagger_ui_files_refuse_paths_outside_their_folder(api):
 # -- schemathesis ---------------------------------------------------------------------------------
 
 
-def _run(schema, label: str, headers: dict[str, str], mode: GenerationMode, *, checks=CHECKS,
-         path_parameters: dict[str, str] | None = None) -> dict[int, int]:
+def _run(schema: OpenApiSchema, label: str, headers: dict[str, str], mode: GenerationMode, *,
+         checks: list[CheckFunction] = CHECKS, path_parameters: dict[str, str] | None = None) -> dict[int, int]:
     op = BY_LABEL[label]
     operation = schema[op.path][op.method]
     statuses: dict[int, int] = {}
@@ -264,7 +265,7 @@ def _run(schema, label: str, headers: dict[str, str], mode: GenerationMode, *, c
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
-    def run(case):
+    def run(case: schemathesis.Case[Any]) -> None:
         response = case.call_and_validate(headers=headers, checks=checks)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
@@ -278,7 +279,7 @@ def _negatable(label: str) -> bool:
 
 
 @pytest.mark.parametrize("label", LABELS)
-def test_schemathesis_with_an_admin_token(api, schema, label):
+def test_schemathesis_with_an_admin_token(api: Service, schema: OpenApiSchema, label: str) -> None:
     statuses = _run(schema, label, _admin(api), GenerationMode.POSITIVE)
     assert 500 not in statuses
     if BY_LABEL[label].access.public:
@@ -287,21 +288,23 @@ def test_schemathesis_with_an_admin_token(api, schema, label):
 
 
 @pytest.mark.parametrize("label", [label for label in LABELS if _negatable(label)])
-def test_schemathesis_negative_data_with_an_admin_token_is_refused_with_a_4xx(api, schema, label):
+def test_schemathesis_negative_data_with_an_admin_token_is_refused_with_a_4xx(
+    api: Service, schema: OpenApiSchema, label: str
+) -> None:
     """Requests that break the document (wrong types, unknown fields, bad ids, missing parts) are
     refused: never 2xx, never 5xx."""
     _run(schema, label, _admin(api), GenerationMode.NEGATIVE, checks=[*CHECKS, negative_data_rejection])
 
 
 @pytest.mark.parametrize("label", LABELS)
-def test_schemathesis_without_a_token(api, schema, label):
+def test_schemathesis_without_a_token(api: Service, schema: OpenApiSchema, label: str) -> None:
     statuses = _run(schema, label, {}, GenerationMode.POSITIVE)
     if not BY_LABEL[label].access.public:
         assert set(statuses) == {401}, statuses
 
 
 @pytest.mark.parametrize("label", [op.label for op in OPERATIONS if any(p.name == "user_id" for p in op.path_params)])
-def test_schemathesis_on_a_funded_wallet(api, schema, label):
+def test_schemathesis_on_a_funded_wallet(api: Service, schema: OpenApiSchema, label: str) -> None:
     """With credits to spend, generated spends and holds succeed too (and answer what they promise)."""
     grant = api.client.simulate_post(f"/api/v1/admin/users/{FUNDED}/wallet/grant", headers=_admin(api),
                                      json={"credits": "100000000.00", "reason": "fuel for generated spends"})
@@ -311,7 +314,7 @@ def test_schemathesis_on_a_funded_wallet(api, schema, label):
 
 
 @pytest.mark.parametrize("label", [op.label for op in OPERATIONS if any(p.name == "hold_id" for p in op.path_params)])
-def test_schemathesis_on_an_open_hold(api, schema, label):
+def test_schemathesis_on_an_open_hold(api: Service, schema: OpenApiSchema, label: str) -> None:
     api.client.simulate_post(f"/api/v1/admin/users/{FUNDED}/wallet/grant", headers=_admin(api),
                              json={"credits": "1000.00", "reason": "fuel for a hold"})
     placed = api.client.simulate_post(

@@ -5,9 +5,11 @@ migrations, with the fake Stripe: failures, cancellations, duplicates, events ou
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from falcon.testing import Result
 
 from adapters.fake_gateway import FakePaymentGateway
 from tests.e2e.conftest import WEBHOOK_SECRET, Service
@@ -35,7 +37,8 @@ def deliver(svc: Service, signed: tuple[bytes, str] | None) -> dict[str, Any]:
         HOOK, body=payload, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
     )
     assert resp.status_code == 200, resp.text
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
 def outcome(svc: Service, signed: tuple[bytes, str] | None) -> str:
@@ -45,7 +48,8 @@ def outcome(svc: Service, signed: tuple[bytes, str] | None) -> str:
 def wallet(svc: Service, user: str) -> dict[str, Any]:
     resp = svc.client.simulate_get(WALLET, headers=svc.auth(user))
     assert resp.status_code == 200
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
 def balance(svc: Service, user: str) -> tuple[str, str]:
@@ -61,7 +65,7 @@ def status(svc: Service, payment_intent_id: str) -> TopUpStatus:
     return found.status
 
 
-def spend(svc: Service, user: str, credits: str, key: str):
+def spend(svc: Service, user: str, credits: str, key: str) -> Result:
     return svc.client.simulate_post(
         f"/api/v1/admin/users/{user}/wallet/spend",
         json={"credits": credits, "reason": "usage"},
@@ -85,7 +89,7 @@ def kinds(svc: Service, user: str) -> list[str]:
 # -- failed, canceled ----------------------------------------------------------------------------
 
 
-def test_a_failed_payment_grants_nothing_and_a_later_success_still_grants(service):
+def test_a_failed_payment_grants_nothing_and_a_later_success_still_grants(service: Service) -> None:
     pi = top_up(service, "fay")
 
     assert outcome(service, service.gateway.fail(pi)) == "failed"
@@ -104,7 +108,7 @@ def test_a_failed_payment_grants_nothing_and_a_later_success_still_grants(servic
     verified(service)
 
 
-def test_a_late_payment_failed_after_success_changes_nothing(service):
+def test_a_late_payment_failed_after_success_changes_nothing(service: Service) -> None:
     pi = top_up(service, "gus")
     assert outcome(service, service.gateway.succeed(pi)) == "granted"
     before = wallet(service, "gus")
@@ -117,7 +121,7 @@ def test_a_late_payment_failed_after_success_changes_nothing(service):
     verified(service)
 
 
-def test_a_canceled_payment_never_grants(service):
+def test_a_canceled_payment_never_grants(service: Service) -> None:
     pi = top_up(service, "hal")
     assert outcome(service, service.gateway.fail(pi)) == "failed"
     assert outcome(service, service.gateway.cancel(pi)) == "canceled"
@@ -132,16 +136,17 @@ def test_a_canceled_payment_never_grants(service):
 
 
 @pytest.mark.parametrize("make_event", ["succeed", "fail", "refund", "dispute"])
-def test_a_redelivered_event_id_answers_duplicate_and_writes_nothing(service, make_event):
+def test_a_redelivered_event_id_answers_duplicate_and_writes_nothing(service: Service, make_event: str) -> None:
     pi = top_up(service, "ida")
     if make_event in ("refund", "dispute"):
         assert outcome(service, service.gateway.succeed(pi)) == "granted"
-    signed = {
+    make: dict[str, Callable[[], tuple[bytes, str] | None]] = {
         "succeed": lambda: service.gateway.succeed(pi),
         "fail": lambda: service.gateway.fail(pi),
         "refund": lambda: service.gateway.refund(pi, 300),
         "dispute": lambda: service.gateway.dispute(pi, 1000),
-    }[make_event]()
+    }
+    signed = make[make_event]()
     first = deliver(service, signed)
     before = (wallet(service, "ida"), status(service, pi), logged(service, pi))
     service.commits.clear()
@@ -155,7 +160,9 @@ def test_a_redelivered_event_id_answers_duplicate_and_writes_nothing(service, ma
     verified(service)
 
 
-def test_a_refund_before_the_success_is_ignored_then_success_grants_and_reconcile_repairs_the_refund(service):
+def test_a_refund_before_the_success_is_ignored_then_success_grants_and_reconcile_repairs_the_refund(
+    service: Service,
+) -> None:
     pi = top_up(service, "jo")
     service.gateway.succeed(pi)  # Stripe has the money; its webhook is slow
     early_refund = service.gateway.refund(pi, 400)
@@ -183,7 +190,7 @@ def test_a_refund_before_the_success_is_ignored_then_success_grants_and_reconcil
 # -- refunds -----------------------------------------------------------------------------------------
 
 
-def test_a_partial_refund_takes_back_credits_in_proportion_and_shows_in_the_history(service):
+def test_a_partial_refund_takes_back_credits_in_proportion_and_shows_in_the_history(service: Service) -> None:
     pi = top_up(service, "kim")
     outcome(service, service.gateway.succeed(pi))
 
@@ -209,7 +216,7 @@ def test_a_partial_refund_takes_back_credits_in_proportion_and_shows_in_the_hist
     verified(service)
 
 
-def test_three_partial_refunds_add_up_to_all_the_credits_without_rounding_drift(service):
+def test_three_partial_refunds_add_up_to_all_the_credits_without_rounding_drift(service: Service) -> None:
     pi = top_up(service, "lou", "3.00")  # 300 credits
     outcome(service, service.gateway.succeed(pi))
     for cents in (100, 100, 100):
@@ -219,14 +226,14 @@ def test_three_partial_refunds_add_up_to_all_the_credits_without_rounding_drift(
     verified(service)
 
 
-def test_charge_refunded_without_its_refund_list_asks_stripe_for_the_refunds(service):
+def test_charge_refunded_without_its_refund_list_asks_stripe_for_the_refunds(service: Service) -> None:
     pi = top_up(service, "max")
     outcome(service, service.gateway.succeed(pi))
     assert outcome(service, service.gateway.refund(pi, 250, include_refunds=False)) == "refunded"
     assert balance(service, "max") == ("750.00", "0.00")
 
 
-def test_a_refund_after_spending_puts_the_wallet_in_debt_until_a_new_top_up_repays_it(service):
+def test_a_refund_after_spending_puts_the_wallet_in_debt_until_a_new_top_up_repays_it(service: Service) -> None:
     pi = top_up(service, "ned")
     outcome(service, service.gateway.succeed(pi))
     assert spend(service, "ned", "800.00", "ned-1").status_code == 201
@@ -261,7 +268,7 @@ def test_a_refund_after_spending_puts_the_wallet_in_debt_until_a_new_top_up_repa
 # -- disputes ----------------------------------------------------------------------------------------
 
 
-def test_a_dispute_freezes_the_credits_and_a_won_dispute_gives_them_back(service):
+def test_a_dispute_freezes_the_credits_and_a_won_dispute_gives_them_back(service: Service) -> None:
     pi = top_up(service, "ola")
     outcome(service, service.gateway.succeed(pi))
 
@@ -283,7 +290,7 @@ def test_a_dispute_freezes_the_credits_and_a_won_dispute_gives_them_back(service
     verified(service)
 
 
-def test_a_dispute_update_freezes_the_credits_when_its_created_event_was_missed(service):
+def test_a_dispute_update_freezes_the_credits_when_its_created_event_was_missed(service: Service) -> None:
     pi = top_up(service, "quin")
     outcome(service, service.gateway.succeed(pi))
     service.gateway.dispute(pi, 1000)  # charge.dispute.created, never delivered
@@ -296,7 +303,7 @@ def test_a_dispute_update_freezes_the_credits_when_its_created_event_was_missed(
     verified(service)
 
 
-def test_a_lost_dispute_books_the_frozen_credits_out(service):
+def test_a_lost_dispute_books_the_frozen_credits_out(service: Service) -> None:
     pi = top_up(service, "pam")
     outcome(service, service.gateway.succeed(pi))
     outcome(service, service.gateway.dispute(pi, 1000))
@@ -309,7 +316,7 @@ def test_a_lost_dispute_books_the_frozen_credits_out(service):
     verified(service)
 
 
-def test_a_dispute_after_spending_is_a_debt(service):
+def test_a_dispute_after_spending_is_a_debt(service: Service) -> None:
     pi = top_up(service, "quin")
     outcome(service, service.gateway.succeed(pi))
     assert spend(service, "quin", "600.00", "quin-1").status_code == 201
@@ -325,7 +332,7 @@ def test_a_dispute_after_spending_is_a_debt(service):
 # -- the event log, over REST --------------------------------------------------------------------------
 
 
-def test_admins_read_the_event_log_of_a_payment(service):
+def test_admins_read_the_event_log_of_a_payment(service: Service) -> None:
     pi = top_up(service, "rae")
     outcome(service, service.gateway.fail(pi))
     outcome(service, service.gateway.succeed(pi))
@@ -359,7 +366,7 @@ def test_admins_read_the_event_log_of_a_payment(service):
 # -- reconciliation ------------------------------------------------------------------------------------
 
 
-def test_reconcile_repairs_a_missed_success_and_a_missed_refund_once(service):
+def test_reconcile_repairs_a_missed_success_and_a_missed_refund_once(service: Service) -> None:
     lost = top_up(service, "sam")
     service.gateway.succeed(lost)  # the webhook never arrives
     refunded = top_up(service, "sam")
@@ -394,7 +401,7 @@ def test_reconcile_repairs_a_missed_success_and_a_missed_refund_once(service):
 
 
 @pytest.mark.postgres
-def test_the_whole_lifecycle_on_postgresql(make_service, fresh_postgres_url):
+def test_the_whole_lifecycle_on_postgresql(make_service: Callable[..., Service], fresh_postgres_url: str) -> None:
     svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=fresh_postgres_url)
     pi = top_up(svc, "tess")
     assert outcome(svc, svc.gateway.fail(pi)) == "failed"

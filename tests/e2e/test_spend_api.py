@@ -7,29 +7,32 @@ these routes. Every write needs an Idempotency-Key, commits once, and a refused 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from falcon.testing import Result
 
+from tests.e2e.conftest import Service
 from wallet_core.use_cases import verify_ledger
 
 
-def spend_url(user):
+def spend_url(user: str) -> str:
     return f"/api/v1/admin/users/{user}/wallet/spend"
 
 
-def holds_url(user):
+def holds_url(user: str) -> str:
     return f"/api/v1/admin/users/{user}/wallet/holds"
 
 
-def capture_url(hold_id):
+def capture_url(hold_id: str) -> str:
     return f"/api/v1/admin/holds/{hold_id}/capture"
 
 
-def release_url(hold_id):
+def release_url(hold_id: str) -> str:
     return f"/api/v1/admin/holds/{hold_id}/release"
 
 
-def fund(svc, user, credits):
+def fund(svc: Service, user: str, credits: str) -> None:
     resp = svc.client.simulate_post(f"/api/v1/admin/users/{user}/wallet/grant",
                                     json={"credits": credits, "reason": "funding"},
                                     headers=svc.auth("root", admin=True))
@@ -37,25 +40,26 @@ def fund(svc, user, credits):
     svc.commits.clear()
 
 
-def as_service(svc, key=None):
+def as_service(svc: Service, key: str | None = None) -> dict[str, str]:
     headers = svc.auth("billing", service=True)
     return headers if key is None else {**headers, "Idempotency-Key": key}
 
 
-def wallet_of(svc, user):
+def wallet_of(svc: Service, user: str) -> dict[str, Any]:
     resp = svc.client.simulate_get("/api/v1/users/me/wallet", headers=svc.auth(user))
     assert resp.status_code == 200
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
-def assert_ledger_sound(svc):
+def assert_ledger_sound(svc: Service) -> None:
     assert verify_ledger(uow=svc.container.unit_of_work()) == []
 
 
 # -- spend ---------------------------------------------------------------------------------------
 
 
-def test_spend_takes_credits_and_answers_201_with_the_new_balance(service):
+def test_spend_takes_credits_and_answers_201_with_the_new_balance(service: Service) -> None:
     fund(service, "alice", "5.00")
     resp = service.client.simulate_post(spend_url("alice"), json={"credits": "1.50", "reason": "export",
                                                                   "metadata": {"job": "j-1"}},
@@ -77,11 +81,12 @@ def test_spend_takes_credits_and_answers_201_with_the_new_balance(service):
     assert newest["metadata"] == {"job": "j-1"}
     assert newest["hold_id"] is None
     with service.container.unit_of_work()() as tx:
-        assert tx.ledger.find_transaction_by_reference("spend:spend-1").actor == "service:billing"
+        spent = tx.ledger.find_transaction_by_reference("spend:spend-1")
+        assert spent is not None and spent.actor == "service:billing"
     assert_ledger_sound(service)
 
 
-def test_a_replayed_spend_answers_200_with_the_same_body_and_spends_once(service):
+def test_a_replayed_spend_answers_200_with_the_same_body_and_spends_once(service: Service) -> None:
     fund(service, "bob", "5.00")
     body = {"credits": "2.00", "reason": "render"}
     first = service.client.simulate_post(spend_url("bob"), json=body, headers=as_service(service, "k-1"))
@@ -94,7 +99,7 @@ def test_a_replayed_spend_answers_200_with_the_same_body_and_spends_once(service
     assert wallet_of(service, "bob")["balance"] == "3.00"
 
 
-def test_spending_more_than_the_balance_is_409_says_what_is_spendable_and_writes_nothing(service):
+def test_spending_more_than_the_balance_is_409_says_what_is_spendable_and_writes_nothing(service: Service) -> None:
     fund(service, "carol", "5.00")
     resp = service.client.simulate_post(spend_url("carol"), json={"credits": "5.01", "reason": "too much"},
                                         headers=as_service(service, "k-big"))
@@ -109,7 +114,7 @@ def test_spending_more_than_the_balance_is_409_says_what_is_spendable_and_writes
     assert [t["kind"] for t in shown["transactions"]] == ["grant"]
 
 
-def test_an_unknown_wallet_has_nothing_to_spend(service):
+def test_an_unknown_wallet_has_nothing_to_spend(service: Service) -> None:
     resp = service.client.simulate_post(spend_url("nobody"), json={"credits": "0.01", "reason": "x"},
                                         headers=as_service(service, "k-0"))
     assert resp.status_code == 409
@@ -117,7 +122,7 @@ def test_an_unknown_wallet_has_nothing_to_spend(service):
     assert service.commits == []
 
 
-def test_reusing_a_spend_key_for_another_request_is_409_and_writes_nothing(service):
+def test_reusing_a_spend_key_for_another_request_is_409_and_writes_nothing(service: Service) -> None:
     fund(service, "dave", "5.00")
     headers = as_service(service, "k-dave")
     assert service.client.simulate_post(spend_url("dave"), json={"credits": "1.00", "reason": "a"},
@@ -131,7 +136,7 @@ def test_reusing_a_spend_key_for_another_request_is_409_and_writes_nothing(servi
     assert wallet_of(service, "dave")["balance"] == "4.00"
 
 
-def test_a_plain_user_token_cannot_spend_even_its_own_credits(service):
+def test_a_plain_user_token_cannot_spend_even_its_own_credits(service: Service) -> None:
     fund(service, "erin", "5.00")
     resp = service.client.simulate_post(spend_url("erin"), json={"credits": "1.00", "reason": "x"},
                                         headers={**service.auth("erin"), "Idempotency-Key": "k"})
@@ -140,23 +145,24 @@ def test_a_plain_user_token_cannot_spend_even_its_own_credits(service):
     assert service.commits == []
 
 
-def test_spending_needs_a_token(service):
+def test_spending_needs_a_token(service: Service) -> None:
     resp = service.client.simulate_post(spend_url("erin"), json={"credits": "1.00", "reason": "x"},
                                         headers={"Idempotency-Key": "k"})
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_admins_may_spend_too(service):
+def test_admins_may_spend_too(service: Service) -> None:
     fund(service, "frank", "5.00")
     resp = service.client.simulate_post(spend_url("frank"), json={"credits": "1.00", "reason": "manual"},
                                         headers={**service.auth("root", admin=True), "Idempotency-Key": "k"})
     assert resp.status_code == 201
     with service.container.unit_of_work()() as tx:
-        assert tx.ledger.find_transaction_by_reference("spend:k").actor == "admin:root"
+        spent = tx.ledger.find_transaction_by_reference("spend:k")
+        assert spent is not None and spent.actor == "admin:root"
 
 
-def test_spend_without_an_idempotency_key_is_422_and_writes_nothing(service):
+def test_spend_without_an_idempotency_key_is_422_and_writes_nothing(service: Service) -> None:
     fund(service, "gina", "5.00")
     resp = service.client.simulate_post(spend_url("gina"), json={"credits": "1.00", "reason": "x"},
                                         headers=as_service(service))
@@ -181,7 +187,7 @@ def test_spend_without_an_idempotency_key_is_422_and_writes_nothing(service):
         {"credits": "1.00", "reason": "x", "metadata": {f"k{i}": "v" for i in range(21)}},
     ],
 )
-def test_bad_spends_get_422_and_write_nothing(service, body):
+def test_bad_spends_get_422_and_write_nothing(service: Service, body: dict[str, object]) -> None:
     fund(service, "hank", "5.00")
     resp = service.client.simulate_post(spend_url("hank"), json=body, headers=as_service(service, "k-bad"))
     assert resp.status_code == 422, resp.text
@@ -199,7 +205,7 @@ def test_bad_spends_get_422_and_write_nothing(service, body):
         (b"", "application/json", 400),
     ],
 )
-def test_malformed_spend_bodies_get_a_json_4xx(service, body, content_type, status):
+def test_malformed_spend_bodies_get_a_json_4xx(service: Service, body: bytes, content_type: str, status: int) -> None:
     headers = {**as_service(service, "k-m"), "Content-Type": content_type}
     resp = service.client.simulate_post(spend_url("ivan"), body=body, headers=headers)
     assert resp.status_code == status
@@ -207,7 +213,7 @@ def test_malformed_spend_bodies_get_a_json_4xx(service, body, content_type, stat
     assert service.commits == []
 
 
-def test_spend_books_out_expired_promotional_credits_before_spending(service):
+def test_spend_books_out_expired_promotional_credits_before_spending(service: Service) -> None:
     resp = service.client.simulate_post("/api/v1/admin/users/jack/wallet/grant",
                                         json={"credits": "3.00", "reason": "promo",
                                               "expires_at": (service.clock() + timedelta(hours=1)).isoformat()},
@@ -230,7 +236,7 @@ def test_spend_books_out_expired_promotional_credits_before_spending(service):
     assert_ledger_sound(service)
 
 
-def test_a_json_number_is_read_exactly(service):
+def test_a_json_number_is_read_exactly(service: Service) -> None:
     fund(service, "hugo", "1.00")
     resp = service.client.simulate_post(spend_url("hugo"), body=b'{"credits": 0.30, "reason": "x"}',
                                         headers={**as_service(service, "k-n"), "Content-Type": "application/json"})
@@ -241,13 +247,13 @@ def test_a_json_number_is_read_exactly(service):
 # -- holds ---------------------------------------------------------------------------------------
 
 
-def place(svc, user, credits, key, **extra):
+def place(svc: Service, user: str, credits: str, key: str, **extra: object) -> Result:
     resp = svc.client.simulate_post(holds_url(user), json={"credits": credits, "reason": "job", **extra},
                                     headers=as_service(svc, key))
     return resp
 
 
-def test_hold_then_capture_part_gives_the_rest_back(service):
+def test_hold_then_capture_part_gives_the_rest_back(service: Service) -> None:
     fund(service, "kate", "10.00")
     held = place(service, "kate", "4.00", "h-1", metadata={"job": "j-9"}, expires_in_seconds=600)
 
@@ -282,7 +288,7 @@ def test_hold_then_capture_part_gives_the_rest_back(service):
     assert_ledger_sound(service)
 
 
-def test_hold_then_release_gives_everything_back(service):
+def test_hold_then_release_gives_everything_back(service: Service) -> None:
     fund(service, "liam", "10.00")
     hold_id = place(service, "liam", "4.00", "h-2").json["hold_id"]
     service.commits.clear()
@@ -300,7 +306,7 @@ def test_hold_then_release_gives_everything_back(service):
     assert_ledger_sound(service)
 
 
-def test_capture_with_an_empty_object_or_no_body_captures_everything(service):
+def test_capture_with_an_empty_object_or_no_body_captures_everything(service: Service) -> None:
     fund(service, "mia", "10.00")
     first = place(service, "mia", "3.00", "h-a").json["hold_id"]
     second = place(service, "mia", "2.00", "h-b").json["hold_id"]
@@ -313,7 +319,7 @@ def test_capture_with_an_empty_object_or_no_body_captures_everything(service):
     assert wallet_of(service, "mia")["balance"] == "5.00"
 
 
-def test_capturing_twice_replays_the_same_capture_and_a_different_one_is_refused(service):
+def test_capturing_twice_replays_the_same_capture_and_a_different_one_is_refused(service: Service) -> None:
     fund(service, "noah", "10.00")
     hold_id = place(service, "noah", "4.00", "h-3").json["hold_id"]
     first = service.client.simulate_post(capture_url(hold_id), json={"credits": "1.00"},
@@ -334,7 +340,7 @@ def test_capturing_twice_replays_the_same_capture_and_a_different_one_is_refused
     assert_ledger_sound(service)
 
 
-def test_a_released_hold_cannot_be_captured(service):
+def test_a_released_hold_cannot_be_captured(service: Service) -> None:
     fund(service, "olga", "10.00")
     hold_id = place(service, "olga", "4.00", "h-4").json["hold_id"]
     assert service.client.simulate_post(release_url(hold_id), headers=as_service(service)).status_code == 200
@@ -348,7 +354,7 @@ def test_a_released_hold_cannot_be_captured(service):
     assert wallet_of(service, "olga")["balance"] == "10.00"
 
 
-def test_a_hold_past_its_expiry_cannot_be_captured_and_the_expiry_run_releases_it(service):
+def test_a_hold_past_its_expiry_cannot_be_captured_and_the_expiry_run_releases_it(service: Service) -> None:
     fund(service, "pia", "10.00")
     hold_id = place(service, "pia", "4.00", "h-5", expires_in_seconds=60).json["hold_id"]
     service.clock.advance(seconds=61)
@@ -364,7 +370,7 @@ def test_a_hold_past_its_expiry_cannot_be_captured_and_the_expiry_run_releases_i
     assert_ledger_sound(service)
 
 
-def test_a_replayed_hold_answers_200_with_the_same_hold(service):
+def test_a_replayed_hold_answers_200_with_the_same_hold(service: Service) -> None:
     fund(service, "quinn", "10.00")
     first = place(service, "quinn", "4.00", "h-6")
     service.commits.clear()
@@ -377,7 +383,7 @@ def test_a_replayed_hold_answers_200_with_the_same_hold(service):
     assert wallet_of(service, "quinn")["held"] == "4.00"
 
 
-def test_holding_more_than_the_balance_is_409_and_writes_nothing(service):
+def test_holding_more_than_the_balance_is_409_and_writes_nothing(service: Service) -> None:
     fund(service, "rose", "3.00")
     resp = place(service, "rose", "3.01", "h-7")
     assert resp.status_code == 409
@@ -391,14 +397,14 @@ def test_holding_more_than_the_balance_is_409_and_writes_nothing(service):
     [{"expires_in_seconds": 0}, {"expires_in_seconds": "soon"}, {"expires_in_seconds": 1.5},
      {"expires_in_seconds": 8 * 86400}, {"unknown": 1}],
 )
-def test_bad_holds_get_422_and_write_nothing(service, extra):
+def test_bad_holds_get_422_and_write_nothing(service: Service, extra: dict[str, object]) -> None:
     fund(service, "sam", "10.00")
     resp = place(service, "sam", "1.00", "h-8", **extra)
     assert resp.status_code == 422, resp.text
     assert service.commits == []
 
 
-def test_hold_routes_need_the_admin_or_service_role_and_an_idempotency_key(service):
+def test_hold_routes_need_the_admin_or_service_role_and_an_idempotency_key(service: Service) -> None:
     fund(service, "tom", "10.00")
     body = {"credits": "1.00", "reason": "x"}
     as_user = service.client.simulate_post(holds_url("tom"), json=body,
@@ -415,7 +421,7 @@ def test_hold_routes_need_the_admin_or_service_role_and_an_idempotency_key(servi
     assert service.commits == []
 
 
-def test_an_unknown_hold_is_404(service):
+def test_an_unknown_hold_is_404(service: Service) -> None:
     for url in (capture_url("hold_nope"), release_url("hold_nope")):
         resp = service.client.simulate_post(url, headers=as_service(service))
         assert resp.status_code == 404
@@ -427,7 +433,7 @@ def test_an_unknown_hold_is_404(service):
     [({"credits": "5.00"}, 422), ({"credits": "-1.00"}, 422), ({"credits": "x"}, 422),
      ({"extra": 1}, 422), (["1.00"], 422)],
 )
-def test_bad_captures_are_refused_and_the_hold_stays_open(service, body, status):
+def test_bad_captures_are_refused_and_the_hold_stays_open(service: Service, body: object, status: int) -> None:
     fund(service, "uma", "10.00")
     hold_id = place(service, "uma", "4.00", "h-10").json["hold_id"]
     service.commits.clear()
@@ -440,7 +446,7 @@ def test_bad_captures_are_refused_and_the_hold_stays_open(service, body, status)
 # -- an Idempotency-Key names one request: every field of it -------------------------------------
 
 
-def test_a_spend_retried_with_other_metadata_is_409_names_the_field_and_writes_nothing(service):
+def test_a_spend_retried_with_other_metadata_is_409_names_the_field_and_writes_nothing(service: Service) -> None:
     fund(service, "ivy", "5.00")
     body = {"credits": "1.00", "reason": "render", "metadata": {"job": "j-1"}}
     first = service.client.simulate_post(spend_url("ivy"), json=body, headers=as_service(service, "k-ivy"))
@@ -462,7 +468,7 @@ def test_a_spend_retried_with_other_metadata_is_409_names_the_field_and_writes_n
     assert wallet_of(service, "ivy")["balance"] == "4.00"
 
 
-def test_a_hold_retried_with_another_expiry_or_metadata_is_409_and_writes_nothing(service):
+def test_a_hold_retried_with_another_expiry_or_metadata_is_409_and_writes_nothing(service: Service) -> None:
     fund(service, "jo", "10.00")
     body = {"credits": "3.00", "reason": "job", "expires_in_seconds": 600, "metadata": {"job": "j-1"}}
     first = service.client.simulate_post(holds_url("jo"), json=body, headers=as_service(service, "h-jo"))
@@ -484,7 +490,7 @@ def test_a_hold_retried_with_another_expiry_or_metadata_is_409_and_writes_nothin
     assert (shown["balance"], shown["held"]) == ("7.00", "3.00")
 
 
-def test_a_hold_retried_with_the_default_expiry_spelled_out_is_the_same_request(service):
+def test_a_hold_retried_with_the_default_expiry_spelled_out_is_the_same_request(service: Service) -> None:
     fund(service, "kai", "10.00")
     body = {"credits": "3.00", "reason": "job"}
     first = service.client.simulate_post(holds_url("kai"), json=body, headers=as_service(service, "h-kai"))

@@ -7,6 +7,7 @@ import http.client
 import json
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,16 +15,22 @@ import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from entrypoints.http.app import create_app
-from tests.e2e.conftest import WEBHOOK_SECRET, run_waitress
+from tests.e2e.conftest import WEBHOOK_SECRET, RunningServer, Service, run_waitress
 from wallet_core.use_cases import verify_ledger
 
 
 @contextmanager
-def serving(svc):
+def serving(svc: Service) -> Iterator[RunningServer]:
     yield from run_waitress(create_app(svc.container), threads=8)
 
 
-def _request(server, method, path, body=None, headers=None):
+def _request(
+    server: RunningServer,
+    method: str,
+    path: str,
+    body: str | bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -33,7 +40,7 @@ def _request(server, method, path, body=None, headers=None):
         conn.close()
 
 
-def test_full_loop_top_up_webhook_balance(service):
+def test_full_loop_top_up_webhook_balance(service: Service) -> None:
     with serving(service) as server:
         auth = service.auth("alice")
         status, top_up = _request(server, "POST", "/api/v1/users/me/wallet/top-up",
@@ -48,7 +55,7 @@ def test_full_loop_top_up_webhook_balance(service):
         assert status == 200 and wallet["balance"] == "1000.00"
 
 
-def _twenty_concurrent_deliveries(svc):
+def _twenty_concurrent_deliveries(svc: Service) -> None:
     status, top_up = None, None
     with serving(svc) as server:
         status, top_up = _request(server, "POST", "/api/v1/users/me/wallet/top-up",
@@ -60,7 +67,7 @@ def _twenty_concurrent_deliveries(svc):
         results: list[tuple[int, object]] = []
         lock = threading.Lock()
 
-        def deliver():
+        def deliver() -> None:
             barrier.wait()
             code, body = _request(server, "POST", "/webhooks/stripe", payload,
                                   {"Stripe-Signature": signature, "Content-Type": "application/json"})
@@ -82,17 +89,19 @@ def _twenty_concurrent_deliveries(svc):
     assert [t["kind"] for t in wallet["transactions"]] == ["top_up"]
 
 
-def test_twenty_concurrent_deliveries_grant_once_on_sqlite(make_service):
+def test_twenty_concurrent_deliveries_grant_once_on_sqlite(make_service: Callable[..., Service]) -> None:
     _twenty_concurrent_deliveries(make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,))))
 
 
 @pytest.mark.postgres
-def test_twenty_concurrent_deliveries_grant_once_on_postgresql(make_service, postgres_url):
+def test_twenty_concurrent_deliveries_grant_once_on_postgresql(
+    make_service: Callable[..., Service], postgres_url: str
+) -> None:
     svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
     _twenty_concurrent_deliveries(svc)
 
 
-def _ten_concurrent_spends(svc, user):
+def _ten_concurrent_spends(svc: Service, user: str) -> None:
     """10 spends of 1.00 at once from a wallet holding 5.00: exactly 5 succeed, never below zero."""
     with serving(svc) as server:
         status, _ = _request(server, "POST", f"/api/v1/admin/users/{user}/wallet/grant",
@@ -104,7 +113,7 @@ def _ten_concurrent_spends(svc, user):
         results: list[tuple[int, dict[str, Any]]] = []
         lock = threading.Lock()
 
-        def spend(i):
+        def spend(i: int) -> None:
             barrier.wait()
             code, body = _request(server, "POST", f"/api/v1/admin/users/{user}/wallet/spend",
                                   json.dumps({"credits": "1.00", "reason": f"call {i}"}),
@@ -129,17 +138,19 @@ def _ten_concurrent_spends(svc, user):
     assert verify_ledger(uow=svc.container.unit_of_work()) == []
 
 
-def test_ten_concurrent_spends_never_overdraw_on_sqlite(make_service):
+def test_ten_concurrent_spends_never_overdraw_on_sqlite(make_service: Callable[..., Service]) -> None:
     _ten_concurrent_spends(make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,))), "spender")
 
 
 @pytest.mark.postgres
-def test_ten_concurrent_spends_never_overdraw_on_postgresql(make_service, postgres_url):
+def test_ten_concurrent_spends_never_overdraw_on_postgresql(
+    make_service: Callable[..., Service], postgres_url: str
+) -> None:
     svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
     _ten_concurrent_spends(svc, f"spender-{uuid.uuid4().hex[:8]}")
 
 
-def test_swagger_ui_and_its_bundled_files_are_served_over_the_socket(service):
+def test_swagger_ui_and_its_bundled_files_are_served_over_the_socket(service: Service) -> None:
     """/docs/ui works with no network beyond this server: the page and Swagger UI's script come from it."""
     from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 

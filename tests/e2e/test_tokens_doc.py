@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 
 from entrypoints.http.auth import ALGORITHM
-from tests.e2e.conftest import JWT_SECRET
+from tests.e2e.conftest import JWT_SECRET, Service
 
 DOC = Path(__file__).parents[2] / "docs" / "tokens.md"
 
@@ -20,17 +21,17 @@ def doc_snippets() -> list[str]:
 
 
 @pytest.fixture
-def example(monkeypatch) -> dict[str, object]:
+def example(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The names the document's Python example defines, run with the service's secret."""
     monkeypatch.setenv("WALLET_JWT_SECRET", JWT_SECRET)
     snippets = doc_snippets()
     assert len(snippets) == 1, "docs/tokens.md has one Python example"
-    namespace: dict[str, object] = {"__name__": "tokens_doc"}
+    namespace: dict[str, Any] = {"__name__": "tokens_doc"}  # Any: what exec'd code defines is untyped
     exec(compile(snippets[0], str(DOC), "exec"), namespace)  # our own document
     return namespace
 
 
-def test_the_documented_tokens_are_what_the_wallet_accepts(service, example):
+def test_the_documented_tokens_are_what_the_wallet_accepts(service: Service, example: dict[str, Any]) -> None:
     service.container.wallet().grant("alice", "10.00", reason="funding", granted_by="test")
     client = service.client
     user = {"Authorization": f"Bearer {example['user_token']}"}
@@ -54,7 +55,7 @@ def test_the_documented_tokens_are_what_the_wallet_accepts(service, example):
     assert granted.status_code == 201
 
 
-def test_the_documented_claims_and_algorithm_are_the_ones_minted(example):
+def test_the_documented_claims_and_algorithm_are_the_ones_minted(example: dict[str, Any]) -> None:
     token = example["user_token"]
     assert jwt.get_unverified_header(token)["alg"] == ALGORITHM == "HS256"
     claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
@@ -63,7 +64,9 @@ def test_the_documented_claims_and_algorithm_are_the_ones_minted(example):
     assert "| `sub` | yes |" in DOC.read_text() and "| `exp` | yes |" in DOC.read_text()
 
 
-def test_a_token_signed_with_a_rotated_out_secret_is_refused(service, example, monkeypatch):
+def test_a_token_signed_with_a_rotated_out_secret_is_refused(
+    service: Service, example: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the rotation section promises: one secret, no overlap."""
     monkeypatch.setenv("WALLET_JWT_SECRET", "the-new-secret-that-is-long-enough-0123456789")
     rotated = example["wallet_token"]("alice")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
-from tests.e2e.conftest import WEBHOOK_SECRET
+from tests.e2e.conftest import WEBHOOK_SECRET, Service
 from wallet_core.clock import utc_now
 from wallet_core.errors import PaymentGatewayFailed
 from wallet_core.money import Credits
@@ -15,7 +17,7 @@ from wallet_core.topups import TopUpLimits
 TOP_UP = "/api/v1/users/me/wallet/top-up"
 
 
-def test_top_up_creates_a_payment_intent_and_a_pending_top_up(service):
+def test_top_up_creates_a_payment_intent_and_a_pending_top_up(service: Service) -> None:
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("alice"))
 
     assert resp.status_code == 201
@@ -36,7 +38,7 @@ def test_top_up_creates_a_payment_intent_and_a_pending_top_up(service):
 
 
 @pytest.mark.parametrize("amount", ["1.00", "500.00", 1, "250.5", 42.25])
-def test_amounts_inside_the_limits_are_accepted(service, amount):
+def test_amounts_inside_the_limits_are_accepted(service: Service, amount: str | int | float) -> None:
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": amount}, headers=service.auth("bob"))
     assert resp.status_code == 201, resp.text
 
@@ -56,7 +58,9 @@ def test_amounts_inside_the_limits_are_accepted(service, amount):
         ("1e400", "decimal number"),
     ],
 )
-def test_amounts_outside_the_policy_are_refused_with_422_and_nothing_is_created(service, amount, says):
+def test_amounts_outside_the_policy_are_refused_with_422_and_nothing_is_created(
+    service: Service, amount: object, says: str
+) -> None:
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": amount}, headers=service.auth("bob"))
     assert resp.status_code == 422
     assert says in resp.json["description"]
@@ -64,7 +68,7 @@ def test_amounts_outside_the_policy_are_refused_with_422_and_nothing_is_created(
     assert service.commits == []
 
 
-def test_top_up_answers_503_when_stripe_is_not_configured(make_service):
+def test_top_up_answers_503_when_stripe_is_not_configured(make_service: Callable[..., Service]) -> None:
     svc = make_service(None, stripe_secret_key=None)  # the real Stripe adapter, with no key
     resp = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("carol"))
     assert resp.status_code == 503
@@ -72,7 +76,7 @@ def test_top_up_answers_503_when_stripe_is_not_configured(make_service):
     assert svc.commits == []
 
 
-def test_a_stripe_failure_answers_502_and_records_nothing(service):
+def test_a_stripe_failure_answers_502_and_records_nothing(service: Service) -> None:
     service.gateway.fail_next(PaymentGatewayFailed("Stripe refused the request", outcome_unknown=False))
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("dave"))
     assert resp.status_code == 502
@@ -81,7 +85,7 @@ def test_a_stripe_failure_answers_502_and_records_nothing(service):
     assert service.gateway.intents == {}
 
 
-def test_a_timed_out_stripe_call_without_a_key_leaves_its_intent_canceled_and_records_nothing(service):
+def test_a_timed_out_stripe_call_without_a_key_leaves_its_intent_canceled_and_records_nothing(service: Service) -> None:
     service.gateway.time_out_next_create()
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("dave"))
     assert resp.status_code == 502, resp.text
@@ -93,7 +97,7 @@ def test_a_timed_out_stripe_call_without_a_key_leaves_its_intent_canceled_and_re
     assert service.commits == []
 
 
-def test_a_retry_with_the_same_idempotency_key_returns_the_same_top_up(service):
+def test_a_retry_with_the_same_idempotency_key_returns_the_same_top_up(service: Service) -> None:
     headers = {**service.auth("erin"), "Idempotency-Key": "order-17"}
     first = service.client.simulate_post(TOP_UP, json={"amount_usd": "25.00"}, headers=headers)
     again = service.client.simulate_post(TOP_UP, json={"amount_usd": "25.00"}, headers=headers)
@@ -117,7 +121,7 @@ def test_a_retry_with_the_same_idempotency_key_returns_the_same_top_up(service):
         (b'{"amount_usd": "' + b"9" * 70000 + b'"}', "application/json", 413),
     ],
 )
-def test_malformed_bodies_get_a_json_4xx(service, body, content_type, status):
+def test_malformed_bodies_get_a_json_4xx(service: Service, body: bytes, content_type: str, status: int) -> None:
     headers = {**service.auth("frank"), "Content-Type": content_type}
     resp = service.client.simulate_post(TOP_UP, body=body, headers=headers)
     assert resp.status_code == status
@@ -125,13 +129,13 @@ def test_malformed_bodies_get_a_json_4xx(service, body, content_type, status):
     assert service.gateway.create_calls == []
 
 
-def test_top_up_needs_a_token(service):
+def test_top_up_needs_a_token(service: Service) -> None:
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"})
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_float_amount_in_json_is_read_exactly(service):
+def test_float_amount_in_json_is_read_exactly(service: Service) -> None:
     # 0.1 + 0.2 style drift must not happen: 19.99 USD is exactly 1999 credits-hundredths * 100.
     resp = service.client.simulate_post(
         TOP_UP, body=b'{"amount_usd": 19.99}', headers={**service.auth("gina"), "Content-Type": "application/json"}
@@ -140,7 +144,7 @@ def test_float_amount_in_json_is_read_exactly(service):
     assert resp.json["credits"] == "1999.00"
 
 
-def test_unconfigured_gateway_fake_behaves_like_missing_keys(make_service):
+def test_unconfigured_gateway_fake_behaves_like_missing_keys(make_service: Callable[..., Service]) -> None:
     svc = make_service(FakePaymentGateway(configured=False))
     resp = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("hank"))
     assert resp.status_code == 503
@@ -149,7 +153,9 @@ def test_unconfigured_gateway_fake_behaves_like_missing_keys(make_service):
 # -- per-user limits: 429 with Retry-After -------------------------------------------------------
 
 
-def test_a_user_with_too_many_unpaid_top_ups_gets_429_with_retry_after_and_nothing_is_written(make_service):
+def test_a_user_with_too_many_unpaid_top_ups_gets_429_with_retry_after_and_nothing_is_written(
+    make_service: Callable[..., Service],
+) -> None:
     svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)),
                        top_up_limits=TopUpLimits(max_open=2, max_per_hour=100))
     first = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"},
@@ -182,7 +188,9 @@ def test_a_user_with_too_many_unpaid_top_ups_gets_429_with_retry_after_and_nothi
     assert svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("fay")).status_code == 201
 
 
-def test_a_user_starting_too_many_top_ups_in_an_hour_gets_429_until_the_oldest_is_an_hour_old(make_service):
+def test_a_user_starting_too_many_top_ups_in_an_hour_gets_429_until_the_oldest_is_an_hour_old(
+    make_service: Callable[..., Service],
+) -> None:
     svc = make_service(FakePaymentGateway(), top_up_limits=TopUpLimits(max_open=100, max_per_hour=3))
     for _ in range(3):
         created = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("hal"))
@@ -197,7 +205,7 @@ def test_a_user_starting_too_many_top_ups_in_an_hour_gets_429_until_the_oldest_i
     assert svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=svc.auth("hal")).status_code == 201
 
 
-def test_the_default_limits_refuse_the_sixth_unpaid_top_up(service):
+def test_the_default_limits_refuse_the_sixth_unpaid_top_up(service: Service) -> None:
     codes = [service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("ida")).status_code
              for _ in range(6)]
     assert codes == [201] * 5 + [429]

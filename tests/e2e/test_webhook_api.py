@@ -7,33 +7,40 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
+import pytest
 import stripe
+from falcon.testing import Result
 
 from adapters.fake_gateway import FakePaymentGateway
-from tests.e2e.conftest import WEBHOOK_SECRET
+from tests.e2e.conftest import WEBHOOK_SECRET, Service
+from wallet_core.ports import StoredEvent
 
 TOP_UP = "/api/v1/users/me/wallet/top-up"
 HOOK = "/webhooks/stripe"
 
 
-def _top_up(svc, user, amount="10.00"):
+def _top_up(svc: Service, user: str, amount: str = "10.00") -> dict[str, Any]:
     resp = svc.client.simulate_post(TOP_UP, json={"amount_usd": amount}, headers=svc.auth(user))
     assert resp.status_code == 201
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
-def _deliver(svc, payload, header):
+def _deliver(svc: Service, payload: bytes, header: str) -> Result:
     return svc.client.simulate_post(
         HOOK, body=payload, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
     )
 
 
-def _balance(svc, user):
-    return svc.client.simulate_get("/api/v1/users/me/wallet", headers=svc.auth(user)).json["balance"]
+def _balance(svc: Service, user: str) -> str:
+    balance: str = svc.client.simulate_get("/api/v1/users/me/wallet", headers=svc.auth(user)).json["balance"]
+    return balance
 
 
-def test_succeeded_webhook_grants_the_top_up_credits(service):
+def test_succeeded_webhook_grants_the_top_up_credits(service: Service) -> None:
     top_up = _top_up(service, "alice", "12.34")
     service.commits.clear()
     resp = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"]))
@@ -47,11 +54,11 @@ def test_succeeded_webhook_grants_the_top_up_credits(service):
     assert wallet["transactions"][0]["reference_id"] == top_up["payment_intent_id"]
 
 
-def _events(svc, payment_intent_id):
+def _events(svc: Service, payment_intent_id: str) -> list[StoredEvent]:
     return svc.container.wallet().events(payment_intent_id)
 
 
-def test_redelivery_of_the_same_event_grants_nothing_more(service):
+def test_redelivery_of_the_same_event_grants_nothing_more(service: Service) -> None:
     top_up = _top_up(service, "bob")
     pi = top_up["payment_intent_id"]
     payload, header = service.gateway.succeed(pi)
@@ -71,7 +78,7 @@ def test_redelivery_of_the_same_event_grants_nothing_more(service):
     assert [e.outcome for e in logged] == ["granted", "already_granted"]  # one row per event id
 
 
-def test_bad_signature_is_refused_with_400_and_grants_nothing(service):
+def test_bad_signature_is_refused_with_400_and_grants_nothing(service: Service) -> None:
     top_up = _top_up(service, "carol")
     payload, _ = service.gateway.succeed(top_up["payment_intent_id"])
     forged = stripe.WebhookSignature.generate_signature_header(payload.decode(), "whsec_not_ours")
@@ -89,7 +96,7 @@ def test_bad_signature_is_refused_with_400_and_grants_nothing(service):
     assert _events(service, top_up["payment_intent_id"]) == []  # a refused event is not logged either
 
 
-def test_amount_that_does_not_match_the_top_up_is_not_granted(service):
+def test_amount_that_does_not_match_the_top_up_is_not_granted(service: Service) -> None:
     top_up = _top_up(service, "dave")
     resp = _deliver(service, *service.gateway.succeed(top_up["payment_intent_id"], amount_received=1))
     assert resp.status_code == 200 and resp.json["outcome"] == "needs_review"
@@ -100,7 +107,7 @@ def test_amount_that_does_not_match_the_top_up_is_not_granted(service):
     assert _balance(service, "dave") == "0.00"
 
 
-def test_other_event_types_answer_200_and_change_nothing(service):
+def test_other_event_types_answer_200_and_change_nothing(service: Service) -> None:
     top_up = _top_up(service, "erin")
     intent = service.gateway.intents[top_up["payment_intent_id"]]
     payload, header = service.gateway.signed_event(
@@ -122,7 +129,7 @@ def test_other_event_types_answer_200_and_change_nothing(service):
     assert service.commits == []
 
 
-def test_an_event_about_no_payment_intent_answers_200_and_moves_nothing(service):
+def test_an_event_about_no_payment_intent_answers_200_and_moves_nothing(service: Service) -> None:
     payload, header = service.gateway.signed_event("customer.created", {"id": "cus_1", "object": "customer"})
     resp = _deliver(service, payload, header)
     assert resp.status_code == 200
@@ -131,7 +138,7 @@ def test_an_event_about_no_payment_intent_answers_200_and_moves_nothing(service)
     assert service.container.wallet().verify() == []
 
 
-def test_without_a_webhook_secret_production_answers_503(make_service):
+def test_without_a_webhook_secret_production_answers_503(make_service: Callable[..., Service]) -> None:
     gateway = FakePaymentGateway(webhook_secrets=())
     svc = make_service(gateway)
     resp = _deliver(svc, b'{"id": "evt_1", "type": "payment_intent.succeeded"}', "")
@@ -139,7 +146,9 @@ def test_without_a_webhook_secret_production_answers_503(make_service):
     assert "STRIPE_WEBHOOK_SECRET" in resp.json["description"]
 
 
-def test_development_accepts_unsigned_events_when_no_secret_is_set(make_service, caplog):
+def test_development_accepts_unsigned_events_when_no_secret_is_set(
+    make_service: Callable[..., Service], caplog: pytest.LogCaptureFixture
+) -> None:
     svc = make_service(None, env="development", stripe_webhook_secrets=())
     # The real Stripe adapter (no network needed for webhooks): grant a top-up recorded directly.
     from wallet_core.clock import utc_now
@@ -157,7 +166,7 @@ def test_development_accepts_unsigned_events_when_no_secret_is_set(make_service,
     assert "UNSIGNED" in caplog.text
 
 
-def test_a_signed_body_that_is_not_json_is_400(service):
+def test_a_signed_body_that_is_not_json_is_400(service: Service) -> None:
     payload = b"not json at all"
     header = stripe.WebhookSignature.generate_signature_header(payload.decode(), WEBHOOK_SECRET)
     resp = _deliver(service, payload, header)

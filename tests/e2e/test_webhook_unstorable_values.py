@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 import stripe
+from falcon.testing import Result
 
-from tests.e2e.conftest import WEBHOOK_SECRET
+from tests.e2e.conftest import WEBHOOK_SECRET, Service
+from wallet_core.ports import StoredEvent
 
 HOOK = "/webhooks/stripe"
 TOO_LONG = "x" * 300  # longer than every column it could go to
@@ -20,20 +22,20 @@ BAD = {"too long": TOO_LONG, "NUL": "ab\x00cd"}
 
 
 @pytest.fixture
-def svc(service_on_each_database):
+def svc(service_on_each_database: Service) -> Service:
     return service_on_each_database
 
 
-def _paid_top_up(svc, user: str) -> str:
+def _paid_top_up(svc: Service, user: str) -> str:
     resp = svc.client.simulate_post("/api/v1/users/me/wallet/top-up", json={"amount_usd": "10.00"},
                                     headers=svc.auth(user))
     assert resp.status_code == 201, resp.text
-    pi = resp.json["payment_intent_id"]
+    pi: str = resp.json["payment_intent_id"]
     assert _send(svc, json.loads(svc.gateway.succeed(pi)[0])).json["outcome"] == "granted"
     return pi
 
 
-def _send(svc, event: dict[str, Any]):
+def _send(svc: Service, event: dict[str, Any]) -> Result:
     payload = json.dumps(event).encode()  # ASCII: \u0000 and lone surrogates go as JSON escapes
     header = stripe.WebhookSignature.generate_signature_header(payload.decode(), WEBHOOK_SECRET)
     return svc.client.simulate_post(HOOK, body=payload,
@@ -45,16 +47,18 @@ def _event(event_type: str, obj: dict[str, Any], event_id: str | None = None) ->
             "data": {"object": obj}}
 
 
-def _stored(svc, event_id: str):
+def _stored(svc: Service, event_id: str) -> StoredEvent | None:
     with svc.container.unit_of_work()(read_only=True) as tx:
         return tx.events.find(event_id)
 
 
-def _balance(svc, user: str) -> str:
+def _balance(svc: Service, user: str) -> str:
     return str(svc.container.wallet().wallet(user).balance)
 
 
-def _ignored_with_one_warning(svc, caplog, event: dict[str, Any], field: str):
+def _ignored_with_one_warning(
+    svc: Service, caplog: pytest.LogCaptureFixture, event: dict[str, Any], field: str
+) -> Result:
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         resp = _send(svc, event)
@@ -67,7 +71,7 @@ def _ignored_with_one_warning(svc, caplog, event: dict[str, Any], field: str):
     return resp
 
 
-def test_a_bad_event_id_is_ignored_and_not_logged(svc, caplog):
+def test_a_bad_event_id_is_ignored_and_not_logged(svc: Service, caplog: pytest.LogCaptureFixture) -> None:
     for n, event_id in enumerate(BAD.values()):
         pi = _paid_top_up(svc, f"ivy{n}")
         event = json.loads(svc.gateway.dispute(pi, 1000)[0])  # would freeze every credit
@@ -79,7 +83,7 @@ def test_a_bad_event_id_is_ignored_and_not_logged(svc, caplog):
         assert _balance(svc, f"ivy{n}") == "1000.00"
 
 
-def test_a_bad_type_is_ignored_and_logged_cleaned(svc, caplog):
+def test_a_bad_type_is_ignored_and_logged_cleaned(svc: Service, caplog: pytest.LogCaptureFixture) -> None:
     for n, bad in enumerate(BAD):
         pi = _paid_top_up(svc, f"tia{n}")
         event = _event("payment_intent.canceled" + BAD[bad], svc.gateway.intent_object(svc.gateway.intents[pi]))
@@ -92,7 +96,9 @@ def test_a_bad_type_is_ignored_and_logged_cleaned(svc, caplog):
         assert _balance(svc, f"tia{n}") == "1000.00"
 
 
-def test_a_bad_payment_intent_id_is_ignored_and_logged_without_it(svc, caplog):
+def test_a_bad_payment_intent_id_is_ignored_and_logged_without_it(
+    svc: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     for n, bad in enumerate(BAD):
         pi = _paid_top_up(svc, f"pia{n}")
         intent = {**svc.gateway.intent_object(svc.gateway.intents[pi]), "id": pi + BAD[bad], "status": "canceled"}
@@ -104,7 +110,7 @@ def test_a_bad_payment_intent_id_is_ignored_and_logged_without_it(svc, caplog):
         assert _send(svc, event).json["outcome"] == "duplicate"
 
 
-def test_a_bad_refund_id_is_ignored_and_takes_nothing_back(svc, caplog):
+def test_a_bad_refund_id_is_ignored_and_takes_nothing_back(svc: Service, caplog: pytest.LogCaptureFixture) -> None:
     for n, bad in enumerate(BAD):
         pi = _paid_top_up(svc, f"rea{n}")
         svc.gateway.refund(pi, 300, event=None)
@@ -115,7 +121,7 @@ def test_a_bad_refund_id_is_ignored_and_takes_nothing_back(svc, caplog):
         assert _balance(svc, f"rea{n}") == "1000.00"
 
 
-def test_a_bad_dispute_id_is_ignored_and_freezes_nothing(svc, caplog):
+def test_a_bad_dispute_id_is_ignored_and_freezes_nothing(svc: Service, caplog: pytest.LogCaptureFixture) -> None:
     for n, bad in enumerate(BAD):
         pi = _paid_top_up(svc, f"dia{n}")
         payload, _ = svc.gateway.dispute(pi, 1000)
