@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import jwt
 import pytest
 from dependency_injector import providers
+from pytest_mock import MockerFixture
 from sqlalchemy.engine import make_url
 
 from adapters.sql.ledger_repository import SqlLedgerRepository
@@ -79,7 +81,7 @@ def free_port() -> int:
 # -- help ----------------------------------------------------------------------------------------
 
 
-def test_help_lists_the_commands(tmp_path):
+def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = ok(wallet(tmp_path, "--help"))
     for command in ("serve", "migrate", "grant", "spend", "hold", "capture", "release", "expire", "verify",
                     "history", "balance", "events", "reconcile", "token"):
@@ -87,7 +89,7 @@ def test_help_lists_the_commands(tmp_path):
     assert list(tmp_path.iterdir()) == []  # --help touches no database
 
 
-def test_help_loads_no_database_web_or_stripe_library(tmp_path):
+def test_help_loads_no_database_web_or_stripe_library(tmp_path: Path) -> None:
     probe = (
         "import sys\n"
         "from entrypoints.cli import main\n"
@@ -103,7 +105,7 @@ def test_help_loads_no_database_web_or_stripe_library(tmp_path):
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 
-def test_serve_help_explains_every_option_with_its_default(tmp_path):
+def test_serve_help_explains_every_option_with_its_default(tmp_path: Path) -> None:
     out = ok(wallet(tmp_path, "serve", "--help"))
     for option, default in (("--host", "127.0.0.1"), ("--port", "8000"), ("--threads", "8"),
                             ("--log-format", "json"), ("--shutdown-timeout", "10.0")):
@@ -112,7 +114,7 @@ def test_serve_help_explains_every_option_with_its_default(tmp_path):
     assert "wallet migrate" in out
 
 
-def test_every_command_that_prints_a_result_prints_indented_json(tmp_path):
+def test_every_command_that_prints_a_result_prints_indented_json(tmp_path: Path) -> None:
     outputs = [
         ok(wallet(tmp_path, "grant", "ivy", "5.00", "--reason", "x")),
         ok(wallet(tmp_path, "spend", "ivy", "1.00", "--reason", "x", "--idempotency-key", "s")),
@@ -123,7 +125,7 @@ def test_every_command_that_prints_a_result_prints_indented_json(tmp_path):
         assert out == json.dumps(json.loads(out), indent=2) + "\n"
 
 
-def test_serve_on_a_port_in_use_exits_1_without_claiming_to_serve(tmp_path):
+def test_serve_on_a_port_in_use_exits_1_without_claiming_to_serve(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -135,7 +137,7 @@ def test_serve_on_a_port_in_use_exits_1_without_claiming_to_serve(tmp_path):
     assert "serving on" not in result.stderr + result.stdout
 
 
-def test_the_readme_lists_every_command_every_serve_option_and_every_route():
+def test_the_readme_lists_every_command_every_serve_option_and_every_route() -> None:
     from entrypoints.cli import _parser
     from entrypoints.http.routes import OPERATIONS
 
@@ -152,13 +154,13 @@ def test_the_readme_lists_every_command_every_serve_option_and_every_route():
         assert f"`{op.method} {op.path}" in readme, (op.method, op.path)
 
 
-def test_no_command_is_a_usage_error(tmp_path):
+def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = wallet(tmp_path)
     assert result.returncode == 2
     assert "usage: wallet" in result.stderr
 
 
-def test_grant_without_a_reason_is_a_usage_error(tmp_path):
+def test_grant_without_a_reason_is_a_usage_error(tmp_path: Path) -> None:
     result = wallet(tmp_path, "grant", "alice", "50.00")
     assert result.returncode == 2
     assert "--reason" in result.stderr
@@ -167,7 +169,7 @@ def test_grant_without_a_reason_is_a_usage_error(tmp_path):
 # -- grant and balance on the zero-configuration SQLite file -------------------------------------
 
 
-def test_grant_then_balance_on_the_default_sqlite_file(tmp_path):
+def test_grant_then_balance_on_the_default_sqlite_file(tmp_path: Path) -> None:
     granted = json.loads(ok(wallet(tmp_path, "grant", "alice", "50.00", "--reason", "welcome")))
 
     assert granted["user_id"] == "alice"
@@ -188,12 +190,12 @@ def test_grant_then_balance_on_the_default_sqlite_file(tmp_path):
     assert transaction["reason"] == "welcome"
 
 
-def test_balance_of_an_unknown_user_is_zero(tmp_path):
+def test_balance_of_an_unknown_user_is_zero(tmp_path: Path) -> None:
     shown = json.loads(ok(wallet(tmp_path, "balance", "nobody")))
     assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "debt": "0.00", "transactions": []}
 
 
-def test_grants_add_up(tmp_path):
+def test_grants_add_up(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "bob", "10.00", "--reason", "one"))
     second = json.loads(ok(wallet(tmp_path, "grant", "bob", "2.5", "--reason", "two")))
     assert second["balance"] == "12.50"
@@ -202,7 +204,7 @@ def test_grants_add_up(tmp_path):
     assert [t["reason"] for t in shown["transactions"]] == ["two", "one"]  # newest first
 
 
-def test_grant_with_the_same_idempotency_key_twice_grants_once(tmp_path):
+def test_grant_with_the_same_idempotency_key_twice_grants_once(tmp_path: Path) -> None:
     args = ("grant", "alice", "50.00", "--reason", "welcome", "--idempotency-key", "ticket-42")
     first = json.loads(ok(wallet(tmp_path, *args)))
     second = json.loads(ok(wallet(tmp_path, *args)))
@@ -214,7 +216,7 @@ def test_grant_with_the_same_idempotency_key_twice_grants_once(tmp_path):
     assert len(shown["transactions"]) == 1
 
 
-def test_reusing_an_idempotency_key_for_a_different_grant_is_refused(tmp_path):
+def test_reusing_an_idempotency_key_for_a_different_grant_is_refused(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "alice", "50.00", "--reason", "welcome", "--idempotency-key", "k1"))
     result = wallet(tmp_path, "grant", "alice", "60.00", "--reason", "welcome", "--idempotency-key", "k1")
 
@@ -224,7 +226,7 @@ def test_reusing_an_idempotency_key_for_a_different_grant_is_refused(tmp_path):
     assert json.loads(ok(wallet(tmp_path, "balance", "alice")))["balance"] == "50.00"
 
 
-def test_grant_of_a_non_number_fails_with_a_clear_message(tmp_path):
+def test_grant_of_a_non_number_fails_with_a_clear_message(tmp_path: Path) -> None:
     result = wallet(tmp_path, "grant", "alice", "abc", "--reason", "x")
 
     assert_clean_failure(result)
@@ -246,7 +248,7 @@ def test_grant_of_a_non_number_fails_with_a_clear_message(tmp_path):
         (("balance", "bad user"), "user_id must be"),
     ],
 )
-def test_invalid_inputs_fail_with_a_clear_message(tmp_path, args, says):
+def test_invalid_inputs_fail_with_a_clear_message(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
     result = wallet(tmp_path, *args)
     assert_clean_failure(result)
     assert result.returncode == 1
@@ -256,7 +258,7 @@ def test_invalid_inputs_fail_with_a_clear_message(tmp_path, args, says):
 # -- token ---------------------------------------------------------------------------------------
 
 
-def test_token_in_production_without_a_secret_is_refused(tmp_path):
+def test_token_in_production_without_a_secret_is_refused(tmp_path: Path) -> None:
     result = wallet(tmp_path, "token", "alice", WALLET_ENV="production")
 
     assert_clean_failure(result)
@@ -266,7 +268,7 @@ def test_token_in_production_without_a_secret_is_refused(tmp_path):
     assert not (tmp_path / ".wallet-dev-jwt-secret").exists()
 
 
-def test_token_is_a_jwt_for_the_user_signed_with_the_secret(tmp_path):
+def test_token_is_a_jwt_for_the_user_signed_with_the_secret(tmp_path: Path) -> None:
     token = ok(wallet(tmp_path, "token", "alice", WALLET_JWT_SECRET=JWT_SECRET)).strip()
 
     claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
@@ -277,7 +279,7 @@ def test_token_is_a_jwt_for_the_user_signed_with_the_secret(tmp_path):
         jwt.decode(token, "another-secret-that-is-long-enough-0123456789", algorithms=["HS256"])
 
 
-def test_token_admin_puts_admin_in_roles_and_ttl_sets_the_expiry(tmp_path):
+def test_token_admin_puts_admin_in_roles_and_ttl_sets_the_expiry(tmp_path: Path) -> None:
     token = ok(wallet(tmp_path, "token", "root", "--admin", "--ttl", "60", WALLET_JWT_SECRET=JWT_SECRET)).strip()
 
     claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
@@ -286,12 +288,12 @@ def test_token_admin_puts_admin_in_roles_and_ttl_sets_the_expiry(tmp_path):
     assert claims["exp"] - claims["iat"] == 60
 
 
-def test_token_service_puts_service_in_roles(tmp_path):
+def test_token_service_puts_service_in_roles(tmp_path: Path) -> None:
     token = ok(wallet(tmp_path, "token", "billing", "--service", WALLET_JWT_SECRET=JWT_SECRET)).strip()
     assert jwt.decode(token, JWT_SECRET, algorithms=["HS256"])["roles"] == ["service"]
 
 
-def test_token_in_development_without_a_secret_uses_the_secret_in_the_users_state_directory(tmp_path):
+def test_token_in_development_without_a_secret_uses_the_secret_in_the_users_state_directory(tmp_path: Path) -> None:
     state = tmp_path / "state"
     work = tmp_path / "work"
     work.mkdir()
@@ -308,7 +310,7 @@ def test_token_in_development_without_a_secret_uses_the_secret_in_the_users_stat
     assert jwt.decode(again, secret_file.read_text().strip(), algorithms=["HS256"])["sub"] == "bob"
 
 
-def test_git_add_in_the_service_directory_commits_no_secret_and_no_sqlite_side_files(tmp_path):
+def test_git_add_in_the_service_directory_commits_no_secret_and_no_sqlite_side_files(tmp_path: Path) -> None:
     """The README runs the service in the repository's directory: what it leaves there is ignored."""
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -326,7 +328,9 @@ def test_git_add_in_the_service_directory_commits_no_secret_and_no_sqlite_side_f
     assert sorted(staged) == [".gitignore", "kept.txt"]
 
 
-def test_in_development_a_token_with_a_bad_signature_is_told_where_the_secret_lives(tmp_path, serve):
+def test_in_development_a_token_with_a_bad_signature_is_told_where_the_secret_lives(
+    tmp_path: Path, serve: Callable[..., Served]
+) -> None:
     state = tmp_path / "state"
     server = serve(WALLET_ENV="development", XDG_STATE_HOME=str(state))
     forged = jwt.encode({"sub": "alice", "roles": [], "exp": int(time.time()) + 60},
@@ -341,7 +345,7 @@ def test_in_development_a_token_with_a_bad_signature_is_told_where_the_secret_li
     assert secret_file.read_text().strip() not in body.decode()
 
 
-def test_in_production_a_bad_signature_names_no_file(tmp_path, serve):
+def test_in_production_a_bad_signature_names_no_file(tmp_path: Path, serve: Callable[..., Served]) -> None:
     server = serve(WALLET_JWT_SECRET=JWT_SECRET)
     forged = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60},
                         "some-other-secret-that-is-long-enough-0123456789", algorithm="HS256")
@@ -351,7 +355,7 @@ def test_in_production_a_bad_signature_names_no_file(tmp_path, serve):
 
 
 @pytest.mark.parametrize("ttl", ["0", "-5", "604801", "1.5", "soon"])
-def test_token_with_a_ttl_out_of_range_is_a_usage_error(tmp_path, ttl):
+def test_token_with_a_ttl_out_of_range_is_a_usage_error(tmp_path: Path, ttl: str) -> None:
     result = wallet(tmp_path, "token", "alice", "--ttl", ttl, WALLET_JWT_SECRET=JWT_SECRET)
 
     assert result.returncode == 2
@@ -360,7 +364,7 @@ def test_token_with_a_ttl_out_of_range_is_a_usage_error(tmp_path, ttl):
     assert "Traceback" not in result.stderr
 
 
-def test_token_ttl_may_be_as_long_as_seven_days(tmp_path):
+def test_token_ttl_may_be_as_long_as_seven_days(tmp_path: Path) -> None:
     token = ok(wallet(tmp_path, "token", "alice", "--ttl", "604800", WALLET_JWT_SECRET=JWT_SECRET)).strip()
     claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
     assert claims["exp"] - claims["iat"] == 604800
@@ -376,7 +380,7 @@ def signed(claims: dict[str, object]) -> dict[str, str]:
     ("exp", "9999999999"), ("exp", True), ("exp", None), ("exp", [9999999999]),
     ("iat", True), ("iat", "0"), ("nbf", False), ("nbf", "0"),
 ])
-def test_the_server_refuses_token_times_that_are_not_numbers(service, claim, value):
+def test_the_server_refuses_token_times_that_are_not_numbers(service: Service, claim: str, value: object) -> None:
     claims: dict[str, object] = {"sub": "alice", "roles": [], "exp": int(time.time()) + 600, claim: value}
     resp = service.client.simulate_get("/api/v1/users/me/wallet", headers=signed(claims))
 
@@ -386,7 +390,7 @@ def test_the_server_refuses_token_times_that_are_not_numbers(service, claim, val
         assert resp.json["description"] == f"the token's {claim} claim must be a number (seconds since 1970-01-01 UTC)"
 
 
-def test_the_server_checks_token_times(service):
+def test_the_server_checks_token_times(service: Service) -> None:
     now = int(time.time())
     expired = service.client.simulate_get("/api/v1/users/me/wallet", headers=signed({"sub": "a", "exp": now - 1}))
     assert (expired.status_code, expired.json["description"]) == (401, "the token has expired")
@@ -397,7 +401,7 @@ def test_the_server_checks_token_times(service):
     assert service.client.simulate_get("/api/v1/users/me/wallet", headers=fine).status_code == 200
 
 
-def test_token_for_an_invalid_user_id_fails_cleanly(tmp_path):
+def test_token_for_an_invalid_user_id_fails_cleanly(tmp_path: Path) -> None:
     result = wallet(tmp_path, "token", "bad user", WALLET_JWT_SECRET=JWT_SECRET)
     assert_clean_failure(result)
     assert "user_id must be" in result.stderr
@@ -416,7 +420,7 @@ def test_token_for_an_invalid_user_id_fails_cleanly(tmp_path):
         ("STRIPE_TIMEOUT_SECONDS", "abc"),
     ],
 )
-def test_an_invalid_variable_exits_2_naming_it(tmp_path, name, value):
+def test_an_invalid_variable_exits_2_naming_it(tmp_path: Path, name: str, value: str) -> None:
     result = wallet(tmp_path, "balance", "alice", **{name: value})
 
     assert result.returncode == 2
@@ -435,7 +439,7 @@ def test_an_invalid_variable_exits_2_naming_it(tmp_path, name, value):
         ("WALLET_JWT_SECRET", "leaky-short-jwt-123"),
     ],
 )
-def test_an_invalid_secret_exits_2_without_showing_it(tmp_path, name, value):
+def test_an_invalid_secret_exits_2_without_showing_it(tmp_path: Path, name: str, value: str) -> None:
     result = wallet(tmp_path, "token", "alice", **{name: value})
 
     assert result.returncode == 2
@@ -446,7 +450,7 @@ def test_an_invalid_secret_exits_2_without_showing_it(tmp_path, name, value):
 # -- migrate -------------------------------------------------------------------------------------
 
 
-def test_migrate_on_the_default_sqlite_file(tmp_path):
+def test_migrate_on_the_default_sqlite_file(tmp_path: Path) -> None:
     out = ok(wallet(tmp_path, "migrate"))
     assert "database schema is up to date" in out
     assert str(tmp_path / "wallet.sqlite3") in out
@@ -460,7 +464,7 @@ def with_password(url: str, password: str) -> str:
 
 
 @pytest.mark.postgres
-def test_migrate_on_postgresql_never_shows_the_password(tmp_path, postgres_url):
+def test_migrate_on_postgresql_never_shows_the_password(tmp_path: Path, postgres_url: str) -> None:
     url = with_password(postgres_url, DB_PASSWORD)
     assert DB_PASSWORD in url
 
@@ -479,7 +483,7 @@ def test_migrate_on_postgresql_never_shows_the_password(tmp_path, postgres_url):
         assert DB_PASSWORD not in run.stdout + run.stderr
 
 
-def test_migrate_with_an_unreachable_database_fails_with_a_clear_message(tmp_path):
+def test_migrate_with_an_unreachable_database_fails_with_a_clear_message(tmp_path: Path) -> None:
     url = f"postgresql://wallet:{DB_PASSWORD}@127.0.0.1:{free_port()}/wallet"
     result = wallet(tmp_path, "migrate", WALLET_DATABASE_URL=url)
 
@@ -488,7 +492,7 @@ def test_migrate_with_an_unreachable_database_fails_with_a_clear_message(tmp_pat
     assert "wallet:" in result.stderr
 
 
-def test_grant_with_an_unreachable_database_fails_cleanly_without_the_password(tmp_path):
+def test_grant_with_an_unreachable_database_fails_cleanly_without_the_password(tmp_path: Path) -> None:
     url = f"postgresql://wallet:{DB_PASSWORD}@127.0.0.1:{free_port()}/wallet"
     result = wallet(tmp_path, "grant", "alice", "5.00", "--reason", "x", WALLET_DATABASE_URL=url)
 
@@ -560,7 +564,7 @@ class Served:
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     started: list[Served] = []
 
     def _serve(**env: str) -> Served:
@@ -574,7 +578,7 @@ def serve(tmp_path):
         server.stop()
 
 
-def test_serve_answers_healthz_on_a_migrated_sqlite_file(tmp_path, serve):
+def test_serve_answers_healthz_on_a_migrated_sqlite_file(tmp_path: Path, serve: Callable[..., Served]) -> None:
     server = serve(STRIPE_SECRET_KEY=STRIPE_KEY, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
                    WALLET_JWT_SECRET=JWT_SECRET)
     server.stop()
@@ -591,7 +595,7 @@ def test_serve_answers_healthz_on_a_migrated_sqlite_file(tmp_path, serve):
         assert secret not in logged
 
 
-def test_serve_and_token_agree_in_development(tmp_path, serve):
+def test_serve_and_token_agree_in_development(tmp_path: Path, serve: Callable[..., Served]) -> None:
     """The README's promise: `wallet token` and `wallet serve` share the local development secret."""
     server = serve(WALLET_ENV="development")
     ok(wallet(tmp_path, "grant", "alice", "50.00", "--reason", "welcome", WALLET_ENV="development"))
@@ -608,14 +612,16 @@ def test_serve_and_token_agree_in_development(tmp_path, serve):
     assert status == 401
 
 
-def test_serve_in_production_without_a_jwt_secret_answers_503_on_authenticated_routes(tmp_path, serve):
+def test_serve_in_production_without_a_jwt_secret_answers_503_on_authenticated_routes(
+    tmp_path: Path, serve: Callable[..., Served]
+) -> None:
     server = serve()
     status, body = get(f"{server.url}/api/v1/users/me/wallet", {"Authorization": "Bearer x"})
     assert status == 503
     assert "WALLET_JWT_SECRET" in json.loads(body)["description"]
 
 
-def test_serve_with_an_invalid_variable_exits_2(tmp_path):
+def test_serve_with_an_invalid_variable_exits_2(tmp_path: Path) -> None:
     result = wallet(tmp_path, "serve", "--port", str(free_port()), TOP_UP_MIN_USD="abc")
     assert result.returncode == 2
     assert "TOP_UP_MIN_USD" in result.stderr
@@ -626,10 +632,11 @@ def test_serve_with_an_invalid_variable_exits_2(tmp_path):
 
 
 def balance_of(cwd: Path, user: str) -> dict[str, Any]:
-    return json.loads(ok(wallet(cwd, "balance", user)))
+    balance: dict[str, Any] = json.loads(ok(wallet(cwd, "balance", user)))
+    return balance
 
 
-def test_spend_then_replay_spends_once(tmp_path):
+def test_spend_then_replay_spends_once(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "alice", "5.00", "--reason", "funding"))
     args = ("spend", "alice", "1.50", "--reason", "export", "--idempotency-key", "s-1",
             "--metadata", "job=j-7", "team=data")
@@ -645,7 +652,7 @@ def test_spend_then_replay_spends_once(tmp_path):
     assert [t["kind"] for t in shown["transactions"]] == ["spend", "grant"]
 
 
-def test_spending_more_than_the_balance_exits_1_with_one_line_and_writes_nothing(tmp_path):
+def test_spending_more_than_the_balance_exits_1_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "bob", "1.00", "--reason", "funding"))
     result = wallet(tmp_path, "spend", "bob", "1.01", "--reason", "x", "--idempotency-key", "s-2")
 
@@ -670,7 +677,7 @@ def test_spending_more_than_the_balance_exits_1_with_one_line_and_writes_nothing
         (("history", "carol", "--nope"), "--nope"),
     ],
 )
-def test_incomplete_commands_are_usage_errors(tmp_path, args, says):
+def test_incomplete_commands_are_usage_errors(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
     result = wallet(tmp_path, *args)
     assert result.returncode == 2
     assert says in result.stderr
@@ -695,7 +702,7 @@ def test_incomplete_commands_are_usage_errors(tmp_path, args, says):
         (("history", "dave", "--cursor", "garbage"), "--cursor is not a cursor"),
     ],
 )
-def test_invalid_spending_input_fails_with_a_clear_message(tmp_path, args, says):
+def test_invalid_spending_input_fails_with_a_clear_message(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
     result = wallet(tmp_path, *args)
     assert_clean_failure(result)
     assert result.returncode == 1
@@ -703,7 +710,7 @@ def test_invalid_spending_input_fails_with_a_clear_message(tmp_path, args, says)
     assert "expires_in_seconds" not in result.stderr and "Idempotency-Key" not in result.stderr
 
 
-def test_hold_capture_part_then_balance(tmp_path):
+def test_hold_capture_part_then_balance(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "erin", "10.00", "--reason", "funding"))
     held = json.loads(ok(wallet(tmp_path, "hold", "erin", "4.00", "--reason", "render",
                                 "--idempotency-key", "h-1", "--expires-in", "600")))
@@ -724,7 +731,7 @@ def test_hold_capture_part_then_balance(tmp_path):
     assert released.stderr.startswith("wallet: Hold not open: ")
 
 
-def test_hold_then_release_and_capture_all(tmp_path):
+def test_hold_then_release_and_capture_all(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "frank", "10.00", "--reason", "funding"))
     first = json.loads(ok(wallet(tmp_path, "hold", "frank", "4.00", "--reason", "a", "--idempotency-key", "h-a")))
     second = json.loads(ok(wallet(tmp_path, "hold", "frank", "3.00", "--reason", "b", "--idempotency-key", "h-b")))
@@ -741,7 +748,7 @@ def test_hold_then_release_and_capture_all(tmp_path):
 # -- expiry ----------------------------------------------------------------------------------------
 
 
-def test_grant_with_expires_at_shows_it(tmp_path):
+def test_grant_with_expires_at_shows_it(tmp_path: Path) -> None:
     granted = json.loads(ok(wallet(tmp_path, "grant", "gina", "5.00", "--reason", "promo",
                                    "--expires-at", "2999-01-01T00:00:00Z")))
     assert granted["expires_at"] == "2999-01-01T00:00:00+00:00"
@@ -753,7 +760,7 @@ def test_grant_with_expires_at_shows_it(tmp_path):
     [("2999-01-01T00:00:00", "timezone"), ("tomorrow", "ISO 8601"),
      ("2001-01-01T00:00:00Z", "--expires-at must be in the future")],
 )
-def test_grant_with_a_bad_expires_at_fails_cleanly(tmp_path, expires_at, says):
+def test_grant_with_a_bad_expires_at_fails_cleanly(tmp_path: Path, expires_at: str, says: str) -> None:
     result = wallet(tmp_path, "grant", "gina", "5.00", "--reason", "promo", "--expires-at", expires_at)
     assert_clean_failure(result)
     assert result.returncode == 1
@@ -775,7 +782,7 @@ def grant_in_the_past(cwd: Path, user: str, credits: str, *, expired_for: timede
         container.shutdown_resources()
 
 
-def test_expired_credits_stop_counting_and_expire_books_them_out(tmp_path):
+def test_expired_credits_stop_counting_and_expire_books_them_out(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "hank", "2.00", "--reason", "forever"))
     grant_in_the_past(tmp_path, "hank", "5.00", expired_for=timedelta(minutes=5))
 
@@ -796,7 +803,7 @@ def test_expired_credits_stop_counting_and_expire_books_them_out(tmp_path):
 # -- verify ----------------------------------------------------------------------------------------
 
 
-def test_verify_passes_on_a_healthy_database(tmp_path):
+def test_verify_passes_on_a_healthy_database(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "ivan", "5.00", "--reason", "funding"))
     ok(wallet(tmp_path, "spend", "ivan", "1.00", "--reason", "x", "--idempotency-key", "k"))
     ok(wallet(tmp_path, "grant", "jack", "1.00", "--reason", "funding"))
@@ -805,11 +812,11 @@ def test_verify_passes_on_a_healthy_database(tmp_path):
     assert out.strip() == "ledger OK: 4 accounts checked"  # wallet and held, for two users
 
 
-def test_verify_on_an_empty_database_is_ok(tmp_path):
+def test_verify_on_an_empty_database_is_ok(tmp_path: Path) -> None:
     assert ok(wallet(tmp_path, "verify")).strip() == "ledger OK: 0 accounts checked"
 
 
-def test_verify_exits_1_naming_the_wallet_whose_stored_balance_was_tampered_with(tmp_path):
+def test_verify_exits_1_naming_the_wallet_whose_stored_balance_was_tampered_with(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "kate", "5.00", "--reason", "funding"))
     ok(wallet(tmp_path, "grant", "liam", "5.00", "--reason", "funding"))
     with sqlite3.connect(tmp_path / "wallet.sqlite3") as conn:
@@ -826,7 +833,9 @@ def test_verify_exits_1_naming_the_wallet_whose_stored_balance_was_tampered_with
     assert "violation" in result.stderr
 
 
-def test_verify_audits_the_ledger_once_in_one_snapshot(service, capsys, mocker):
+def test_verify_audits_the_ledger_once_in_one_snapshot(
+    service: Service, capsys: pytest.CaptureFixture[str], mocker: MockerFixture
+) -> None:
     paid_top_up(service, "cid")
     audits = mocker.spy(SqlLedgerRepository, "audit")
     snapshots = mocker.spy(SqlUnitOfWork, "__enter__")
@@ -841,7 +850,7 @@ def test_verify_audits_the_ledger_once_in_one_snapshot(service, capsys, mocker):
 # -- history ---------------------------------------------------------------------------------------
 
 
-def test_history_pages_cover_every_row_once(tmp_path):
+def test_history_pages_cover_every_row_once(tmp_path: Path) -> None:
     for i in range(5):
         ok(wallet(tmp_path, "grant", "mia", "1.00", "--reason", f"g{i}"))
     seen, cursor = [], None
@@ -884,7 +893,7 @@ def cli_balance(svc: Service, capsys: pytest.CaptureFixture[str], user: str) -> 
     return shown["balance"], shown["debt"]
 
 
-def test_events_lists_what_happened_to_a_payment(service, capsys):
+def test_events_lists_what_happened_to_a_payment(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
     lib = service.container.wallet()
     pi = lib.top_up("ann", "10.00").payment_intent_id
     failed = service.gateway.fail(pi)
@@ -910,23 +919,27 @@ def test_events_lists_what_happened_to_a_payment(service, capsys):
     assert rows[2].split()[1].startswith("reconcile:")
 
 
-def test_events_of_a_payment_with_none_says_so(service, capsys):
+def test_events_of_a_payment_with_none_says_so(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(service, capsys, "events", "--payment-intent", "pi_never_seen")
     assert code == 0 and err == ""
     assert out.strip() == "no events recorded for pi_never_seen (none received yet, or not a payment of this wallet)"
 
 
-def test_events_needs_the_payment_intent(tmp_path):
+def test_events_needs_the_payment_intent(tmp_path: Path) -> None:
     result = wallet(tmp_path, "events")
     assert result.returncode == 2
     assert "--payment-intent" in result.stderr
     assert not (tmp_path / "wallet.sqlite3").exists()
 
 
-def test_balance_shows_the_debt_after_a_refund_of_spent_credits(service, capsys):
+def test_balance_shows_the_debt_after_a_refund_of_spent_credits(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
     pi = paid_top_up(service, "bea")
     service.container.wallet().spend("bea", "900.00", idempotency_key="b-1", reason="usage")
-    service.container.wallet().handle_stripe_webhook(*service.gateway.refund(pi, 1000))
+    refund_event = service.gateway.refund(pi, 1000)
+    assert refund_event is not None  # for the type checker: None only when asked for no event
+    service.container.wallet().handle_stripe_webhook(*refund_event)
 
     assert cli_balance(service, capsys, "bea") == ("-900.00", "900.00")
     code, out, _ = run(service, capsys, "verify")
@@ -935,7 +948,9 @@ def test_balance_shows_the_debt_after_a_refund_of_spent_credits(service, capsys)
     assert code == 1 and err.startswith("wallet: Insufficient credits: ") and "900.00" in err
 
 
-def test_reconcile_repairs_what_webhooks_missed_once_and_dry_run_changes_nothing(service, capsys):
+def test_reconcile_repairs_what_webhooks_missed_once_and_dry_run_changes_nothing(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
     missed = paid_top_up(service, "cat", webhook=False)  # Stripe has the money; the webhook never came
     refunded = paid_top_up(service, "cat")
     service.gateway.refund(refunded, 300, event=None)  # the refund webhook never came either
@@ -973,7 +988,7 @@ def test_reconcile_repairs_what_webhooks_missed_once_and_dry_run_changes_nothing
     assert run(service, capsys, "verify")[0] == 0
 
 
-def test_reconcile_exits_1_when_a_payment_needs_review(service, capsys):
+def test_reconcile_exits_1_when_a_payment_needs_review(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
     lib = service.container.wallet()
     pi = lib.top_up("eve", "10.00").payment_intent_id
     assert lib.handle_stripe_webhook(*service.gateway.succeed(pi, amount_received=1)).outcome == "needs_review"
@@ -990,7 +1005,7 @@ def test_reconcile_exits_1_when_a_payment_needs_review(service, capsys):
     assert top_up is not None and top_up.status is TopUpStatus.NEEDS_REVIEW  # reconcile does not decide it
 
 
-def test_reconcile_since_a_future_day_checks_nothing(service, capsys):
+def test_reconcile_since_a_future_day_checks_nothing(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
     paid_top_up(service, "fin", webhook=False)
     code, out, err = run(service, capsys, "reconcile", "--since", "2999-01-01")
     assert code == 0
@@ -1001,7 +1016,9 @@ def test_reconcile_since_a_future_day_checks_nothing(service, capsys):
     assert code == 0 and "repaired         1" in out
 
 
-def test_reconcile_when_stripe_fails_midway_exits_1_with_one_line(service, capsys):
+def test_reconcile_when_stripe_fails_midway_exits_1_with_one_line(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
     paid_top_up(service, "gil", webhook=False)
     service.gateway.fail_next()
     code, out, err = run(service, capsys, "reconcile")
@@ -1010,7 +1027,7 @@ def test_reconcile_when_stripe_fails_midway_exits_1_with_one_line(service, capsy
 
 
 @pytest.mark.parametrize("since", ["2024-13-01", "yesterday", "2024-01-01T00:00:00Z", ""])
-def test_reconcile_with_a_bad_since_is_a_usage_error(tmp_path, since):
+def test_reconcile_with_a_bad_since_is_a_usage_error(tmp_path: Path, since: str) -> None:
     result = wallet(tmp_path, "reconcile", "--since", since)
     assert result.returncode == 2
     assert "--since" in result.stderr and "YYYY-MM-DD" in result.stderr
@@ -1018,7 +1035,7 @@ def test_reconcile_with_a_bad_since_is_a_usage_error(tmp_path, since):
     assert not (tmp_path / "wallet.sqlite3").exists()
 
 
-def test_reconcile_without_stripe_configured_fails_with_one_line(tmp_path):
+def test_reconcile_without_stripe_configured_fails_with_one_line(tmp_path: Path) -> None:
     result = wallet(tmp_path, "reconcile")
     assert_clean_failure(result)
     assert result.returncode == 1
@@ -1050,7 +1067,7 @@ def _intent(n: int) -> PaymentIntent:
     return PaymentIntent(f"pi_{n}", Usd(1000), "usd", "succeeded")
 
 
-def test_progress_redraws_one_line_on_a_terminal():
+def test_progress_redraws_one_line_on_a_terminal() -> None:
     term = _Terminal(tty=True)
     progress = Progress(term)  # type: ignore[arg-type]
     for n in range(3):
@@ -1066,7 +1083,7 @@ def test_progress_redraws_one_line_on_a_terminal():
     assert frames[0] != frames[1]  # the bar moves
 
 
-def test_progress_in_a_log_prints_a_line_every_so_often_and_a_last_one():
+def test_progress_in_a_log_prints_a_line_every_so_often_and_a_last_one() -> None:
     log = _Terminal(tty=False)
     progress = Progress(log, every=2)  # type: ignore[arg-type]
     for n in range(5):
@@ -1078,7 +1095,7 @@ def test_progress_in_a_log_prints_a_line_every_so_often_and_a_last_one():
         "2 PaymentIntents listed", "4 PaymentIntents listed", "5 PaymentIntents listed, done"]
 
 
-def test_progress_ends_its_line_before_an_error():
+def test_progress_ends_its_line_before_an_error() -> None:
     term = _Terminal(tty=True)
     progress = Progress(term)  # type: ignore[arg-type]
     progress(_intent(1))
@@ -1114,7 +1131,7 @@ def set_revision(url: str, revision: str) -> None:
     ("0004", "at revision 0004, older than this wallet's"),
 ])
 def test_a_ledger_command_on_an_unmigrated_postgresql_database_says_run_migrate(
-        tmp_path, fresh_postgres_url, revision, says):
+        tmp_path: Path, fresh_postgres_url: str, revision: str | None, says: str) -> None:
     if revision is not None:
         set_revision(fresh_postgres_url, revision)
     for args in (("balance", "alice"), ("grant", "alice", "5.00", "--reason", "x"), ("verify",)):
@@ -1133,7 +1150,7 @@ def test_a_ledger_command_on_an_unmigrated_postgresql_database_says_run_migrate(
 
 @pytest.mark.postgres
 def test_serve_on_an_unmigrated_postgresql_database_is_not_ready_until_migrate_runs(
-        tmp_path, serve, fresh_postgres_url):
+        tmp_path: Path, serve: Callable[..., Served], fresh_postgres_url: str) -> None:
     server = serve(WALLET_DATABASE_URL=fresh_postgres_url, WALLET_JWT_SECRET=JWT_SECRET)
     token = ok(wallet(tmp_path, "token", "alice", WALLET_JWT_SECRET=JWT_SECRET)).strip()
     auth = {"Authorization": f"Bearer {token}"}
@@ -1159,7 +1176,7 @@ def test_serve_on_an_unmigrated_postgresql_database_is_not_ready_until_migrate_r
     assert "run `wallet migrate`" in server.output()  # logged once, as a warning
 
 
-def test_a_sqlite_database_migrated_by_a_newer_wallet_is_reported(tmp_path):
+def test_a_sqlite_database_migrated_by_a_newer_wallet_is_reported(tmp_path: Path) -> None:
     ok(wallet(tmp_path, "grant", "alice", "5.00", "--reason", "x"))
     set_revision(f"sqlite:///{tmp_path / 'wallet.sqlite3'}", "9999_from_the_future")
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from tests.e2e.conftest import Service
 from tests.e2e.test_cli import paid_top_up, run
 
 
-def test_reconcile_flags_a_grant_stripe_says_was_never_paid(service, capsys):
+def test_reconcile_flags_a_grant_stripe_says_was_never_paid(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
     pi = paid_top_up(service, "gus")
     top_up_id = service.container.wallet().events(pi)[0].top_up_id
     service.gateway.intents[pi] = replace(service.gateway.intents[pi], status="requires_payment_method")

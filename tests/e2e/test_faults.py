@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.sql.engine import create_wallet_engine
 from entrypoints.http.app import create_app
-from tests.e2e.conftest import WEBHOOK_SECRET, Service, build_service, make_settings, run_waitress
+from tests.e2e.conftest import WEBHOOK_SECRET, RunningServer, Service, build_service, make_settings, run_waitress
 
 TOP_UP = "/api/v1/users/me/wallet/top-up"
 WEBHOOK = "/webhooks/stripe"
@@ -108,7 +108,7 @@ def _sqlite_count(sqlite_url: str, sql: str) -> int:
 
 
 # -- SQLite locked ------------------------------------------------------------------------------
-def test_sqlite_locked_webhook_answers_503_grants_nothing_then_grants_once_when_released(sqlite_url):
+def test_sqlite_locked_webhook_answers_503_grants_nothing_then_grants_once_when_released(sqlite_url: str) -> None:
     gateway = _fake()
     with _short_timeout_sqlite_service(sqlite_url, gateway) as svc:
         pending = _top_up(svc, "alice", key="order-1")
@@ -141,7 +141,7 @@ def test_sqlite_locked_webhook_answers_503_grants_nothing_then_grants_once_when_
         assert svc.container.wallet().verify() == []
 
 
-def test_sqlite_locked_top_up_answers_503_and_leaves_no_top_up_without_its_intent(sqlite_url):
+def test_sqlite_locked_top_up_answers_503_and_leaves_no_top_up_without_its_intent(sqlite_url: str) -> None:
     gateway = _fake()
     with _short_timeout_sqlite_service(sqlite_url, gateway) as svc, _sqlite_writer_lock(sqlite_url):
         # With a key or without, the earlier top-up and the user's limits are read first, in a writing
@@ -164,7 +164,9 @@ def test_sqlite_locked_top_up_answers_503_and_leaves_no_top_up_without_its_inten
         assert rows == [("pending", retry.json["payment_intent_id"])]
 
 
-def test_sqlite_locked_answers_503_after_the_configured_lock_timeout(make_service, sqlite_url):
+def test_sqlite_locked_answers_503_after_the_configured_lock_timeout(
+    make_service: Callable[..., Service], sqlite_url: str
+) -> None:
     """WALLET_DB_LOCK_TIMEOUT_SECONDS bounds the wait for SQLite's write lock (default 5 s): the
     request waits that long, then 503; nothing is written."""
     gateway = _fake()
@@ -323,8 +325,8 @@ def _until_ok(request: Callable[[], testing.Result], *, attempts: int) -> tuple[
 
 @pytest.mark.postgres
 def test_postgresql_down_webhook_and_top_up_answer_503_then_the_service_recovers_by_itself(
-    make_service, pg_proxy, pg_url
-):
+    make_service: Callable[..., Service], pg_proxy: tuple[TcpProxy, str], pg_url: str
+) -> None:
     proxy, url = pg_proxy
     gateway = _fake()
     svc = make_service(gateway, database_url=url)
@@ -374,7 +376,9 @@ def test_postgresql_down_webhook_and_top_up_answer_503_then_the_service_recovers
 
 
 @pytest.mark.postgres
-def test_postgresql_restart_while_idle_fails_at_most_the_first_request(make_service, pg_proxy, pg_url):
+def test_postgresql_restart_while_idle_fails_at_most_the_first_request(
+    make_service: Callable[..., Service], pg_proxy: tuple[TcpProxy, str], pg_url: str
+) -> None:
     """A database restart while the server is idle leaves a pool of dead connections: the first
     request may fail with 503, every later one must succeed (no pre-ping needed)."""
     proxy, url = pg_proxy
@@ -406,11 +410,13 @@ def test_postgresql_restart_while_idle_fails_at_most_the_first_request(make_serv
 
 
 @contextlib.contextmanager
-def _serving(svc: Service) -> Iterator[object]:
+def _serving(svc: Service) -> Iterator[RunningServer]:
     yield from run_waitress(create_app(svc.container), threads=4)
 
 
-def _post_with_timeout(server, path: str, body: bytes, headers: dict[str, str], timeout: float) -> int | None:
+def _post_with_timeout(
+    server: RunningServer, path: str, body: bytes, headers: dict[str, str], timeout: float
+) -> int | None:
     """The status, or None when no answer came within `timeout` seconds."""
     conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
     try:
@@ -428,7 +434,9 @@ BOUND = 15.0  # seconds within which a locked or unreachable PostgreSQL must hav
 
 
 @pytest.mark.postgres
-def test_postgresql_locked_webhook_answers_5xx_within_a_bound(make_service, pg_url):
+def test_postgresql_locked_webhook_answers_5xx_within_a_bound(
+    make_service: Callable[..., Service], pg_url: str
+) -> None:
     gateway = _fake()
     svc = make_service(gateway, database_url=pg_url)
     user = f"pg-locked-{time.monotonic_ns()}"
@@ -455,7 +463,9 @@ def test_postgresql_locked_webhook_answers_5xx_within_a_bound(make_service, pg_u
 
 
 @pytest.mark.postgres
-def test_postgresql_host_not_answering_new_connections_answers_5xx_within_a_bound(make_service, pg_proxy):
+def test_postgresql_host_not_answering_new_connections_answers_5xx_within_a_bound(
+    make_service: Callable[..., Service], pg_proxy: tuple[TcpProxy, str]
+) -> None:
     proxy, url = pg_proxy
     gateway = _fake()
     svc = make_service(gateway, database_url=url)
@@ -521,12 +531,14 @@ class SlowStripe:
         self.server.server_close()
 
 
-def _real_stripe_service(make_service, api_base: str, timeout: float) -> Service:
+def _real_stripe_service(make_service: Callable[..., Service], api_base: str, timeout: float) -> Service:
     """The production gateway (StripePaymentGateway, the `stripe` SDK) pointed at `api_base`."""
     return make_service(None, stripe_api_base=api_base, stripe_timeout_seconds=timeout)
 
 
-def test_stripe_slow_top_up_answers_502_within_the_timeout_and_records_nothing(make_service, sqlite_url):
+def test_stripe_slow_top_up_answers_502_within_the_timeout_and_records_nothing(
+    make_service: Callable[..., Service], sqlite_url: str
+) -> None:
     with SlowStripe(delay=30) as stripe_server:
         svc = _real_stripe_service(make_service, stripe_server.url, timeout=1.0)
         for key, calls in (("order-1", 1), (None, 2)):
@@ -546,7 +558,9 @@ def test_stripe_slow_top_up_answers_502_within_the_timeout_and_records_nothing(m
     assert _sqlite_count(sqlite_url, "SELECT count(*) FROM credit_transactions") == 0
 
 
-def test_stripe_down_top_up_answers_502_and_records_nothing(make_service, sqlite_url):
+def test_stripe_down_top_up_answers_502_and_records_nothing(
+    make_service: Callable[..., Service], sqlite_url: str
+) -> None:
     closed = _free_port()  # bound, then released: nobody listens there
     svc = _real_stripe_service(make_service, f"http://127.0.0.1:{closed}", timeout=1.0)
     started = time.monotonic()
@@ -559,7 +573,7 @@ def test_stripe_down_top_up_answers_502_and_records_nothing(make_service, sqlite
     assert _sqlite_count(sqlite_url, "SELECT count(*) FROM top_ups") == 0
 
 
-def test_stripe_timeout_setting_reaches_the_gateway(make_service, tmp_path: Path):
+def test_stripe_timeout_setting_reaches_the_gateway(make_service: Callable[..., Service], tmp_path: Path) -> None:
     svc = _real_stripe_service(make_service, "http://127.0.0.1:9", timeout=2.5)
     gateway = svc.container.gateway()
     assert gateway.timeout_seconds == 2.5

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from dependency_injector import providers
@@ -38,7 +39,8 @@ DB_PASSWORD = "library-db-passw0rd-42"
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "fresh_postgres_url")
+    url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "fresh_postgres_url")
+    return url
 
 
 @pytest.fixture
@@ -64,14 +66,16 @@ def gateway() -> FakePaymentGateway:
 
 
 @pytest.fixture
-def wallet(make_container, database_url, gateway) -> Wallet:
+def wallet(make_container: Callable[..., Container], database_url: str, gateway: FakePaymentGateway) -> Wallet:
     return open_wallet(make_container(database_url, gateway))
 
 
 # -- open_wallet ---------------------------------------------------------------------------------
 
 
-def test_open_wallet_migrates_the_schema(make_container, database_url, gateway):
+def test_open_wallet_migrates_the_schema(
+    make_container: Callable[..., Container], database_url: str, gateway: FakePaymentGateway
+) -> None:
     container = make_container(database_url, gateway)
     opened = open_wallet(container)
 
@@ -80,13 +84,17 @@ def test_open_wallet_migrates_the_schema(make_container, database_url, gateway):
     assert opened is container.wallet()  # the container's one Wallet
 
 
-def test_open_wallet_without_migrating_leaves_the_schema_alone(make_container, sqlite_url, gateway):
+def test_open_wallet_without_migrating_leaves_the_schema_alone(
+    make_container: Callable[..., Container], sqlite_url: str, gateway: FakePaymentGateway
+) -> None:
     container = make_container(sqlite_url, gateway)
     open_wallet(container, migrate=False)
     assert current_revision(container.engine()) is None
 
 
-def test_open_wallet_takes_its_policy_from_the_settings(make_container, sqlite_url, gateway):
+def test_open_wallet_takes_its_policy_from_the_settings(
+    make_container: Callable[..., Container], sqlite_url: str, gateway: FakePaymentGateway
+) -> None:
     opened = open_wallet(make_container(sqlite_url, gateway, top_up_min=Usd(500), credits_per_usd=Decimal(7)))
     assert opened.policy.min_amount == Usd(500)
     with pytest.raises(InvalidInput, match=r"at least 5\.00"):
@@ -94,7 +102,9 @@ def test_open_wallet_takes_its_policy_from_the_settings(make_container, sqlite_u
     assert opened.top_up("alice", "5.00").credits == Credits(3500)
 
 
-def test_open_wallet_reads_the_environment(make_container, tmp_path, monkeypatch):
+def test_open_wallet_reads_the_environment(
+    make_container: Callable[..., Container], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "WALLET_JWT_SECRET",
                  "WALLET_ENV", "TOP_UP_MIN_USD", "TOP_UP_MAX_USD"):
         monkeypatch.delenv(name, raising=False)
@@ -115,7 +125,7 @@ def test_open_wallet_reads_the_environment(make_container, tmp_path, monkeypatch
 # -- top-up, webhook, balance --------------------------------------------------------------------
 
 
-def test_top_up_then_webhook_grants_the_credits(wallet, gateway):
+def test_top_up_then_webhook_grants_the_credits(wallet: Wallet, gateway: FakePaymentGateway) -> None:
     user = "lib-alice"
     top_up = wallet.top_up(user, "10.00")
 
@@ -143,7 +153,7 @@ def test_top_up_then_webhook_grants_the_credits(wallet, gateway):
     assert wallet.balance(user) == Decimal("1000.00")
 
 
-def test_top_up_with_an_idempotency_key_returns_the_same_top_up(wallet, gateway):
+def test_top_up_with_an_idempotency_key_returns_the_same_top_up(wallet: Wallet, gateway: FakePaymentGateway) -> None:
     first = wallet.top_up("lib-bob", "10.00", idempotency_key="order-1")
     second = wallet.top_up("lib-bob", "10.00", idempotency_key="order-1")
 
@@ -156,7 +166,9 @@ def test_top_up_with_an_idempotency_key_returns_the_same_top_up(wallet, gateway)
         wallet.top_up("lib-bob", "11.00", idempotency_key="order-1")
 
 
-def test_a_webhook_with_a_bad_signature_is_refused_and_grants_nothing(wallet, gateway):
+def test_a_webhook_with_a_bad_signature_is_refused_and_grants_nothing(
+    wallet: Wallet, gateway: FakePaymentGateway
+) -> None:
     top_up = wallet.top_up("lib-carol", "10.00")
     payload, _ = gateway.succeed(top_up.payment_intent_id)
     _, forged = gateway.signed_event("payment_intent.succeeded", {}, secret="whsec_someone_else")
@@ -171,7 +183,7 @@ def test_a_webhook_with_a_bad_signature_is_refused_and_grants_nothing(wallet, ga
 # -- grant, wallet -------------------------------------------------------------------------------
 
 
-def test_grant_then_balance(wallet):
+def test_grant_then_balance(wallet: Wallet) -> None:
     result = wallet.grant("lib-dave", "5.00", reason="welcome bonus", granted_by="support@example.com")
 
     assert result.user_id == "lib-dave"
@@ -184,7 +196,7 @@ def test_grant_then_balance(wallet):
     assert again.transaction_id != result.transaction_id
 
 
-def test_grant_with_an_idempotency_key_grants_once(wallet):
+def test_grant_with_an_idempotency_key_grants_once(wallet: Wallet) -> None:
     first = wallet.grant("lib-erin", "5.00", reason="r", granted_by="ops", idempotency_key="t-1")
     second = wallet.grant("lib-erin", "5.00", reason="r", granted_by="ops", idempotency_key="t-1")
 
@@ -193,7 +205,7 @@ def test_grant_with_an_idempotency_key_grants_once(wallet):
     assert wallet.balance("lib-erin") == Decimal("5.00")
 
 
-def test_wallet_returns_the_transactions_newest_first(wallet, gateway):
+def test_wallet_returns_the_transactions_newest_first(wallet: Wallet, gateway: FakePaymentGateway) -> None:
     user = "lib-frank"
     top_up = wallet.top_up(user, "10.00")
     wallet.handle_stripe_webhook(*gateway.succeed(top_up.payment_intent_id))
@@ -215,7 +227,7 @@ def test_wallet_returns_the_transactions_newest_first(wallet, gateway):
     assert wallet.wallet(user, recent=0).transactions == []
 
 
-def test_wallet_of_an_unknown_user_is_empty(wallet):
+def test_wallet_of_an_unknown_user_is_empty(wallet: Wallet) -> None:
     view = wallet.wallet("lib-nobody")
     assert view.balance == Credits(0)
     assert view.transactions == []
@@ -226,7 +238,9 @@ def test_wallet_of_an_unknown_user_is_empty(wallet):
 
 
 @pytest.mark.parametrize("amount", ["abc", "0.99", "500.01", "-10.00", "10.001", 10.0, None, "NaN"])
-def test_an_invalid_top_up_amount_raises_invalid_input_and_records_nothing(wallet, gateway, amount):
+def test_an_invalid_top_up_amount_raises_invalid_input_and_records_nothing(
+    wallet: Wallet, gateway: FakePaymentGateway, amount: object
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         wallet.top_up("lib-gina", amount)
     assert caught.value.field == "amount_usd"
@@ -235,7 +249,7 @@ def test_an_invalid_top_up_amount_raises_invalid_input_and_records_nothing(walle
 
 
 @pytest.mark.parametrize("credits", ["abc", "0", "-1.00", "1.001", 1.5, None])
-def test_an_invalid_grant_raises_invalid_input_and_records_nothing(wallet, credits):
+def test_an_invalid_grant_raises_invalid_input_and_records_nothing(wallet: Wallet, credits: object) -> None:
     with pytest.raises(InvalidInput) as caught:
         wallet.grant("lib-hank", credits, reason="x", granted_by="ops")
     assert caught.value.field == "credits"
@@ -252,7 +266,7 @@ def test_an_invalid_grant_raises_invalid_input_and_records_nothing(wallet, credi
         (lambda w: w.balance(""), "user_id"),
     ],
 )
-def test_other_invalid_input_raises_invalid_input(wallet, call, field):
+def test_other_invalid_input_raises_invalid_input(wallet: Wallet, call: Callable[[Wallet], object], field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         call(wallet)
     assert caught.value.field == field
@@ -261,14 +275,16 @@ def test_other_invalid_input_raises_invalid_input(wallet, call, field):
 # -- no secrets shown ----------------------------------------------------------------------------
 
 
-def test_repr_of_the_wallet_shows_no_secret(wallet):
+def test_repr_of_the_wallet_shows_no_secret(wallet: Wallet) -> None:
     shown = repr(wallet) + str(wallet)
     for secret in (WEBHOOK_SECRET, JWT_SECRET, "sk_test_e2e"):
         assert secret not in shown
     assert "FakePaymentGateway" in shown
 
 
-def test_repr_of_a_wallet_with_the_real_stripe_gateway_shows_no_secret(make_container, tmp_path):
+def test_repr_of_a_wallet_with_the_real_stripe_gateway_shows_no_secret(
+    make_container: Callable[..., Container], tmp_path: Path
+) -> None:
     url = f"postgresql://wallet:{DB_PASSWORD}@127.0.0.1:1/wallet"
     container = make_container(url, stripe_secret_key=Secret(STRIPE_KEY))
     opened = open_wallet(container, migrate=False)  # nothing connects: the URL is never dialled
@@ -282,7 +298,7 @@ def test_repr_of_a_wallet_with_the_real_stripe_gateway_shows_no_secret(make_cont
 # -- spending, holds, expiry, verify, history ----------------------------------------------------
 
 
-def test_spend_takes_credits_once_per_key(wallet):
+def test_spend_takes_credits_once_per_key(wallet: Wallet) -> None:
     wallet.grant("lib-kim", "5.00", reason="r", granted_by="ops")
     spent = wallet.spend("lib-kim", "1.50", idempotency_key="s-1", reason="export", metadata={"job": "7"})
     again = wallet.spend("lib-kim", "1.50", idempotency_key="s-1", reason="export", metadata={"job": "7"})
@@ -297,7 +313,7 @@ def test_spend_takes_credits_once_per_key(wallet):
         wallet.spend("lib-kim", "2.00", idempotency_key="s-1", reason="export")
 
 
-def test_spend_beyond_the_balance_raises_and_writes_nothing(wallet):
+def test_spend_beyond_the_balance_raises_and_writes_nothing(wallet: Wallet) -> None:
     wallet.grant("lib-lee", "1.00", reason="r", granted_by="ops")
     with pytest.raises(InsufficientCredits, match=r"1\.00"):
         wallet.spend("lib-lee", "1.01", idempotency_key="s-2", reason="x", actor="billing")
@@ -308,7 +324,7 @@ def test_spend_beyond_the_balance_raises_and_writes_nothing(wallet):
     assert [t.kind for t in wallet.wallet("lib-lee").transactions] == [TransactionKind.GRANT]
 
 
-def test_hold_capture_release(wallet):
+def test_hold_capture_release(wallet: Wallet) -> None:
     wallet.grant("lib-max", "10.00", reason="r", granted_by="ops")
     first = wallet.hold("lib-max", "4.00", idempotency_key="h-1", reason="job", expires_in_seconds=600)
     second = wallet.hold("lib-max", "3.00", idempotency_key="h-2", reason="job")
@@ -330,14 +346,16 @@ def test_hold_capture_release(wallet):
     assert wallet.verify() == []
 
 
-def test_capture_without_an_amount_captures_the_whole_hold(wallet):
+def test_capture_without_an_amount_captures_the_whole_hold(wallet: Wallet) -> None:
     wallet.grant("lib-ned", "10.00", reason="r", granted_by="ops")
     held = wallet.hold("lib-ned", "4.00", idempotency_key="h-3", reason="job")
     assert wallet.capture(held.hold_id).captured == Credits(400)
     assert wallet.balance("lib-ned") == Decimal("6.00")
 
 
-def test_expired_grants_and_holds_go_with_the_expiry_run(make_container, database_url, gateway):
+def test_expired_grants_and_holds_go_with_the_expiry_run(
+    make_container: Callable[..., Container], database_url: str, gateway: FakePaymentGateway
+) -> None:
     clock = MovableClock()
     container = make_container(database_url, gateway)
     container.clock.override(providers.Object(clock))
@@ -360,7 +378,7 @@ def test_expired_grants_and_holds_go_with_the_expiry_run(make_container, databas
     assert len(wallet.audit().accounts) >= 2
 
 
-def test_transactions_page_through_the_history(wallet):
+def test_transactions_page_through_the_history(wallet: Wallet) -> None:
     for i in range(5):
         wallet.grant("lib-ola", "1.00", reason=f"g{i}", granted_by="ops")
     first = wallet.transactions("lib-ola", limit=2)
@@ -375,7 +393,9 @@ def test_transactions_page_through_the_history(wallet):
 # -- payment lifecycle: the event log, debt, reconcile -----------------------------------------------
 
 
-def test_a_charge_refunded_without_its_refunds_is_completed_from_stripe(wallet, gateway):
+def test_a_charge_refunded_without_its_refunds_is_completed_from_stripe(
+    wallet: Wallet, gateway: FakePaymentGateway
+) -> None:
     top_up = wallet.top_up("lib-pia", "10.00")
     wallet.handle_stripe_webhook(*gateway.succeed(top_up.payment_intent_id))
     signed = gateway.refund(top_up.payment_intent_id, 400, include_refunds=False)
@@ -389,7 +409,7 @@ def test_a_charge_refunded_without_its_refunds_is_completed_from_stripe(wallet, 
     assert wallet.balance("lib-pia") == Decimal("600.00")
 
 
-def test_events_are_the_payment_log_oldest_first(wallet, gateway):
+def test_events_are_the_payment_log_oldest_first(wallet: Wallet, gateway: FakePaymentGateway) -> None:
     top_up = wallet.top_up("lib-quy", "10.00")
     pi = top_up.payment_intent_id
     assert wallet.events(pi) == []
@@ -412,7 +432,7 @@ def test_events_are_the_payment_log_oldest_first(wallet, gateway):
 
 
 @pytest.mark.parametrize("candidate", ["pi_3N4x", "pi-1", "pi.1", "pi 1", "pi_\u00e9", "x" * 255, "x" * 256, ""])
-def test_the_library_and_the_rest_schema_accept_the_same_payment_intent_ids(wallet, candidate):
+def test_the_library_and_the_rest_schema_accept_the_same_payment_intent_ids(wallet: Wallet, candidate: str) -> None:
     """One rule (wallet_core.ids): what the REST path refuses (422), the library refuses too."""
     from entrypoints.http.schemas import PAYMENT_INTENT_ID_PATTERN
 
@@ -426,7 +446,7 @@ def test_the_library_and_the_rest_schema_accept_the_same_payment_intent_ids(wall
     assert library_accepts == schema_accepts == (candidate == "pi_3N4x" or candidate == "x" * 255)
 
 
-def test_a_wallet_is_the_core_service_and_debt_a_domain_rule():
+def test_a_wallet_is_the_core_service_and_debt_a_domain_rule() -> None:
     """`entrypoints.library` re-exports the core's application service and the view it answers."""
     from entrypoints import library
     from wallet_core.ledger import WalletView
@@ -437,13 +457,15 @@ def test_a_wallet_is_the_core_service_and_debt_a_domain_rule():
     assert WalletView("u", Credits(250)).debt == Credits(0)
 
 
-def test_debt_is_what_a_refund_of_spent_credits_leaves_owing(wallet, gateway):
+def test_debt_is_what_a_refund_of_spent_credits_leaves_owing(wallet: Wallet, gateway: FakePaymentGateway) -> None:
     top_up = wallet.top_up("lib-rex", "10.00")
     wallet.handle_stripe_webhook(*gateway.succeed(top_up.payment_intent_id))
     assert wallet.wallet("lib-rex").debt == Credits(0)
     wallet.spend("lib-rex", "750.00", idempotency_key="r-1", reason="usage")
 
-    wallet.handle_stripe_webhook(*gateway.refund(top_up.payment_intent_id, 1000))
+    refund_event = gateway.refund(top_up.payment_intent_id, 1000)
+    assert refund_event is not None  # for the type checker: None only when asked for no event
+    wallet.handle_stripe_webhook(*refund_event)
 
     view = wallet.wallet("lib-rex")
     assert (view.balance, view.debt) == (Credits(-75_000), Credits(75_000))
@@ -458,7 +480,9 @@ def test_debt_is_what_a_refund_of_spent_credits_leaves_owing(wallet, gateway):
     assert wallet.verify() == []
 
 
-def test_reconcile_reports_progress_repairs_once_and_dry_run_changes_nothing(wallet, gateway):
+def test_reconcile_reports_progress_repairs_once_and_dry_run_changes_nothing(
+    wallet: Wallet, gateway: FakePaymentGateway
+) -> None:
     missed = wallet.top_up("lib-sue", "10.00")
     gateway.succeed(missed.payment_intent_id)  # no webhook
     seen: list[str] = []
@@ -480,7 +504,9 @@ def test_reconcile_reports_progress_repairs_once_and_dry_run_changes_nothing(wal
     assert wallet.verify() == []
 
 
-def test_reconcile_without_stripe_raises_payments_not_configured(make_container, sqlite_url):
+def test_reconcile_without_stripe_raises_payments_not_configured(
+    make_container: Callable[..., Container], sqlite_url: str
+) -> None:
     opened = open_wallet(make_container(sqlite_url, FakePaymentGateway(configured=False)))
     with pytest.raises(PaymentsNotConfigured):
         opened.reconcile()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +87,9 @@ def fake() -> FakePaymentGateway:
     return FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,))
 
 
-def spend(svc: Service, server: Running, user: str, key: str, timeout: float = 30):
+def spend(
+    svc: Service, server: Running, user: str, key: str, timeout: float = 30
+) -> tuple[int, dict[str, str], bytes, float]:
     return request(server, "POST", f"/api/v1/admin/users/{user}/wallet/spend",
                    json.dumps({"credits": "1.00", "reason": "a call"}).encode(),
                    {**svc.auth("billing", service=True), "Content-Type": "application/json", "Idempotency-Key": key},
@@ -122,7 +124,9 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 
 # -- item 7: idle connections ---------------------------------------------------------------------
-def test_150_idle_connections_leave_healthz_and_the_wallet_routes_answering(make_service):
+def test_150_idle_connections_leave_healthz_and_the_wallet_routes_answering(
+    make_service: Callable[..., Service],
+) -> None:
     svc = make_service(fake())
     with wallet_server(svc) as server, idle_connections(server, 150):
         status, _, body, took = request(server, "GET", "/healthz", timeout=5)
@@ -131,7 +135,7 @@ def test_150_idle_connections_leave_healthz_and_the_wallet_routes_answering(make
         assert status == 200 and took < FAST, (status, took)
 
 
-def test_at_the_connection_limit_idle_connections_make_room_for_new_ones(make_service):
+def test_at_the_connection_limit_idle_connections_make_room_for_new_ones(make_service: Callable[..., Service]) -> None:
     svc = make_service(fake())
     with wallet_server(svc, connection_limit=20) as server, idle_connections(server, 60) as socks:
         for _ in range(3):
@@ -143,7 +147,7 @@ def test_at_the_connection_limit_idle_connections_make_room_for_new_ones(make_se
         assert closed_by_server(socks[0])
 
 
-def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(make_service):
+def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(make_service: Callable[..., Service]) -> None:
     svc = make_service(fake())
     with wallet_server(svc, idle_timeout=1) as server, idle_connections(server, 1) as (sock,):
         deadline = time.monotonic() + 4
@@ -167,7 +171,9 @@ def sqlite_writer_lock(sqlite_url: str) -> Iterator[None]:
         other.close()
 
 
-def test_sqlite_locked_healthz_answers_at_once_and_spends_503_within_the_lock_timeout(make_service, sqlite_url):
+def test_sqlite_locked_healthz_answers_at_once_and_spends_503_within_the_lock_timeout(
+    make_service: Callable[..., Service], sqlite_url: str
+) -> None:
     bound = 1.5
     svc = make_service(fake(), db_lock_timeout_seconds=bound)
     with wallet_server(svc, threads=2) as server, sqlite_writer_lock(sqlite_url), ThreadPoolExecutor(4) as pool:
@@ -187,7 +193,9 @@ def test_sqlite_locked_healthz_answers_at_once_and_spends_503_within_the_lock_ti
 
 
 @pytest.mark.postgres
-def test_postgresql_row_locked_spend_answers_503_within_the_lock_timeout(make_service, postgres_url):
+def test_postgresql_row_locked_spend_answers_503_within_the_lock_timeout(
+    make_service: Callable[..., Service], postgres_url: str
+) -> None:
     bound = 1.0
     svc = make_service(fake(), database_url=postgres_url, db_lock_timeout_seconds=bound)
     user = f"locked-{time.monotonic_ns()}"
@@ -219,7 +227,7 @@ def test_postgresql_row_locked_spend_answers_503_within_the_lock_timeout(make_se
 JWT = "liveness-jwt-secret-that-is-long-enough-0123456789"
 
 
-def test_stripe_hanging_takes_at_most_half_the_workers_and_extra_top_ups_get_503(tmp_path: Path):
+def test_stripe_hanging_takes_at_most_half_the_workers_and_extra_top_ups_get_503(tmp_path: Path) -> None:
     """`wallet serve --threads 4` with a Stripe that never answers: at most 2 top-ups wait for it
     (half the threads, the default), the others get 503 Retry-After at once, and /healthz, the wallet
     and spends keep answering."""
@@ -271,12 +279,12 @@ def test_stripe_hanging_takes_at_most_half_the_workers_and_extra_top_ups_get_503
 def assert_json_error(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict[str, str]:
     assert status == expected, (status, body[:200])
     assert headers.get("Content-Type") == "application/json", headers
-    payload = json.loads(body)
+    payload: dict[str, str] = json.loads(body)
     assert set(payload) == {"title", "description"} and all(payload.values()), payload
     return payload
 
 
-def test_a_body_too_large_for_the_server_gets_a_json_413(service):
+def test_a_body_too_large_for_the_server_gets_a_json_413(service: Service) -> None:
     with wallet_server(service) as server:
         for size in (65_537, 66_560, 1_000_000):  # the app refuses the first, waitress the others
             status, headers, body, _ = request(server, "POST", TOP_UP, b"{" + b" " * (size - 2) + b"}",
@@ -286,7 +294,7 @@ def test_a_body_too_large_for_the_server_gets_a_json_413(service):
             assert payload == {"title": "Body too large", "description": "the body must be at most 65536 bytes"}
 
 
-def test_headers_too_large_get_a_json_431(service):
+def test_headers_too_large_get_a_json_431(service: Service) -> None:
     with wallet_server(service) as server:
         for size in (70_000, 300_000):
             status, headers, body = raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size
@@ -300,14 +308,16 @@ def test_headers_too_large_get_a_json_431(service):
     b"GET\x00 / HTTP/1.1\r\n\r\n",
     b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
 ])
-def test_a_malformed_request_gets_a_json_400(service, data):
+def test_a_malformed_request_gets_a_json_400(service: Service, data: bytes) -> None:
     with wallet_server(service) as server:
         status, headers, body = raw(server, data)
         assert_json_error(status, headers, body, 400)
 
 
 # -- item 12: one log line per cause --------------------------------------------------------------
-def test_database_503s_log_the_cause_once_not_once_per_request(make_service, sqlite_url, caplog):
+def test_database_503s_log_the_cause_once_not_once_per_request(
+    make_service: Callable[..., Service], sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     svc = make_service(fake(), db_lock_timeout_seconds=0.2)
     with wallet_server(svc, threads=2) as server, sqlite_writer_lock(sqlite_url), \
             caplog.at_level(logging.WARNING, logger="entrypoints.http.errors"):
@@ -318,7 +328,9 @@ def test_database_503s_log_the_cause_once_not_once_per_request(make_service, sql
     assert "database is locked" in lines[0] and "OperationalError" in lines[0], lines
 
 
-def test_the_throttle_logs_a_cause_again_after_its_interval_saying_how_many_it_left_out(caplog):
+def test_the_throttle_logs_a_cause_again_after_its_interval_saying_how_many_it_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [0.0]
     throttle = Throttle(logging.getLogger("test.throttle"), interval=60, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="test.throttle"):

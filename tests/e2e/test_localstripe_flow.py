@@ -66,6 +66,7 @@ class Live:
             conn.close()
 
     def top_up(self, user: str, amount: str) -> dict[str, Any]:
+        body: dict[str, Any]
         status, body = self.request("POST", TOP_UP, {"amount_usd": amount}, user=user)
         assert status == 201, body
         return body

@@ -394,17 +394,19 @@ def _kill_mid_burst_then_redeliver(database_url: str, cwd: Path, tag: str) -> No
 
 
 @pytest.mark.postgres
-def test_kill_mid_burst_restart_redeliver_grants_each_payment_once_on_postgresql(fresh_pg_url, tmp_path):
+def test_kill_mid_burst_restart_redeliver_grants_each_payment_once_on_postgresql(
+    fresh_pg_url: str, tmp_path: Path
+) -> None:
     _kill_mid_burst_then_redeliver(fresh_pg_url, tmp_path, "pgkill")
 
 
-def test_kill_mid_burst_restart_redeliver_grants_each_payment_once_on_sqlite(tmp_path):
+def test_kill_mid_burst_restart_redeliver_grants_each_payment_once_on_sqlite(tmp_path: Path) -> None:
     _kill_mid_burst_then_redeliver(f"sqlite:///{tmp_path / 'wallet.sqlite3'}", tmp_path, "sqlkill")
 
 
 # -- scale-out: three servers on one PostgreSQL database ----------------------------------------
 @pytest.mark.postgres
-def test_three_servers_concurrent_duplicate_webhooks_grant_each_payment_once(fresh_pg_url, tmp_path):
+def test_three_servers_concurrent_duplicate_webhooks_grant_each_payment_once(fresh_pg_url: str, tmp_path: Path) -> None:
     _migrate(fresh_pg_url, tmp_path)
     tag = "scale"
     payments = _pending_top_ups(fresh_pg_url, 20, 4, tag)  # 5 payments per wallet: they contend for its lock
@@ -455,6 +457,7 @@ def _grant(port: int, user: str, credits: str) -> None:
 
 
 def _balance(port: int, user: str) -> dict[str, Any]:
+    body: dict[str, Any]
     status, body = _request(port, "GET", "/api/v1/users/me/wallet",
                             headers={"Authorization": f"Bearer {_token(user, [])}"})
     assert status == 200, body
@@ -462,7 +465,9 @@ def _balance(port: int, user: str) -> dict[str, Any]:
 
 
 @pytest.mark.postgres
-def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_first_result(fresh_pg_url, tmp_path):
+def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_first_result(
+    fresh_pg_url: str, tmp_path: Path
+) -> None:
     _migrate(fresh_pg_url, tmp_path)
     user, same_key_user = "spender", "one-key"
     with _servers(fresh_pg_url, tmp_path, 3) as servers:

@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from entrypoints.http.app import create_app
 from entrypoints.http.auth import JwtAuthenticator
 from entrypoints.logs import REQUEST_ID, JsonFormatter, RedactingFilter, Redactor, TextFormatter
 from entrypoints.settings import Secret
-from tests.e2e.conftest import WEBHOOK_SECRET, make_settings
+from tests.e2e.conftest import WEBHOOK_SECRET, Service, make_settings
 
 TOP_UP = "/api/v1/users/me/wallet/top-up"
 HOOK = "/webhooks/stripe"
@@ -59,7 +60,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def scrape(svc) -> str:
+def scrape(svc: Service) -> str:
     resp = svc.client.simulate_get("/metrics")
     assert resp.status_code == 200
     return resp.text
@@ -68,18 +69,18 @@ def scrape(svc) -> str:
 # -- request ids -------------------------------------------------------------------------------------
 
 
-def test_every_response_carries_a_new_request_id(service):
+def test_every_response_carries_a_new_request_id(service: Service) -> None:
     ids = [service.client.simulate_get("/healthz").headers["X-Request-Id"] for _ in range(5)]
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert len(set(ids)) == 5
 
 
-def test_a_sane_request_id_from_the_caller_is_echoed(service):
+def test_a_sane_request_id_from_the_caller_is_echoed(service: Service) -> None:
     resp = service.client.simulate_get("/healthz", headers={"X-Request-Id": "edge-7f3a:42/retry-1"})
     assert resp.headers["X-Request-Id"] == "edge-7f3a:42/retry-1"
 
 
-def test_an_error_response_carries_the_request_id_too(service):
+def test_an_error_response_carries_the_request_id_too(service: Service) -> None:
     resp = service.client.simulate_get("/api/v1/users/me/wallet", headers={"X-Request-Id": "err-1"})
     assert resp.status_code == 401
     assert resp.headers["X-Request-Id"] == "err-1"
@@ -89,12 +90,14 @@ def test_an_error_response_carries_the_request_id_too(service):
 
 
 @pytest.mark.parametrize("given", ["x" * 129, "", "   ", "caf\u00e9", "tab\there"])
-def test_an_unusable_request_id_is_replaced(service, given):
+def test_an_unusable_request_id_is_replaced(service: Service, given: str) -> None:
     resp = service.client.simulate_get("/healthz", headers={"X-Request-Id": given})
     assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-Id"])
 
 
-def test_the_access_line_names_method_route_status_duration_and_request_id(service, caplog):
+def test_the_access_line_names_method_route_status_duration_and_request_id(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     service.client.simulate_get("/api/v1/users/me/wallet", headers={**service.auth("ann"), "X-Request-Id": "rid-9"})
     access = [r for r in caplog.records if r.name == "wallet.access"]
@@ -106,7 +109,7 @@ def test_the_access_line_names_method_route_status_duration_and_request_id(servi
     assert "ann" not in entry["message"] and "Bearer" not in json.dumps(entry)
 
 
-def test_every_line_logged_while_serving_a_request_has_its_id_and_none_after(tmp_path):
+def test_every_line_logged_while_serving_a_request_has_its_id_and_none_after(tmp_path: Path) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -134,7 +137,7 @@ def test_every_line_logged_while_serving_a_request_has_its_id_and_none_after(tmp
 # -- metrics -------------------------------------------------------------------------------------------
 
 
-def test_metrics_count_requests_by_route_template_method_and_status(service):
+def test_metrics_count_requests_by_route_template_method_and_status(service: Service) -> None:
     admin = service.auth("root", admin=True)
     for user in ("user-a1", "user-b2", "user-c3"):
         resp = service.client.simulate_post(grant_path(user), json={"credits": "5.00", "reason": "promo"},
@@ -162,7 +165,7 @@ def test_metrics_count_requests_by_route_template_method_and_status(service):
         assert raw not in text  # labels are templates, never paths or ids
 
 
-def test_metrics_speak_openmetrics_to_a_scraper_that_asks(service):
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks(service: Service) -> None:
     service.client.simulate_get("/healthz")
     resp = service.client.simulate_get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
@@ -170,7 +173,7 @@ def test_metrics_speak_openmetrics_to_a_scraper_that_asks(service):
     assert metric(resp.text, "wallet_http_requests_total", route="/healthz", method="GET", status="200") == 1
 
 
-def test_a_replayed_admin_grant_is_not_counted_again(service):
+def test_a_replayed_admin_grant_is_not_counted_again(service: Service) -> None:
     admin = {**service.auth("root", admin=True), "Idempotency-Key": "grant-1"}
     body = {"credits": "5.00", "reason": "promo"}
     assert service.client.simulate_post(grant_path("gus"), json=body, headers=admin).status_code == 201
@@ -178,7 +181,7 @@ def test_a_replayed_admin_grant_is_not_counted_again(service):
     assert metric(scrape(service), "wallet_credits_granted_total", source="admin") == 1
 
 
-def test_metrics_count_webhook_events_by_type_and_outcome_and_top_up_grants(service):
+def test_metrics_count_webhook_events_by_type_and_outcome_and_top_up_grants(service: Service) -> None:
     top_up = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("amy")).json
     payload, header = service.gateway.succeed(top_up["payment_intent_id"])
     headers = {"Stripe-Signature": header, "Content-Type": "application/json"}
@@ -197,8 +200,9 @@ def test_metrics_count_webhook_events_by_type_and_outcome_and_top_up_grants(serv
     assert metric(text, "wallet_http_requests_total", route=HOOK, method="POST", status="400") == 1
 
 
-def test_grants_and_webhook_outcomes_are_counted_from_what_the_wallet_did_not_from_the_answer(service,
-                                                                                             monkeypatch):
+def test_grants_and_webhook_outcomes_are_counted_from_what_the_wallet_did_not_from_the_answer(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The answers' JSON may change shape; the metrics count what the use case returned.
     monkeypatch.setattr("entrypoints.http.webhook_routes.webhook_view", lambda outcome: {"ok": True})
     monkeypatch.setattr("entrypoints.http.admin_routes.grant_view", lambda result: {"ok": True})
@@ -218,7 +222,7 @@ def test_grants_and_webhook_outcomes_are_counted_from_what_the_wallet_did_not_fr
     assert metric(text, "wallet_credits_granted_total", source="admin") == 1
 
 
-def test_each_app_has_its_own_metrics(make_service):
+def test_each_app_has_its_own_metrics(make_service: Callable[..., Service]) -> None:
     one = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))
     two = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))
     for _ in range(3):
@@ -230,7 +234,7 @@ def test_each_app_has_its_own_metrics(make_service):
 # -- readiness ---------------------------------------------------------------------------------------------
 
 
-def test_readyz_is_200_when_the_database_answers(service):
+def test_readyz_is_200_when_the_database_answers(service: Service) -> None:
     resp = service.client.simulate_get("/readyz")
     assert resp.status_code == 200
     assert resp.json == {"status": "ready"}
@@ -244,7 +248,7 @@ def unreachable_app(database_url: str) -> tuple[Container, testing.TestClient]:
 
 
 @pytest.mark.parametrize("where", ["sqlite in a missing directory", "postgresql on a closed port"])
-def test_readyz_is_503_when_the_database_is_unreachable(tmp_path, where):
+def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path, where: str) -> None:
     url = (f"sqlite:///{tmp_path / 'missing' / 'wallet.sqlite3'}" if where.startswith("sqlite")
            else "postgresql+psycopg://postgres:pg-secret-pw@127.0.0.1:1/x")
     container, client = unreachable_app(url)
@@ -262,7 +266,9 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path, where):
         container.shutdown_resources()
 
 
-def test_an_unmigrated_database_is_not_ready_and_its_routes_answer_503_until_migrated(tmp_path, caplog):
+def test_an_unmigrated_database_is_not_ready_and_its_routes_answer_503_until_migrated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "wallet.http")
     container, client = unreachable_app(f"sqlite:///{tmp_path / 'wallet.sqlite3'}")  # reachable, no tables
     auth = {"Authorization": f"Bearer {container.authenticator().mint('alice', roles=['admin'])}"}
@@ -292,7 +298,7 @@ def test_an_unmigrated_database_is_not_ready_and_its_routes_answer_503_until_mig
         f"database schema: {says}", "database schema: up to date"]
 
 
-def test_a_schema_found_missing_is_read_again_soon_and_one_found_ready_is_trusted_a_while(tmp_path):
+def test_a_schema_found_missing_is_read_again_soon_and_one_found_ready_is_trusted_a_while(tmp_path: Path) -> None:
     from sqlalchemy import create_engine
 
     engine = create_engine(f"sqlite:///{tmp_path / 'wallet.sqlite3'}")
@@ -314,7 +320,7 @@ def test_a_schema_found_missing_is_read_again_soon_and_one_found_ready_is_truste
         engine.dispose()
 
 
-def test_the_schema_check_does_not_wait_for_a_sqlite_writer(tmp_path):
+def test_the_schema_check_does_not_wait_for_a_sqlite_writer(tmp_path: Path) -> None:
     from adapters.sql.engine import create_wallet_engine
 
     path = tmp_path / "wallet.sqlite3"
@@ -341,7 +347,9 @@ class _HangingEngine:
         raise OSError("gave up")
 
 
-def test_readyz_answers_503_within_its_timeout_when_the_database_hangs(service, monkeypatch):
+def test_readyz_answers_503_within_its_timeout_when_the_database_hangs(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(observability, "READINESS_TIMEOUT_SECONDS", 0.3)
     hanging = _HangingEngine()
     container = Container()
@@ -378,7 +386,7 @@ def _render(redactor: Redactor, formatter: logging.Formatter, msg: str, *args: o
     return stream.getvalue()
 
 
-def test_the_redacting_filter_hides_configured_values_and_secret_shapes():
+def test_the_redacting_filter_hides_configured_values_and_secret_shapes() -> None:
     redactor = Redactor()
     settings = make_settings("postgresql://wallet:db-Pa55word@db.internal/wallet",
                              jwt_secret=Secret("configured-jwt-secret-that-is-long-0123456789"))
@@ -406,7 +414,7 @@ def test_the_redacting_filter_hides_configured_values_and_secret_shapes():
     assert json.loads(_render(redactor, JsonFormatter(), "hello %s", "world"))["message"] == "hello world"
 
 
-def test_a_logged_traceback_is_redacted_in_json_and_text_lines():
+def test_a_logged_traceback_is_redacted_in_json_and_text_lines() -> None:
     redactor = Redactor()
     redactor.add("configured-secret-in-a-traceback")
     for fmt in (JsonFormatter(), TextFormatter()):
@@ -430,7 +438,7 @@ def test_a_logged_traceback_is_redacted_in_json_and_text_lines():
             assert "RuntimeError" in json.loads(out)["exception"]
 
 
-def test_a_json_line_has_time_level_logger_message_and_extras():
+def test_a_json_line_has_time_level_logger_message_and_extras() -> None:
     line = _render(Redactor(), JsonFormatter(), "granted %s", "5.00", user_id="ann", count=3)
     entry = json.loads(line)
     assert set(entry) == {"time", "level", "logger", "message", "user_id", "count"}
@@ -525,7 +533,7 @@ class Server:
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def _serve(*args: str) -> Server:
@@ -538,7 +546,7 @@ def serve(tmp_path):
         server.stop()
 
 
-def test_serve_logs_json_lines_with_request_ids_and_no_secrets(serve):
+def test_serve_logs_json_lines_with_request_ids_and_no_secrets(serve: Callable[..., Server]) -> None:
     server = serve()
     token = JwtAuthenticator(Secret(JWT_SECRET)).mint("alice", roles=["admin"])
     status, headers, _ = http_get(f"{server.url}/api/v1/users/me/wallet",
@@ -569,7 +577,7 @@ def test_serve_logs_json_lines_with_request_ids_and_no_secrets(serve):
         assert secret not in text
 
 
-def test_serve_text_logs_for_people(serve):
+def test_serve_text_logs_for_people(serve: Callable[..., Server]) -> None:
     server = serve("--log-format", "text")
     http_get(f"{server.url}/healthz", {"X-Request-Id": "txt-1"})
     server.proc.send_signal(signal.SIGTERM)
@@ -578,7 +586,7 @@ def test_serve_text_logs_for_people(serve):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_an_idle_server_stops_on_the_signal_with_exit_0(serve, signum):
+def test_an_idle_server_stops_on_the_signal_with_exit_0(serve: Callable[..., Server], signum: signal.Signals) -> None:
     server = serve()
     server.proc.send_signal(signum)
     assert server.proc.wait(timeout=10) == 0
@@ -595,7 +603,9 @@ def in_flight(server: Server) -> float:
     return value - 1  # the scrape itself is in flight while it is answered
 
 
-def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(serve, tmp_path):
+def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
     server = serve()
     token = JwtAuthenticator(Secret(JWT_SECRET)).mint("ops", roles=["admin"])
     # Hold SQLite's write lock: the grant below waits for it (busy timeout), so it is in flight.
