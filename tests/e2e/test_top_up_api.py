@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jsonschema_rs
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
@@ -174,6 +175,9 @@ def test_a_user_with_too_many_unpaid_top_ups_gets_429_with_retry_after_and_nothi
     retry_after = int(refused.headers["Retry-After"])
     assert 24 * 3600 - 60 < retry_after <= 24 * 3600  # when the oldest unpaid one stops counting
     assert refused.json["retry_after_seconds"] == retry_after
+    # The answer is the documented Error (the OpenAPI document lists retry_after_seconds).
+    documented = svc.client.simulate_get("/openapi.json").json["components"]["schemas"]["Error"]
+    assert jsonschema_rs.validator_for(documented).is_valid(refused.json)
     assert svc.commits == [] and len(svc.gateway.create_calls) == calls  # nothing written, Stripe not asked
     # A retry of a recorded top-up is still answered at the limit; another user is not limited.
     again = svc.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"},

@@ -213,8 +213,12 @@ ERROR = named("Error", _object(
         "spendable": {**AMOUNT_OUT, "description": "Insufficient credits only: what the wallet can spend now."},
         "held": {**AMOUNT_OUT, "description": "Insufficient credits only: what open holds reserve."},
         "debt": {**AMOUNT_OUT, "description": "Insufficient credits only: what the wallet owes."},
+        "retry_after_seconds": {
+            "type": "integer", "minimum": 1,
+            "description": "Too many top-ups (429) only: when to try again, as the Retry-After header says.",
+        },
     },
-    optional=("spendable", "held", "debt"),
+    optional=("spendable", "held", "debt", "retry_after_seconds"),
     description="Every error: a short title and a description saying what to change. Never a stack trace.",
 ))
 TRANSACTION = named("Transaction", _object({
