@@ -62,7 +62,7 @@ def test_spend_takes_credits_and_answers_201_with_the_new_balance(service):
                                         headers=as_service(service, "spend-1"))
 
     assert resp.status_code == 201, resp.text
-    assert set(resp.json) == {"user_id", "credits_spent", "balance", "transaction_id"}
+    assert set(resp.json) == {"user_id", "credits_spent", "balance", "transaction_id", "sources"}
     assert resp.json["user_id"] == "alice"
     assert resp.json["credits_spent"] == "1.50"
     assert resp.json["balance"] == "3.50"
