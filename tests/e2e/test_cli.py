@@ -81,7 +81,7 @@ def free_port() -> int:
 
 def test_help_lists_the_commands(tmp_path):
     out = ok(wallet(tmp_path, "--help"))
-    for command in ("serve", "migrate", "grant", "spend", "hold", "capture", "release", "expire", "verify",
+    for command in ("serve", "migrate", "grant", "revert", "spend", "hold", "capture", "release", "expire", "verify",
                     "history", "balance", "events", "reconcile", "token"):
         assert command in out
     assert list(tmp_path.iterdir()) == []  # --help touches no database

@@ -395,3 +395,23 @@ def test_the_replay_of_a_revert_into_an_ended_lot_answers_the_first_body(service
     again = revert(service, spent["transaction_id"], "r-2")
 
     assert again.json == first.json
+
+
+def test_the_openapi_document_describes_the_revert_and_the_new_fields(service: Service) -> None:
+    doc = service.client.simulate_get("/openapi.json").json
+    op = doc["paths"]["/api/v1/admin/transactions/{transaction_id}/revert"]["post"]
+    assert op["x-roles"] == ["admin"]
+    key = next(p for p in op["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["required"] is True
+    assert {"200", "201", "404", "409", "422", "403"} <= set(op["responses"])
+    components = doc["components"]["schemas"]
+    revert_schema = components["Revert"]
+    assert revert_schema["properties"]["transaction_id"]["type"] == ["string", "null"]
+    assert "nothing was written" in revert_schema["properties"]["transaction_id"]["description"]
+    assert "dry_run" not in revert_schema["required"]
+    assert components["RevertRequest"]["required"] == ["reason"]
+    assert set(components["RevertRequest"]["properties"]) == {"reason", "dry_run"}
+    assert {"reverts", "reverted_by", "sources"} <= set(components["Transaction"]["required"])
+    assert {"pending", "by_category", "lots"} <= set(components["Wallet"]["required"])
+    assert {"effective_at", "priority", "category"} <= set(components["GrantRequest"]["properties"])
+    assert "sources" in components["Spend"]["required"] and "sources" in components["Hold"]["required"]
