@@ -4,12 +4,17 @@ the lots that paid, once; replays, dry runs, what may not be reverted, and hosti
 
 from __future__ import annotations
 
+import http.client
+import json
+import threading
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from falcon import testing
 
-from tests.e2e.conftest import Service
+from entrypoints.http.app import create_app
+from tests.e2e.conftest import Service, run_waitress
 from wallet_core.ledger import Posting
 
 WALLET = "/api/v1/users/me/wallet"
@@ -415,3 +420,53 @@ def test_the_openapi_document_describes_the_revert_and_the_new_fields(service: S
     assert {"pending", "by_category", "lots"} <= set(components["Wallet"]["required"])
     assert {"effective_at", "priority", "category"} <= set(components["GrantRequest"]["properties"])
     assert "sources" in components["Spend"]["required"] and "sources" in components["Hold"]["required"]
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+
+
+def test_twenty_concurrent_reverts_of_one_spend_revert_it_once(service_on_each_database: Service) -> None:
+    """20 admins revert one spend at once, each with a key of their own, over a real waitress socket:
+    one revert is booked (201), the 19 others find it reverted (409); the balance moves once."""
+    svc = service_on_each_database
+    user = "racer"
+    grant(svc, user, "50.00", "g-1")
+    spent = spend(svc, user, "30.00", "s-1")
+    barrier = threading.Barrier(20)
+    results: list[tuple[int, dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    with contextmanager(run_waitress)(create_app(svc.container), threads=8) as server:
+
+        def post(i: int) -> None:
+            conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
+            body = json.dumps({"reason": f"racer {i}"})
+            headers = {**admin(svc, f"race-{i}"), "Content-Type": "application/json"}
+            barrier.wait()
+            try:
+                conn.request("POST", revert_url(spent["transaction_id"]), body=body, headers=headers)
+                resp = conn.getresponse()
+                answer = (resp.status, json.loads(resp.read()))
+            finally:
+                conn.close()
+            with lock:
+                results.append(answer)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    codes = sorted(code for code, _ in results)
+    assert codes == [201] + [409] * 19, results
+    [booked] = [body for code, body in results if code == 201]
+    assert booked["balance"] == "50.00"
+    assert all(
+        f"already reverted by {booked['transaction_id']}" in body["description"]
+        for code, body in results
+        if code == 409
+    )
+    assert wallet(svc, user)["balance"] == "50.00"
+    assert [row["kind"] for row in rows(svc, user).values()].count("revert") == 1
+    verified(svc)
