@@ -137,7 +137,7 @@ def test_bad_options_are_refused_and_write_nothing(
     }
     given = {k: fake_clock() + times[v] if isinstance(v, str) and v in times else v for k, v in options.items()}
     with pytest.raises(InvalidInput, match=field):
-        grant(wallet, "10", **given)
+        grant(wallet, "10", **given)  # type: ignore[arg-type]
     assert store.commits == 0
 
 

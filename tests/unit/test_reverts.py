@@ -18,8 +18,8 @@ from wallet_core.service import Wallet
 
 def grant(wallet: Wallet, credits: str, **options: object) -> str:
     return wallet.grant(
-        "alice", credits, reason="promo", granted_by="admin", idempotency_key=new_key(), **options
-    ).transaction_id  # type: ignore[arg-type]
+        "alice", credits, reason="promo", granted_by="admin", idempotency_key=new_key(), **options  # type: ignore[arg-type]
+    ).transaction_id
 
 
 def spend(wallet: Wallet, credits: str) -> str:
