@@ -190,7 +190,8 @@ def test_grant_then_balance_on_the_default_sqlite_file(tmp_path):
 
 def test_balance_of_an_unknown_user_is_zero(tmp_path):
     shown = json.loads(ok(wallet(tmp_path, "balance", "nobody")))
-    assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "debt": "0.00", "transactions": []}
+    assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "debt": "0.00", "pending": "0.00",
+                     "by_category": {"paid": "0.00", "promotional": "0.00"}, "lots": [], "transactions": []}
 
 
 def test_grants_add_up(tmp_path):
