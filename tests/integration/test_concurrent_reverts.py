@@ -43,10 +43,16 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
 
 def test_twenty_concurrent_reverts_of_one_spend_book_exactly_one(engine: Engine) -> None:
     uow = sql_unit_of_work_factory(engine)
-    grant_credits(user_id="alice", credits="100.00", reason="welcome", granted_by="admin", uow=uow,
-                  idempotency_key="g1", category="paid")
-    grant_credits(user_id="alice", credits="30.00", reason="promo", granted_by="admin", uow=uow,
-                  idempotency_key="g2")
+    grant_credits(
+        user_id="alice",
+        credits="100.00",
+        reason="welcome",
+        granted_by="admin",
+        uow=uow,
+        idempotency_key="g1",
+        category="paid",
+    )
+    grant_credits(user_id="alice", credits="30.00", reason="promo", granted_by="admin", uow=uow, idempotency_key="g2")
     spent = spend_credits(user_id="alice", credits="50.00", idempotency_key="s1", reason="usage", actor="api", uow=uow)
     assert spent.balance == Credits(8000)  # the 30.00 promotional, then 20.00 of the paid
 
@@ -56,8 +62,13 @@ def test_twenty_concurrent_reverts_of_one_spend_book_exactly_one(engine: Engine)
     def attempt(key: str) -> RevertResult | str:
         start.wait()
         try:
-            return revert_transaction(transaction_id=spent.transaction_id, reason="charged twice",
-                                      idempotency_key=key, actor="support", uow=uow)
+            return revert_transaction(
+                transaction_id=spent.transaction_id,
+                reason="charged twice",
+                idempotency_key=key,
+                actor="support",
+                uow=uow,
+            )
         except NotRevertible as refused:
             return str(refused)
 
@@ -79,10 +90,16 @@ def test_twenty_concurrent_reverts_of_one_spend_book_exactly_one(engine: Engine)
         assert [key for key, _ in replays] == ["shared"] * (SHARED_KEY - 1)
     else:
         assert replays == [] and all(isinstance(o, str) for o in shared)
-    assert all((o.transaction_id, o.credits_reverted, o.balance, o.sources) ==
-               (winner.transaction_id, winner.credits_reverted, winner.balance, winner.sources) for _, o in replays)
-    assert (winner.reverts, winner.credits_reverted, winner.balance) == (spent.transaction_id, Credits(5000),
-                                                                         Credits(13000))
+    assert all(
+        (o.transaction_id, o.credits_reverted, o.balance, o.sources)
+        == (winner.transaction_id, winner.credits_reverted, winner.balance, winner.sources)
+        for _, o in replays
+    )
+    assert (winner.reverts, winner.credits_reverted, winner.balance) == (
+        spent.transaction_id,
+        Credits(5000),
+        Credits(13000),
+    )
 
     view = read_wallet(user_id="alice", uow=uow)
     assert view.balance == Credits(13000) and view.held == Credits(0)
