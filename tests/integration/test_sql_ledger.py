@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -431,6 +431,89 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(empty_engine: En
     assert costs == {"top_ups.update": 1, "events.add": 1, "events.add again": 1, "events.find": 1,
                      "events.find_with_top_up": 1, "events.for_payment_intent": 1, "audit": 4,
                      "top_ups.update unknown": 1}
+
+
+def test_what_the_ledgers_reads_and_bookings_cost_in_statements(empty_engine: Engine, monkeypatch) -> None:
+    """The cost list at the top of adapters/sql/ledger_repository.py: a history page costs one statement
+    more than before 0007 (its postings, for every row at once), and a wallet without pending credits
+    books and reads its balance at the cost it had."""
+    upgrade(empty_engine)
+    pg = empty_engine.dialect.name == "postgresql"
+    sent: list[str] = []
+
+    def counting(run: Any) -> Any:
+        def wrapper(self: Driver, statement: Sql, params: Any) -> Any:
+            if not isinstance(params, dict):
+                params = list(params)  # an executemany's rows: with none, it sends nothing
+                if not params:
+                    return None
+            sent.append(statement.sqlite)
+            return run(self, statement, params)
+
+        return wrapper
+
+    def count(*args: Any) -> None:
+        sent.append(args[2])
+
+    monkeypatch.setattr(Driver, "_execute", counting(Driver._execute))
+    monkeypatch.setattr(Driver, "many", counting(Driver.many))
+    now = datetime.now(UTC)
+    later = now + timedelta(days=1)
+
+    def credit(reference: str, effective_at: datetime | None = None) -> Booking:
+        return credit_booking(user_id="alice", credits=Credits(1000), kind=CreditKind.PROMOTIONAL,
+                              reference_id=reference, now=now, reason="test", actor="admin", effective_at=effective_at)
+
+    uow = sql_unit_of_work_factory(empty_engine)
+    with uow() as tx:
+        tx.ledger.record(credit("first"))  # the wallet exists: what follows is every write's cost
+        event.listen(empty_engine, "before_cursor_execute", count)
+        try:
+            costs: dict[str, int] = {}
+
+            def cost(name: str, call: Any) -> Any:
+                sent.clear()
+                answer = call()
+                costs[name] = len(sent)
+                return answer
+
+            cost("lock_wallet", lambda: tx.ledger.lock_wallet("alice", now))
+            granted = cost("record a grant", lambda: tx.ledger.record(credit("second")))
+            cost("balances", lambda: tx.ledger.balances("alice", now))
+            cost("record a pending grant", lambda: tx.ledger.record(credit("pending", later)))
+            cost("record after it", lambda: tx.ledger.record(credit("third")))
+            cost("balances with pending credits", lambda: tx.ledger.balances("alice", now))
+            cost("transactions", lambda: tx.ledger.transactions("alice", 20))
+            cost("transactions, none", lambda: tx.ledger.transactions("nobody", 20))
+            cost("find_transaction_by_reference", lambda: tx.ledger.find_transaction_by_reference("second"))
+            cost("find_transaction", lambda: tx.ledger.find_transaction(granted.id))
+            cost("postings_of", lambda: tx.ledger.postings_of(granted.id))
+            cost("lots", lambda: tx.ledger.lots(["lot_a", "lot_b"]))
+            cost("live_lots", lambda: tx.ledger.live_lots("alice"))
+            cost("revert_audit, no reverts", tx.ledger.revert_audit)
+        finally:
+            event.remove(empty_engine, "before_cursor_execute", count)
+        assert tx.ledger.balances("alice", now) == (Credits(3000), Credits(0))
+        assert tx.ledger.balances("alice", later) == (Credits(4000), Credits(0))
+    # SQLite: the wallet upsert, the row, then an executemany each for postings and the lot; one more
+    # for a booking while credits are pending (its balance after leaves them out). PostgreSQL: one.
+    booking = 1 if pg else 4
+    assert costs == {
+        "lock_wallet": 2,
+        "record a grant": booking,
+        "balances": 1,
+        "record a pending grant": booking + (0 if pg else 1),
+        "record after it": booking + (0 if pg else 1),
+        "balances with pending credits": 1,
+        "transactions": 2,
+        "transactions, none": 1,
+        "find_transaction_by_reference": 1,
+        "find_transaction": 2,
+        "postings_of": 1,
+        "lots": 1,
+        "live_lots": 1,
+        "revert_audit, no reverts": 1,
+    }
 
 
 def test_sqlite_uses_wal_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> None:

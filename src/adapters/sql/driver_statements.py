@@ -165,6 +165,8 @@ LOCK_WALLET = Sql.of(
     RETURNING available, held
     """
 )
+# A user's live lots (the partial index ix_credit_lots_user_live: its condition is spelled exactly so):
+# what lock_wallet locks and live_lots lists, never the lots used up long ago.
 LIVE_LOTS = Sql.of(
     f"""
     SELECT {LOT_COLUMNS} FROM credit_lots

@@ -62,6 +62,7 @@ from wallet_core.ledger import (
     CreditTransaction,
     Lot,
     Posting,
+    Source,
     TransactionCursor,
     TransactionKind,
     WalletState,
@@ -70,6 +71,11 @@ from wallet_core.ledger import (
 )
 from wallet_core.money import Credits
 from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit
+
+# Enum members by stored value: a dict lookup, where calling the enum costs a few microseconds a row.
+_ACCOUNTS = {account.value: account for account in Account}
+_CREDIT_KINDS = {kind.value: kind for kind in CreditKind}
+_TRANSACTION_KINDS = {kind.value: kind for kind in TransactionKind}
 
 _w = wallets.c
 _tx = credit_transactions.c
@@ -233,7 +239,7 @@ class SqlLedgerRepository:
         if before is not None:
             statement = sql.TRANSACTIONS_BEFORE
             params.update(p_before_at=self._driver.at(before.created_at), p_before_id=before.id)
-        return self._with_sources([self._transaction_of(row) for row in self._driver.all(statement, params)])
+        return self._with_sources(self._driver.all(statement, params))
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
         row = self._driver.one(sql.TRANSACTION_BY_REFERENCE, {"p_reference": reference_id})
@@ -241,7 +247,7 @@ class SqlLedgerRepository:
 
     def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
         row = self._driver.one(sql.TRANSACTION_BY_ID, {"p_id": transaction_id})
-        return None if row is None else self._with_sources([self._transaction_of(row)])[0]
+        return None if row is None else self._with_sources([row])[0]
 
     def postings_of(self, transaction_id: str) -> list[Posting]:
         return [_posting_of(row) for row in self._driver.all(sql.POSTINGS_OF, {"p_id": transaction_id})]
@@ -259,17 +265,23 @@ class SqlLedgerRepository:
         """A list of ids as one parameter: an array on PostgreSQL, a JSON array on SQLite (json_each)."""
         return ids if self._pg else json.dumps(ids)
 
-    def _with_sources(self, rows: list[CreditTransaction]) -> list[CreditTransaction]:
-        """`rows` with their sources: their postings, each with its lot's kind, in one statement."""
+    def _with_sources(self, rows: Sequence[Sequence[Any]]) -> list[CreditTransaction]:
+        """The transactions of `rows` with their sources, from their postings (each with its lot's kind),
+        read in one statement for all of them."""
         if not rows:
-            return rows
+            return []
         legs: dict[str, list[Posting]] = {}
         categories: dict[str, CreditKind] = {}
-        for row in self._driver.all(sql.POSTINGS_OF_MANY, {"p_ids": self._ids([t.id for t in rows])}):
-            legs.setdefault(row[0], []).append(_posting_of(row[1:5]))
-            if row[5] is not None:
-                categories[row[3]] = CreditKind(row[5])
-        return [replace(t, sources=sources_of(t.kind, legs.get(t.id, ()), categories)) for t in rows]
+        for tx_id, account, user_id, lot_id, amount, kind in self._driver.all(
+            sql.POSTINGS_OF_MANY, {"p_ids": self._ids([row[0] for row in rows])}
+        ):
+            legs.setdefault(tx_id, []).append(Posting(_ACCOUNTS[account], Credits(amount), user_id, lot_id))
+            if kind is not None:
+                categories[lot_id] = _CREDIT_KINDS[kind]
+        return [
+            self._transaction_of(row, sources_of(_TRANSACTION_KINDS[row[2]], legs.get(row[0], ()), categories))
+            for row in rows
+        ]
 
     def take_backs(self, user_id: str | None = None) -> list[CreditTransaction]:
         if user_id is None:
@@ -402,7 +414,7 @@ class SqlLedgerRepository:
         return Lot(
             id=lot_id,
             user_id=user_id,
-            kind=CreditKind(kind),
+            kind=_CREDIT_KINDS[kind],
             granted=Credits(granted),
             remaining=Credits(remaining),
             held=Credits(held),
@@ -413,14 +425,14 @@ class SqlLedgerRepository:
             source_transaction_id=source,
         )
 
-    def _transaction_of(self, row: Sequence[Any]) -> CreditTransaction:
+    def _transaction_of(self, row: Sequence[Any], sources: tuple[Source, ...] = ()) -> CreditTransaction:
         """A row of driver_statements._TRANSACTION_ROWS: the transaction's columns, then its revert's id."""
         (tx_id, user_id, kind, credits, held_change, after, reference, created_at, reason, actor, meta, hold,
          reverts, reverted_by) = row
         return CreditTransaction(
             id=tx_id,
             user_id=user_id,
-            kind=TransactionKind(kind),
+            kind=_TRANSACTION_KINDS[kind],
             credits=Credits(credits),
             held_change=Credits(held_change),
             balance_after=Credits(after),
@@ -432,6 +444,7 @@ class SqlLedgerRepository:
             hold_id=hold,
             reverts=reverts,
             reverted_by=reverted_by,
+            sources=sources,
         )
 
     # -- expiry and audit ----------------------------------------------------------------------
@@ -508,7 +521,7 @@ def _pending_until(booking: Booking) -> datetime | None:
 
 def _posting_of(row: Sequence[Any]) -> Posting:
     account, user_id, lot_id, amount = row
-    return Posting(Account(account), Credits(amount), user_id, lot_id)
+    return Posting(_ACCOUNTS[account], Credits(amount), user_id, lot_id)
 
 
 

@@ -143,6 +143,12 @@ Index(
 IN_DEBT = text("remaining < 0")
 Index("ix_credit_lots_user_debt", credit_lots.c.user_id, postgresql_where=IN_DEBT, sqlite_where=IN_DEBT)
 
+# A user's live lots (something remaining, held or owed): what every spend and hold locks and every
+# wallet read lists (0007), without reading the lots used up long ago. The queries spell the condition
+# exactly so, for both databases to use it.
+LIVE = text("remaining <> 0 OR held <> 0")
+Index("ix_credit_lots_user_live", credit_lots.c.user_id, postgresql_where=LIVE, sqlite_where=LIVE)
+
 # Lots granted with an effective date (few): what the pending credits are summed from, without reading
 # the user's other lots. `effective_at > ?` implies NOT NULL, so both databases use it.
 FUTURE_DATED = text("effective_at IS NOT NULL")

@@ -7,7 +7,9 @@
   lot's creation, as every existing lot does) and `source_transaction_id`: the transaction that made
   the lot, backfilled as the transaction of the lot's first posting (the booking that creates a lot
   writes the lot's leg first; 0002's converted lots have theirs too). A partial index on lots with an
-  effective date finds pending credits without reading the user's other lots.
+  effective date finds pending credits without reading the user's other lots, and one on live lots
+  (something remaining, held or owed) the user's live lots without those used up long ago: every
+  wallet read now lists them, and every spend and hold locks them.
 - `wallets.pending_until`: the latest effective_at of the user's lots; NULL for every existing wallet
   (no existing lot is future-dated).
 
@@ -32,6 +34,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _FUTURE_DATED = sa.text("effective_at IS NOT NULL")
+_LIVE = sa.text("remaining <> 0 OR held <> 0")
 
 
 def upgrade() -> None:
@@ -51,6 +54,7 @@ def upgrade() -> None:
         postgresql_where=_FUTURE_DATED,
         sqlite_where=_FUTURE_DATED,
     )
+    op.create_index("ix_credit_lots_user_live", "credit_lots", ["user_id"], postgresql_where=_LIVE, sqlite_where=_LIVE)
     _backfill_lot_sources()
 
 
@@ -91,6 +95,7 @@ def downgrade() -> None:
     """Lossy: reverts stay as transactions of kind `revert` (0006 reads them as it reads any row) but
     lose the id they name; lots lose their priority, effective date and source. A future-dated lot
     then counts at once: downgrade only a database without pending grants."""
+    op.drop_index("ix_credit_lots_user_live", table_name="credit_lots")
     op.drop_index("ix_credit_lots_user_pending", table_name="credit_lots")
     op.drop_index("uq_credit_transactions_reverts", table_name="credit_transactions")
     with op.batch_alter_table("credit_lots", recreate="never") as batch:
