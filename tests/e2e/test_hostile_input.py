@@ -263,7 +263,8 @@ def test_wrong_json_types_are_422(world, route):
     if "category" in route.extra_fields:
         bodies += [with_fields(route, category=value) for value in (1, True, None, ["paid"], {"paid": True})]
     if "dry_run" in route.extra_fields:
-        bodies += [with_fields(route, dry_run=value) for value in ("yes", "true", 1, 0, None, [True], {})]
+        not_booleans: tuple[object, ...] = ("yes", "true", 1, 0, None, [True], {})
+        bodies += [with_fields(route, dry_run=value) for value in not_booleans]
     for body in bodies:
         resp = refused(world, route, body, 422)
         assert resp.json["title"] == "Invalid input"
