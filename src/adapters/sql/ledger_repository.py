@@ -7,14 +7,26 @@ SQLAlchemy Core statements built once per dialect. The unit of work's other repo
 (hold_repository, top_up_repository, event_log) share its connection and driver. What each call
 costs, in statements sent:
 
-- balances, transactions, find_transaction_by_reference, take_backs, users_with_expired_credits: 1
-- lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots), 3 for a
-  user's first write (the read finds no row; an upsert creates and locks it)
+- balances, find_transaction_by_reference, take_backs, users_with_expired_credits, postings_of, lots,
+  live_lots: 1. balances sums credits not effective yet only while the wallet's pending_until is
+  ahead (over the partial index of future-dated lots): a wallet never granted any pays nothing more.
+  Every read of a transaction finds its revert, if any, through the partial unique index on
+  `reverts` (a LEFT JOIN in the same statement).
+- transactions, find_transaction: 2 (the rows, then their postings, each with its lot's kind, for
+  `sources`: one statement for a whole page; a page with no rows costs 1)
+- lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots: the live
+  ones through the partial index ix_credit_lots_user_live, or only those due), 3 for a user's first
+  write (the read finds no row; an upsert creates and locks it)
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
-  lot changes and postings); on SQLite, where a statement is a function call and no round trip, 2
-  plus one executemany each for the postings, new lots and lot changes the booking has. A refused
-  duplicate costs one more (the wallet change is undone).
-- audit: 4
+  lot changes and postings; the balance after leaves out pending credits in the same statement); on
+  SQLite, where a statement is a function call and no round trip, 2 plus one executemany each for the
+  postings, new lots and lot changes the booking has, plus 1 while the user has credits pending at the
+  booking's time (its balance after is then corrected once its lots are written). A refused duplicate
+  costs one more (the wallet change is undone).
+- audit: 4; revert_audit: 2 (every revert beside what it reverts, then all their postings), 1 when
+  there are none
+
+(tests/integration/test_sql_ledger.py counts these.)
 
 On PostgreSQL, values that are sorted or compared as text (ids, user ids) use the "C" collation, so the
 order is by code point, the same as Python's (and the in-memory fake's) whatever the database locale.

@@ -92,9 +92,16 @@ credit_transactions = Table(
     UniqueConstraint("reference_id"),
     Index("ix_credit_transactions_user_recent", "user_id", "created_at", "id"),
     # A transaction is reverted at most once; also how a row finds its revert (`reverted_by`). A unique
-    # index rather than a constraint, so SQLite adds it without copying the table; NULLs are distinct
-    # on both databases, so every row that reverts nothing fits.
-    Index("uq_credit_transactions_reverts", "reverts", unique=True),
+    # index rather than a constraint, so SQLite adds it without copying the table; partial, so the rows
+    # that revert nothing (nearly all) cost it nothing to write. `reverts = ?` implies NOT NULL, so both
+    # databases use it to look a revert up.
+    Index(
+        "uq_credit_transactions_reverts",
+        "reverts",
+        unique=True,
+        postgresql_where=text("reverts IS NOT NULL"),
+        sqlite_where=text("reverts IS NOT NULL"),
+    ),
 )
 
 postings = Table(

@@ -1,7 +1,7 @@
 """Corrections and richer grants (issue 11): reverts, future-dated and prioritised lots, which lots paid.
 
 - `credit_transactions.reverts`: the transaction a revert corrects, NULL on every other row; a unique
-  index makes a transaction reverted at most once (NULLs are distinct on both databases) and lets a row
+  index on the rows that revert something makes a transaction reverted at most once and lets a row
   find its revert (`reverted_by`).
 - `credit_lots.priority` (50, the default, for existing lots), `effective_at` (NULL: counting from the
   lot's creation, as every existing lot does) and `source_transaction_id`: the transaction that made
@@ -35,6 +35,7 @@ depends_on: str | Sequence[str] | None = None
 
 _FUTURE_DATED = sa.text("effective_at IS NOT NULL")
 _LIVE = sa.text("remaining <> 0 OR held <> 0")
+_REVERTS = sa.text("reverts IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -46,7 +47,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("priority", sa.Integer(), server_default=sa.text("50"), nullable=False))
         batch.add_column(sa.Column("effective_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("source_transaction_id", sa.String(64), nullable=True))
-    op.create_index("uq_credit_transactions_reverts", "credit_transactions", ["reverts"], unique=True)
+    op.create_index(
+        "uq_credit_transactions_reverts",
+        "credit_transactions",
+        ["reverts"],
+        unique=True,
+        postgresql_where=_REVERTS,
+        sqlite_where=_REVERTS,
+    )
     op.create_index(
         "ix_credit_lots_user_pending",
         "credit_lots",
