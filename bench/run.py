@@ -674,15 +674,18 @@ _SQLA_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLit
 
 
 def bulk_load_user(conn: sqlite3.Connection, user: str, rows: int, start: dt.datetime) -> None:
-    """`rows` ledger transactions for `user`, consistent in every table `wallet verify` checks: in
-    blocks of 1000, a paid top-up of 1000.00 credits (a lot, 2 postings) then 999 spends of 1.00 from
-    that lot (2 postings each), so each lot keeps 1.00 and the wallet holds 1.00 per block."""
+    """`rows` ledger transactions for `user`, consistent in every table `wallet verify` checks, and a
+    ledger the wallet itself could have written: in blocks of 1000, a paid top-up of 1000.00 credits (a
+    lot, 2 postings) then 999 spends of 1.00 (2 postings each), each taken from the oldest lot with
+    credits left, as a spend takes them. The wallet gains 1.00 per block; its live lots are the newest
+    one or two (every older lot is used up), as a real wallet's would be."""
     tx_rows: list[tuple[str | int | None, ...]] = []
     posting_rows: list[tuple[str | int | None, ...]] = []
-    lot_rows: list[tuple[str | int | None, ...]] = []
+    lots: dict[str, tuple[str, int]] = {}  # lot id -> (created_at, granted)
+    remaining: dict[str, int] = {}
+    with_credits: list[str] = []  # lots with credits left, oldest first
     top_up_rows: list[tuple[str | int | None, ...]] = []
     balance = 0
-    block_lot = ""
     for i in range(rows):
         at = (start + dt.timedelta(milliseconds=i)).strftime(_SQLA_FORMAT)
         tx_id = f"ctx_{user}_{i:08d}"
@@ -696,16 +699,23 @@ def bulk_load_user(conn: sqlite3.Connection, user: str, rows: int, start: dt.dat
                             at, 0, None, None))
             posting_rows.append((tx_id, "wallet", user, block_lot, amount))
             posting_rows.append((tx_id, "stripe_funding", None, None, -amount))
-            remaining = amount - 100 * min(999, rows - i - 1)
-            lot_rows.append((block_lot, user, "paid", amount, remaining, 0, at, None))
+            lots[block_lot] = (at, amount)
+            remaining[block_lot] = amount
+            with_credits.append(block_lot)
             top_up_rows.append((f"tu_bulk_{user}_{block:05d}", user, 1000, "usd", amount, "succeeded", pi, None, at,
                                 at, 0, 0))
         else:
             balance -= 100
+            paying = with_credits[0]  # every lot holds whole credits: one lot pays each 1.00
+            remaining[paying] -= 100
+            if remaining[paying] == 0:
+                with_credits.pop(0)
             tx_rows.append((tx_id, user, "spend", -100, balance, f"spend:{user}:{i}", "bench", "service:bench",
                             at, 0, None, None))
-            posting_rows.append((tx_id, "wallet", user, block_lot, -100))
+            posting_rows.append((tx_id, "wallet", user, paying, -100))
             posting_rows.append((tx_id, "revenue", None, None, 100))
+    lot_rows = [(lot_id, user, "paid", granted, remaining[lot_id], 0, at, None)
+                for lot_id, (at, granted) in lots.items()]
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).strftime(_SQLA_FORMAT)
     conn.execute("INSERT INTO wallets (user_id, available, held, updated_at) VALUES (?, ?, 0, ?)", (user, balance, now))
     conn.executemany(

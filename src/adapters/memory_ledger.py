@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
@@ -24,11 +25,13 @@ from wallet_core.ledger import (
     Lot,
     Posting,
     TransactionCursor,
+    TransactionKind,
     WalletState,
     explained_debt,
+    sources_of,
 )
 from wallet_core.money import Credits
-from wallet_core.ports import AccountAudit, LedgerAudit, StoredEvent
+from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit, StoredEvent
 from wallet_core.topups import OPEN_STATUSES, TopUp, TopUpActivity, TopUpStatus
 
 
@@ -40,6 +43,7 @@ class _State:
     transactions: dict[str, CreditTransaction] = field(default_factory=dict)
     by_reference: dict[str, str] = field(default_factory=dict)
     postings: list[tuple[str, Posting]] = field(default_factory=list)
+    reverted_by: dict[str, str] = field(default_factory=dict)  # transaction id -> the revert's id
     holds: dict[str, Hold] = field(default_factory=dict)
     top_ups: dict[str, TopUp] = field(default_factory=dict)
     events: dict[str, StoredEvent] = field(default_factory=dict)
@@ -52,6 +56,7 @@ class _State:
             dict(self.transactions),
             dict(self.by_reference),
             list(self.postings),
+            dict(self.reverted_by),
             dict(self.holds),
             dict(self.top_ups),
             dict(self.events),
@@ -83,7 +88,13 @@ class InMemoryLedgerRepository:
             if lot.user_id == user_id and lot.expired(at) and lot.remaining.is_positive()
         )
         available = self._s.available.get(user_id, Credits(0))
-        return Credits(available.minor - expired), self._s.held.get(user_id, Credits(0))
+        pending = self._pending(user_id, at)
+        return Credits(available.minor - expired - pending), self._s.held.get(user_id, Credits(0))
+
+    def _pending(self, user_id: str, at: datetime) -> int:
+        return sum(
+            lot.remaining.minor for lot in self._s.lots.values() if lot.user_id == user_id and lot.pending(at)
+        )
 
     def transactions(
         self, user_id: str, limit: int, before: TransactionCursor | None = None
@@ -91,11 +102,35 @@ class InMemoryLedgerRepository:
         rows = [t for t in self._s.transactions.values() if t.user_id == user_id]
         if before is not None:
             rows = [t for t in rows if (t.created_at, t.id) < (before.created_at, before.id)]
-        return sorted(rows, key=_newest_first, reverse=True)[:limit]
+        return [self._full(t) for t in sorted(rows, key=_newest_first, reverse=True)[:limit]]
+
+    def _with_revert(self, t: CreditTransaction) -> CreditTransaction:
+        return replace(t, reverted_by=self._s.reverted_by.get(t.id))
+
+    def _full(self, t: CreditTransaction) -> CreditTransaction:
+        categories = {lot.id: lot.kind for lot in self._s.lots.values() if lot.user_id == t.user_id}
+        return replace(self._with_revert(t), sources=sources_of(t.kind, self.postings_of(t.id), categories))
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
         found = self._s.by_reference.get(reference_id)
-        return None if found is None else self._s.transactions[found]
+        return None if found is None else self._with_revert(self._s.transactions[found])
+
+    def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
+        found = self._s.transactions.get(transaction_id)
+        return None if found is None else self._full(found)
+
+    def postings_of(self, transaction_id: str) -> list[Posting]:
+        return [p for tx_id, p in self._s.postings if tx_id == transaction_id]
+
+    def lots(self, lot_ids: Collection[str]) -> list[Lot]:
+        return [self._s.lots[lot_id] for lot_id in set(lot_ids) if lot_id in self._s.lots]
+
+    def live_lots(self, user_id: str) -> list[Lot]:
+        return [
+            lot
+            for lot in self._s.lots.values()
+            if lot.user_id == user_id and (lot.remaining.minor != 0 or lot.held.minor != 0)
+        ]
 
     def take_backs(self, user_id: str | None = None) -> list[CreditTransaction]:
         rows = [
@@ -135,21 +170,31 @@ class InMemoryLedgerRepository:
             self._s.lots[lot.id] = lot
         for change in booking.lot_changes:
             lot = self._s.lots[change.lot_id]
-            self._s.lots[lot.id] = replace(lot, remaining=lot.remaining + change.remaining, held=lot.held + change.held)
+            expires_at = lot.expires_at
+            if change.ends_at is not None and (expires_at is None or change.ends_at < expires_at):
+                expires_at = change.ends_at
+            self._s.lots[lot.id] = replace(
+                lot, remaining=lot.remaining + change.remaining, held=lot.held + change.held, expires_at=expires_at
+            )
         booked = CreditTransaction(
             id=booking.id,
             user_id=user,
             kind=booking.kind,
             credits=booking.credits,
             held_change=booking.held_change,
-            balance_after=available,
+            balance_after=Credits(available.minor - self._pending(user, booking.created_at)),
             reference_id=booking.reference_id,
             created_at=booking.created_at,
             reason=booking.reason,
             actor=booking.actor,
             metadata=dict(booking.metadata),
             hold_id=booking.hold_id,
+            reverts=booking.reverts,
         )
+        if booking.reverts is not None:
+            if booking.reverts in self._s.reverted_by:  # the SQL adapter's unique index on `reverts`
+                raise RuntimeError(f"transaction {booking.reverts} is reverted already")
+            self._s.reverted_by[booking.reverts] = booking.id
         self._s.transactions[booking.id] = booked
         self._s.by_reference[booking.reference_id] = booking.id
         self._s.postings.extend((booking.id, p) for p in booking.postings)
@@ -200,6 +245,24 @@ class InMemoryLedgerRepository:
             unbalanced=[(t, Credits(s)) for t, s in sorted(per_tx.items()) if s != 0],
             accounts=accounts,
         )
+
+    def revert_audit(self) -> list[RevertAudit]:
+        reverts = sorted(
+            (t for t in self._s.transactions.values() if t.kind is TransactionKind.REVERT), key=_newest_first
+        )
+        out: list[RevertAudit] = []
+        for t in reverts:
+            original = self._s.transactions.get(t.reverts or "")
+            out.append(
+                RevertAudit(
+                    self._with_revert(t),
+                    self.postings_of(t.id),
+                    None if original is None else self._with_revert(original),
+                    [] if original is None else self.postings_of(original.id),
+                )
+            )
+        return out
+
 
 class InMemoryHoldRepository:
     def __init__(self, state: _State) -> None:

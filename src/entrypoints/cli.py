@@ -1,4 +1,4 @@
-"""The `wallet` command: serve, migrate, grant, spend, hold, capture, release, expire, verify,
+"""The `wallet` command: serve, migrate, grant, revert, spend, hold, capture, release, expire, verify,
 history, balance, events, reconcile, token.
 
 Only argparse and the standard library are imported before the arguments are parsed, so `--help`
@@ -75,12 +75,32 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="bring the database schema up to date")
 
-    grant = sub.add_parser("grant", help="grant promotional credits to a user by hand")
+    grant = sub.add_parser("grant", help="grant credits to a user by hand (promotional unless --category paid)")
     grant.add_argument("user")
     grant.add_argument("credits", help='e.g. "50.00"')
     grant.add_argument("--reason", required=True, help="why; kept in the ledger")
     grant.add_argument("--idempotency-key", help="retrying with the same key grants once")
     grant.add_argument("--expires-at", metavar="ISO", help='when they stop counting, e.g. "2027-01-01T00:00:00Z"')
+    grant.add_argument("--effective-at", metavar="ISO",
+                       help="when they start counting (pending until; at most a year ahead), with a timezone")
+    grant.add_argument("--priority", metavar="0-100",
+                       help="lower numbers are spent first among lots of the same category (default 50)")
+    grant.add_argument("--category", choices=("promotional", "paid"),
+                       help="promotional (default) or paid: money received outside Stripe, spent last")
+
+    revert = sub.add_parser(
+        "revert",
+        help="correct a grant, spend or capture with a new transaction that names it",
+        description="Revert a transaction: a grant's unspent credits are taken back; a spend's or a capture's "
+        "credits go back to the lots they came from. A transaction is reverted at most once. Without "
+        "--idempotency-key the key is revert-<TRANSACTION_ID> (printed on stderr), so running the same "
+        "command again answers the first revert instead of failing.",
+    )
+    revert.add_argument("transaction_id", metavar="TRANSACTION_ID", help="as the history shows it (ctx_...)")
+    revert.add_argument("--reason", required=True, help="why; kept in the ledger")
+    revert.add_argument("--dry-run", action="store_true", help="print what the revert would do; write nothing")
+    revert.add_argument("--idempotency-key",
+                        help="retrying with the same key reverts once (default: revert-<TRANSACTION_ID>)")
 
     spend = sub.add_parser("spend", help="spend a user's credits now")
     spend.add_argument("user")
@@ -155,6 +175,9 @@ def _print(value: object) -> None:
 OPTION_NAMES = {
     "expires_in_seconds": "--expires-in",
     "expires_at": "--expires-at",
+    "effective_at": "--effective-at",
+    "priority": "--priority",
+    "category": "--category",
     "reason": "--reason",
     "idempotency_key": "--idempotency-key",
     "Idempotency-Key": "--idempotency-key",  # the HTTP header's name
@@ -191,6 +214,7 @@ def _migrate(container: Container, args: argparse.Namespace) -> int:
 def _grant(container: Container, args: argparse.Namespace) -> int:
     from entrypoints.http.views import grant_view
     from entrypoints.timestamps import parse_instant
+    from wallet_core.ledger import DEFAULT_PRIORITY, CreditKind
 
     result = container.wallet().grant(
         args.user,
@@ -199,8 +223,27 @@ def _grant(container: Container, args: argparse.Namespace) -> int:
         granted_by=_cli_actor(),
         idempotency_key=args.idempotency_key,
         expires_at=None if args.expires_at is None else parse_instant(args.expires_at, "--expires-at"),
+        effective_at=None if args.effective_at is None else parse_instant(args.effective_at, "--effective-at"),
+        priority=DEFAULT_PRIORITY if args.priority is None else args.priority,
+        category=args.category or CreditKind.PROMOTIONAL.value,
     )
     _print(grant_view(result))
+    return 0
+
+
+def _revert(container: Container, args: argparse.Namespace) -> int:
+    """Prints the answer as JSON (`"dry_run": true` for a dry run). The default key is derived from the
+    transaction id: a transaction is reverted at most once anyway, so the derived key only makes a
+    repeated command answer the first revert (exit 0) rather than "already reverted" (exit 1)."""
+    from entrypoints.http.views import revert_view
+
+    key = args.idempotency_key or f"revert-{args.transaction_id}"
+    result = container.wallet().revert(
+        args.transaction_id, reason=args.reason, idempotency_key=key, dry_run=args.dry_run, actor=_cli_actor()
+    )
+    if args.idempotency_key is None and not result.dry_run:
+        print(f"wallet: idempotency key: {key}", file=sys.stderr)
+    _print(revert_view(result))
     return 0
 
 
@@ -421,6 +464,7 @@ Command = Callable[["Container", argparse.Namespace], int]
 # saying so. serve migrates SQLite by itself, migrate is the migration, token needs no database.
 LEDGER_COMMANDS: dict[str, Command] = {
     "grant": _grant,
+    "revert": _revert,
     "spend": _spend,
     "hold": _hold,
     "capture": _capture,

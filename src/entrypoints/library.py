@@ -3,11 +3,15 @@
     from entrypoints.library import open_wallet
     wallet = open_wallet()                 # settings from the environment, migrations applied; close() ends it
     top_up = wallet.top_up("user-1", "10.00")
-    wallet.grant("user-1", "5.00", reason="welcome bonus", granted_by="support@example.com")
-    wallet.spend("user-1", "1.50", idempotency_key="order-7", reason="export")
+    grant = wallet.grant("user-1", "5.00", reason="welcome bonus", granted_by="support@example.com")
+    wallet.grant("user-1", "20.00", reason="bank transfer 991", granted_by="ops", category="paid")
+    spent = wallet.spend("user-1", "1.50", idempotency_key="order-7", reason="export")
     hold = wallet.hold("user-1", "2.00", idempotency_key="job-9", reason="render")
     wallet.capture(hold.hold_id, "1.25")   # the rest goes back
-    wallet.balance("user-1")               # Decimal('2.25')
+    wallet.balance("user-1")               # Decimal('22.25')
+    wallet.revert(grant.transaction_id, reason="wrong user", idempotency_key="ticket-12")  # takes back its unspent 2.25
+    wallet.revert(spent.transaction_id, reason="charged twice", idempotency_key="ticket-13", dry_run=True)
+    wallet.wallet("user-1").lots           # the live lots, in the order they would be spent
     wallet.wallet("user-1").debt           # Credits: what refunds/disputes of spent credits left owing
     wallet.events("pi_...")                # the Stripe events received about a payment, oldest first
     wallet.reconcile(dry_run=True)         # what webhooks missed, compared with Stripe (see docs/payments.md)

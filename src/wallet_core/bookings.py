@@ -8,6 +8,7 @@ from datetime import datetime
 from wallet_core.holds import Hold
 from wallet_core.ids import new_id
 from wallet_core.ledger import (
+    DEFAULT_PRIORITY,
     Account,
     Booking,
     CreditKind,
@@ -20,7 +21,18 @@ from wallet_core.ledger import (
 )
 from wallet_core.money import Credits
 
-_SOURCE = {CreditKind.PAID: Account.STRIPE_FUNDING, CreditKind.PROMOTIONAL: Account.PROMOTIONS}
+# Where credits coming in come from: a Stripe payment, money paid outside Stripe (an admin's paid
+# grant, e.g. a bank transfer), or the promotions budget.
+_SOURCE = {
+    (TransactionKind.TOP_UP, CreditKind.PAID): Account.STRIPE_FUNDING,
+    (TransactionKind.GRANT, CreditKind.PAID): Account.OFFLINE_FUNDING,
+    (TransactionKind.GRANT, CreditKind.PROMOTIONAL): Account.PROMOTIONS,
+}
+
+
+def funding_account(kind: TransactionKind, category: CreditKind) -> Account:
+    """The system account a top-up or grant of `category` credits draws from."""
+    return _SOURCE[(kind, category)]
 
 
 def credit_booking(
@@ -36,19 +48,28 @@ def credit_booking(
     metadata: Mapping[str, str] | None = None,
     lot_id: str | None = None,
     debts: tuple[Lot, ...] = (),
+    priority: int = DEFAULT_PRIORITY,
+    effective_at: datetime | None = None,
+    transaction_kind: TransactionKind | None = None,
 ) -> Booking:
-    """Credits coming in: a new lot on the user's wallet, funded by Stripe or by promotions.
+    """Credits coming in: a new lot on the user's wallet, funded by Stripe (a top-up), by money paid
+    outside Stripe or by promotions (an admin's grant: `transaction_kind` GRANT, the default for
+    promotional credits).
 
     When the wallet is in debt (`debts`: lots gone negative after a refund or dispute), the new
     credits repay it first, oldest debt first: a move inside the wallet from the new lot to the
-    indebted one."""
+    indebted one. Credits not effective yet (`effective_at` after `now`) repay nothing: they are not
+    spendable, so they cannot pay a debt until the next credits come in."""
+    tx_kind = transaction_kind or (TransactionKind.TOP_UP if kind is CreditKind.PAID else TransactionKind.GRANT)
     repay: list[tuple[Lot, int]] = []
     left = credits.minor
-    for debt in sorted(debts, key=lambda lot: (lot.created_at, lot.id)):
+    repayable = debts if effective_at is None or effective_at <= now else ()
+    for debt in sorted(repayable, key=lambda lot: (lot.created_at, lot.id)):
         amount = min(left, -debt.remaining.minor)
         if amount > 0:
             repay.append((debt, amount))
             left -= amount
+    booking_id = new_id("ctx")
     lot = Lot(
         id=lot_id or new_id("lot"),
         user_id=user_id,
@@ -58,20 +79,23 @@ def credit_booking(
         held=Credits(0),
         created_at=now,
         expires_at=expires_at,
+        priority=priority,
+        effective_at=effective_at,
+        source_transaction_id=booking_id,
     )
     moves: list[Posting] = []
     for debt, amount in repay:
         moves.append(Posting(Account.WALLET, Credits(-amount), user_id, lot.id))
         moves.append(Posting(Account.WALLET, Credits(amount), user_id, debt.id))
     return Booking(
-        id=new_id("ctx"),
+        id=booking_id,
         user_id=user_id,
-        kind=TransactionKind.TOP_UP if kind is CreditKind.PAID else TransactionKind.GRANT,
+        kind=tx_kind,
         reference_id=reference_id,
         created_at=now,
         postings=(
             Posting(Account.WALLET, credits, user_id, lot.id),
-            Posting(_SOURCE[kind], -credits),
+            Posting(funding_account(tx_kind, kind), -credits),
             *moves,
         ),
         reason=reason,

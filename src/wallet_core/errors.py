@@ -110,3 +110,10 @@ class TooManyTopUps(WalletError):
     def __init__(self, description: str, retry_after_seconds: int) -> None:
         super().__init__(f"{description}; retry in {retry_after_seconds} seconds")
         self.retry_after_seconds = retry_after_seconds
+
+
+class NotRevertible(WalletError):
+    """The transaction may not be reverted (already reverted, itself a revert, a Stripe movement, or
+    nothing left to take back); nothing was written (HTTP 409)."""
+
+    title = "Not revertible"

@@ -56,6 +56,13 @@ def check_user_id(value: object, field: str = "user_id") -> str:
     return value
 
 
+def check_transaction_id(value: object, field: str = "transaction_id") -> str:
+    """A ledger transaction id as the wallet gave it out (ctx_...): the user id's characters."""
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+        raise InvalidInput(field, "must be a transaction id as the wallet gave it out, e.g. ctx_0f3a...")
+    return value
+
+
 def check_payment_intent_id(value: object, field: str = "payment_intent_id") -> str:
     """1-255 letters, digits and underscores, as Stripe writes them (pi_3N...)."""
     if not isinstance(value, str) or not PAYMENT_INTENT_ID.fullmatch(value):

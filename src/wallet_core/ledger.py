@@ -7,9 +7,14 @@ a transaction always sum to zero. A user has two accounts: `wallet` (spendable c
 `expired` (promotional credits that ran out). A user's account balance is the sum of its postings;
 the ledger also keeps it on the account row, updated in the same database transaction.
 
-Credits sit in lots: each top-up makes a paid lot, each admin grant a promotional lot that may
-expire. Spending takes promotional credits first, the soonest-expiring first, then paid credits,
-oldest first. Postings on a user's accounts name the lot they touch.
+Credits sit in lots: each top-up makes a paid lot, each admin grant a promotional lot (or a paid one,
+for money received outside Stripe) that may expire, and that may start counting only from a future
+`effective_at`. Spending takes promotional credits first (lowest priority number first, then the
+soonest-expiring, then the oldest), then paid credits in the same order. Postings on a user's accounts
+name the lot they touch, so every transaction says which lots paid (`sources_of`).
+
+Nothing is edited or deleted: a correction is a new transaction of kind `revert` that names the one it
+reverts (wallet_core.reverts).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class TransactionKind(StrEnum):
     DISPUTE = "dispute"  # credits frozen while the buyer's bank disputes the payment
     DISPUTE_WON = "dispute_won"  # frozen credits given back
     DISPUTE_LOST = "dispute_lost"  # frozen credits gone with the money
+    REVERT = "revert"  # a correction: undoes a grant, spend or capture (wallet_core.reverts)
 
 
 # The only movements that may take a lot below zero: credits taken back (or given back) for money that
@@ -56,6 +62,7 @@ class Account(StrEnum):
     WALLET = "wallet"  # per user: spendable credits
     HELD = "held"  # per user: reserved by open holds
     STRIPE_FUNDING = "stripe_funding"
+    OFFLINE_FUNDING = "offline_funding"  # paid credits an admin granted for money received outside Stripe
     PROMOTIONS = "promotions"
     REVENUE = "revenue"
     EXPIRED = "expired"
@@ -67,8 +74,14 @@ class Account(StrEnum):
 
 
 class CreditKind(StrEnum):
+    """A lot's category: paid (bought, with Stripe or outside it) or promotional (given)."""
+
     PAID = "paid"
     PROMOTIONAL = "promotional"
+
+
+DEFAULT_PRIORITY = 50  # a lot's place among lots of its category: lower numbers are spent first
+MIN_PRIORITY, MAX_PRIORITY = 0, 100
 
 
 @dataclass(frozen=True)
@@ -93,15 +106,27 @@ class Lot:
     held: Credits
     created_at: datetime
     expires_at: datetime | None = None
+    priority: int = DEFAULT_PRIORITY
+    effective_at: datetime | None = None  # spendable only from then (None: from its creation)
+    source_transaction_id: str | None = None  # the top-up or grant that made it
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
 
-    def spend_order(self) -> tuple[int, int, datetime, datetime, str]:
-        """Promotional before paid; soonest expiry first (never-expiring last); then oldest."""
+    def pending(self, now: datetime) -> bool:
+        """Granted, but not spendable before its `effective_at`."""
+        return self.effective_at is not None and self.effective_at > now
+
+    def spendable(self, now: datetime) -> bool:
+        return not self.expired(now) and not self.pending(now)
+
+    def spend_order(self) -> tuple[int, int, int, datetime, datetime, str]:
+        """Promotional before paid; within each, lower priority number first; then soonest expiry
+        (never-expiring last); then oldest."""
         expires = self.expires_at or self.created_at
         return (
             0 if self.kind is CreditKind.PROMOTIONAL else 1,
+            self.priority,
             0 if self.expires_at is not None else 1,
             expires,
             self.created_at,
@@ -111,9 +136,13 @@ class Lot:
 
 @dataclass(frozen=True)
 class LotChange:
+    """What a booking changes on an existing lot: amounts added to what it has and holds, and, for a
+    revert of the grant that made it, the time the lot ends (its expiry, if that is sooner)."""
+
     lot_id: str
     remaining: Credits = Credits(0)  # noqa: RUF009 (Credits is frozen)
     held: Credits = Credits(0)  # noqa: RUF009
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +155,7 @@ class WalletState:
     lots: tuple[Lot, ...] = ()
 
     def spendable(self, now: datetime) -> Credits:
-        return Credits(sum(lot.remaining.minor for lot in self.lots if not lot.expired(now)))
+        return Credits(sum(lot.remaining.minor for lot in self.lots if lot.spendable(now)))
 
     @property
     def debts(self) -> tuple[Lot, ...]:
@@ -138,8 +167,9 @@ class WalletState:
 
 
 def allocate(lots: Iterable[Lot], amount: Credits, now: datetime) -> list[tuple[Lot, Credits]]:
-    """Which lots pay for `amount`, in spending order. Raises InsufficientCredits when they cannot."""
-    lots = [lot for lot in lots if not lot.expired(now)]
+    """Which lots pay for `amount`, in spending order. Raises InsufficientCredits when they cannot.
+    Lots past expiry or not yet effective pay nothing; a lot in debt (however it came) blocks spending."""
+    lots = [lot for lot in lots if lot.spendable(now) or lot.remaining.minor < 0]
     debt = -sum(min(0, lot.remaining.minor) for lot in lots)
     if debt:
         net = sum(lot.remaining.minor for lot in lots)
@@ -149,7 +179,7 @@ def allocate(lots: Iterable[Lot], amount: Credits, now: datetime) -> list[tuple[
         )
     plan: list[tuple[Lot, Credits]] = []
     left = amount.minor
-    for lot in sorted((lot for lot in lots if not lot.expired(now)), key=Lot.spend_order):
+    for lot in sorted(lots, key=Lot.spend_order):
         if left == 0:
             break
         take = min(left, lot.remaining.minor)
@@ -182,6 +212,7 @@ class Booking:
     hold_id: str | None = None
     new_lots: tuple[Lot, ...] = ()
     lot_changes: tuple[LotChange, ...] = ()
+    reverts: str | None = None  # the transaction this one reverts (kind REVERT only)
 
     def __post_init__(self) -> None:
         if sum(p.amount.minor for p in self.postings) != 0:
@@ -204,6 +235,54 @@ class Booking:
     def held_change(self) -> Credits:
         return self._sum(Account.HELD)
 
+    def sources(self, categories: Mapping[str, CreditKind]) -> tuple[Source, ...]:
+        """Which lots paid, or were paid back (see sources_of); `categories`: each lot's category."""
+        return sources_of(self.kind, self.postings, categories)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One lot's part in a transaction: the credits it paid (spend, hold, capture, expiry, refund) or
+    was paid back or given (grant, top-up, release, revert). Always positive."""
+
+    lot_id: str
+    category: CreditKind
+    credits: Credits
+
+
+def categories(lots: Iterable[Lot]) -> dict[str, CreditKind]:
+    """Each lot's category by lot id: what sources_of needs."""
+    return {lot.id: lot.kind for lot in lots}
+
+
+def sources_of(
+    kind: TransactionKind, postings: Iterable[Posting], categories: Mapping[str, CreditKind]
+) -> tuple[Source, ...]:
+    """Which lots a transaction moved credits from or to, in the order its postings name them.
+
+    For most kinds that is each lot's net change in the spendable (`wallet`) account. A capture moves
+    credits out of `held`: the captured credits came from the hold's lots in the hold's order (the
+    order of the capture's `held` postings), the rest went back; so its sources are the captured part
+    only. A lot whose net change is zero (a hold's own reservation moves within the user) is left out."""
+    legs = list(postings)
+    net: dict[str, int] = {}
+    if kind is TransactionKind.CAPTURE:
+        left = sum(p.amount.minor for p in legs if p.account is Account.REVENUE)
+        for p in legs:
+            if p.account is Account.HELD and p.lot_id is not None and left > 0:
+                take = min(left, -p.amount.minor)
+                net[p.lot_id] = net.get(p.lot_id, 0) + take
+                left -= take
+    else:
+        for p in legs:
+            if p.account is Account.WALLET and p.lot_id is not None:
+                net[p.lot_id] = net.get(p.lot_id, 0) + p.amount.minor
+    return tuple(
+        Source(lot_id, categories.get(lot_id, CreditKind.PAID), Credits(abs(amount)))
+        for lot_id, amount in net.items()
+        if amount
+    )
+
 
 @dataclass(frozen=True)
 class CreditTransaction:
@@ -221,14 +300,42 @@ class CreditTransaction:
     actor: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     hold_id: str | None = None
+    reverts: str | None = None  # the transaction this one reverts
+    reverted_by: str | None = None  # the revert of this one, if any
+    sources: tuple[Source, ...] = ()  # which lots paid or were paid back (see sources_of)
 
 
 @dataclass(frozen=True)
 class WalletView:
     user_id: str
-    balance: Credits  # spendable now (promotional credits past expiry do not count)
+    balance: Credits  # spendable now (credits past expiry or not yet effective do not count)
     held: Credits = Credits(0)  # noqa: RUF009
     transactions: list[CreditTransaction] = field(default_factory=list)
+    pending: Credits = Credits(0)  # noqa: RUF009  (granted with an effective_at still ahead)
+    # Spendable credits by category (they add up to `balance`; a debt shows in `paid`).
+    by_category: Mapping[CreditKind, Credits] = field(default_factory=dict)
+    # Every lot with something remaining, held or pending (not those past expiry), in spending order.
+    lots: tuple[Lot, ...] = ()
+
+    @classmethod
+    def of_lots(
+        cls, user_id: str, lots: Iterable[Lot], *, held: Credits, now: datetime,
+        transactions: list[CreditTransaction] | None = None,
+    ) -> WalletView:
+        """The view of a wallet from its live lots (remaining, held or pending) as of `now`."""
+        shown = sorted((lot for lot in lots if not lot.expired(now) or lot.remaining.minor < 0), key=Lot.spend_order)
+        by_category = {kind: Credits(0) for kind in CreditKind}
+        pending = 0
+        for lot in shown:
+            if lot.pending(now):
+                pending += lot.remaining.minor
+            else:
+                by_category[lot.kind] = by_category[lot.kind] + lot.remaining
+        balance = Credits(sum(c.minor for c in by_category.values()))
+        return cls(
+            user_id=user_id, balance=balance, held=held, transactions=list(transactions or []),
+            pending=Credits(pending), by_category=by_category, lots=tuple(shown),
+        )
 
     @property
     def debt(self) -> Credits:

@@ -6,14 +6,22 @@ makes mypy prove that every adapter and test double fits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
 from wallet_core.holds import Hold, HoldStatus
-from wallet_core.ledger import Account, Booking, CreditTransaction, TransactionCursor, WalletState
+from wallet_core.ledger import (
+    Account,
+    Booking,
+    CreditTransaction,
+    Lot,
+    Posting,
+    TransactionCursor,
+    WalletState,
+)
 from wallet_core.money import Credits
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
 from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
@@ -88,6 +96,16 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class RevertAudit:
+    """A revert, what it posted, and the transaction it names with its postings (None if missing)."""
+
+    revert: CreditTransaction
+    revert_postings: list[Posting]
+    original: CreditTransaction | None
+    original_postings: list[Posting]
+
+
+@dataclass(frozen=True)
 class LedgerAudit:
     total_posted: Credits  # the sum of every posting in the ledger
     unbalanced: list[tuple[str, Credits]]  # (transaction id, sum of its postings) where the sum is not 0
@@ -100,17 +118,38 @@ class LedgerRepository(Protocol):
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, at: datetime) -> tuple[Credits, Credits]:
-        """(spendable, held). Spendable leaves out promotional credits past expiry, even before the
-        expiry run books them out. Costs the same however long the history is."""
+        """(spendable, held). Spendable leaves out credits past expiry, even before the expiry run books
+        them out, and credits of lots not effective yet at `at`. Costs the same however long the
+        history is."""
         ...
 
     def transactions(
         self, user_id: str, limit: int, before: TransactionCursor | None = None
     ) -> list[CreditTransaction]:
-        """Newest first (created_at, then id, descending); only rows older than `before`."""
+        """Newest first (created_at, then id, descending); only rows older than `before`. Each row
+        with its `reverts`, `reverted_by` and `sources` (which lots paid, or were paid back)."""
         ...
 
-    def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None: ...
+    def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
+        """With `reverts` and `reverted_by` (not `sources`)."""
+        ...
+
+    def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
+        """By id, with `reverts`, `reverted_by` and `sources`."""
+        ...
+
+    def postings_of(self, transaction_id: str) -> list[Posting]:
+        """A transaction's postings in the order they were recorded."""
+        ...
+
+    def lots(self, lot_ids: Collection[str]) -> list[Lot]:
+        """The lots with these ids, whatever they hold (in no particular order)."""
+        ...
+
+    def live_lots(self, user_id: str) -> list[Lot]:
+        """The user's lots with anything remaining, held or owed (remaining or held not zero), without
+        locking: what the wallet view lists (pending ones included)."""
+        ...
 
     def take_backs(self, user_id: str | None = None) -> list[CreditTransaction]:
         """Every refund and dispute transaction (kinds refund, dispute, dispute_won, dispute_lost) of
@@ -124,12 +163,16 @@ class LedgerRepository(Protocol):
         ...
 
     def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
-        """Like lock_wallet, but with only the lots credits coming in need: those in debt, and
-        promotional ones expired by `at` with something left. Cheap however many lots the user has."""
+        """Like lock_wallet, but with only the lots credits coming in need: those in debt, and those
+        expired by `at` with something left. Cheap however many lots the user has."""
         ...
 
     def record(self, booking: Booking) -> CreditTransaction:
-        """Store the transaction, its postings and lot changes, and move the stored balances.
+        """Store the transaction, its postings and lot changes (a change's `ends_at` moves the lot's
+        expiry to then, if that is sooner), and move the stored balances. The answer's `balance_after`
+        is the spendable balance right after: the wallet's credits less those of lots not effective yet
+        at the booking's time (the caller has booked out expired ones first). Its `sources` are empty
+        (the caller knows its lots' categories: Booking.sources).
 
         Raises DuplicateReference (and changes nothing) when the reference id was recorded before;
         the caller must then roll the unit of work back."""
@@ -141,6 +184,10 @@ class LedgerRepository(Protocol):
         ...
 
     def audit(self) -> LedgerAudit: ...
+
+    def revert_audit(self) -> list[RevertAudit]:
+        """Every revert with the transaction it names, oldest first (what `wallet verify` checks)."""
+        ...
 
 
 class HoldRepository(Protocol):

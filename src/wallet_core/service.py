@@ -15,7 +15,7 @@ from decimal import Decimal
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import InvalidInput
 from wallet_core.ids import check_payment_intent_id
-from wallet_core.ledger import WalletView
+from wallet_core.ledger import DEFAULT_PRIORITY, CreditKind, WalletView
 from wallet_core.payments import PaymentEvent, PaymentIntent
 from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory
 from wallet_core.topups import TopUpPolicy
@@ -26,6 +26,7 @@ from wallet_core.use_cases import (
     HoldResult,
     LedgerCheck,
     ReconcileReport,
+    RevertResult,
     SpendResult,
     TopUpResult,
     Violation,
@@ -41,6 +42,7 @@ from wallet_core.use_cases import (
     reconcile_payments,
     release_hold,
     request_top_up,
+    revert_transaction,
     spend_credits,
 )
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
@@ -111,8 +113,14 @@ class Wallet:
         granted_by: str,
         idempotency_key: str | None = None,
         expires_at: datetime | None = None,
+        effective_at: datetime | None = None,
+        priority: int | str = DEFAULT_PRIORITY,
+        category: str = CreditKind.PROMOTIONAL.value,
     ) -> GrantResult:
-        """Promotional credits by hand; with `expires_at` (timezone-aware) they stop counting then."""
+        """Credits by hand: `category` "promotional" (default) or "paid" (money received outside
+        Stripe); with `expires_at` (timezone-aware) they stop counting then; with `effective_at` they
+        count only from then (pending until; at most a year ahead); `priority` 0-100 (default 50):
+        lower numbers are spent first among lots of their category."""
         return grant_credits(
             user_id=user_id,
             credits=credits,
@@ -121,6 +129,32 @@ class Wallet:
             uow=self._uow,
             idempotency_key=idempotency_key,
             expires_at=expires_at,
+            effective_at=effective_at,
+            priority=priority,
+            category=category,
+            now=self._now,
+        )
+
+    def revert(
+        self,
+        transaction_id: str,
+        *,
+        reason: str,
+        idempotency_key: str | None,
+        dry_run: bool = False,
+        actor: str = "library",
+    ) -> RevertResult:
+        """Correct a grant (take back what is unspent), a spend or a capture (give its credits back to
+        the lots they came from) with a new transaction that names it. The key is required; `dry_run`
+        writes nothing. Raises NotFound, NotRevertible (already reverted, a revert, a Stripe movement,
+        nothing left) or IdempotencyConflict."""
+        return revert_transaction(
+            transaction_id=transaction_id,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            uow=self._uow,
+            dry_run=dry_run,
             now=self._now,
         )
 
@@ -232,13 +266,14 @@ class Wallet:
 
     def wallet(self, user_id: str, *, recent: int = 20) -> WalletView:
         """Spendable and held balances, the debt (what refunds or disputes of spent credits left owing),
-        and the `recent` newest transactions."""
+        pending credits, spendable credits by category, the live lots in spending order, and the
+        `recent` newest transactions."""
         return read_wallet(user_id=user_id, uow=self._uow, recent=recent, now=self._now)
 
     def balance(self, user_id: str) -> Decimal:
-        """The spendable balance (held credits and promotional credits past expiry do not count);
+        """The spendable balance (held credits, credits past expiry and pending credits do not count);
         negative while the wallet is in debt."""
-        return self.wallet(user_id, recent=0).balance.decimal
+        return read_wallet(user_id=user_id, uow=self._uow, recent=0, now=self._now, lots=False).balance.decimal
 
     def transactions(self, user_id: str, limit: int | str = 20, cursor: str | None = None) -> HistoryPage:
         """One page of history (1-100 rows), newest first; pass `next_cursor` back for the next page."""

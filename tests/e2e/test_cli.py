@@ -83,7 +83,7 @@ def free_port() -> int:
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = ok(wallet(tmp_path, "--help"))
-    for command in ("serve", "migrate", "grant", "spend", "hold", "capture", "release", "expire", "verify",
+    for command in ("serve", "migrate", "grant", "revert", "spend", "hold", "capture", "release", "expire", "verify",
                     "history", "balance", "events", "reconcile", "token"):
         assert command in out
     assert list(tmp_path.iterdir()) == []  # --help touches no database
@@ -192,7 +192,8 @@ def test_grant_then_balance_on_the_default_sqlite_file(tmp_path: Path) -> None:
 
 def test_balance_of_an_unknown_user_is_zero(tmp_path: Path) -> None:
     shown = json.loads(ok(wallet(tmp_path, "balance", "nobody")))
-    assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "debt": "0.00", "transactions": []}
+    assert shown == {"user_id": "nobody", "balance": "0.00", "held": "0.00", "debt": "0.00", "pending": "0.00",
+                     "by_category": {"paid": "0.00", "promotional": "0.00"}, "lots": [], "transactions": []}
 
 
 def test_grants_add_up(tmp_path: Path) -> None:
@@ -643,8 +644,10 @@ def test_spend_then_replay_spends_once(tmp_path: Path) -> None:
     spent = json.loads(ok(wallet(tmp_path, *args)))
     again = json.loads(ok(wallet(tmp_path, *args)))
 
+    [lot] = balance_of(tmp_path, "alice")["lots"]
     assert spent == {"user_id": "alice", "credits_spent": "1.50", "balance": "3.50",
-                     "transaction_id": spent["transaction_id"]}
+                     "transaction_id": spent["transaction_id"],
+                     "sources": [{"lot_id": lot["lot_id"], "category": "promotional", "credits": "1.50"}]}
     assert again == spent
     shown = balance_of(tmp_path, "alice")
     assert shown["balance"] == "3.50"
@@ -1190,3 +1193,137 @@ def test_a_sqlite_database_migrated_by_a_newer_wallet_is_reported(tmp_path: Path
     shown = wallet(tmp_path, "balance", "alice")  # a rolling upgrade: older code still works, and says so
     assert json.loads(ok(shown))["balance"] == "5.00"
     assert "wallet: warning: the database schema is at revision 9999_from_the_future" in shown.stderr
+
+
+# -- revert, and grants with effective_at, priority and category ----------------------------------
+
+
+def cli_json(svc: Service, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    code, out, err = run(svc, capsys, *args)
+    assert code == 0, err
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
+    return dict(json.loads(out))
+
+
+def test_revert_prints_the_answer_and_running_it_again_answers_the_same(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = service.container.wallet()
+    lib.grant("rex", "10.00", reason="promo", granted_by="test")
+    spent = lib.spend("rex", "4.00", idempotency_key="s-1", reason="usage")
+
+    code, out, err = run(service, capsys, "revert", spent.transaction_id, "--reason", "charged twice")
+    code_again, out_again, err_again = run(service, capsys, "revert", spent.transaction_id, "--reason", "charged twice")
+
+    assert (code, code_again) == (0, 0)
+    reverted = json.loads(out)
+    assert reverted == {
+        "transaction_id": reverted["transaction_id"],
+        "reverts": spent.transaction_id,
+        "credits_reverted": "4.00",
+        "user_id": "rex",
+        "balance": "10.00",
+        "sources": [{"lot_id": spent.sources[0].lot_id, "category": "promotional", "credits": "4.00"}],
+    }
+    assert out_again == out  # the derived key replays the first revert
+    assert err.strip() == err_again.strip() == f"wallet: idempotency key: revert-{spent.transaction_id}"
+    shown = cli_json(service, capsys, "history", "rex")["transactions"]
+    assert [(t["kind"], t["reverts"], t["reverted_by"]) for t in shown] == [
+        ("revert", spent.transaction_id, None),
+        ("spend", None, reverted["transaction_id"]),
+        ("grant", None, None),
+    ]
+    assert shown[0]["sources"] == reverted["sources"]
+    assert lib.verify() == []
+
+
+def test_revert_dry_run_writes_nothing_and_an_explicit_key_is_used(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = service.container.wallet()
+    granted = lib.grant("sam", "10.00", reason="promo", granted_by="test")
+    before = cli_json(service, capsys, "balance", "sam")
+
+    dry = cli_json(service, capsys, "revert", granted.transaction_id, "--reason", "wrong user", "--dry-run")
+
+    assert (dry["transaction_id"], dry["dry_run"], dry["credits_reverted"], dry["balance"]) == (
+        None, True, "10.00", "0.00")
+    assert cli_json(service, capsys, "balance", "sam") == before
+    code, out, err = run(service, capsys, "revert", granted.transaction_id, "--reason", "wrong user",
+                         "--idempotency-key", "ticket-9")
+    assert code == 0 and err == ""
+    assert json.loads(out)["balance"] == "0.00"
+    with service.container.unit_of_work()(read_only=True) as tx:
+        assert tx.ledger.find_transaction_by_reference("revert:ticket-9") is not None
+
+
+def test_revert_that_is_refused_or_unknown_exits_1_with_one_line(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = service.container.wallet()
+    granted = lib.grant("tia", "10.00", reason="promo", granted_by="test")
+    first = lib.revert(granted.transaction_id, reason="wrong user", idempotency_key="r-1")
+
+    for args, says in [
+        ((granted.transaction_id,), f"wallet: Not revertible: transaction {granted.transaction_id} was already "
+                                    f"reverted by {first.transaction_id}"),
+        ((str(first.transaction_id),), "wallet: Not revertible: "),
+        (("ctx_unknown",), "wallet: Not found: no transaction ctx_unknown"),
+        (("bad id",), "wallet: Invalid input: transaction_id must be a transaction id"),
+    ]:
+        code, out, err = run(service, capsys, "revert", *args, "--reason", "again")
+        assert code == 1 and out == "", (args, out)
+        assert len(err.splitlines()) == 1 and err.startswith(says), (args, err)
+    assert lib.balance("tia") == 0
+
+
+def test_revert_needs_a_reason(tmp_path: Path) -> None:
+    result = wallet(tmp_path, "revert", "ctx_1")
+    assert result.returncode == 2
+    assert "--reason" in result.stderr
+
+
+def test_grant_with_effective_at_priority_and_category_shows_them_and_the_lots(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    at = (service.clock() + timedelta(days=2)).replace(microsecond=0)
+
+    paid = cli_json(service, capsys, "grant", "uma", "20.00", "--reason", "bank transfer", "--category", "paid",
+                    "--priority", "5")
+    later = cli_json(service, capsys, "grant", "uma", "7.00", "--reason", "launch", "--effective-at",
+                     at.isoformat().replace("+00:00", "Z"))
+
+    assert (paid["category"], paid["priority"], paid["effective_at"]) == ("paid", 5, None)
+    assert (later["category"], later["priority"], later["effective_at"]) == ("promotional", 50, at.isoformat())
+    shown = cli_json(service, capsys, "balance", "uma")
+    assert (shown["balance"], shown["pending"], shown["by_category"]) == (
+        "20.00", "7.00", {"paid": "20.00", "promotional": "0.00"})
+    assert [(lot["category"], lot["remaining"], lot["effective_at"]) for lot in shown["lots"]] == [
+        ("promotional", "7.00", at.isoformat()),
+        ("paid", "20.00", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("--priority", "101"), 1, "--priority must be a whole number from 0 to 100"),
+        (("--priority", "high"), 1, "--priority must be a whole number"),
+        (("--effective-at", "2030-01-01T00:00:00"), 1, "--effective-at needs a timezone"),
+        (("--effective-at", "2001-01-01T00:00:00Z"), 1, "--effective-at must not be in the past"),
+        (("--category", "gold"), 2, "invalid choice: 'gold'"),
+    ],
+)
+def test_grant_with_bad_options_fails_naming_the_option(
+    service: Service, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], code: int, says: str
+) -> None:
+    if code == 2:
+        with pytest.raises(SystemExit) as usage:
+            main(["grant", "vic", "5.00", "--reason", "x", *args], container=service.container)
+        assert usage.value.code == 2
+        err = capsys.readouterr().err
+    else:
+        got, out, err = run(service, capsys, "grant", "vic", "5.00", "--reason", "x", *args)
+        assert (got, out) == (1, "")
+    assert says in err
+    assert service.container.wallet().balance("vic") == 0

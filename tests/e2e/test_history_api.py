@@ -17,7 +17,7 @@ from wallet_core.use_cases import verify_ledger
 WALLET = "/api/v1/users/me/wallet"
 HISTORY = "/api/v1/users/me/wallet/transactions"
 ROW_FIELDS = {"id", "kind", "credits", "held_change", "balance_after", "reference_id", "created_at", "reason",
-              "hold_id", "metadata"}
+              "hold_id", "metadata", "reverts", "reverted_by", "sources"}
 
 
 def grant_url(user: str) -> str:

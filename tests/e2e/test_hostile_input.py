@@ -1,4 +1,4 @@
-"""Hostile input on every write route (top-up, grant, spend, hold, capture, release, the Stripe
+"""Hostile input on every write route (top-up, grant, revert, spend, hold, capture, release, the Stripe
 webhook): oversized, wrongly typed, malformed, NaN, huge, negative, over-precise, unknown fields,
 control and bidi characters, bad path ids, forged tokens. Each is a 4xx with a JSON message, and
 nothing is written: no database commit, no PaymentIntent, no balance or hold changed. No answer
@@ -38,7 +38,7 @@ BIG = b'{"reason": "' + b"x" * (64 * 1024) + b'"}'
 @dataclass(frozen=True)
 class Route:
     name: str
-    path: str  # {hold} is filled with the open hold's id
+    path: str  # {hold} is filled with the open hold's id, {tx} with the victim's grant's transaction id
     valid: dict[str, Any]
     amount: str | None = "credits"
     reason: str | None = "reason"
@@ -49,7 +49,9 @@ class Route:
 ROUTES = [
     Route("top-up", "/api/v1/users/me/wallet/top-up", {"amount_usd": "10.00"}, amount="amount_usd", reason=None),
     Route("grant", f"/api/v1/admin/users/{VICTIM}/wallet/grant", {"credits": "1.00", "reason": "promo"},
-          extra_fields=("expires_at",)),
+          extra_fields=("expires_at", "effective_at", "priority", "category")),
+    Route("revert", "/api/v1/admin/transactions/{tx}/revert", {"reason": "wrong user"}, amount=None,
+          extra_fields=("dry_run",)),
     Route("spend", f"/api/v1/admin/users/{VICTIM}/wallet/spend", {"credits": "1.00", "reason": "use"},
           extra_fields=("metadata",)),
     Route("hold", f"/api/v1/admin/users/{VICTIM}/wallet/holds", {"credits": "1.00", "reason": "job"},
@@ -65,15 +67,16 @@ BY_NAME = {r.name: r for r in ROUTES}
 class World:
     svc: Service
     hold_id: str
+    grant_id: str
     key_counter: list[int] = field(default_factory=lambda: [0])
 
     def url(self, route: Route) -> str:
-        return route.path.replace("{hold}", self.hold_id)
+        return route.path.replace("{hold}", self.hold_id).replace("{tx}", self.grant_id)
 
     def headers(self, route: Route, **extra: str) -> dict[str, str]:
         self.key_counter[0] += 1
         who = self.svc.auth(VICTIM) if route.name == "top-up" else self.svc.auth("backend", service=True)
-        if route.name == "grant":
+        if route.name in ("grant", "revert"):
             who = self.svc.auth("root", admin=True)
         return {**who, "Idempotency-Key": f"hostile-{self.key_counter[0]}", "Content-Type": "application/json",
                 **extra}
@@ -98,7 +101,7 @@ def world(service: Service) -> World:
                                         headers={**service.auth("backend", service=True), "Idempotency-Key": "h-0"})
     assert hold.status_code == 201, hold.text
     service.commits.clear()
-    return World(service, hold.json["hold_id"])
+    return World(service, hold.json["hold_id"], grant.json["transaction_id"])
 
 
 def assert_clean_error(resp: Result, status: int | tuple[int, ...]) -> None:
@@ -218,8 +221,8 @@ def test_nan_and_infinity_as_strings_are_422(world: World, route: Route) -> None
 
 def test_every_json_body_route_is_in_this_module() -> None:
     """So each refusal below is tried on every route that reads a JSON body (the webhook has its own)."""
-    served = {op.path.replace("{user_id}", VICTIM).replace("{hold_id}", "{hold}") for op in OPERATIONS
-              if op.body is not None and not op.body.raw}
+    served = {op.path.replace("{user_id}", VICTIM).replace("{hold_id}", "{hold}").replace("{transaction_id}", "{tx}")
+              for op in OPERATIONS if op.body is not None and not op.body.raw}
     assert served == {route.path for route in ROUTES}
 
 
@@ -255,8 +258,17 @@ def test_wrong_json_types_are_422(world: World, route: Route) -> None:
     if "expires_in_seconds" in route.extra_fields:
         bodies += [with_fields(route, expires_in_seconds=value) for value in ("600", 1.5, True, [600])]
         bodies += [raw_with(route, "expires_in_seconds", "600.0")]
-    if "expires_at" in route.extra_fields:
-        bodies += [with_fields(route, expires_at=value) for value in (1893456000, True, ["2030-01-01T00:00:00Z"])]
+    for instant in ("expires_at", "effective_at"):
+        if instant in route.extra_fields:
+            bodies += [with_fields(route, **{instant: value}) for value in (1893456000, True, ["2030-01-01T00:00:00Z"])]
+    if "priority" in route.extra_fields:
+        bodies += [with_fields(route, priority=value) for value in ("10", 1.5, True, None, [10])]
+        bodies += [raw_with(route, "priority", "10.0")]
+    if "category" in route.extra_fields:
+        bodies += [with_fields(route, category=value) for value in (1, True, None, ["paid"], {"paid": True})]
+    if "dry_run" in route.extra_fields:
+        not_booleans: tuple[object, ...] = ("yes", "true", 1, 0, None, [True], {})
+        bodies += [with_fields(route, dry_run=value) for value in not_booleans]
     for body in bodies:
         resp = refused(world, route, body, 422)
         assert resp.json["title"] == "Invalid input"
@@ -369,8 +381,8 @@ def test_plain_unicode_text_in_a_reason_is_kept(world: World) -> None:
     assert world.svc.container.wallet().wallet(VICTIM).transactions[0].reason == "café 日本 ✓"
 
 
-@pytest.mark.parametrize("route", [BY_NAME["spend"], BY_NAME["hold"], BY_NAME["top-up"], BY_NAME["grant"]],
-                         ids=lambda r: r.name)
+@pytest.mark.parametrize("route", [BY_NAME["spend"], BY_NAME["hold"], BY_NAME["top-up"], BY_NAME["grant"],
+                                   BY_NAME["revert"]], ids=lambda r: r.name)
 def test_bad_idempotency_keys_are_422(world: World, route: Route) -> None:
     for key in ("has space", "ünïcode", "x" * 256, "tab\tkey"):
         refused(world, route, json.dumps(route.valid).encode(), 422, **{"Idempotency-Key": key})
@@ -385,7 +397,7 @@ BAD_IDS = ["%C3%A5lice", "al%20ice", "a%00b", "a%0Ab", "%E2%80%AEevil", "x" * 12
 @pytest.mark.parametrize("bad", BAD_IDS)
 @pytest.mark.parametrize("route", ROUTES[1:], ids=lambda r: r.name)  # the top-up's user comes from the token
 def test_bad_path_ids_are_4xx(world: World, route: Route, bad: str) -> None:
-    path = route.path.replace(f"/users/{VICTIM}/", f"/users/{bad}/").replace("{hold}", bad)
+    path = route.path.replace(f"/users/{VICTIM}/", f"/users/{bad}/").replace("{hold}", bad).replace("{tx}", bad)
     before = world.snapshot()
     resp = world.svc.client.simulate_post(path, body=json.dumps(route.valid).encode(), headers=world.headers(route))
     assert_clean_error(resp, (404, 422))

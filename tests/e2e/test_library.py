@@ -510,3 +510,35 @@ def test_reconcile_without_stripe_raises_payments_not_configured(
     opened = open_wallet(make_container(sqlite_url, FakePaymentGateway(configured=False)))
     with pytest.raises(PaymentsNotConfigured):
         opened.reconcile()
+
+
+# -- corrections and lots --------------------------------------------------------------------------
+
+
+def test_open_wallet_reverts_and_lists_the_lots_on_each_database(wallet: Wallet) -> None:
+    from wallet_core.errors import NotRevertible
+    from wallet_core.ledger import CreditKind
+
+    promo = wallet.grant("lib-rev", "100.00", reason="promo", granted_by="ops", priority=10)
+    wallet.grant("lib-rev", "50.00", reason="bank transfer", granted_by="ops", category="paid")
+    spent = wallet.spend("lib-rev", "130.00", idempotency_key="lib-s-1", reason="usage")
+    assert [(s.category, s.credits) for s in spent.sources] == [
+        (CreditKind.PROMOTIONAL, Credits(10_000)), (CreditKind.PAID, Credits(3_000))]
+
+    dry = wallet.revert(spent.transaction_id, reason="charged twice", idempotency_key="lib-r-1", dry_run=True)
+    assert (dry.transaction_id, dry.dry_run, dry.balance) == (None, True, Credits(15_000))
+    assert wallet.balance("lib-rev") == Decimal("20.00")
+    reverted = wallet.revert(spent.transaction_id, reason="charged twice", idempotency_key="lib-r-1")
+    assert (reverted.credits_reverted, reverted.balance, reverted.sources) == (Credits(13_000), Credits(15_000),
+                                                                               spent.sources)
+    taken = wallet.revert(promo.transaction_id, reason="wrong user", idempotency_key="lib-r-2")
+    assert (taken.credits_reverted, taken.balance) == (Credits(10_000), Credits(5_000))
+    with pytest.raises(NotRevertible, match="already reverted"):
+        wallet.revert(promo.transaction_id, reason="again", idempotency_key="lib-r-3")
+
+    view = wallet.wallet("lib-rev")
+    assert [(lot.kind, lot.remaining) for lot in view.lots] == [(CreditKind.PAID, Credits(5_000))]
+    history = {t.id: t for t in wallet.transactions("lib-rev").transactions}
+    assert history[spent.transaction_id].reverted_by == reverted.transaction_id
+    assert history[str(taken.transaction_id)].reverts == promo.transaction_id
+    assert wallet.verify() == []

@@ -66,7 +66,7 @@ def test_spend_takes_credits_and_answers_201_with_the_new_balance(service: Servi
                                         headers=as_service(service, "spend-1"))
 
     assert resp.status_code == 201, resp.text
-    assert set(resp.json) == {"user_id", "credits_spent", "balance", "transaction_id"}
+    assert set(resp.json) == {"user_id", "credits_spent", "balance", "transaction_id", "sources"}
     assert resp.json["user_id"] == "alice"
     assert resp.json["credits_spent"] == "1.50"
     assert resp.json["balance"] == "3.50"
@@ -260,8 +260,10 @@ def test_hold_then_capture_part_gives_the_rest_back(service: Service) -> None:
     assert held.status_code == 201, held.text
     body = held.json
     assert set(body) == {"hold_id", "user_id", "status", "credits_held", "credits_captured", "balance",
-                         "expires_at", "transaction_id"}
+                         "expires_at", "transaction_id", "sources"}
     assert (body["status"], body["credits_held"], body["credits_captured"]) == ("open", "4.00", "0.00")
+    [lot] = wallet_of(service, "kate")["lots"]
+    assert body["sources"] == [{"lot_id": lot["lot_id"], "category": "promotional", "credits": "4.00"}]
     assert body["balance"] == "6.00" and body["user_id"] == "kate"
     assert service.commits == ["commit"]
     shown = wallet_of(service, "kate")
@@ -278,6 +280,7 @@ def test_hold_then_capture_part_gives_the_rest_back(service: Service) -> None:
     assert captured.json["status"] == "captured"
     assert (captured.json["credits_held"], captured.json["credits_captured"]) == ("4.00", "2.50")
     assert captured.json["balance"] == "7.50"
+    assert captured.json["sources"] == [{"lot_id": lot["lot_id"], "category": "promotional", "credits": "2.50"}]
     assert captured.json["hold_id"] == body["hold_id"]
     assert service.commits == ["commit"]
     shown = wallet_of(service, "kate")

@@ -22,6 +22,7 @@ import pytest
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, in_memory_unit_of_work_factory
 from wallet_core.errors import WalletError
+from wallet_core.ledger import Source
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import UnitOfWork
 from wallet_core.topups import TopUpPolicy
@@ -35,6 +36,7 @@ from wallet_core.use_cases import (
     read_wallet,
     release_hold,
     request_top_up,
+    revert_transaction,
     spend_credits,
     verify_ledger,
 )
@@ -59,11 +61,15 @@ def generate(seed: int) -> list[Op]:
     for n in range(STEPS):
         user = rng.choice(USERS)
         kind = rng.choices(
-            ["grant", "top_up", "spend", "retry", "hold", "capture", "release", "advance", "expire"],
-            weights=[4, 2, 5, 2, 3, 3, 2, 3, 2],
+            ["grant", "top_up", "spend", "retry", "hold", "capture", "release", "advance", "expire", "revert"],
+            weights=[4, 2, 5, 2, 3, 3, 2, 3, 2, 3],
         )[0]
         if kind == "grant":
-            ops.append(("grant", user, rng.randint(1, 20_000), rng.choice([None, 1, 6, 24, 72])))
+            ops.append((
+                "grant", user, rng.randint(1, 20_000), rng.choice([None, 1, 6, 24, 72]),
+                rng.choice([None, None, None, 1, 12, 48]),  # effective in so many hours
+                rng.choice([50, 50, 0, 90]), rng.choice(["promotional", "promotional", "paid"]),
+            ))
         elif kind == "top_up":
             ops.append(("top_up", user, rng.randint(100, 300)))
         elif kind == "spend" or (kind == "retry" and not spends):
@@ -87,6 +93,10 @@ def generate(seed: int) -> list[Op]:
             ops.append(("release", rng.randrange(holds)))
         elif kind == "advance":
             ops.append(("advance", rng.choice([1, 60, 3600, 6 * 3600, 86_400, 3 * 86_400])))
+        elif kind == "revert":
+            # the n-th transaction booked so far (made concrete when run), a new key or one used before
+            ops.append(("revert", rng.randrange(1000), rng.choice(["new", "new", "new", "again"]), n,
+                        rng.random() < 0.2))
         else:
             ops.append(("expire", rng.choice([1, 500])))
     return ops
@@ -114,7 +124,14 @@ def run(ops: list[Op], uow: Uow, gateway: FakePaymentGateway, number: int) -> Tr
     clock = Clock(BASE - number * SPACING)
     users = {u: f"{prefix}{u}" for u in USERS}
     hold_ids: list[tuple[str, str | None]] = []  # (key, hold id once placed)
+    booked: list[str] = []  # transaction ids, in the order they were booked (what reverts pick from)
+    revert_keys: list[str] = []
     steps: list[tuple[Any, ...]] = []
+
+    def booking(result: Any) -> Any:
+        if not result.replayed and result.transaction_id is not None:
+            booked.append(result.transaction_id)
+        return result
 
     def attempt(call: Callable[[], Any], fields: Callable[[Any], tuple[Any, ...]]) -> tuple[Any, ...]:
         try:
@@ -125,13 +142,15 @@ def run(ops: list[Op], uow: Uow, gateway: FakePaymentGateway, number: int) -> Tr
     for op in ops:
         name = op[0]
         if name == "grant":
-            _, user, minor, hours = op
+            _, user, minor, hours, effective_hours, priority, category = op
             expires_at = None if hours is None else clock.now + timedelta(hours=hours)
+            effective_at = None if effective_hours is None else clock.now + timedelta(hours=effective_hours)
             answer = attempt(
-                lambda: grant_credits(
+                lambda: booking(grant_credits(
                     user_id=users[user], credits=str(Credits(minor)), reason="promo", granted_by="admin", uow=uow,
-                    expires_at=expires_at, now=clock,
-                ),
+                    expires_at=expires_at, effective_at=effective_at, priority=priority, category=category,
+                    now=clock,
+                )),
                 lambda r: (r.credits_granted, r.balance, r.expires_at, r.replayed),
             )
         elif name == "top_up":
@@ -145,11 +164,11 @@ def run(ops: list[Op], uow: Uow, gateway: FakePaymentGateway, number: int) -> Tr
         elif name == "spend":
             _, user, minor, key = op
             answer = attempt(
-                lambda: spend_credits(
+                lambda: booking(spend_credits(
                     user_id=users[user], credits=str(Credits(minor)), idempotency_key=f"{prefix}spend-{key}",
                     reason="usage", actor="replay", uow=uow, metadata={"step": str(key)}, now=clock,
-                ),
-                lambda r: (r.credits_spent, r.balance, r.replayed),
+                )),
+                lambda r: (r.credits_spent, r.balance, r.replayed, _sources(r.sources)),
             )
         elif name == "hold":
             _, user, minor, ttl, key = op
@@ -171,13 +190,30 @@ def run(ops: list[Op], uow: Uow, gateway: FakePaymentGateway, number: int) -> Tr
                 credits = {"all": None, "half": "__half__", "zero": "0", "too-much": "__more__", "10": "10"}[how]
                 credits = _capture_amount(uow, hold_id, credits)
                 answer = attempt(
-                    lambda: capture_hold(hold_id=target, credits=credits, actor="replay", uow=uow, now=clock),
-                    lambda r: (r.status, r.amount, r.captured, r.balance, r.replayed),
+                    lambda: booking(
+                        capture_hold(hold_id=target, credits=credits, actor="replay", uow=uow, now=clock)
+                    ),
+                    lambda r: (r.status, r.amount, r.captured, r.balance, r.replayed, _sources(r.sources)),
                 )
             else:
                 answer = attempt(
                     lambda: release_hold(hold_id=target, actor="replay", uow=uow, now=clock),
                     lambda r: (r.status, r.amount, r.captured, r.balance, r.replayed),
+                )
+        elif name == "revert":
+            _, pick, key_mode, n, dry_run = op
+            if not booked:
+                answer = ("nothing booked yet",)
+            else:
+                key = revert_keys[pick % len(revert_keys)] if key_mode == "again" and revert_keys else f"{prefix}r{n}"
+                if not dry_run:
+                    revert_keys.append(key)
+                answer = attempt(
+                    lambda: booking(revert_transaction(
+                        transaction_id=booked[pick % len(booked)], reason="support", idempotency_key=key,
+                        actor="admin", uow=uow, dry_run=dry_run, now=clock,
+                    )),
+                    lambda r: (r.credits_reverted, r.balance, r.replayed, r.dry_run, _sources(r.sources)),
                 )
         elif name == "advance":
             clock.now += timedelta(seconds=op[1])
@@ -188,7 +224,14 @@ def run(ops: list[Op], uow: Uow, gateway: FakePaymentGateway, number: int) -> Tr
         balances = []
         for u in USERS:
             view = read_wallet(user_id=users[u], uow=uow, recent=0, now=clock)
-            balances.append((view.balance, view.held))
+            # Lots tied in spending order come in the order of their (random) ids: compared as a set.
+            lots = sorted(
+                (lot.kind.value, lot.granted.minor, lot.remaining.minor, lot.held.minor, lot.priority,
+                 lot.effective_at, lot.expires_at, lot.source_transaction_id in booked)
+                for lot in view.lots
+            )
+            by_category = tuple(sorted((kind.value, amount) for kind, amount in view.by_category.items()))
+            balances.append((view.balance, view.held, view.pending, by_category, tuple(lots)))
         steps.append((op, answer, tuple(balances)))
 
     history = {u: _history(uow, users[u]) for u in USERS}
@@ -237,11 +280,17 @@ def _history(uow: Uow, user_id: str) -> list[tuple[Any, ...]]:
     assert len({t.id for t in rows}) == len(rows), "a row came twice"
     seen = [
         (t.created_at, t.kind, t.credits, t.held_change, t.balance_after, _no_top_up_id(t.reason), t.actor,
-         {k: _no_top_up_id(v) for k, v in t.metadata.items()})
+         {k: _no_top_up_id(v) for k, v in t.metadata.items()}, t.reverts is not None, t.reverted_by is not None,
+         _sources(t.sources))
         for t in rows
     ]
     assert [s[0] for s in seen] == sorted((s[0] for s in seen), reverse=True), "history is not newest first"
     return sorted(seen, key=lambda s: (s[0], s[1].value, s[2].minor, s[3].minor, s[4].minor))
+
+
+def _sources(sources: tuple[Source, ...]) -> tuple[tuple[str, Credits], ...]:
+    """Which lots paid, by category and amount (lot ids are random)."""
+    return tuple((s.category.value, s.credits) for s in sources)
 
 
 def _no_top_up_id(text: str | None) -> str | None:
@@ -283,12 +332,20 @@ def test_the_memory_fake_is_deterministic_and_healthy(memory_traces: list[Trace]
     assert any(name == "spend" and a[0] == "ok" for name, a in answers)
     assert any(name == "spend" and a == ("refused", "InsufficientCredits") for name, a in answers)
     assert any(name == "spend" and a == ("refused", "IdempotencyConflict") for name, a in answers)
-    assert any(name == "spend" and a[0] == "ok" and a[-1] is True for name, a in answers)
+    assert any(name == "spend" and a[0] == "ok" and a[3] is True for name, a in answers)
     assert any(name == "capture" and a[0] == "ok" for name, a in answers)
     assert any(name == "capture" and a == ("refused", "HoldNotOpen") for name, a in answers)
     assert any(name == "release" and a[0] == "ok" for name, a in answers)
     assert any(name == "expire" and a[0] > 0 for name, a in answers)
     assert any(name == "expire" and a[2] > 0 for name, a in answers)
+    # ... and corrections: reverts booked, replayed, dry runs, refusals; grants pending, by priority, paid
+    assert any(name == "revert" and a[0] == "ok" and a[3:5] == (False, False) for name, a in answers)
+    assert any(name == "revert" and a[0] == "ok" and a[3] is True for name, a in answers)
+    assert any(name == "revert" and a[0] == "ok" and a[4] is True for name, a in answers)
+    assert any(name == "revert" and a == ("refused", "NotRevertible") for name, a in answers)
+    seen = [balances for t in memory_traces for step in t.steps for balances in step[2]]
+    assert any(pending.is_positive() for _, _, pending, _, _ in seen)
+    assert any(lot[0] == "paid" and lot[4] != 50 for *_, lots in seen for lot in lots)
 
 
 @pytest.fixture

@@ -179,5 +179,7 @@ IDEMPOTENCY_KEY_REQUIRED = Param("Idempotency-Key", schemas.IDEMPOTENCY_KEY,
                                  "Required: a retry after a timeout must never move credits twice.", required=True)
 USER_ID = Param("user_id", schemas.USER_ID, "The user whose wallet this is.", required=True)
 HOLD_ID = Param("hold_id", schemas.HOLD_ID, "The hold, as placing it answered.", required=True)
+TRANSACTION_ID = Param("transaction_id", schemas.TRANSACTION_ID, "The transaction, as an answer or the history "
+                       "gave its id.", required=True)
 PAYMENT_INTENT_ID = Param("payment_intent_id", schemas.PAYMENT_INTENT_ID, "Stripe's PaymentIntent id.",
                           required=True)

@@ -21,7 +21,7 @@ from wallet_core.errors import InvalidInput
 from wallet_core.holds import MAX_HOLD_TTL, HoldStatus
 from wallet_core.ids import _ID_PATTERN
 from wallet_core.ids import PAYMENT_INTENT_ID as _PAYMENT_INTENT_ID
-from wallet_core.ledger import TransactionKind
+from wallet_core.ledger import MAX_PRIORITY, MIN_PRIORITY, CreditKind, TransactionKind
 from wallet_core.money import AMOUNT_BELOW, AMOUNT_TEXT
 from wallet_core.topups import TopUpStatus
 from wallet_core.use_cases.read_wallet import MAX_PAGE
@@ -59,6 +59,8 @@ USER_ID: Schema = {
     "examples": ["alice"],
 }
 HOLD_ID: Schema = {**USER_ID, "description": "A hold id, as placing the hold answered.", "examples": ["hold_0f3a"]}
+TRANSACTION_ID: Schema = {**USER_ID, "description": "A transaction id, as an answer or the history gave it (ctx_...).",
+                          "examples": ["ctx_0f3a"]}
 PAYMENT_INTENT_ID: Schema = {
     "type": "string",
     "pattern": PAYMENT_INTENT_ID_PATTERN,
@@ -130,8 +132,34 @@ GRANT_REQUEST = named("GrantRequest", {
         "reason": REASON,
         "expires_at": {**INSTANT_IN, "description": "When the credits stop counting (in the future): "
                        + INSTANT_IN["description"] + ". Left out or null: never."},
+        "effective_at": {**INSTANT_IN, "description": "When the credits start counting (now or later, at most "
+                         "1 year ahead; until then they show as `pending`, not in `balance`): "
+                         + INSTANT_IN["description"] + ". Left out or null: at once."},
+        "priority": {
+            "type": "integer",
+            "minimum": MIN_PRIORITY,
+            "maximum": MAX_PRIORITY,
+            "description": f"{MIN_PRIORITY}-{MAX_PRIORITY}, default 50: among lots of the same category, lower "
+            "numbers are spent first (then the soonest expiry, then the oldest).",
+        },
+        "category": {
+            "type": "string",
+            "enum": [str(kind) for kind in (CreditKind.PROMOTIONAL, CreditKind.PAID)],
+            "description": '"promotional" (the default) or "paid": credits paid outside Stripe (e.g. a bank '
+            "transfer), spent after every promotional credit.",
+        },
     },
     "required": ["credits", "reason"],
+    "additionalProperties": False,
+})
+REVERT_REQUEST = named("RevertRequest", {
+    "type": "object",
+    "properties": {
+        "reason": REASON,
+        "dry_run": {"type": "boolean", "description": "true: answer what the revert would do, and write nothing. "
+                    "Default false."},
+    },
+    "required": ["reason"],
     "additionalProperties": False,
 })
 SPEND_REQUEST = named("SpendRequest", {
@@ -221,6 +249,25 @@ ERROR = named("Error", _object(
     optional=("spendable", "held", "debt", "retry_after_seconds"),
     description="Every error: a short title and a description saying what to change. Never a stack trace.",
 ))
+CATEGORY: Schema = {
+    "type": "string",
+    "enum": [str(kind) for kind in CreditKind],
+    "description": "paid (bought with Stripe, or paid outside it) or promotional (given).",
+}
+SOURCE = named("Source", _object(
+    {
+        "lot_id": {"type": "string"},
+        "category": CATEGORY,
+        "credits": {**AMOUNT_OUT, "description": "What this lot paid, or was paid back or given (never negative)."},
+    },
+    description="One lot's part in a transaction.",
+))
+SOURCES: Schema = {
+    "type": "array",
+    "items": SOURCE,
+    "description": "Which lots paid (a spend, hold, capture, expiry, refund) or were paid back or given to (a "
+    "grant, top-up, release, revert), in the order they were used; empty when no lot's credits changed.",
+}
 TRANSACTION = named("Transaction", _object({
     "id": {"type": "string"},
     "kind": {"type": "string", "enum": [str(k) for k in TransactionKind]},
@@ -232,12 +279,39 @@ TRANSACTION = named("Transaction", _object({
     "reason": TEXT_OR_NULL,
     "hold_id": TEXT_OR_NULL,
     "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+    "reverts": {**TEXT_OR_NULL, "description": "A revert: the transaction it reverts; else null."},
+    "reverted_by": {**TEXT_OR_NULL, "description": "The revert of this transaction, if it was reverted; else null."},
+    "sources": SOURCES,
 }))
+LOT = named("Lot", _object(
+    {
+        "lot_id": {"type": "string"},
+        "category": CATEGORY,
+        "granted": {**AMOUNT_OUT, "description": "What the top-up or grant put in the lot."},
+        "remaining": {**AMOUNT_OUT, "description": "What is left to spend (negative while in debt)."},
+        "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY,
+                     "description": "Lower numbers are spent first among lots of the same category."},
+        "effective_at": {"type": ["string", "null"], "format": "date-time",
+                         "description": "ISO 8601, UTC: spendable from then (pending until); null: from the start."},
+        "expires_at": {"type": ["string", "null"], "format": "date-time",
+                       "description": "ISO 8601, UTC: stops counting then; null: never."},
+        "source_transaction_id": {**TEXT_OR_NULL, "description": "The top-up or grant that made the lot."},
+    },
+    description="A batch of credits from one top-up or grant.",
+))
 WALLET = named("Wallet", _object({
     "user_id": {"type": "string"},
     "balance": {**AMOUNT_OUT, "description": "Spendable now; negative while the wallet is in debt."},
     "held": {**AMOUNT_OUT, "description": "Reserved by open holds."},
     "debt": {**AMOUNT_OUT, "description": "What refunds or disputes of already-spent credits left owing."},
+    "pending": {**AMOUNT_OUT, "description": "Granted with an `effective_at` still ahead: not in `balance` yet."},
+    "by_category": _object(
+        {"paid": AMOUNT_OUT, "promotional": AMOUNT_OUT},
+        description="Spendable now, by category (they add up to `balance`; a debt shows in `paid`).",
+    ),
+    "lots": {"type": "array", "items": LOT,
+             "description": "Every lot with something remaining, held or pending (not those past expiry), in the "
+             "order they would be spent."},
     "transactions": {"type": "array", "items": TRANSACTION, "description": "The most recent, newest first."},
 }))
 HISTORY = named("History", _object({
@@ -258,12 +332,17 @@ GRANT = named("Grant", _object({
     "balance": AMOUNT_OUT,
     "transaction_id": {"type": "string"},
     "expires_at": {"type": ["string", "null"], "format": "date-time"},
+    "effective_at": {"type": ["string", "null"], "format": "date-time",
+                     "description": "Spendable from then (pending until); null: at once."},
+    "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
+    "category": CATEGORY,
 }))
 SPEND = named("Spend", _object({
     "user_id": {"type": "string"},
     "credits_spent": AMOUNT_OUT,
     "balance": AMOUNT_OUT,
     "transaction_id": {"type": "string"},
+    "sources": {**SOURCES, "description": "The lots that paid, in spending order."},
 }))
 HOLD = named("Hold", _object({
     "hold_id": {"type": "string"},
@@ -274,7 +353,22 @@ HOLD = named("Hold", _object({
     "balance": AMOUNT_OUT,
     "expires_at": INSTANT_OUT,
     "transaction_id": {"type": "string"},
+    "sources": {**SOURCES, "description": "The lots this answer's transaction moved: reserved (placing the "
+                "hold), paid (a capture: the captured part only) or given back to (a release)."},
 }))
+REVERT = named("Revert", _object(
+    {
+        "transaction_id": {**TEXT_OR_NULL, "description": "The revert's id; null for a dry run (nothing was written)."},
+        "reverts": {"type": "string", "description": "The transaction reverted."},
+        "credits_reverted": {**AMOUNT_OUT, "description": "Taken back (a grant: what was still unspent) or given "
+                             "back (a spend, a capture)."},
+        "user_id": {"type": "string"},
+        "balance": {**AMOUNT_OUT, "description": "Spendable right after (a dry run: what it would be)."},
+        "sources": {**SOURCES, "description": "The lots credits were taken from or given back to."},
+        "dry_run": {"const": True, "description": "Only in the answer to a dry run: nothing was written."},
+    },
+    optional=("dry_run",),
+))
 WEBHOOK_RECEIPT = named("WebhookReceipt", _object({
     "received": {"const": True},
     "event_id": {"type": "string"},

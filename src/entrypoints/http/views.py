@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from wallet_core.ledger import CreditTransaction, WalletView
+from wallet_core.ledger import CreditKind, CreditTransaction, Lot, Source, WalletView
+from wallet_core.money import Credits
 from wallet_core.ports import StoredEvent
 from wallet_core.use_cases import (
     ExpiryReport,
@@ -13,6 +15,7 @@ from wallet_core.use_cases import (
     HistoryPage,
     HoldResult,
     ReconcileReport,
+    RevertResult,
     SpendResult,
     TopUpResult,
     WebhookOutcome,
@@ -34,6 +37,24 @@ def top_up_view(result: TopUpResult) -> dict[str, Any]:
     }
 
 
+def sources_view(sources: Iterable[Source]) -> list[dict[str, Any]]:
+    """Which lots paid, or were paid back: [{"lot_id", "category", "credits"}], in their order."""
+    return [{"lot_id": s.lot_id, "category": str(s.category), "credits": str(s.credits)} for s in sources]
+
+
+def lot_view(lot: Lot) -> dict[str, Any]:
+    return {
+        "lot_id": lot.id,
+        "category": str(lot.kind),
+        "granted": str(lot.granted),
+        "remaining": str(lot.remaining),
+        "priority": lot.priority,
+        "effective_at": _time(lot.effective_at),
+        "expires_at": _time(lot.expires_at),
+        "source_transaction_id": lot.source_transaction_id,
+    }
+
+
 def transaction_view(transaction: CreditTransaction) -> dict[str, Any]:
     return {
         "id": transaction.id,
@@ -46,6 +67,9 @@ def transaction_view(transaction: CreditTransaction) -> dict[str, Any]:
         "reason": transaction.reason,
         "hold_id": transaction.hold_id,
         "metadata": dict(transaction.metadata),
+        "reverts": transaction.reverts,
+        "reverted_by": transaction.reverted_by,
+        "sources": sources_view(transaction.sources),
     }
 
 
@@ -55,6 +79,9 @@ def wallet_view(view: WalletView) -> dict[str, Any]:
         "balance": str(view.balance),
         "held": str(view.held),
         "debt": str(view.debt),
+        "pending": str(view.pending),
+        "by_category": {str(kind): str(view.by_category.get(kind, Credits(0))) for kind in CreditKind},
+        "lots": [lot_view(lot) for lot in view.lots],
         "transactions": [transaction_view(t) for t in view.transactions],
     }
 
@@ -70,6 +97,9 @@ def grant_view(result: GrantResult) -> dict[str, Any]:
         "balance": str(result.balance),
         "transaction_id": result.transaction_id,
         "expires_at": _time(result.expires_at),
+        "effective_at": _time(result.effective_at),
+        "priority": result.priority,
+        "category": str(result.category),
     }
 
 
@@ -79,6 +109,7 @@ def spend_view(result: SpendResult) -> dict[str, Any]:
         "credits_spent": str(result.credits_spent),
         "balance": str(result.balance),
         "transaction_id": result.transaction_id,
+        "sources": sources_view(result.sources),
     }
 
 
@@ -92,7 +123,24 @@ def hold_view(result: HoldResult) -> dict[str, Any]:
         "balance": str(result.balance),
         "expires_at": _time(result.expires_at),
         "transaction_id": result.transaction_id,
+        "sources": sources_view(result.sources),
     }
+
+
+def revert_view(result: RevertResult) -> dict[str, Any]:
+    """The same body for a new revert and its replay; a dry run's adds `"dry_run": true` (and has no
+    transaction id: nothing was written)."""
+    body: dict[str, Any] = {
+        "transaction_id": result.transaction_id,
+        "reverts": result.reverts,
+        "credits_reverted": str(result.credits_reverted),
+        "user_id": result.user_id,
+        "balance": str(result.balance),
+        "sources": sources_view(result.sources),
+    }
+    if result.dry_run:
+        body["dry_run"] = True
+    return body
 
 
 def expiry_view(report: ExpiryReport) -> dict[str, Any]:

@@ -25,7 +25,9 @@ def top_up(call: Call) -> None:
 OPERATIONS = (
     Operation(
         "GET", "/api/v1/users/me/wallet", "getMyWallet", "Read my wallet", "wallet", my_wallet, ANY_USER,
-        description="The token's user: spendable `balance`, `held`, `debt` and recent transactions.",
+        description="The token's user: spendable `balance`, `held`, `debt`, `pending` (granted with an "
+        "`effective_at` still ahead), spendable credits `by_category`, the `lots` in the order they would be "
+        "spent, and recent transactions (each with the lots that paid: `sources`).",
         responses={200: Reply("The wallet.", schemas.WALLET)},
     ),
     Operation(

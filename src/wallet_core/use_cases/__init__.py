@@ -12,6 +12,7 @@ from wallet_core.use_cases.holds import HoldResult, capture_hold, place_hold, re
 from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, read_wallet
 from wallet_core.use_cases.reconcile_payments import ReconcileReport, reconcile_payments
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
+from wallet_core.use_cases.revert_transaction import RevertResult, revert_transaction
 from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
 from wallet_core.use_cases.verify_ledger import LedgerCheck, Violation, check_ledger, verify_ledger
 
@@ -22,6 +23,7 @@ __all__ = [
     "HoldResult",
     "LedgerCheck",
     "ReconcileReport",
+    "RevertResult",
     "SpendResult",
     "TopUpResult",
     "Violation",
@@ -37,6 +39,7 @@ __all__ = [
     "reconcile_payments",
     "release_hold",
     "request_top_up",
+    "revert_transaction",
     "spend_credits",
     "verify_ledger",
 ]

@@ -23,7 +23,7 @@ from wallet_core.errors import (
 )
 from wallet_core.holds import DEFAULT_HOLD_TTL, MAX_HOLD_TTL, Hold, HoldStatus
 from wallet_core.ids import check_reason, check_user_id, derived_id
-from wallet_core.ledger import CreditTransaction, TransactionKind, WalletState
+from wallet_core.ledger import CreditTransaction, Source, TransactionKind, WalletState, categories
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.use_cases.idempotency import (
@@ -50,6 +50,8 @@ class HoldResult:
     expires_at: datetime
     transaction_id: str
     replayed: bool = False
+    # The lots its transaction moved: reserved (a hold), paid (a capture) or given back to (a release).
+    sources: tuple[Source, ...] = ()
 
 
 def place_hold(
@@ -80,7 +82,7 @@ def place_hold(
         hold = tx.holds.get(hold_id)
         assert hold is not None
         check_same_request({**recorded_request(earlier), EXPIRES_IN_SECONDS: _seconds(hold.ttl)}, asked)
-        return _result(hold, earlier, replayed=True)
+        return _result(hold, earlier, replayed=True, sources=_sources_of(tx, earlier))
 
     with uow() as tx:
         earlier = tx.ledger.find_transaction_by_reference(reference)
@@ -117,7 +119,7 @@ def place_hold(
             return replay(race_winner(tx, reference, lost), tx)
         tx.holds.add(hold)
         tx.commit()
-    return _result(hold, booked)
+    return _result(hold, booked, sources=booking.sources(categories(state.lots)))
 
 
 def capture_hold(
@@ -191,7 +193,7 @@ def _settle(
             if kind is TransactionKind.CAPTURE and hold.captured != capture:
                 raise IdempotencyConflict(f"hold {hold_id} was captured for {hold.captured}, not {capture}")
             tx.rollback()  # a replay writes nothing, not even the expiry sweep
-            return _result(hold, earlier, replayed=True)
+            return _result(hold, earlier, replayed=True, sources=_sources_of(tx, earlier))
         if hold.status is not HoldStatus.OPEN:
             raise HoldNotOpen(f"hold {hold_id} is {hold.status}")
         if hold.expired(at) and kind is TransactionKind.CAPTURE:
@@ -216,14 +218,22 @@ def _settle(
         status = HoldStatus.CAPTURED if kind is TransactionKind.CAPTURE else HoldStatus.RELEASED
         tx.holds.update(hold_id, status, capture, at)
         tx.commit()
-    return _result(replace(hold, status=status, captured=capture), booked)
+    sources = booking.sources(categories(state.lots))
+    return _result(replace(hold, status=status, captured=capture), booked, sources=sources)
+
+
+def _sources_of(tx: UnitOfWork, booked: CreditTransaction) -> tuple[Source, ...]:
+    full = tx.ledger.find_transaction(booked.id)
+    return full.sources if full is not None else ()
 
 
 def _expired_lots(state: WalletState, now: datetime) -> frozenset[str]:
     return frozenset(lot.id for lot in state.lots if lot.expired(now))
 
 
-def _result(hold: Hold, booked: CreditTransaction, *, replayed: bool = False) -> HoldResult:
+def _result(
+    hold: Hold, booked: CreditTransaction, *, replayed: bool = False, sources: tuple[Source, ...] = ()
+) -> HoldResult:
     return HoldResult(
         hold_id=hold.id,
         user_id=hold.user_id,
@@ -234,6 +244,7 @@ def _result(hold: Hold, booked: CreditTransaction, *, replayed: bool = False) ->
         expires_at=hold.expires_at,
         transaction_id=booked.id,
         replayed=replayed,
+        sources=sources,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from wallet_core.clock import Clock, utc_now
@@ -17,13 +17,22 @@ RECENT = 20
 MAX_PAGE = 100
 
 
-def read_wallet(*, user_id: str, uow: UnitOfWorkFactory, recent: int = RECENT, now: Clock = utc_now) -> WalletView:
-    """The balance (spendable and held) and the most recent transactions, newest first, in one read."""
+def read_wallet(
+    *, user_id: str, uow: UnitOfWorkFactory, recent: int = RECENT, now: Clock = utc_now, lots: bool = True
+) -> WalletView:
+    """The balance (spendable and held), what is pending, the spendable credits by category, the live
+    lots in spending order (`lots`: False leaves them out) and the most recent transactions, newest
+    first, in one read."""
     user_id = check_user_id(user_id)
+    at = now()
     with uow(read_only=True) as tx:
-        spendable, held = tx.ledger.balances(user_id, now())
+        spendable, held = tx.ledger.balances(user_id, at)
+        live = tx.ledger.live_lots(user_id) if lots else []
         rows = tx.ledger.transactions(user_id, recent) if recent > 0 else []
-    return WalletView(user_id=user_id, balance=spendable, held=held, transactions=rows)
+    if not lots:
+        return WalletView(user_id=user_id, balance=spendable, held=held, transactions=rows)
+    # The stored balance is the answer (it is what every write reported); the lots say how it splits.
+    return replace(WalletView.of_lots(user_id, live, held=held, now=at, transactions=rows), balance=spendable)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from wallet_core.bookings import spend_booking
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import DuplicateReference, InsufficientCredits, InvalidInput
 from wallet_core.ids import check_reason, check_user_id, has_control_characters
-from wallet_core.ledger import CreditTransaction, TransactionKind
+from wallet_core.ledger import CreditTransaction, Source, TransactionKind, categories
 from wallet_core.money import Credits
-from wallet_core.ports import UnitOfWorkFactory
+from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.use_cases.idempotency import (
     check_same_request,
     race_winner,
@@ -35,6 +35,7 @@ class SpendResult:
     balance: Credits  # spendable right after this spend
     transaction_id: str
     replayed: bool = False
+    sources: tuple[Source, ...] = ()  # the lots that paid
 
 
 def check_amount(value: object, field: str = "credits") -> Credits:
@@ -79,14 +80,16 @@ def spend_credits(
 
     asked = transaction_request(kind=TransactionKind.SPEND, user_id=user_id, credits=-amount, reason=why, metadata=meta)
 
-    def replay(earlier: CreditTransaction) -> SpendResult:
+    def replay(tx: UnitOfWork, earlier: CreditTransaction) -> SpendResult:
         check_same_request(recorded_request(earlier), asked)
-        return SpendResult(user_id, amount, earlier.balance_after, earlier.id, replayed=True)
+        full = tx.ledger.find_transaction(earlier.id)
+        sources = full.sources if full is not None else ()
+        return SpendResult(user_id, amount, earlier.balance_after, earlier.id, replayed=True, sources=sources)
 
     with uow() as tx:
         earlier = tx.ledger.find_transaction_by_reference(reference)
         if earlier is not None:
-            return replay(earlier)
+            return replay(tx, earlier)
         at = now()
         state = lock_and_sweep(tx.ledger, user_id, at)
         if state.available.minor < 0:
@@ -97,6 +100,8 @@ def spend_credits(
         try:
             booked = tx.ledger.record(booking)
         except DuplicateReference as lost:
-            return replay(race_winner(tx, reference, lost))
+            return replay(tx, race_winner(tx, reference, lost))
         tx.commit()
-    return SpendResult(user_id, amount, booked.balance_after, booked.id)
+    return SpendResult(
+        user_id, amount, booked.balance_after, booked.id, sources=booking.sources(categories(state.lots))
+    )

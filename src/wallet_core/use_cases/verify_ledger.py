@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from wallet_core.ledger import Account
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.refunds import taken_back_by_top_up
+from wallet_core.reverts import mirrors
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,13 @@ def check_ledger(*, uow: UnitOfWorkFactory) -> LedgerCheck:
     """No violations means: postings sum to zero overall and per transaction, every stored balance
     equals the sum of its postings and of its lots, and no balance or lot is negative except by a
     recorded debt (credits refunded or disputed after they were spent, never more than was taken back),
-    and no payment lost more credits to its refunds and disputes than it granted. The ledger is
-    audited once, in one read-only unit of work."""
+    no payment lost more credits to its refunds and disputes than it granted, and every revert mirrors
+    what it reverts and no transaction is reverted twice. The ledger is audited once, in one read-only
+    unit of work."""
     with uow(read_only=True) as tx:  # a long read: it must not hold up payments
         audit = tx.ledger.audit()
         taken_back = _payments_taken_back_beyond_their_grant(tx)
+        reverts = _reverts_that_do_not_mirror(tx)
     found: list[Violation] = []
     if audit.total_posted.minor != 0:
         found.append(Violation("ledger", f"all postings sum to {audit.total_posted}, not 0"))
@@ -58,7 +62,30 @@ def check_ledger(*, uow: UnitOfWorkFactory) -> LedgerCheck:
         if acc.unexplained_debt.is_positive():
             found.append(Violation(name, f"its lots are overdrawn by {acc.unexplained_debt} that no refund or "
                                          "dispute took back"))
-    return LedgerCheck(accounts_checked=len(audit.accounts), violations=found + taken_back)
+    return LedgerCheck(accounts_checked=len(audit.accounts), violations=found + taken_back + reverts)
+
+
+def _reverts_that_do_not_mirror(tx: UnitOfWork) -> list[Violation]:
+    """Each revert names a transaction of the same user that may be reverted, posts what a revert of it
+    may post (wallet_core.reverts.mirrors), and no transaction is reverted more than once."""
+    found: list[Violation] = []
+    times: Counter[str] = Counter()
+    for pair in tx.ledger.revert_audit():
+        revert, original = pair.revert, pair.original
+        if revert.reverts is None:
+            found.append(Violation(revert.id, "is a revert that names no transaction"))
+            continue
+        times[revert.reverts] += 1
+        if original is None:
+            found.append(Violation(revert.id, f"reverts {revert.reverts}, which does not exist"))
+        elif original.user_id != revert.user_id:
+            found.append(Violation(revert.id, f"reverts {original.id} of another user ({original.user_id})"))
+        else:
+            problem = mirrors(original, pair.original_postings, pair.revert_postings)
+            if problem is not None:
+                found.append(Violation(revert.id, problem))
+    found += [Violation(tx_id, f"reverted {n} times") for tx_id, n in sorted(times.items()) if n > 1]
+    return found
 
 
 def _payments_taken_back_beyond_their_grant(tx: UnitOfWork) -> list[Violation]:
