@@ -18,7 +18,12 @@ from wallet_core.service import Wallet
 
 def grant(wallet: Wallet, credits: str, **options: object) -> str:
     return wallet.grant(
-        "alice", credits, reason="promo", granted_by="admin", idempotency_key=new_key(), **options  # type: ignore[arg-type]
+        "alice",
+        credits,
+        reason="promo",
+        granted_by="admin",
+        idempotency_key=new_key(),
+        **options,  # type: ignore[arg-type]
     ).transaction_id
 
 

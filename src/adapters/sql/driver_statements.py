@@ -28,8 +28,6 @@ TRANSACTION_COLUMNS = (
     "hold_id, reverts"
 )
 POSTING_COLUMNS = "account, user_id, lot_id, amount"
-# A transaction row as read: its columns (of `t`), then the id of its revert, if any (`r`, found through
-# the unique index on `reverts`). Readers unpack it by position (ledger_repository._transaction_of).
 
 
 def _of(alias: str, columns: str) -> str:
@@ -37,6 +35,8 @@ def _of(alias: str, columns: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
+# A transaction row as read: its columns (of `t`), then the id of its revert, if any (`r`, found through
+# the partial unique index on `reverts`). Readers unpack it by position (ledger_repository._transaction_of).
 _T_COLUMNS = _of("t", TRANSACTION_COLUMNS)
 _TRANSACTION_ROWS = (
     f"SELECT {_T_COLUMNS}, r.id FROM credit_transactions AS t LEFT JOIN credit_transactions AS r ON r.reverts = t.id"
@@ -186,10 +186,9 @@ DUE_LOTS = Sql.of(
 )
 
 # -- a booking -------------------------------------------------------------------------------------------
-# The wallet upsert comes first: it returns the balance after this booking, and when the user's lots may
-# hold pending credits (see PENDING_UNTIL).
-# `pending_until` only ever moves later (a NULL parameter leaves it): the latest effective_at of the
-# user's lots, so a wallet whose pending_until is not after an instant has no credits pending then.
+# The wallet upsert comes first: it returns the balance after this booking, and the wallet's
+# pending_until: the latest effective_at of the user's lots. It only ever moves later (a NULL parameter
+# leaves it), so a wallet whose pending_until is not after an instant has no credits pending then.
 _LATER_PENDING = """pending_until = CASE
         WHEN excluded.pending_until IS NULL OR wallets.pending_until >= excluded.pending_until
         THEN wallets.pending_until ELSE excluded.pending_until END"""

@@ -540,8 +540,9 @@ def _posting_of(row: Sequence[Any]) -> Posting:
 
 def _pg_rest_params(booking: Booking) -> dict[str, Any]:
     """PG_BOOK's legs, new lots and lot changes, each a JSON array of records (three parameters,
-    cheap to send, however many rows). Its parts see one snapshot, so changes to one lot are summed
-    first, and changes to a lot this booking creates are applied to the new lot before it is inserted."""
+    cheap to send, however many rows), and the credits of its new lots not effective yet at its time.
+    Its parts see one snapshot, so changes to one lot are summed first (the soonest `ends_at` kept),
+    and changes to a lot this booking creates are applied to the new lot before it is inserted."""
     new_lots = {lot.id: _lot_row(lot) for lot in booking.new_lots}
     changes: dict[str, dict[str, Any]] = {}
     for change in booking.lot_changes:

@@ -16,6 +16,11 @@
 SQLite: columns are added in place (ALTER TABLE ... ADD COLUMN), the indexes made by CREATE INDEX;
 nothing is copied.
 
+Servers of the previous release keep working on the upgraded schema (every new column is nullable or
+has a default), but they know neither reverts nor future-dated lots: one would read a revert in a
+history as an unknown kind, and count pending credits as spendable. Finish the rollout before
+reverting or granting with an effective date.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-03
