@@ -164,7 +164,10 @@ def mirrors(
     if original.kind not in REVERTIBLE_KINDS:
         return f"reverts a {original.kind.value} transaction, which may not be reverted"
     if original.kind is TransactionKind.GRANT:
-        lot_id, funding = _grant_parts(original, original_postings)
+        try:
+            lot_id, funding = _grant_parts(original, original_postings)
+        except (ValueError, IndexError, StopIteration):
+            return f"reverts grant {original.id}, whose postings are not a grant's"
         taken = -sum(p.amount.minor for p in revert_postings if p.account is Account.WALLET)
         allowed = {(Account.WALLET, lot_id), (funding, None)}
         if any((p.account, p.lot_id) not in allowed for p in revert_postings):

@@ -40,7 +40,8 @@ def post_grant(svc: Service, user: str, credits: str, key: str | None = None, **
 def grant(svc: Service, user: str, credits: str, key: str, **options: object) -> dict[str, Any]:
     resp = post_grant(svc, user, credits, key, **options)
     assert resp.status_code == 201, resp.text
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
 def iso_in(svc: Service, **delta: float) -> str:
@@ -56,7 +57,8 @@ def as_answered(text: str) -> str:
 def wallet(svc: Service, user: str) -> dict[str, Any]:
     resp = svc.client.simulate_get(WALLET, headers=svc.auth(user))
     assert resp.status_code == 200, resp.text
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
 def test_a_grant_answers_its_effective_at_priority_and_category_and_a_retry_the_same(service: Service) -> None:

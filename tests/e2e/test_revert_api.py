@@ -37,7 +37,8 @@ def grant(svc: Service, user: str, credits: str, key: str, **options: object) ->
         headers=admin(svc, key),
     )
     assert resp.status_code == 201, resp.text
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
 def spend(svc: Service, user: str, credits: str, key: str) -> dict[str, Any]:
@@ -47,7 +48,8 @@ def spend(svc: Service, user: str, credits: str, key: str) -> dict[str, Any]:
         headers={**svc.auth("billing", service=True), "Idempotency-Key": key},
     )
     assert resp.status_code == 201, resp.text
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
 def revert(
@@ -61,7 +63,8 @@ def revert(
 def wallet(svc: Service, user: str) -> dict[str, Any]:
     resp = svc.client.simulate_get(WALLET, headers=svc.auth(user))
     assert resp.status_code == 200, resp.text
-    return resp.json
+    body: dict[str, Any] = resp.json
+    return body
 
 
 def rows(svc: Service, user: str) -> dict[str, dict[str, Any]]:

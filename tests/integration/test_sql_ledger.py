@@ -437,7 +437,9 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(
                      "top_ups.update unknown": 1}
 
 
-def test_what_the_ledgers_reads_and_bookings_cost_in_statements(empty_engine: Engine, monkeypatch) -> None:
+def test_what_the_ledgers_reads_and_bookings_cost_in_statements(
+    empty_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cost list at the top of adapters/sql/ledger_repository.py: a history page costs one statement
     more than before 0007 (its postings, for every row at once), and a wallet without pending credits
     books and reads its balance at the cost it had."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -19,14 +20,14 @@ def c(text: str) -> Credits:
     return Credits.parse(text)
 
 
-def grant(wallet: Wallet, credits: str, key: str | None = None, **options: object) -> str:
+def grant(wallet: Wallet, credits: str, key: str | None = None, **options: Any) -> str:
     return wallet.grant(
         "alice",
         credits,
         reason="promo",
         granted_by="admin",
         idempotency_key=key or new_key(),
-        **options,  # type: ignore[arg-type]
+        **options,
     ).transaction_id
 
 
@@ -135,9 +136,11 @@ def test_bad_options_are_refused_and_write_nothing(
         "in a day": timedelta(days=1),
         "in an hour": timedelta(hours=1),
     }
-    given = {k: fake_clock() + times[v] if isinstance(v, str) and v in times else v for k, v in options.items()}
+    given: dict[str, Any] = {
+        k: fake_clock() + times[v] if isinstance(v, str) and v in times else v for k, v in options.items()
+    }
     with pytest.raises(InvalidInput, match=field):
-        grant(wallet, "10", **given)  # type: ignore[arg-type]
+        grant(wallet, "10", **given)
     assert store.commits == 0
 
 
