@@ -19,6 +19,7 @@ LOT_FIELDS = {
     "category",
     "granted",
     "remaining",
+    "held",
     "priority",
     "effective_at",
     "expires_at",
@@ -195,3 +196,17 @@ def test_bad_grant_options_are_422_and_write_nothing(service: Service, options: 
     assert resp.status_code == 422, resp.text
     assert says in resp.json["description"]
     assert service.commits == []
+
+
+def test_a_lot_whose_credits_are_all_held_shows_what_holds_reserve(service: Service) -> None:
+    grant(service, "hal", "10.00", "g-h")
+    hold = service.client.simulate_post(
+        "/api/v1/admin/users/hal/wallet/holds",
+        json={"credits": "10.00", "reason": "job"},
+        headers={**service.auth("billing", service=True), "Idempotency-Key": "h-1"},
+    )
+    assert hold.status_code == 201, hold.text
+
+    [lot] = wallet(service, "hal")["lots"]
+
+    assert (lot["remaining"], lot["held"]) == ("0.00", "10.00")

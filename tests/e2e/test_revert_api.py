@@ -387,12 +387,6 @@ def test_a_body_over_64_kib_is_413(service: Service) -> None:
     assert wallet(service, "max")["balance"] == "10.00"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a replayed revert answers the revert row's balance_after, taken "
-    "before the credits that came back to an ended lot were booked out (wallet_core "
-    "revert_transaction.replay); the first answer gave the balance after",
-)
 def test_the_replay_of_a_revert_into_an_ended_lot_answers_the_first_body(service: Service) -> None:
     granted = grant(service, "ned", "100.00", "g-1")
     spent = spend(service, "ned", "30.00", "s-1")

@@ -192,3 +192,22 @@ def test_verify_names_a_revert_that_does_not_mirror(wallet: Wallet, store: InMem
     ]
     problems = [v for v in wallet.verify() if v.subject == reverted]
     assert problems and "does not mirror" in problems[0].problem
+
+
+def test_a_dry_run_with_a_used_key_says_what_a_revert_would_do_now(wallet: Wallet, store: InMemoryStore) -> None:
+    grant(wallet, "50")
+    spent = spend(wallet, "20")
+    wallet.revert(spent, reason="oops", idempotency_key="r1")
+    before = snapshot(store)
+    with pytest.raises(NotRevertible, match="already reverted"):
+        wallet.revert(spent, reason="oops", idempotency_key="r1", dry_run=True)
+    assert_store_unchanged(store, before)
+
+
+def test_a_replay_of_a_revert_into_an_ended_lot_answers_the_first_balance(wallet: Wallet) -> None:
+    granted = grant(wallet, "100")
+    spent = spend(wallet, "30")
+    wallet.revert(granted, reason="wrong user", idempotency_key="r1")
+    first = wallet.revert(spent, reason="and the usage", idempotency_key="r2")
+    again = wallet.revert(spent, reason="and the usage", idempotency_key="r2")
+    assert first.balance == again.balance == Credits(0) and again.replayed

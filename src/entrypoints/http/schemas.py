@@ -289,6 +289,7 @@ LOT = named("Lot", _object(
         "category": CATEGORY,
         "granted": {**AMOUNT_OUT, "description": "What the top-up or grant put in the lot."},
         "remaining": {**AMOUNT_OUT, "description": "What is left to spend (negative while in debt)."},
+        "held": {**AMOUNT_OUT, "description": "What open holds reserve from the lot (not in remaining)."},
         "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY,
                      "description": "Lower numbers are spent first among lots of the same category."},
         "effective_at": {"type": ["string", "null"], "format": "date-time",

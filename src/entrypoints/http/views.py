@@ -48,6 +48,7 @@ def lot_view(lot: Lot) -> dict[str, Any]:
         "category": str(lot.kind),
         "granted": str(lot.granted),
         "remaining": str(lot.remaining),
+        "held": str(lot.held),
         "priority": lot.priority,
         "effective_at": _time(lot.effective_at),
         "expires_at": _time(lot.expires_at),

@@ -9,12 +9,14 @@ column stands behind that.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import DuplicateReference, NotFound
 from wallet_core.ids import check_reason, check_transaction_id
-from wallet_core.ledger import CreditTransaction, Source
+from wallet_core.ledger import CreditTransaction, Lot, Source
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.reverts import revert_booking, spendable_after
@@ -57,18 +59,21 @@ def revert_transaction(
         check_same_request({"transaction_id": earlier.reverts, "reason": earlier.reason}, asked)
         full = tx.ledger.find_transaction(earlier.id)
         assert full is not None and full.reverts is not None
+        back = {s.lot_id: s.credits.minor for s in full.sources} if full.credits.is_positive() else {}
+        ended = {lot.id: lot for lot in tx.ledger.lots(back)}
         return RevertResult(
             full.id,
             full.reverts,
             Credits(abs(full.credits.minor)),
             full.user_id,
-            full.balance_after,
+            _answered_balance(full.balance_after, back, ended, full.created_at),
             full.sources,
             replayed=True,
         )
 
     with uow() as tx:
-        earlier = tx.ledger.find_transaction_by_reference(reference)
+        # A dry run only says what a revert would do now (a used key does not make it answer that revert).
+        earlier = None if dry_run else tx.ledger.find_transaction_by_reference(reference)
         if earlier is not None:
             return replay(tx, earlier)
         found = tx.ledger.find_transaction(original_id)
@@ -78,7 +83,7 @@ def revert_transaction(
         state = lock_and_sweep(tx.ledger, found.user_id, at)
         # A request with this key may have booked the revert while this one waited for the lock (on
         # PostgreSQL the first look above does not wait): it is a retry, so it answers the same.
-        earlier = tx.ledger.find_transaction_by_reference(reference)
+        earlier = None if dry_run else tx.ledger.find_transaction_by_reference(reference)
         if earlier is not None:
             return replay(tx, earlier)
         original = tx.ledger.find_transaction(original_id)  # as it stands under the lock
@@ -95,9 +100,18 @@ def revert_transaction(
             booked = tx.ledger.record(booking)
         except DuplicateReference as lost:
             return replay(tx, race_winner(tx, reference, lost))
-        balance = booked.balance_after
-        if any(lots[c.lot_id].expired(at) for c in booking.lot_changes if c.remaining.is_positive()):
+        back = {c.lot_id: c.remaining.minor for c in booking.lot_changes if c.remaining.is_positive()}
+        balance = _answered_balance(booked.balance_after, back, lots, at)
+        if balance != booked.balance_after:
             # Credits given back to a lot past its expiry come back expired: book them out now.
-            balance = lock_and_sweep(tx.ledger, original.user_id, at).spendable(at)
+            lock_and_sweep(tx.ledger, original.user_id, at)
         tx.commit()
     return RevertResult(booked.id, original.id, credits, original.user_id, balance, sources)
+
+
+def _answered_balance(after: Credits, given_back: Mapping[str, int], lots: Mapping[str, Lot], at: datetime) -> Credits:
+    """The spendable balance right after a revert: its row's balance less what it gave back to lots
+    already past their expiry at `at` (those credits are booked out as expired in the same unit of
+    work). The same on a replay, so a retry answers what the first request did."""
+    lapsed = sum(amount for lot_id, amount in given_back.items() if lot_id in lots and lots[lot_id].expired(at))
+    return Credits(after.minor - lapsed)
