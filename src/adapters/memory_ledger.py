@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 
+from wallet_core.alerts import AlertState
 from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
@@ -31,6 +32,7 @@ from wallet_core.ledger import (
     sources_of,
 )
 from wallet_core.money import Credits
+from wallet_core.outbound_events import WalletEvent
 from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit, StoredEvent
 from wallet_core.topups import OPEN_STATUSES, TopUp, TopUpActivity, TopUpStatus
 
@@ -47,6 +49,9 @@ class _State:
     holds: dict[str, Hold] = field(default_factory=dict)
     top_ups: dict[str, TopUp] = field(default_factory=dict)
     events: dict[str, StoredEvent] = field(default_factory=dict)
+    outbox: list[WalletEvent] = field(default_factory=list)  # in commit order (one unit of work at a time)
+    published: int = 0  # how many of `outbox` (the first ones) are numbered: number = position + 1
+    alerts: dict[str, AlertState] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -60,6 +65,9 @@ class _State:
             dict(self.holds),
             dict(self.top_ups),
             dict(self.events),
+            list(self.outbox),
+            self.published,
+            dict(self.alerts),
         )
 
 
@@ -355,15 +363,61 @@ class InMemoryPaymentEventLog:
         return sorted(mine, key=lambda e: (e.received_at, e.event_id))
 
 
+class InMemoryOutbox:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, event: WalletEvent) -> None:
+        self._s.outbox.append(event)
+
+    def publish(self, limit: int) -> list[tuple[int, WalletEvent]]:
+        start = self._s.published
+        fresh = self._s.outbox[start : start + limit]
+        self._s.published = start + len(fresh)
+        return [(start + i + 1, event) for i, event in enumerate(fresh)]
+
+    def page(
+        self, after: int, limit: int, *, type: str | None = None, user_id: str | None = None
+    ) -> list[tuple[int, WalletEvent]]:
+        numbered = enumerate(self._s.outbox[: self._s.published], start=1)
+        chosen = [
+            (n, e)
+            for n, e in numbered
+            if n > after and (type is None or e.type == type) and (user_id is None or e.user_id == user_id)
+        ]
+        return chosen[:limit]
+
+    def get(self, event_id: str) -> WalletEvent | None:
+        return next((e for e in self._s.outbox if e.id == event_id), None)
+
+
+class InMemoryAlertSettings:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def get(self, user_id: str) -> AlertState:
+        return self._s.alerts.get(user_id, AlertState())
+
+    def set(self, user_id: str, state: AlertState, at: datetime) -> None:
+        self._s.available.setdefault(user_id, Credits(0))
+        self._s.held.setdefault(user_id, Credits(0))
+        self._s.alerts[user_id] = state
+
+
 class InMemoryUnitOfWork:
-    def __init__(self, store: InMemoryStore, *, read_only: bool = False) -> None:
+    def __init__(
+        self, store: InMemoryStore, *, read_only: bool = False, low_balance_default: Credits | None = None
+    ) -> None:
         self._store = store
         self._read_only = read_only
         self._working: _State | None = None
+        self.low_balance_default = low_balance_default
         self.ledger: InMemoryLedgerRepository
         self.holds: InMemoryHoldRepository
         self.top_ups: InMemoryTopUpRepository
         self.events: InMemoryPaymentEventLog
+        self.outbox: InMemoryOutbox
+        self.alerts: InMemoryAlertSettings
 
     def __enter__(self) -> InMemoryUnitOfWork:
         self._store.lock.acquire()
@@ -376,6 +430,8 @@ class InMemoryUnitOfWork:
         self.holds = InMemoryHoldRepository(self._working)
         self.top_ups = InMemoryTopUpRepository(self._working)
         self.events = InMemoryPaymentEventLog(self._working)
+        self.outbox = InMemoryOutbox(self._working)
+        self.alerts = InMemoryAlertSettings(self._working)
 
     def __exit__(
         self,
@@ -403,12 +459,15 @@ class InMemoryUnitOfWorkFactory:
     closure typed `Callable[..., InMemoryUnitOfWork]`, so that its call signature is a type mypy holds
     to the port `UnitOfWorkFactory`, keyword `read_only` included (tests/typecheck_ports.py)."""
 
-    def __init__(self, store: InMemoryStore) -> None:
+    def __init__(self, store: InMemoryStore, *, low_balance_default: Credits | None = None) -> None:
         self._store = store
+        self._low_balance_default = low_balance_default
 
     def __call__(self, *, read_only: bool = False) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self._store, read_only=read_only)
+        return InMemoryUnitOfWork(self._store, read_only=read_only, low_balance_default=self._low_balance_default)
 
 
-def in_memory_unit_of_work_factory(store: InMemoryStore) -> InMemoryUnitOfWorkFactory:
-    return InMemoryUnitOfWorkFactory(store)
+def in_memory_unit_of_work_factory(
+    store: InMemoryStore, *, low_balance_default: Credits | None = None
+) -> InMemoryUnitOfWorkFactory:
+    return InMemoryUnitOfWorkFactory(store, low_balance_default=low_balance_default)

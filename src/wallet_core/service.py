@@ -20,6 +20,8 @@ from wallet_core.payments import PaymentEvent, PaymentIntent
 from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
+    AlertView,
+    EventPage,
     ExpiryReport,
     GrantResult,
     HistoryPage,
@@ -34,8 +36,11 @@ from wallet_core.use_cases import (
     apply_payment_event,
     capture_hold,
     check_ledger,
+    clear_alert,
     expire_credits,
+    get_alert,
     grant_credits,
+    list_events,
     list_transactions,
     place_hold,
     read_wallet,
@@ -43,6 +48,7 @@ from wallet_core.use_cases import (
     release_hold,
     request_top_up,
     revert_transaction,
+    set_alert,
     spend_credits,
 )
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
@@ -261,6 +267,26 @@ class Wallet:
         return reconcile_payments(
             uow=self._uow, gateway=self._gateway, since=since, dry_run=dry_run, now=self._now, progress=progress
         )
+
+    # -- telling the app -----------------------------------------------------------------------
+
+    def events_after(
+        self, cursor: str | None = None, *, type: str | None = None, user_id: str | None = None, limit: int = 100
+    ) -> EventPage:
+        """Outbound events after `cursor` (from the start when None), oldest first, at most `limit`
+        (1-500), filtered by type and user; pass `next_cursor` back to continue."""
+        return list_events(uow=self._uow, after=cursor, type=type, user_id=user_id, limit=limit)
+
+    def set_low_balance_alert(self, user_id: str, low_balance_credits: object) -> AlertView:
+        """The wallet's own threshold for wallet.balance_low / wallet.recovered (fires nothing now)."""
+        return set_alert(user_id=user_id, low_balance_credits=low_balance_credits, uow=self._uow, now=self._now)
+
+    def low_balance_alert(self, user_id: str) -> AlertView:
+        return get_alert(user_id=user_id, uow=self._uow)
+
+    def clear_low_balance_alert(self, user_id: str) -> AlertView:
+        """Remove the wallet's own threshold: WALLET_LOW_BALANCE_CREDITS (if set) applies again."""
+        return clear_alert(user_id=user_id, uow=self._uow, now=self._now)
 
     # -- reading -------------------------------------------------------------------------------
 

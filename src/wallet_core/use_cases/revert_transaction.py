@@ -19,6 +19,7 @@ from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.reverts import revert_booking, spendable_after
 from wallet_core.use_cases.idempotency import check_same_request, race_winner, required_key
+from wallet_core.use_cases.recording import book
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 
@@ -75,7 +76,7 @@ def revert_transaction(
         if found is None:
             raise NotFound(f"no transaction {original_id}")
         at = now()
-        state = lock_and_sweep(tx.ledger, found.user_id, at)
+        state = lock_and_sweep(tx, found.user_id, at)
         original = tx.ledger.find_transaction(original_id)  # as it stands under the lock
         assert original is not None
         postings = tx.ledger.postings_of(original.id)
@@ -87,12 +88,12 @@ def revert_transaction(
             balance = spendable_after(state.spendable(at), lots, booking, at)
             return RevertResult(None, original.id, credits, original.user_id, balance, sources, dry_run=True)
         try:
-            booked = tx.ledger.record(booking)
+            booked = book(tx, booking)
         except DuplicateReference as lost:
             return replay(tx, race_winner(tx, reference, lost))
         balance = booked.balance_after
         if any(lots[c.lot_id].expired(at) for c in booking.lot_changes if c.remaining.is_positive()):
             # Credits given back to a lot past its expiry come back expired: book them out now.
-            balance = lock_and_sweep(tx.ledger, original.user_id, at).spendable(at)
+            balance = lock_and_sweep(tx, original.user_id, at).spendable(at)
         tx.commit()
     return RevertResult(booked.id, original.id, credits, original.user_id, balance, sources)
