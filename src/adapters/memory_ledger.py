@@ -35,6 +35,7 @@ from wallet_core.money import Credits
 from wallet_core.outbound_events import WalletEvent
 from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit, StoredEvent
 from wallet_core.topups import OPEN_STATUSES, TopUp, TopUpActivity, TopUpStatus
+from wallet_core.webhooks_out import Delivery, DeliveryStatus, WebhookEndpoint
 
 
 @dataclass
@@ -52,6 +53,8 @@ class _State:
     outbox: list[WalletEvent] = field(default_factory=list)  # in commit order (one unit of work at a time)
     published: int = 0  # how many of `outbox` (the first ones) are numbered: number = position + 1
     alerts: dict[str, AlertState] = field(default_factory=dict)
+    endpoints: dict[str, WebhookEndpoint] = field(default_factory=dict)
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -68,6 +71,8 @@ class _State:
             list(self.outbox),
             self.published,
             dict(self.alerts),
+            dict(self.endpoints),
+            dict(self.deliveries),
         )
 
 
@@ -404,6 +409,66 @@ class InMemoryAlertSettings:
         self._s.alerts[user_id] = state
 
 
+class InMemoryWebhookEndpoints:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, endpoint: WebhookEndpoint) -> None:
+        self._s.endpoints[endpoint.id] = endpoint
+
+    def get(self, endpoint_id: str) -> WebhookEndpoint | None:
+        return self._s.endpoints.get(endpoint_id)
+
+    def all(self) -> list[WebhookEndpoint]:
+        return sorted(self._s.endpoints.values(), key=lambda e: (e.created_at, e.id))
+
+    def remove(self, endpoint_id: str) -> bool:
+        return self._s.endpoints.pop(endpoint_id, None) is not None
+
+    def update(self, endpoint: WebhookEndpoint) -> None:
+        if endpoint.id not in self._s.endpoints:
+            raise NotFound(f"no webhook endpoint {endpoint.id}")
+        self._s.endpoints[endpoint.id] = endpoint
+
+
+class InMemoryWebhookDeliveries:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, delivery: Delivery) -> None:
+        self._s.deliveries[delivery.id] = delivery
+
+    def claim(self, at: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        due = sorted(
+            (
+                d
+                for d in self._s.deliveries.values()
+                if d.status is DeliveryStatus.PENDING and d.next_attempt_at is not None and d.next_attempt_at <= at
+            ),
+            key=lambda d: (d.next_attempt_at or at, d.id),
+        )[:limit]
+        claimed = [replace(d, attempts=d.attempts + 1, next_attempt_at=lease_until) for d in due]
+        for d in claimed:
+            self._s.deliveries[d.id] = d
+        return claimed
+
+    def save(self, delivery: Delivery) -> None:
+        if delivery.id not in self._s.deliveries:
+            raise NotFound(f"no delivery {delivery.id}")
+        self._s.deliveries[delivery.id] = delivery
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        return self._s.deliveries.get(delivery_id)
+
+    def for_endpoint(self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int) -> list[Delivery]:
+        mine = [
+            d
+            for d in self._s.deliveries.values()
+            if d.endpoint_id == endpoint_id and (status is None or d.status is status)
+        ]
+        return sorted(mine, key=lambda d: (d.created_at, d.id), reverse=True)[:limit]
+
+
 class InMemoryUnitOfWork:
     def __init__(
         self, store: InMemoryStore, *, read_only: bool = False, low_balance_default: Credits | None = None
@@ -418,6 +483,8 @@ class InMemoryUnitOfWork:
         self.events: InMemoryPaymentEventLog
         self.outbox: InMemoryOutbox
         self.alerts: InMemoryAlertSettings
+        self.endpoints: InMemoryWebhookEndpoints
+        self.deliveries: InMemoryWebhookDeliveries
 
     def __enter__(self) -> InMemoryUnitOfWork:
         self._store.lock.acquire()
@@ -432,6 +499,8 @@ class InMemoryUnitOfWork:
         self.events = InMemoryPaymentEventLog(self._working)
         self.outbox = InMemoryOutbox(self._working)
         self.alerts = InMemoryAlertSettings(self._working)
+        self.endpoints = InMemoryWebhookEndpoints(self._working)
+        self.deliveries = InMemoryWebhookDeliveries(self._working)
 
     def __exit__(
         self,

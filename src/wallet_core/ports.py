@@ -27,6 +27,7 @@ from wallet_core.money import Credits
 from wallet_core.outbound_events import WalletEvent
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
 from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
+from wallet_core.webhooks_out import Delivery, DeliveryStatus, SendResult, WebhookEndpoint
 
 
 class PaymentGateway(Protocol):
@@ -300,6 +301,66 @@ class AlertSettings(Protocol):
         ...
 
 
+class WebhookEndpoints(Protocol):
+    """The endpoints the host application subscribed (`tx.endpoints`)."""
+
+    def add(self, endpoint: WebhookEndpoint) -> None: ...
+
+    def get(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+
+    def all(self) -> list[WebhookEndpoint]:
+        """Oldest first."""
+        ...
+
+    def remove(self, endpoint_id: str) -> bool:
+        """False when there was no such endpoint. Its deliveries stay (their history), and pending
+        ones are not attempted any more."""
+        ...
+
+    def update(self, endpoint: WebhookEndpoint) -> None:
+        """Store its secrets (a rotation). Raises NotFound for an unknown endpoint."""
+        ...
+
+
+class WebhookDeliveries(Protocol):
+    """Deliveries of events to endpoints (`tx.deliveries`)."""
+
+    def add(self, delivery: Delivery) -> None: ...
+
+    def claim(self, at: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        """Up to `limit` pending deliveries due by `at` (oldest due first) that no other worker has
+        claimed, each with one more attempt counted and its next attempt moved to `lease_until` (so a
+        worker that dies mid-delivery leaves it to be tried again then). Concurrent workers claim
+        different deliveries (PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+        ...
+
+    def save(self, delivery: Delivery) -> None:
+        """Store the outcome of an attempt. Raises NotFound for an unknown delivery."""
+        ...
+
+    def get(self, delivery_id: str) -> Delivery | None: ...
+
+    def for_endpoint(
+        self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int
+    ) -> list[Delivery]:
+        """Newest first."""
+        ...
+
+
+class WebhookSender(Protocol):
+    """Sends a signed delivery over HTTP (the outside world, like PaymentGateway)."""
+
+    def check_url(self, url: str) -> None:
+        """Raise InvalidInput unless `url` may receive deliveries: it must resolve to public addresses
+        only (no SSRF into the private network), unless private URLs are allowed (development)."""
+        ...
+
+    def send(self, url: str, *, secrets: tuple[str, ...], message_id: str, body: bytes, at: datetime) -> SendResult:
+        """POST `body`, signed with each secret (Standard Webhooks), within the delivery timeout.
+        Never raises for the receiver's or the network's failure: the result says what happened."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction, and a repository per aggregate working in it: the ledger, holds,
     top-ups, the payment event log, the outbox of outbound events and the alert settings. Leaving the
@@ -325,6 +386,12 @@ class UnitOfWork(Protocol):
 
     @property
     def alerts(self) -> AlertSettings: ...
+
+    @property
+    def endpoints(self) -> WebhookEndpoints: ...
+
+    @property
+    def deliveries(self) -> WebhookDeliveries: ...
 
     @property
     def low_balance_default(self) -> Credits | None:

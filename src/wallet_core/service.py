@@ -13,11 +13,11 @@ from datetime import datetime
 from decimal import Decimal
 
 from wallet_core.clock import Clock, utc_now
-from wallet_core.errors import InvalidInput
+from wallet_core.errors import InvalidInput, WebhooksNotConfigured
 from wallet_core.ids import check_payment_intent_id
 from wallet_core.ledger import DEFAULT_PRIORITY, CreditKind, WalletView
 from wallet_core.payments import PaymentEvent, PaymentIntent
-from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory
+from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory, WebhookSender
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
     AlertView,
@@ -52,6 +52,17 @@ from wallet_core.use_cases import (
     spend_credits,
 )
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
+from wallet_core.use_cases.webhook_delivery import (
+    DeliveryRound,
+    add_endpoint,
+    deliver_webhooks,
+    list_deliveries,
+    list_endpoints,
+    redeliver,
+    remove_endpoint,
+    rotate_secret,
+)
+from wallet_core.webhooks_out import DEFAULT_RETRY_SECONDS, Delivery, WebhookEndpoint
 
 
 class Wallet:
@@ -67,12 +78,18 @@ class Wallet:
         policy: TopUpPolicy,
         clock: Clock = utc_now,
         on_close: Callable[[], object] | None = None,
+        webhook_sender: WebhookSender | None = None,
+        webhook_retry_seconds: tuple[int, ...] = DEFAULT_RETRY_SECONDS,
+        allow_private_webhook_urls: bool = False,
     ) -> None:
         self._uow = uow
         self._gateway = gateway
         self.policy = policy
         self._now = clock
         self._on_close = on_close
+        self._sender = webhook_sender
+        self.webhook_retry_seconds = webhook_retry_seconds
+        self.allow_private_webhook_urls = allow_private_webhook_urls
 
     def close(self) -> None:
         """Release the database connections (a Wallet from open_wallet owns them)."""
@@ -287,6 +304,53 @@ class Wallet:
     def clear_low_balance_alert(self, user_id: str) -> AlertView:
         """Remove the wallet's own threshold: WALLET_LOW_BALANCE_CREDITS (if set) applies again."""
         return clear_alert(user_id=user_id, uow=self._uow, now=self._now)
+
+    def _webhook_sender(self) -> WebhookSender:
+        if self._sender is None:
+            raise WebhooksNotConfigured("this wallet was built without a webhook sender")
+        return self._sender
+
+    def add_webhook_endpoint(self, url: object, events: object, description: object = None) -> WebhookEndpoint:
+        """Subscribe `url` (https://, a public address) to `events` (["*"] or types). The answer holds
+        the endpoint's signing secret: shown only here."""
+        return add_endpoint(
+            url=url,
+            events=events,
+            description=description,
+            uow=self._uow,
+            sender=self._webhook_sender(),
+            allow_private=self.allow_private_webhook_urls,
+            now=self._now,
+        )
+
+    def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        return list_endpoints(uow=self._uow)
+
+    def remove_webhook_endpoint(self, endpoint_id: str) -> None:
+        remove_endpoint(endpoint_id=endpoint_id, uow=self._uow)
+
+    def rotate_webhook_secret(self, endpoint_id: str) -> WebhookEndpoint:
+        """A new secret (in the answer, shown only here); the old one keeps signing for 24 hours."""
+        return rotate_secret(endpoint_id=endpoint_id, uow=self._uow, now=self._now)
+
+    def webhook_deliveries(
+        self, endpoint_id: str, *, status: str | None = None, limit: int | str = 100
+    ) -> list[Delivery]:
+        return list_deliveries(endpoint_id=endpoint_id, status=status, limit=limit, uow=self._uow)
+
+    def redeliver_event(self, event_id: str) -> int:
+        """Queue an event again for every endpoint subscribed to it; returns how many deliveries."""
+        return redeliver(event_id=event_id, uow=self._uow, now=self._now)
+
+    def deliver_webhooks(self, *, limit: int = 50) -> DeliveryRound:
+        """One round of the delivery worker: publish new events, send the due deliveries."""
+        return deliver_webhooks(
+            uow=self._uow,
+            sender=self._webhook_sender(),
+            schedule=self.webhook_retry_seconds,
+            now=self._now,
+            limit=limit,
+        )
 
     # -- reading -------------------------------------------------------------------------------
 

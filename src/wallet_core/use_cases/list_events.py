@@ -9,22 +9,16 @@ from wallet_core.errors import InvalidInput
 from wallet_core.event_types import EVENT_TYPES
 from wallet_core.ids import check_user_id
 from wallet_core.outbound_events import WalletEvent
-from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
+from wallet_core.ports import UnitOfWorkFactory
+from wallet_core.use_cases.webhook_delivery import publish_and_queue
 
 MAX_PAGE = 500
-PUBLISH_BATCH = 1000
 
 
 @dataclass(frozen=True)
 class EventPage:
     events: list[WalletEvent]
     next_cursor: str  # pass it back to get what came after (the same cursor when nothing did)
-
-
-def publish_events(tx: UnitOfWork, limit: int = PUBLISH_BATCH) -> list[tuple[int, WalletEvent]]:
-    """Number the committed events that have no number yet (the caller commits). The delivery worker
-    does this too and fans each out to the subscribed endpoints."""
-    return tx.outbox.publish(limit)
 
 
 def list_events(
@@ -40,8 +34,8 @@ def list_events(
     if type is not None and type not in EVENT_TYPES:
         raise InvalidInput("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}")
     user = check_user_id(user_id) if user_id is not None else None
-    with uow() as tx:  # events committed since the worker last ran get their numbers now
-        if publish_events(tx):
+    with uow() as tx:  # events committed since the worker last ran get their numbers (and deliveries) now
+        if publish_and_queue(tx):
             tx.commit()
     with uow(read_only=True) as tx:
         rows = tx.outbox.page(start, size, type=type, user_id=user)
