@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from adapters.sql.unit_of_work import SqlUnitOfWorkFactory
     from adapters.stripe_gateway import StripePaymentGateway
+    from adapters.webhook_sender import HttpWebhookSender
 
 log = logging.getLogger("wallet.schema")
 
@@ -38,6 +39,17 @@ def _gateway(settings: Settings) -> StripePaymentGateway:
         timeout_seconds=settings.stripe_timeout_seconds,
         max_concurrent_calls=settings.stripe_max_concurrent_calls,
     )
+
+
+def _webhook_sender(settings: Settings) -> HttpWebhookSender:
+    from adapters.webhook_sender import HttpWebhookSender
+
+    if settings.webhook_allow_private_urls:
+        logging.getLogger("wallet.webhooks").warning(
+            "WALLET_WEBHOOK_ALLOW_PRIVATE_URLS=true: webhook endpoints may be http:// and point into the private "
+            "network (development and tests only)"
+        )
+    return HttpWebhookSender(allow_private=settings.webhook_allow_private_urls)
 
 
 def _engine(settings: Settings) -> Iterator[Engine]:
@@ -68,7 +80,17 @@ class Container(containers.DeclarativeContainer):
     policy = providers.Singleton(lambda s: s.policy, settings)
     authenticator = providers.Singleton(_authenticator, settings)
     clock = providers.Object(utc_now)
-    wallet = providers.Singleton(Wallet, uow=unit_of_work, gateway=gateway, policy=policy, clock=clock)
+    webhook_sender = providers.Singleton(_webhook_sender, settings)
+    wallet = providers.Singleton(
+        Wallet,
+        uow=unit_of_work,
+        gateway=gateway,
+        policy=policy,
+        clock=clock,
+        webhook_sender=webhook_sender,
+        webhook_retry_seconds=providers.Callable(lambda s: s.webhook_retry_seconds, settings),
+        allow_private_webhook_urls=providers.Callable(lambda s: s.webhook_allow_private_urls, settings),
+    )
 
 
 def migrate(container: Container) -> None:
