@@ -210,7 +210,9 @@ class HttpWebhookSender:
         (or private addresses are allowed)."""
         host, port, _tls, _target = _parts(url, self.allow_private)
         try:
-            addresses = self._resolver(host, port)
+            addresses = self._lookup(host, port, _Deadline(self.timeout))
+        except TimeoutError:
+            raise InvalidInput("url", "names a host whose name lookup timed out") from None
         except (OSError, UnicodeError):
             raise InvalidInput("url", "names a host that does not resolve") from None
         if not addresses:

@@ -378,3 +378,14 @@ def test_https_with_an_untrusted_certificate_fails(tls_receiver):
     result = send(sender, tls_receiver.url(host="hooks.example.test", scheme="https"))
 
     assert result.status_code is None and "TLS certificate not accepted" in (result.error or "")
+
+
+def test_check_url_gives_up_on_a_name_lookup_that_hangs():
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(2)
+        return ["93.184.215.14"]
+
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match="lookup timed out"):
+        HttpWebhookSender(timeout=0.3, resolver=slow).check_url("https://hooks.example.com/x")
+    assert time.monotonic() - started < 1
