@@ -67,6 +67,10 @@ wallets = Table(
     Column("available", BigInteger, nullable=False, server_default=text("0")),
     Column("held", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The latest effective_at of the user's lots (0007): NULL for a wallet never granted future-dated
+    # credits. Reads subtract pending credits only while it is ahead of them, so a wallet with none
+    # never pays for looking.
+    Column("pending_until", UtcDateTime, nullable=True),
 )
 
 credit_transactions = Table(
@@ -84,8 +88,13 @@ credit_transactions = Table(
     Column("held_change", BigInteger, nullable=False, server_default=text("0")),
     Column("metadata", Text, nullable=True),  # a JSON object of strings; NULL when empty
     Column("hold_id", String(64), nullable=True),
+    Column("reverts", String(64), nullable=True),  # the transaction a revert corrects (0007)
     UniqueConstraint("reference_id"),
     Index("ix_credit_transactions_user_recent", "user_id", "created_at", "id"),
+    # A transaction is reverted at most once; also how a row finds its revert (`reverted_by`). A unique
+    # index rather than a constraint, so SQLite adds it without copying the table; NULLs are distinct
+    # on both databases, so every row that reverts nothing fits.
+    Index("uq_credit_transactions_reverts", "reverts", unique=True),
 )
 
 postings = Table(
@@ -112,6 +121,11 @@ credit_lots = Table(
     Column("held", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=True),
+    # 0007: the lot's place among lots of its kind (lower is spent first), when it starts counting
+    # (NULL: from its creation), and the top-up or grant that made it.
+    Column("priority", Integer, nullable=False, server_default=text("50")),
+    Column("effective_at", UtcDateTime, nullable=True),
+    Column("source_transaction_id", String(64), nullable=True),
     Index("ix_credit_lots_user_expiry", "user_id", "expires_at"),
 )
 # The lots the expiry run looks for: live promotional lots with an expiry. Partial, so the run never
@@ -128,6 +142,17 @@ Index(
 # Lots in debt (a refund or dispute after spending): few, and what every credit coming in looks for.
 IN_DEBT = text("remaining < 0")
 Index("ix_credit_lots_user_debt", credit_lots.c.user_id, postgresql_where=IN_DEBT, sqlite_where=IN_DEBT)
+
+# Lots granted with an effective date (few): what the pending credits are summed from, without reading
+# the user's other lots. `effective_at > ?` implies NOT NULL, so both databases use it.
+FUTURE_DATED = text("effective_at IS NOT NULL")
+Index(
+    "ix_credit_lots_user_pending",
+    credit_lots.c.user_id,
+    credit_lots.c.effective_at,
+    postgresql_where=FUTURE_DATED,
+    sqlite_where=FUTURE_DATED,
+)
 
 holds = Table(
     "holds",
