@@ -62,10 +62,10 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         engine.dispose()
 
 
-def _unit_of_work(engine: Engine) -> SqlUnitOfWorkFactory:
+def _unit_of_work(engine: Engine, settings: Settings) -> SqlUnitOfWorkFactory:
     from adapters.sql.unit_of_work import sql_unit_of_work_factory
 
-    return sql_unit_of_work_factory(engine)
+    return sql_unit_of_work_factory(engine, low_balance_default=settings.low_balance_credits)
 
 
 def _authenticator(settings: Settings) -> JwtAuthenticator:
@@ -75,7 +75,7 @@ def _authenticator(settings: Settings) -> JwtAuthenticator:
 class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
     engine = providers.Resource(_engine, settings)  # disposed by container.shutdown_resources()
-    unit_of_work = providers.Singleton(_unit_of_work, engine)
+    unit_of_work = providers.Singleton(_unit_of_work, engine, settings)
     gateway = providers.Singleton(_gateway, settings)
     policy = providers.Singleton(lambda s: s.policy, settings)
     authenticator = providers.Singleton(_authenticator, settings)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from wallet_core.bookings import credit_booking, hold_booking, settle_hold_booking, spend_booking
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ids import new_id
-from wallet_core.ledger import Booking, CreditKind, CreditTransaction, TransactionKind, WalletState
+from wallet_core.ledger import DEFAULT_PRIORITY, Booking, CreditKind, CreditTransaction, TransactionKind, WalletState
 from wallet_core.money import Credits, Usd
 from wallet_core.ports import StoredEvent, UnitOfWork
 from wallet_core.topups import TopUp, TopUpStatus
@@ -31,6 +31,9 @@ def credit(
     metadata: dict[str, str] | None = None,
     booking_id: str | None = None,
     lot_id: str | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    effective_at: datetime | None = None,
+    transaction_kind: TransactionKind | None = None,
 ) -> Booking:
     booking = credit_booking(
         user_id=user,
@@ -42,12 +45,18 @@ def credit(
         actor="admin",
         expires_at=expires_at,
         metadata=metadata,
+        priority=priority,
+        effective_at=effective_at,
+        transaction_kind=transaction_kind,
     )
     if lot_id is not None:  # a chosen lot id, for checks that depend on the order of ids
         lot = replace(booking.new_lots[0], id=lot_id)
         postings = tuple(replace(p, lot_id=lot_id) if p.lot_id else p for p in booking.postings)
         booking = replace(booking, new_lots=(lot,), postings=postings)
-    return booking if booking_id is None else replace(booking, id=booking_id)
+    if booking_id is not None:  # the lot still names the booking that made it
+        lot = replace(booking.new_lots[0], source_transaction_id=booking_id)
+        booking = replace(booking, id=booking_id, new_lots=(lot,))
+    return booking
 
 
 def spend(state: WalletState, credits: int, *, reference: str | None = None, at: datetime = T0) -> Booking:

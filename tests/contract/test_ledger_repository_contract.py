@@ -24,6 +24,7 @@ from wallet_core.ledger import (
     Lot,
     LotChange,
     Posting,
+    Source,
     TransactionCursor,
     TransactionKind,
     WalletState,
@@ -77,7 +78,12 @@ def test_record_moves_the_balances_and_returns_the_balance_after(uow: Uow) -> No
     with uow() as tx:
         assert tx.ledger.find_transaction_by_reference("grant:1") == first
         assert tx.ledger.find_transaction_by_reference("pi_1") == second
-        assert tx.ledger.transactions("alice", 10) == [second, first]
+        history = tx.ledger.transactions("alice", 10)
+        assert [replace(t, sources=()) for t in history] == [second, first]  # record leaves sources to its caller
+        assert [t.sources for t in history] == [
+            (Source(paid.new_lots[0].id, CreditKind.PAID, Credits(550)),),
+            (Source(grant.new_lots[0].id, CreditKind.PROMOTIONAL, Credits(1000)),),
+        ]
         assert list(tx.ledger.transactions("alice", 10)[1].metadata) == ["note", "campaign"]  # in their order
 
 
@@ -103,6 +109,7 @@ def test_record_creates_lots_and_lock_wallet_returns_the_live_ones(uow: Uow) -> 
         held=Credits(0),
         created_at=T0,
         expires_at=T0 + 24 * HOUR,
+        source_transaction_id=promo.id,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -24,7 +25,7 @@ from adapters.sql.engine import create_wallet_engine
 from adapters.sql.migrate import alembic_config, current_revision, upgrade
 from adapters.sql.tables import holds, metadata, top_ups, wallets
 from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory
-from wallet_core.bookings import credit_booking, hold_booking, settle_hold_booking
+from wallet_core.bookings import credit_booking, settle_hold_booking
 from wallet_core.errors import NotFound, StorageUnavailable
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import Account, Booking, CreditKind, TransactionKind
@@ -255,23 +256,17 @@ def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: E
     _at_revision_0001_with_data(empty_engine)
     with empty_engine.begin() as conn:
         command.upgrade(alembic_config(conn), "0002")
-    uow = sql_unit_of_work_factory(empty_engine)
-    with uow() as tx:  # a hold placed at 0002: 1000 promotional credits first, then 2000 of the paid lot
-        booking, allocations = hold_booking(
-            tx.ledger.lock_wallet("alice", T0), hold_id="hold_1", credits=Credits(3000), reference_id="hold:1",
-            now=MIGRATED_AT, reason=None, actor="api",
-        )
-        tx.ledger.record(booking)
-        hold = Hold(id="hold_1", user_id="alice", amount=Credits(3000), status=HoldStatus.OPEN, created_at=MIGRATED_AT,
-                    expires_at=MIGRATED_AT, allocations=allocations, reference_id="hold:1")
-        tx.holds.add(hold)
-        old_paid = next(lot.id for lot in tx.ledger.lock_wallet("alice", T0).lots if lot.kind is CreditKind.PAID)
-        bob_lots = {lot.id for lot in tx.ledger.lock_wallet("bob", T0).lots}
-        tx.commit()
+    # a hold placed at 0002 (as 0002's code wrote it): 1000 promotional credits first, then 2000 of the paid lot
+    old_paid, promo = (_lot_0002_made_from(tx_id) for tx_id in ("ctx_topup", "ctx_grant"))
+    allocations = ((promo, Credits(1000)), (old_paid, Credits(2000)))
+    _hold_written_by_0002(empty_engine, allocations)
+    with empty_engine.connect() as conn:
+        bob_lots = set(conn.execute(text("SELECT id FROM credit_lots WHERE user_id = 'bob'")).scalars())
     paid = top_up_lot_id("pi_1")
-    assert old_paid != paid and old_paid in {lot_id for lot_id, _ in allocations}
+    assert old_paid != paid
 
     upgrade(empty_engine)
+    uow = sql_unit_of_work_factory(empty_engine)
     with uow() as tx:
         lots = {lot.id: lot for lot in tx.ledger.lock_wallet("alice", T0).lots}
         moved = tx.holds.get("hold_1")
@@ -279,6 +274,8 @@ def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: E
     assert paid in lots and old_paid not in lots
     assert (lots[paid].kind, lots[paid].granted, lots[paid].remaining, lots[paid].held) == (
         CreditKind.PAID, Credits(2500), Credits(500), Credits(2000))
+    # 0007 named the transaction that made each lot: the top-up's, not the hold's that came later
+    assert {lot.id: lot.source_transaction_id for lot in lots.values()} == {paid: "ctx_topup", promo: "ctx_grant"}
     assert moved is not None and moved.allocations == tuple(
         (paid if lot_id == old_paid else lot_id, amount) for lot_id, amount in allocations)
     with empty_engine.connect() as conn:
@@ -302,6 +299,47 @@ def test_lots_0002_made_from_top_ups_get_the_id_refunds_look_for(empty_engine: E
     assert (alice.user_id, alice.account, alice.stored, alice.debt) == (
         "alice", Account.WALLET, Credits(-2000), Credits(2000))
     assert verify_ledger(uow=uow) == []
+
+
+def _lot_0002_made_from(transaction_id: str) -> str:
+    return "lot_" + hashlib.sha256(f"0002\x1f{transaction_id}".encode()).hexdigest()[:32]
+
+
+def _hold_written_by_0002(engine: Engine, allocations: tuple[tuple[str, Credits], ...]) -> None:
+    """alice's hold `hold_1` on `allocations`, with its transaction, postings and lot changes, written
+    with explicit columns as the code of revision 0002 wrote them (today's code reads later columns)."""
+    at = MIGRATED_AT.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") \
+        if engine.dialect.name == "sqlite" else MIGRATED_AT
+    total = sum(amount.minor for _, amount in allocations)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO credit_transactions (id, user_id, kind, credits, balance_after, reference_id, reason, "
+                 "actor, created_at, held_change, metadata, hold_id) VALUES ('ctx_hold_1', 'alice', 'hold', :credits, "
+                 "3500 - :held, 'hold:1', NULL, 'api', :at, :held, NULL, 'hold_1')"),
+            {"credits": -total, "held": total, "at": at},
+        )
+        for lot_id, amount in allocations:
+            conn.execute(
+                text("INSERT INTO postings (transaction_id, account, user_id, lot_id, amount) VALUES "
+                     "('ctx_hold_1', 'wallet', 'alice', :lot, :minus), ('ctx_hold_1', 'held', 'alice', :lot, :plus)"),
+                {"lot": lot_id, "minus": -amount.minor, "plus": amount.minor},
+            )
+            conn.execute(
+                text("UPDATE credit_lots SET remaining = remaining - :amount, held = held + :amount WHERE id = :lot"),
+                {"lot": lot_id, "amount": amount.minor},
+            )
+        conn.execute(text("UPDATE wallets SET available = available - :held, held = held + :held "
+                          "WHERE user_id = 'alice'"), {"held": total})
+        conn.execute(
+            text("INSERT INTO holds (id, user_id, amount, status, captured, reason, reference_id, created_at, "
+                 "expires_at, updated_at) VALUES ('hold_1', 'alice', :held, 'open', 0, NULL, 'hold:1', :at, :at, :at)"),
+            {"held": total, "at": at},
+        )
+        conn.execute(
+            text("INSERT INTO hold_allocations (hold_id, position, lot_id, amount) "
+                 "VALUES ('hold_1', :n, :lot, :amount)"),
+            [{"n": n, "lot": lot_id, "amount": amount.minor} for n, (lot_id, amount) in enumerate(allocations)],
+        )
 
 
 def test_no_constraint_forbids_a_lot_in_debt(empty_engine: Engine) -> None:

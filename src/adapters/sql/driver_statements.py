@@ -12,7 +12,7 @@ unpack rows by position.
 from __future__ import annotations
 
 from adapters.sql.driver import Sql
-from wallet_core.ledger import MONEY_BACK_KINDS
+from wallet_core.ledger import MONEY_BACK_KINDS, TransactionKind
 from wallet_core.topups import OPEN_STATUSES
 
 TOP_UP_COLUMNS = (
@@ -20,10 +20,26 @@ TOP_UP_COLUMNS = (
     "refunded_cents, credits_refunded"
 )
 EVENT_COLUMNS = "event_id, type, payment_intent_id, top_up_id, received_at, outcome, source"
-LOT_COLUMNS = "id, user_id, kind, granted, remaining, held, created_at, expires_at"
+LOT_COLUMNS = (
+    "id, user_id, kind, granted, remaining, held, created_at, expires_at, priority, effective_at, source_transaction_id"
+)
 TRANSACTION_COLUMNS = (
     "id, user_id, kind, credits, held_change, balance_after, reference_id, created_at, reason, actor, metadata, "
-    "hold_id"
+    "hold_id, reverts"
+)
+POSTING_COLUMNS = "account, user_id, lot_id, amount"
+# A transaction row as read: its columns (of `t`), then the id of its revert, if any (`r`, found through
+# the unique index on `reverts`). Readers unpack it by position (ledger_repository._transaction_of).
+
+
+def _of(alias: str, columns: str) -> str:
+    """`columns` qualified by a table alias: "a, b" -> "t.a, t.b"."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
+_T_COLUMNS = _of("t", TRANSACTION_COLUMNS)
+_TRANSACTION_ROWS = (
+    f"SELECT {_T_COLUMNS}, r.id FROM credit_transactions AS t LEFT JOIN credit_transactions AS r ON r.reverts = t.id"
 )
 
 # -- what a webhook reads first ----------------------------------------------------------------------
@@ -50,32 +66,83 @@ EVENTS_FOR_INTENT = Sql.of(
 )
 # History, newest first, a page at a time (the index ix_credit_transactions_user_recent); a cursor is
 # the (created_at, id) of the last row of the page before.
-_NEWEST_FIRST = f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions WHERE user_id = :p_user"
+_NEWEST_FIRST = f"{_TRANSACTION_ROWS} WHERE t.user_id = :p_user"
 TRANSACTIONS = Sql.of(
-    f"{_NEWEST_FIRST} ORDER BY created_at DESC, id DESC LIMIT :p_limit",
-    postgresql=f'{_NEWEST_FIRST} ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :p_limit',
+    f"{_NEWEST_FIRST} ORDER BY t.created_at DESC, t.id DESC LIMIT :p_limit",
+    postgresql=f'{_NEWEST_FIRST} ORDER BY t.created_at DESC, t.id COLLATE "C" DESC LIMIT :p_limit',
 )
 TRANSACTIONS_BEFORE = Sql.of(
-    f"{_NEWEST_FIRST} AND (created_at < :p_before_at OR (created_at = :p_before_at AND id < :p_before_id)) "
-    "ORDER BY created_at DESC, id DESC LIMIT :p_limit",
-    postgresql=f"{_NEWEST_FIRST} AND (created_at < :p_before_at "
-    'OR (created_at = :p_before_at AND id COLLATE "C" < :p_before_id)) '
-    'ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :p_limit',
+    f"{_NEWEST_FIRST} AND (t.created_at < :p_before_at OR (t.created_at = :p_before_at AND t.id < :p_before_id)) "
+    "ORDER BY t.created_at DESC, t.id DESC LIMIT :p_limit",
+    postgresql=f"{_NEWEST_FIRST} AND (t.created_at < :p_before_at "
+    'OR (t.created_at = :p_before_at AND t.id COLLATE "C" < :p_before_id)) '
+    'ORDER BY t.created_at DESC, t.id COLLATE "C" DESC LIMIT :p_limit',
 )
 # Refunds and disputes (rare), of one user (the index ix_credit_transactions_user_recent) or of all.
 _TAKE_BACKS = (
-    f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions "
-    f"WHERE kind IN ({', '.join(repr(kind.value) for kind in sorted(MONEY_BACK_KINDS))})"
+    f"{_TRANSACTION_ROWS} WHERE t.kind IN ({', '.join(repr(kind.value) for kind in sorted(MONEY_BACK_KINDS))})"
 )
 TAKE_BACKS = Sql.of(
-    f"{_TAKE_BACKS} ORDER BY created_at, id", postgresql=f'{_TAKE_BACKS} ORDER BY created_at, id COLLATE "C"'
+    f"{_TAKE_BACKS} ORDER BY t.created_at, t.id", postgresql=f'{_TAKE_BACKS} ORDER BY t.created_at, t.id COLLATE "C"'
 )
 TAKE_BACKS_OF_USER = Sql.of(
-    f"{_TAKE_BACKS} AND user_id = :p_user ORDER BY created_at, id",
-    postgresql=f'{_TAKE_BACKS} AND user_id = :p_user ORDER BY created_at, id COLLATE "C"',
+    f"{_TAKE_BACKS} AND t.user_id = :p_user ORDER BY t.created_at, t.id",
+    postgresql=f'{_TAKE_BACKS} AND t.user_id = :p_user ORDER BY t.created_at, t.id COLLATE "C"',
 )
-TRANSACTION_BY_REFERENCE = Sql.of(
-    f"SELECT {TRANSACTION_COLUMNS} FROM credit_transactions WHERE reference_id = :p_reference"
+TRANSACTION_BY_REFERENCE = Sql.of(f"{_TRANSACTION_ROWS} WHERE t.reference_id = :p_reference")
+TRANSACTION_BY_ID = Sql.of(f"{_TRANSACTION_ROWS} WHERE t.id = :p_id")
+# Every revert, oldest first, beside the transaction it names (each with its own revert's id): what
+# `wallet verify` checks. Reverts are found by kind (a full read, like the rest of the audit), so a
+# revert that names nothing is found too.
+REVERT_PAIRS = Sql.of(
+    f"""
+    SELECT {_T_COLUMNS}, r.id, {_of("o", TRANSACTION_COLUMNS)}, ro.id
+    FROM credit_transactions AS t
+    LEFT JOIN credit_transactions AS r ON r.reverts = t.id
+    LEFT JOIN credit_transactions AS o ON o.id = t.reverts
+    LEFT JOIN credit_transactions AS ro ON ro.reverts = o.id
+    WHERE t.kind = '{TransactionKind.REVERT.value}'
+    ORDER BY t.created_at, t.id
+    """,
+    postgresql=f"""
+    SELECT {_T_COLUMNS}, r.id, {_of("o", TRANSACTION_COLUMNS)}, ro.id
+    FROM credit_transactions AS t
+    LEFT JOIN credit_transactions AS r ON r.reverts = t.id
+    LEFT JOIN credit_transactions AS o ON o.id = t.reverts
+    LEFT JOIN credit_transactions AS ro ON ro.reverts = o.id
+    WHERE t.kind = '{TransactionKind.REVERT.value}'
+    ORDER BY t.created_at, t.id COLLATE "C"
+    """,
+)
+REVERT_PAIR_POSTINGS = Sql.of(
+    f"""
+    SELECT transaction_id, {POSTING_COLUMNS} FROM postings
+    WHERE transaction_id IN (
+        SELECT id FROM credit_transactions WHERE kind = '{TransactionKind.REVERT.value}'
+        UNION
+        SELECT reverts FROM credit_transactions WHERE kind = '{TransactionKind.REVERT.value}'
+    )
+    ORDER BY id
+    """
+)
+
+# -- postings and lots by id -------------------------------------------------------------------------
+# A transaction's postings in the order they were recorded (ix_postings_transaction_id).
+POSTINGS_OF = Sql.of(f"SELECT {POSTING_COLUMNS} FROM postings WHERE transaction_id = :p_id ORDER BY id")
+# The postings of a page of transactions, in one statement, with each posting's lot's kind (what
+# `sources` needs). The ids come as one parameter: a JSON array on SQLite (json_each), an array on
+# PostgreSQL, so the text is the same whatever the page's size.
+_PAGE_POSTINGS = (
+    f"SELECT p.transaction_id, {_of('p', POSTING_COLUMNS)}, l.kind "
+    "FROM postings AS p LEFT JOIN credit_lots AS l ON l.id = p.lot_id "
+)
+POSTINGS_OF_MANY = Sql.of(
+    f"{_PAGE_POSTINGS} WHERE p.transaction_id IN (SELECT value FROM json_each(:p_ids)) ORDER BY p.id",
+    postgresql=f"{_PAGE_POSTINGS} WHERE p.transaction_id = ANY(CAST(:p_ids AS varchar[])) ORDER BY p.id",
+)
+LOTS_BY_ID = Sql.of(
+    f"SELECT {LOT_COLUMNS} FROM credit_lots WHERE id IN (SELECT value FROM json_each(:p_ids))",
+    postgresql=f"SELECT {LOT_COLUMNS} FROM credit_lots WHERE id = ANY(CAST(:p_ids AS varchar[]))",
 )
 
 # -- the wallet's lock ---------------------------------------------------------------------------------
@@ -85,17 +152,21 @@ TRANSACTION_BY_REFERENCE = Sql.of(
 # The wallet row of a user who has one (nearly every write), locked without writing it: a row lock on
 # PostgreSQL (FOR UPDATE re-reads the latest committed version once the lock is granted), and on
 # SQLite, where BEGIN IMMEDIATE already holds the database's writer lock, a plain read.
+# Both lock statements answer the wallet's alert settings too (its own low-balance threshold and alert
+# level), which the unit of work keeps for tx.alerts while the lock is held: the alerts every booking
+# checks cost no statement of their own (adapters.sql.alert_repository).
+WALLET_COLUMNS = "available, held, low_balance, alert_level"
 LOCK_EXISTING_WALLET = Sql.of(
-    "SELECT available, held FROM wallets WHERE user_id = :p_user",
-    postgresql="SELECT available, held FROM wallets WHERE user_id = :p_user FOR UPDATE",
+    f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user",
+    postgresql=f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user FOR UPDATE",
 )
 # A user's first write: the upsert creates the row (or, when a concurrent first write just did, waits
 # for its lock and updates it), and locks it either way.
 LOCK_WALLET = Sql.of(
-    """
+    f"""
     INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, 0, 0, :p_at)
     ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at
-    RETURNING available, held
+    RETURNING {WALLET_COLUMNS}
     """
 )
 LIVE_LOTS = Sql.of(
@@ -105,8 +176,8 @@ LIVE_LOTS = Sql.of(
     ORDER BY created_at, id
     """
 )
-# What credits coming in need: lots in debt (partial index ix_credit_lots_user_debt) and promotional
-# lots expired with something left ((user_id, expires_at) index), never the user's other live lots.
+# What credits coming in need: lots in debt (partial index ix_credit_lots_user_debt) and lots expired
+# with something left ((user_id, expires_at) index), never the user's other live lots.
 # `remaining < 0` / `> 0` are spelled literally so the partial index applies.
 DUE_LOTS = Sql.of(
     f"""
@@ -117,23 +188,38 @@ DUE_LOTS = Sql.of(
 )
 
 # -- a booking -------------------------------------------------------------------------------------------
-# The wallet upsert comes first: it returns the balance after this booking.
+# The wallet upsert comes first: it returns the balance after this booking, and when the user's lots may
+# hold pending credits (see PENDING_UNTIL).
+# `pending_until` only ever moves later (a NULL parameter leaves it): the latest effective_at of the
+# user's lots, so a wallet whose pending_until is not after an instant has no credits pending then.
+_LATER_PENDING = """pending_until = CASE
+        WHEN excluded.pending_until IS NULL OR wallets.pending_until >= excluded.pending_until
+        THEN wallets.pending_until ELSE excluded.pending_until END"""
 ADD_TO_WALLET = Sql.of(
-    """
-    INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, :p_credits, :p_held, :p_at)
+    f"""
+    INSERT INTO wallets (user_id, available, held, updated_at, pending_until)
+    VALUES (:p_user, :p_credits, :p_held, :p_at, :p_pending_until)
     ON CONFLICT (user_id) DO UPDATE SET available = wallets.available + excluded.available,
-        held = wallets.held + excluded.held, updated_at = excluded.updated_at
-    RETURNING available
+        held = wallets.held + excluded.held, updated_at = excluded.updated_at, {_LATER_PENDING}
+    RETURNING available, pending_until
     """
 )
 BOOK = Sql.of(
     f"""
     INSERT INTO credit_transactions ({TRANSACTION_COLUMNS})
     VALUES (:id, :user_id, :kind, :credits, :held_change, :balance_after, :reference_id, :created_at, :reason,
-            :actor, :metadata, :hold_id)
+            :actor, :metadata, :hold_id, :reverts)
     ON CONFLICT (reference_id) DO NOTHING
     RETURNING id
     """
+)
+# The credits of the user's lots not effective yet at an instant (partial index ix_credit_lots_user_pending).
+_PENDING = "SELECT COALESCE(SUM(remaining), 0) FROM credit_lots WHERE user_id = :p_user AND effective_at > :p_at"
+# SQLite, for a wallet with pending credits only: the booking's balance after leaves them out, counted
+# once its lots are written.
+LEAVE_OUT_PENDING = Sql.of(
+    f"UPDATE credit_transactions SET balance_after = balance_after - ({_PENDING}) WHERE id = :p_id "
+    "RETURNING balance_after"
 )
 # Undoes the wallet change of a booking whose reference turned out to be recorded already.
 TAKE_BACK = Sql.of(
@@ -146,47 +232,69 @@ ADD_POSTING = Sql.of(
 )
 ADD_LOT = Sql.of(
     f"INSERT INTO credit_lots ({LOT_COLUMNS}) "
-    "VALUES (:id, :user_id, :kind, :granted, :remaining, :held, :created_at, :expires_at)"
+    "VALUES (:id, :user_id, :kind, :granted, :remaining, :held, :created_at, :expires_at, :priority, :effective_at, "
+    ":source_transaction_id)"
 )
+# A change's `ends_at` (a reverted grant's lot ends then) moves the expiry earlier, never later.
 CHANGE_LOT = Sql.of(
-    "UPDATE credit_lots SET remaining = remaining + :p_remaining, held = held + :p_held WHERE id = :p_lot"
+    """
+    UPDATE credit_lots SET remaining = remaining + :p_remaining, held = held + :p_held,
+        expires_at = CASE WHEN :p_ends IS NULL OR (expires_at IS NOT NULL AND expires_at <= :p_ends) THEN expires_at
+                          ELSE :p_ends END
+    WHERE id = :p_lot
+    """
 )
 # PostgreSQL: the whole booking in one statement (one round trip): the wallet upsert (which returns the
-# balance after), the transaction row, and -- only when that row went in, its reference being new --
+# balance after), the transaction row and -- only when that row went in, its reference being new --
 # the new lots, the lot changes and the postings. Those come as three JSON arrays of records, read
 # server-side by json_to_recordset, so the text is the same whatever the booking's shape (psycopg
 # prepares it once it has run a few times) and sending them costs three strings. The parts see one
 # snapshot: the caller sums changes per lot and applies changes to a lot it creates before inserting
 # it. Foreign keys are checked at the end of the statement, when the transaction row and the wallet
-# exist. Answers the balance after, and whether the row went in (when it did not, the caller undoes
-# the wallet change with TAKE_BACK).
+# exist. The balance after leaves out pending credits (lots whose effective_at is after the booking):
+# those of existing lots with this booking's changes, plus `p_new_pending` of the new lots; only
+# computed when the wallet's pending_until says there may be any. Answers the balance after, and
+# whether the row went in (when it did not, the caller undoes the wallet change with TAKE_BACK).
 PG_BOOK = Sql.of(
     "",
     postgresql=f"""
     WITH wallet AS (
-        INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, :p_credits, :p_held, :p_at)
+        INSERT INTO wallets (user_id, available, held, updated_at, pending_until)
+        VALUES (:p_user, :p_credits, :p_held, :p_at, CAST(:p_pending_until AS timestamptz))
         ON CONFLICT (user_id) DO UPDATE SET available = wallets.available + excluded.available,
-            held = wallets.held + excluded.held, updated_at = excluded.updated_at
-        RETURNING available
+            held = wallets.held + excluded.held, updated_at = excluded.updated_at,
+            pending_until = GREATEST(wallets.pending_until, excluded.pending_until)
+        RETURNING available, pending_until
+    ), change AS (
+        SELECT * FROM json_to_recordset(CAST(:changes AS json))
+            AS change (id varchar, remaining bigint, held bigint, ends_at timestamptz)
     ), booked AS (
         INSERT INTO credit_transactions ({TRANSACTION_COLUMNS})
         SELECT CAST(:id AS varchar), CAST(:user_id AS varchar), CAST(:kind AS varchar), CAST(:credits AS bigint),
-            CAST(:held_change AS bigint), wallet.available, CAST(:reference_id AS varchar),
-            CAST(:created_at AS timestamptz), CAST(:reason AS text), CAST(:actor AS varchar),
-            CAST(:metadata AS text), CAST(:hold_id AS varchar)
+            CAST(:held_change AS bigint),
+            wallet.available - CASE WHEN wallet.pending_until > CAST(:created_at AS timestamptz) THEN
+                CAST(:p_new_pending AS bigint) + (
+                    SELECT COALESCE(SUM(l.remaining + COALESCE(change.remaining, 0)), 0)
+                    FROM credit_lots AS l LEFT JOIN change ON change.id = l.id
+                    WHERE l.user_id = :p_user AND l.effective_at > CAST(:created_at AS timestamptz))
+                ELSE 0 END,
+            CAST(:reference_id AS varchar), CAST(:created_at AS timestamptz), CAST(:reason AS text),
+            CAST(:actor AS varchar), CAST(:metadata AS text), CAST(:hold_id AS varchar), CAST(:reverts AS varchar)
         FROM wallet
         ON CONFLICT (reference_id) DO NOTHING
-        RETURNING id
+        RETURNING id, balance_after
     ), new_lots AS (
         INSERT INTO credit_lots ({LOT_COLUMNS})
         SELECT {LOT_COLUMNS}
         FROM json_to_recordset(CAST(:new_lots AS json)) AS lot (id varchar, user_id varchar, kind varchar,
-            granted bigint, remaining bigint, held bigint, created_at timestamptz, expires_at timestamptz)
+            granted bigint, remaining bigint, held bigint, created_at timestamptz, expires_at timestamptz,
+            priority integer, effective_at timestamptz, source_transaction_id varchar)
         WHERE EXISTS (SELECT FROM booked)
     ), changed_lots AS (
         UPDATE credit_lots
-        SET remaining = credit_lots.remaining + change.remaining, held = credit_lots.held + change.held
-        FROM json_to_recordset(CAST(:changes AS json)) AS change (id varchar, remaining bigint, held bigint)
+        SET remaining = credit_lots.remaining + change.remaining, held = credit_lots.held + change.held,
+            expires_at = LEAST(credit_lots.expires_at, change.ends_at)
+        FROM change
         WHERE credit_lots.id = change.id AND EXISTS (SELECT FROM booked)
     ), legs AS (
         INSERT INTO postings (transaction_id, account, user_id, lot_id, amount)
@@ -195,7 +303,7 @@ PG_BOOK = Sql.of(
             amount bigint)
         WHERE EXISTS (SELECT FROM booked)
     )
-    SELECT (SELECT available FROM wallet), EXISTS (SELECT FROM booked)
+    SELECT COALESCE((SELECT balance_after FROM booked), (SELECT available FROM wallet)), EXISTS (SELECT FROM booked)
     """,
 )
 

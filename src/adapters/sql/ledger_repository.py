@@ -9,7 +9,8 @@ costs, in statements sent:
 
 - balances, transactions, find_transaction_by_reference, take_backs, users_with_expired_credits: 1
 - lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots), 3 for a
-  user's first write (the read finds no row; an upsert creates and locks it)
+  user's first write (the read finds no row; an upsert creates and locks it). The wallet row brings
+  its alert settings along, kept for tx.alerts (adapters.sql.alert_repository).
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
   lot changes and postings); on SQLite, where a statement is a function call and no round trip, 2
   plus one executemany each for the postings, new lots and lot changes the booking has. A refused
@@ -23,7 +24,7 @@ order is by code point, the same as Python's (and the in-memory fake's) whatever
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
@@ -44,6 +45,7 @@ from sqlalchemy import (
 )
 
 from adapters.sql import driver_statements as sql
+from adapters.sql.alert_repository import alert_state
 from adapters.sql.core import at_param
 from adapters.sql.core import bytewise as code_point_order
 from adapters.sql.driver import Driver, Sql
@@ -53,6 +55,7 @@ from adapters.sql.tables import (
     postings,
     wallets,
 )
+from wallet_core.alerts import AlertState
 from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import (
     TAKE_BACK_KINDS,
@@ -61,13 +64,15 @@ from wallet_core.ledger import (
     CreditKind,
     CreditTransaction,
     Lot,
+    Posting,
     TransactionCursor,
     TransactionKind,
     WalletState,
     explained_debt,
+    sources_of,
 )
 from wallet_core.money import Credits
-from wallet_core.ports import AccountAudit, LedgerAudit
+from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit
 
 _w = wallets.c
 _tx = credit_transactions.c
@@ -121,6 +126,17 @@ def _statements(dialect_name: str) -> _Statements:
             _lot.remaining > literal_column("0"),
         )
         .scalar_subquery()
+    )
+    # Credits of lots not effective yet: summed (partial index ix_credit_lots_user_pending) only while the
+    # wallet's pending_until is ahead, so a wallet never granted future-dated credits pays nothing for it.
+    pending = case(
+        (
+            _w.pending_until > at_param("p_now"),
+            select(func.coalesce(func.sum(_lot.remaining), 0))
+            .where(_lot.user_id == _w.user_id, _lot.effective_at > at_param("p_now"))
+            .scalar_subquery(),
+        ),
+        else_=literal_column("0"),
     )
     expired_user = bytewise(_lot.user_id).label("user_id")
     # `remaining > 0` is spelled literally and `expires_at <= ?` implies NOT NULL, so both databases
@@ -187,7 +203,7 @@ def _statements(dialect_name: str) -> _Statements:
     )
 
     return _Statements(
-        balances=select((_w.available - expired_unswept).label("spendable"), _w.held).where(
+        balances=select((_w.available - expired_unswept - pending).label("spendable"), _w.held).where(
             _w.user_id == bindparam("p_user")
         ),
         users_with_expired_credits=users_with_expired,
@@ -199,11 +215,16 @@ def _statements(dialect_name: str) -> _Statements:
 class SqlLedgerRepository:
     """The ledger as seen through `connection`; transactions are the unit of work's business."""
 
-    def __init__(self, connection: Connection, driver: Driver) -> None:
+    def __init__(
+        self, connection: Connection, driver: Driver, locked_alerts: dict[str, AlertState] | None = None
+    ) -> None:
         self._conn = connection
         self._sql = _statements(connection.dialect.name)
         self._pg = connection.dialect.name == "postgresql"
         self._driver = driver
+        # The alert settings of each wallet this unit of work locked, as the lock read them (shared
+        # with tx.alerts, which answers from here: adapters.sql.alert_repository).
+        self._locked_alerts: dict[str, AlertState] = {} if locked_alerts is None else locked_alerts
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, at: datetime) -> tuple[Credits, Credits]:
@@ -220,11 +241,43 @@ class SqlLedgerRepository:
         if before is not None:
             statement = sql.TRANSACTIONS_BEFORE
             params.update(p_before_at=self._driver.at(before.created_at), p_before_id=before.id)
-        return [self._transaction_of(row) for row in self._driver.all(statement, params)]
+        return self._with_sources([self._transaction_of(row) for row in self._driver.all(statement, params)])
 
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
         row = self._driver.one(sql.TRANSACTION_BY_REFERENCE, {"p_reference": reference_id})
         return None if row is None else self._transaction_of(row)
+
+    def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
+        row = self._driver.one(sql.TRANSACTION_BY_ID, {"p_id": transaction_id})
+        return None if row is None else self._with_sources([self._transaction_of(row)])[0]
+
+    def postings_of(self, transaction_id: str) -> list[Posting]:
+        return [_posting_of(row) for row in self._driver.all(sql.POSTINGS_OF, {"p_id": transaction_id})]
+
+    def lots(self, lot_ids: Collection[str]) -> list[Lot]:
+        wanted = sorted(set(lot_ids))
+        if not wanted:
+            return []
+        return [self._lot_of(row) for row in self._driver.all(sql.LOTS_BY_ID, {"p_ids": self._ids(wanted)})]
+
+    def live_lots(self, user_id: str) -> list[Lot]:
+        return [self._lot_of(row) for row in self._driver.all(sql.LIVE_LOTS, {"p_user": user_id})]
+
+    def _ids(self, ids: list[str]) -> Any:
+        """A list of ids as one parameter: an array on PostgreSQL, a JSON array on SQLite (json_each)."""
+        return ids if self._pg else json.dumps(ids)
+
+    def _with_sources(self, rows: list[CreditTransaction]) -> list[CreditTransaction]:
+        """`rows` with their sources: their postings, each with its lot's kind, in one statement."""
+        if not rows:
+            return rows
+        legs: dict[str, list[Posting]] = {}
+        categories: dict[str, CreditKind] = {}
+        for row in self._driver.all(sql.POSTINGS_OF_MANY, {"p_ids": self._ids([t.id for t in rows])}):
+            legs.setdefault(row[0], []).append(_posting_of(row[1:5]))
+            if row[5] is not None:
+                categories[row[3]] = CreditKind(row[5])
+        return [replace(t, sources=sources_of(t.kind, legs.get(t.id, ()), categories)) for t in rows]
 
     def take_backs(self, user_id: str | None = None) -> list[CreditTransaction]:
         if user_id is None:
@@ -248,13 +301,20 @@ class SqlLedgerRepository:
         if wallet is None:
             wallet = self._driver.one(sql.LOCK_WALLET, {"p_user": user_id, "p_at": self._driver.at(at)})
             assert wallet is not None  # an upsert with RETURNING always returns its row
+        self._locked_alerts[user_id] = alert_state(wallet[2], wallet[3])
         rows = self._driver.all(lots, params)
         return WalletState(user_id, Credits(wallet[0]), Credits(wallet[1]), tuple(self._lot_of(r) for r in rows))
 
     def record(self, booking: Booking) -> CreditTransaction:
         user, credits, held = booking.user_id, booking.credits, booking.held_change
         at = self._driver.at(booking.created_at)
-        wallet_change = {"p_user": user, "p_credits": credits.minor, "p_held": held.minor, "p_at": at}
+        wallet_change = {
+            "p_user": user,
+            "p_credits": credits.minor,
+            "p_held": held.minor,
+            "p_at": at,
+            "p_pending_until": self._driver.at(_pending_until(booking)),
+        }
         row = {
             "id": booking.id,
             "user_id": user,
@@ -267,19 +327,26 @@ class SqlLedgerRepository:
             "metadata": _metadata_json(booking.metadata),
             "hold_id": booking.hold_id,
             "created_at": at,
+            "reverts": booking.reverts,
         }
         if self._pg:
             answer = self._driver.one(sql.PG_BOOK, {**wallet_change, **row, **_pg_rest_params(booking)})
             assert answer is not None
             after, booked = int(answer[0]), bool(answer[1])
         else:
-            # The upsert comes first: it returns the balance after this booking.
+            # The upsert comes first: it returns the balance after this booking, and whether the user's
+            # lots may hold credits not effective yet then.
             wallet = self._driver.one(sql.ADD_TO_WALLET, wallet_change)
             assert wallet is not None
             after = int(wallet[0])
+            pending_until = self._driver.maybe_time(wallet[1])
             booked = self._driver.one(sql.BOOK, {**row, "balance_after": after}) is not None
             if booked:
                 self._book_the_rest(booking)
+                if pending_until is not None and pending_until > booking.created_at:
+                    left = self._driver.one(sql.LEAVE_OUT_PENDING, {"p_user": user, "p_at": at, "p_id": booking.id})
+                    assert left is not None
+                    after = int(left[0])
         if not booked:
             self._driver.run(sql.TAKE_BACK, {"p_user": user, "p_credits": credits.minor, "p_held": held.minor})
             raise DuplicateReference(f"reference {booking.reference_id} is recorded already")
@@ -296,6 +363,7 @@ class SqlLedgerRepository:
             actor=booking.actor,
             metadata=dict(booking.metadata),
             hold_id=booking.hold_id,
+            reverts=booking.reverts,
         )
 
     def _book_the_rest(self, booking: Booking) -> None:
@@ -320,6 +388,7 @@ class SqlLedgerRepository:
                     **_lot_row(lot),
                     "created_at": self._driver.at(lot.created_at),
                     "expires_at": self._driver.at(lot.expires_at),
+                    "effective_at": self._driver.at(lot.effective_at),
                 }
                 for lot in booking.new_lots
             ),
@@ -327,13 +396,18 @@ class SqlLedgerRepository:
         self._driver.many(
             sql.CHANGE_LOT,
             (
-                {"p_lot": c.lot_id, "p_remaining": c.remaining.minor, "p_held": c.held.minor}
+                {
+                    "p_lot": c.lot_id,
+                    "p_remaining": c.remaining.minor,
+                    "p_held": c.held.minor,
+                    "p_ends": self._driver.at(c.ends_at),
+                }
                 for c in booking.lot_changes
             ),
         )
 
     def _lot_of(self, row: Sequence[Any]) -> Lot:
-        lot_id, user_id, kind, granted, remaining, held, created_at, expires_at = row
+        lot_id, user_id, kind, granted, remaining, held, created_at, expires_at, priority, effective_at, source = row
         return Lot(
             id=lot_id,
             user_id=user_id,
@@ -343,10 +417,15 @@ class SqlLedgerRepository:
             held=Credits(held),
             created_at=self._driver.time(created_at),
             expires_at=self._driver.maybe_time(expires_at),
+            priority=int(priority),
+            effective_at=self._driver.maybe_time(effective_at),
+            source_transaction_id=source,
         )
 
     def _transaction_of(self, row: Sequence[Any]) -> CreditTransaction:
-        tx_id, user_id, kind, credits, held_change, after, reference, created_at, reason, actor, meta, hold = row
+        """A row of driver_statements._TRANSACTION_ROWS: the transaction's columns, then its revert's id."""
+        (tx_id, user_id, kind, credits, held_change, after, reference, created_at, reason, actor, meta, hold,
+         reverts, reverted_by) = row
         return CreditTransaction(
             id=tx_id,
             user_id=user_id,
@@ -360,6 +439,8 @@ class SqlLedgerRepository:
             actor=actor,
             metadata=_metadata(meta),
             hold_id=hold,
+            reverts=reverts,
+            reverted_by=reverted_by,
         )
 
     # -- expiry and audit ----------------------------------------------------------------------
@@ -390,6 +471,28 @@ class SqlLedgerRepository:
             ))
         return LedgerAudit(total_posted=Credits(int(total)), unbalanced=unbalanced, accounts=accounts)
 
+    def revert_audit(self) -> list[RevertAudit]:
+        pairs = self._driver.all(sql.REVERT_PAIRS, {})
+        if not pairs:
+            return []
+        legs: dict[str, list[Posting]] = {}
+        for row in self._driver.all(sql.REVERT_PAIR_POSTINGS, {}):
+            legs.setdefault(row[0], []).append(_posting_of(row[1:]))
+        width = len(pairs[0]) // 2
+        out: list[RevertAudit] = []
+        for row in pairs:
+            revert = self._transaction_of(row[:width])
+            original = None if row[width] is None else self._transaction_of(row[width:])
+            out.append(
+                RevertAudit(
+                    revert,
+                    legs.get(revert.id, []),
+                    original,
+                    [] if original is None else legs.get(original.id, []),
+                )
+            )
+        return out
+
 def _lot_row(lot: Lot) -> dict[str, Any]:
     return {
         "id": lot.id,
@@ -400,7 +503,21 @@ def _lot_row(lot: Lot) -> dict[str, Any]:
         "held": lot.held.minor,
         "created_at": lot.created_at,
         "expires_at": lot.expires_at,
+        "priority": lot.priority,
+        "effective_at": lot.effective_at,
+        "source_transaction_id": lot.source_transaction_id,
     }
+
+
+def _pending_until(booking: Booking) -> datetime | None:
+    """The latest effective date of the lots this booking creates (None when none has one): the wallet's
+    pending_until moves up to it."""
+    return max((lot.effective_at for lot in booking.new_lots if lot.effective_at is not None), default=None)
+
+
+def _posting_of(row: Sequence[Any]) -> Posting:
+    account, user_id, lot_id, amount = row
+    return Posting(Account(account), Credits(amount), user_id, lot_id)
 
 
 
@@ -410,18 +527,24 @@ def _pg_rest_params(booking: Booking) -> dict[str, Any]:
     cheap to send, however many rows). Its parts see one snapshot, so changes to one lot are summed
     first, and changes to a lot this booking creates are applied to the new lot before it is inserted."""
     new_lots = {lot.id: _lot_row(lot) for lot in booking.new_lots}
-    changes: dict[str, list[int]] = {}
+    changes: dict[str, dict[str, Any]] = {}
     for change in booking.lot_changes:
-        if change.lot_id in new_lots:
-            new_lots[change.lot_id]["remaining"] += change.remaining.minor
-            new_lots[change.lot_id]["held"] += change.held.minor
-        else:
-            total = changes.setdefault(change.lot_id, [0, 0])
-            total[0] += change.remaining.minor
-            total[1] += change.held.minor
-    for row in new_lots.values():
-        for name in ("created_at", "expires_at"):
-            if row[name] is not None:
+        target = new_lots.get(change.lot_id) or changes.setdefault(
+            change.lot_id, {"id": change.lot_id, "remaining": 0, "held": 0, "ends_at": None}
+        )
+        target["remaining"] += change.remaining.minor
+        target["held"] += change.held.minor
+        ends_at, field = change.ends_at, "expires_at" if change.lot_id in new_lots else "ends_at"
+        if ends_at is not None and (target[field] is None or ends_at < target[field]):
+            target[field] = ends_at
+    new_pending = sum(
+        row["remaining"]
+        for row in new_lots.values()
+        if row["effective_at"] is not None and row["effective_at"] > booking.created_at
+    )
+    for row in (*new_lots.values(), *changes.values()):
+        for name in ("created_at", "expires_at", "effective_at", "ends_at"):
+            if row.get(name) is not None:
                 if row[name].tzinfo is None:
                     raise ValueError("naive datetime: the ledger stores timezone-aware datetimes only")
                 row[name] = row[name].isoformat()
@@ -429,8 +552,12 @@ def _pg_rest_params(booking: Booking) -> dict[str, Any]:
         {"account": p.account.value, "user_id": p.user_id, "lot_id": p.lot_id, "amount": p.amount.minor}
         for p in booking.postings
     ]
-    changed = [{"id": lot_id, "remaining": r, "held": h} for lot_id, (r, h) in changes.items()]
-    return {"legs": _json(legs), "new_lots": _json(list(new_lots.values())), "changes": _json(changed)}
+    return {
+        "legs": _json(legs),
+        "new_lots": _json(list(new_lots.values())),
+        "changes": _json(list(changes.values())),
+        "p_new_pending": new_pending,
+    }
 
 
 def _json(rows: list[dict[str, Any]]) -> str:
