@@ -124,6 +124,18 @@ def _migrate_embedded(container: Container) -> str | None:
     return None
 
 
+def schema_problem(container: Container) -> str | None:
+    """Why the database's schema cannot be used now (missing or older than this code: `wallet migrate`),
+    or None: ready, newer (a rolling upgrade serves it), or not reachable (not a schema problem)."""
+    from adapters.sql.migrate import SchemaTooNew, schema_state
+
+    try:
+        found = schema_state(container.engine()).problem()
+    except Exception:  # noqa: BLE001 - unreachable or locked: the caller's own error says so
+        return None
+    return None if found is None or isinstance(found, SchemaTooNew) else found.description
+
+
 def ensure_schema(container: Container) -> str | None:
     """Before a command reads or writes the ledger: SQLite is migrated; any other database must have
     been brought to this code's revision by `wallet migrate`, else SchemaNotReady (a WalletError

@@ -30,7 +30,7 @@ from dependency_injector import providers
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 
-from entrypoints.container import Container, migrate_if_embedded
+from entrypoints.container import Container, migrate_if_embedded, schema_problem
 from entrypoints.http.app import create_app
 from entrypoints.logs import REDACTOR
 from entrypoints.waitress_server import ServerLimits, create_wallet_server, raise_open_files_limit
@@ -70,7 +70,7 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
         log.info("wallet serving on http://%s:%s (%r)", host, port, settings)  # only once it listens
         graceful = GracefulServer(server, shutdown_timeout)
         if settings.webhook_worker:  # WALLET_WEBHOOK_WORKER=false: separate `wallet worker` processes deliver
-            worker = DeliveryWorker(container.wallet())
+            worker = DeliveryWorker(container.wallet(), schema_problem=lambda: schema_problem(container))
             worker.start()
             graceful.on_stopping = worker.request_stop  # it finishes its delivery while requests drain
         graceful.run()

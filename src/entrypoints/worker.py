@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from wallet_core.errors import WalletError
@@ -23,6 +24,7 @@ log = logging.getLogger("wallet.webhooks")
 
 POLL_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
+SCHEMA_RECHECK_SECONDS = 2.0  # while the schema is not migrated, try again this often
 
 
 class Deliverer(Protocol):
@@ -37,8 +39,14 @@ class DeliveryWorker:
         poll_seconds: float = POLL_SECONDS,
         max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
         batch: int = 1,
+        schema_problem: Callable[[], str | None] | None = None,
     ) -> None:
+        """`schema_problem` (optional) says why the database cannot be used yet (its schema is not
+        migrated), or None: asked after a round fails, so that a server started before `wallet migrate`
+        logs one warning and waits, not a traceback every few seconds."""
         self._wallet = wallet
+        self._schema_problem = schema_problem
+        self._waiting_for: str | None = None  # the schema problem last logged
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.batch = batch
@@ -61,27 +69,44 @@ class DeliveryWorker:
         while not self._stopping.is_set():
             try:
                 done = self._wallet.deliver_webhooks(limit=self.batch)
-            except Exception as exc:  # one bad round must not end the worker
+            except Exception as exc:  # noqa: BLE001 - one bad round must not end the worker (logged below)
                 self.rounds += 1
                 self.failures += 1
                 backoff = min(max(backoff * 2, self.poll_seconds), self.max_backoff_seconds)
-                # A WalletError (the database is down) says what happened; anything else is a bug: its traceback.
-                what = f"{type(exc).__name__}: {exc.description}" if isinstance(exc, WalletError) else None
-                log.warning(
-                    "webhook delivery round failed (%s); next try in %g s",
-                    what or f"{type(exc).__name__}, traceback below",
-                    backoff,
-                    exc_info=what is None,
-                    extra={"retry_in_seconds": backoff},
-                )
-                self._stopping.wait(backoff)
+                waiting = self._log_failure(exc, backoff)
+                self._stopping.wait(min(backoff, SCHEMA_RECHECK_SECONDS) if waiting else backoff)
                 continue
             self.rounds += 1
             backoff = self.poll_seconds
+            if self._waiting_for is not None:
+                log.info("webhook delivery resumes: the database schema is ready")
+                self._waiting_for = None
             _log_round(done)
             if done.published == 0 and done.attempted == 0:
                 self._stopping.wait(self.poll_seconds)
         log.info("webhook delivery worker stopped")
+
+    def _log_failure(self, exc: Exception, backoff: float) -> bool:
+        """Log why a round failed; True when it waits for the schema (`wallet migrate`)."""
+        try:
+            problem = self._schema_problem() if self._schema_problem is not None else None
+        except Exception:  # noqa: BLE001 - the check is advice: without it the failure is logged in full
+            problem = None
+        if problem is not None:  # expected until `wallet migrate` runs: said once, no traceback
+            if problem != self._waiting_for:
+                log.warning("webhook delivery waits: %s", problem)
+                self._waiting_for = problem
+            return True
+        # A WalletError (the database is down) says what happened; anything else is a bug: its traceback.
+        what = f"{type(exc).__name__}: {exc.description}" if isinstance(exc, WalletError) else None
+        log.warning(
+            "webhook delivery round failed (%s); next try in %g s",
+            what or f"{type(exc).__name__}, traceback below",
+            backoff,
+            exc_info=what is None,
+            extra={"retry_in_seconds": backoff},
+        )
+        return False
 
     def start(self) -> threading.Thread:
         """Run in a daemon thread (of `wallet serve`)."""

@@ -221,3 +221,40 @@ def test_sigterm_stops_the_foreground_worker_after_its_round(hooks, sender):
     assert time.monotonic() - started < 5
     assert worker.stopping and len(sender.sent) == 1
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+
+class Unmigrated:
+    """Rounds fail as on a database `wallet migrate` has not set up, until `migrated` is set."""
+
+    def __init__(self, wallet: Wallet) -> None:
+        self.wallet = wallet
+        self.migrated = threading.Event()
+
+    def deliver_webhooks(self, *, limit: int = 50) -> DeliveryRound:
+        if not self.migrated.is_set():
+            raise LookupError('relation "event_publication" does not exist')
+        return self.wallet.deliver_webhooks(limit=limit)
+
+    def problem(self) -> str | None:
+        return None if self.migrated.is_set() else "the database schema is not set up: run `wallet migrate`"
+
+
+def test_a_schema_not_migrated_yet_is_said_once_without_a_traceback_then_delivery_resumes(
+    hooks, sender, workers, caplog
+):
+    hooks.add_webhook_endpoint(URL, ["*"])
+    grant(hooks)
+    unmigrated = Unmigrated(hooks)
+
+    with caplog.at_level(logging.INFO, logger="wallet.webhooks"):
+        worker = start(workers, unmigrated, poll_seconds=0.01, schema_problem=unmigrated.problem)
+        eventually(lambda: worker.failures >= 3)
+        unmigrated.migrated.set()
+        eventually(lambda: len(sender.sent) == 1, timeout=10)
+        worker.stop(timeout=2)
+
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert messages.count("webhook delivery waits: the database schema is not set up: run `wallet migrate`") == 1
+    assert "webhook delivery resumes: the database schema is ready" in messages
+    assert not any(r.exc_info for r in caplog.records)
+    assert not any("round failed" in m for m in messages)
