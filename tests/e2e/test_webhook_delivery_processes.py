@@ -31,7 +31,7 @@ from standardwebhooks import Webhook
 from entrypoints.container import Container
 from entrypoints.http.auth import JwtAuthenticator
 from entrypoints.settings import Secret, Settings
-from tests.fixtures.webhook_receiver import Received, WebhookReceiver, closed_port
+from tests.fixtures.webhook_receiver import Answer, Received, WebhookReceiver, closed_port
 from wallet_core.service import Wallet
 from wallet_core.webhooks_out import Delivery, WebhookEndpoint
 
@@ -254,3 +254,22 @@ def test_events_made_while_the_receiver_is_down_survive_a_kill_9_and_are_all_del
         assert {e["type"] for e in events.values()} == {"credits.granted"}
         pulled = wallet.events_after(None, limit=500).events
         assert {e.id for e in pulled} == set(events)  # every event the wallet recorded, delivered
+
+
+def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(tmp_path, processes, receivers):
+    database_url = f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
+    receiver = WebhookReceiver().start()
+    receivers.append(receiver)
+    receiver.answer_next(Answer(500), Answer(503))
+    server = Serve(tmp_path, env(database_url))
+    processes.append(server)
+    with library_wallet(database_url) as wallet:
+        endpoint = wallet.add_webhook_endpoint(receiver.url(), ["*"])
+
+        server.grant("carol", "1.00", "e2e-third-attempt")
+
+        [delivery] = eventually(lambda: wallet.webhook_deliveries(endpoint.id, status="delivered"), timeout=30)
+        assert (delivery.attempts, delivery.last_status_code, delivery.last_error) == (3, 200, None)
+        attempts = receiver.wait_for(3)
+        assert len(attempts) == 3 and len({a.headers["webhook-id"] for a in attempts}) == 1  # one event, 3 tries
+        assert all(Webhook(endpoint.secret).verify(a.body, a.headers) for a in attempts)
