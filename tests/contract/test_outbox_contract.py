@@ -37,7 +37,9 @@ def page(uow: Uow, after: int = 0, limit: int = 100, **filters: str) -> list[tup
 def test_committed_events_are_numbered_once_in_the_order_they_committed(uow: Uow) -> None:
     plus_two = timezone(timedelta(hours=2))
     first = [
-        told(EventType.CREDITS_GRANTED, metadata={"order": "42", "note": "crème brûlée ✓"}, reverts=None),
+        told(
+            EventType.CREDITS_GRANTED, metadata={"order": "42", "note": "100% 'crème' \\ brûlée ✓ %(x)s"}, reverts=None
+        ),
         told(EventType.BALANCE_LOW, at=(T0 + HOUR).astimezone(plus_two), low_balance_credits="5.00"),
     ]
     second = told(EventType.HOLD_CREATED, "bob", hold_id="hold_1")

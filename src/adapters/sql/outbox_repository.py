@@ -1,12 +1,17 @@
 """Outbox over one SQLAlchemy connection: outbound events written in the transaction of the change they
 describe, numbered once committed (table `outbound_events`, 0008).
 
-Writing (on the hot path of every spend and grant): `add` only keeps the event; the unit of work calls
-`flush` just before COMMIT, which writes every event of the transaction with one multi-row INSERT (an
-unnest of arrays on PostgreSQL, a VALUES list on SQLite), or nothing when there are none. `rollback`
-and leaving without commit drop what was kept. The INSERT fills the primary key (`seq`, in the order
-added), the unique id and the partial index of unnumbered events; the indexes on `number` are partial
-to numbered rows, so it touches none of them.
+Writing (on the hot path of every spend and grant): `add` only keeps the event; when the unit of work
+commits, every event of the transaction is written with one multi-row INSERT (INSERT ... VALUES (...),
+(...)), or nothing when there are none; rollback and leaving without commit drop what was kept.
+- SQLite (`flush`, just before COMMIT): a statement with parameters, a text per number of rows (nearly
+  every booking has one or two events), kept in sqlite3's statement cache.
+- PostgreSQL (`flush_and_commit`): the INSERT and the COMMIT in one simple query (Driver.run_and_commit),
+  the values escaped by libpq, so the events cost no round trip of their own and none of psycopg's
+  per-statement work: about half of what a prepared INSERT before COMMIT cost (bench/outbox.py,
+  docs/performance.md). A refused INSERT leaves COMMIT unrun: nothing of the transaction is committed.
+The INSERT fills the primary key (`seq`, in the order added), the unique id and the partial index of
+unnumbered events; the indexes on `number` are partial (numbered rows only), so it touches none of them.
 
 Publishing: `publish` locks the one row of `event_publication` (FOR UPDATE on PostgreSQL; on SQLite the
 transaction already holds the writer lock), so publishers take turns, then numbers the unnumbered events
@@ -15,8 +20,8 @@ COMMITTED it sees committed events only, so an event whose transaction commits a
 lower `seq`, which PostgreSQL's sequence gave out first) is numbered by the next publish, after it: a
 consumer paging by number never skips an event that committed late.
 
-Cost in statements: add 0; flush 1 (none without events); publish 2 when there is nothing new, 3
-otherwise; page and get 1 (get 0 for an event added in this transaction).
+Cost in statements: add 0; flush 1 (none without events); flush_and_commit 1, with the COMMIT; publish 2
+when there is nothing new, 3 otherwise; page and get 1 (get 0 for an event added in this transaction).
 """
 
 # ruff: noqa: S608 -- the f-strings splice in the constant column lists below, never a value
@@ -33,33 +38,19 @@ from wallet_core.event_types import EventType
 from wallet_core.outbound_events import WalletEvent
 
 EVENT_COLUMNS = "number, id, type, user_id, created_at, data"
-_SQLITE_ROWS_PER_INSERT = 100  # 500 parameters, within every SQLite's limit
-
-# PostgreSQL: one statement whatever the number of events (the text is fixed, so psycopg prepares it).
-# WITH ORDINALITY ... ORDER BY: rows go in (and take their `seq`) in the order they were added.
-_PG_ADD_EVENTS = Sql(
-    sqlite="",
-    postgresql=" ".join(
-        """
-        INSERT INTO outbound_events (id, type, user_id, created_at, data)
-        SELECT e.id, e.type, e.user_id, e.created_at, e.data
-        FROM unnest(CAST(%(ids)s AS varchar[]), CAST(%(types)s AS varchar[]), CAST(%(users)s AS varchar[]),
-                    CAST(%(ats)s AS timestamptz[]), CAST(%(data)s AS text[]))
-             WITH ORDINALITY AS e (id, type, user_id, created_at, data, n)
-        ORDER BY e.n
-        """.split()
-    ),
-)
+_ROWS_PER_INSERT = 100  # 500 parameters, within every SQLite's limit (and far within PostgreSQL's)
 
 
 @cache
-def _sqlite_add_events(rows: int) -> Sql:
-    """SQLite: one INSERT with `rows` rows of VALUES (one text per count, cached here and by sqlite3)."""
+def _add_events(rows: int) -> Sql:
+    """One INSERT with `rows` rows of VALUES (a text per count, cached here; psycopg prepares each
+    once it has run a few times, and sqlite3 keeps it in its statement cache). Rows go in, and take
+    their `seq`, in the order given."""
     values = ", ".join(f"(:i{n}, :t{n}, :u{n}, :a{n}, :d{n})" for n in range(rows))
-    return Sql(
-        sqlite=f"INSERT INTO outbound_events (id, type, user_id, created_at, data) VALUES {values}", postgresql=""
-    )
+    return Sql.of(f"INSERT INTO outbound_events (id, type, user_id, created_at, data) VALUES {values}")
 
+
+_INSERT_EVENTS = b"INSERT INTO outbound_events (id, type, user_id, created_at, data) VALUES "
 
 _LOCK_PUBLICATION = Sql.of(
     "SELECT last_number FROM event_publication WHERE id = 1",
@@ -120,32 +111,40 @@ class SqlOutbox:
         if not events:
             return
         at = self._driver.at
-        if self._driver.postgresql:
-            self._driver.run(
-                _PG_ADD_EVENTS,
-                {
-                    "ids": [e.id for e in events],
-                    "types": [e.type.value for e in events],
-                    "users": [e.user_id for e in events],
-                    "ats": [at(e.created_at) for e in events],
-                    "data": [_json(e) for e in events],
-                },
-            )
-            return
-        for start in range(0, len(events), _SQLITE_ROWS_PER_INSERT):
-            chunk = events[start : start + _SQLITE_ROWS_PER_INSERT]
+        for start in range(0, len(events), _ROWS_PER_INSERT):
+            chunk = events[start : start + _ROWS_PER_INSERT]
             params: dict[str, Any] = {}
             for n, e in enumerate(chunk):
-                params.update(
-                    {
-                        f"i{n}": e.id,
-                        f"t{n}": e.type.value,
-                        f"u{n}": e.user_id,
-                        f"a{n}": at(e.created_at),
-                        f"d{n}": _json(e),
-                    }
+                params[f"i{n}"] = e.id
+                params[f"t{n}"] = e.type.value
+                params[f"u{n}"] = e.user_id
+                params[f"a{n}"] = at(e.created_at)
+                params[f"d{n}"] = _json(e)
+            self._driver.run(_add_events(len(chunk)), params)
+
+    def flush_and_commit(self) -> bool:
+        """PostgreSQL: write the events added in this transaction and commit it, in one message. False,
+        having done nothing, on SQLite or when there are no events (the caller then commits itself)."""
+        if not self._kept or not self._driver.postgresql:
+            return False
+        events, self._kept = self._kept, []
+        literal = self._driver.literal
+        rows = [
+            b"("
+            + b", ".join(
+                (
+                    literal(e.id),
+                    literal(e.type.value),
+                    literal(e.user_id),
+                    literal(self._driver.at(e.created_at).isoformat()) + b"::timestamptz",
+                    literal(_json(e)),
                 )
-            self._driver.run(_sqlite_add_events(len(chunk)), params)
+            )
+            + b")"
+            for e in events
+        ]
+        self._driver.run_and_commit(_INSERT_EVENTS + b", ".join(rows))
+        return True
 
     def discard(self) -> None:
         """Forget the events added in this transaction (it rolled back)."""

@@ -139,7 +139,10 @@ class SqlUnitOfWork:
         conn = self._connection()
         try:
             with translate_storage_errors():
-                self.outbox.flush()  # the transaction's events, one INSERT (a refused one stops the commit)
+                # The transaction's events: one INSERT (a refused one stops the commit), sent with the
+                # COMMIT on PostgreSQL (adapters.sql.outbox_repository).
+                if not self.outbox.flush_and_commit():
+                    self.outbox.flush()
                 conn.commit()  # the next statement begins a new transaction
         finally:
             self._transaction_ended()
