@@ -12,40 +12,59 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from adapters.fake_gateway import FakePaymentGateway
+from adapters.fake_webhook_sender import FakeWebhookSender
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork, in_memory_unit_of_work_factory
 from adapters.sql.unit_of_work import SqlUnitOfWork, sql_unit_of_work_factory
 from adapters.stripe_gateway import StripePaymentGateway
 from tests.unit.helpers import StubGateway
+from wallet_core.money import Credits
 from wallet_core.ports import (
+    AlertSettings,
     HoldRepository,
     LedgerRepository,
+    Outbox,
     PaymentEventLog,
     PaymentGateway,
     TopUpRepository,
     UnitOfWork,
     UnitOfWorkFactory,
+    WebhookDeliveries,
+    WebhookEndpoints,
+    WebhookSender,
 )
 
 
 def sql_unit_of_work(engine: Engine, tx: SqlUnitOfWork) -> None:
-    _uow: UnitOfWork = SqlUnitOfWork(engine)
-    _factory: UnitOfWorkFactory = sql_unit_of_work_factory(engine)
+    _uow: UnitOfWork = SqlUnitOfWork(engine, low_balance_default=Credits(100))
+    _factory: UnitOfWorkFactory = sql_unit_of_work_factory(engine, low_balance_default=None)
     _ledger: LedgerRepository = tx.ledger
     _holds: HoldRepository = tx.holds
     _top_ups: TopUpRepository = tx.top_ups
     _events: PaymentEventLog = tx.events
+    _outbox: Outbox = tx.outbox
+    _alerts: AlertSettings = tx.alerts
+    _endpoints: WebhookEndpoints = tx.endpoints
+    _deliveries: WebhookDeliveries = tx.deliveries
 
 
 def in_memory_unit_of_work(store: InMemoryStore, tx: InMemoryUnitOfWork) -> None:
-    _uow: UnitOfWork = InMemoryUnitOfWork(store)
-    _factory: UnitOfWorkFactory = in_memory_unit_of_work_factory(store)
+    _uow: UnitOfWork = InMemoryUnitOfWork(store, low_balance_default=Credits(100))
+    _factory: UnitOfWorkFactory = in_memory_unit_of_work_factory(store, low_balance_default=None)
     _ledger: LedgerRepository = tx.ledger
     _holds: HoldRepository = tx.holds
     _top_ups: TopUpRepository = tx.top_ups
     _events: PaymentEventLog = tx.events
+    _outbox: Outbox = tx.outbox
+    _alerts: AlertSettings = tx.alerts
+    _endpoints: WebhookEndpoints = tx.endpoints
+    _deliveries: WebhookDeliveries = tx.deliveries
 
 
 def payment_gateways(stripe: StripePaymentGateway, fake: FakePaymentGateway, stub: StubGateway) -> None:
     _stripe: PaymentGateway = stripe
     _fake: PaymentGateway = fake
     _stub: PaymentGateway = stub
+
+
+def webhook_senders(fake: FakeWebhookSender) -> None:
+    _fake: WebhookSender = fake

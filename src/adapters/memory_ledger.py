@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 
+from wallet_core.alerts import AlertState
 from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
@@ -31,8 +32,10 @@ from wallet_core.ledger import (
     sources_of,
 )
 from wallet_core.money import Credits
+from wallet_core.outbound_events import WalletEvent
 from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit, StoredEvent
 from wallet_core.topups import OPEN_STATUSES, TopUp, TopUpActivity, TopUpStatus
+from wallet_core.webhooks_out import Delivery, DeliveryStatus, WebhookEndpoint
 
 
 @dataclass
@@ -47,6 +50,11 @@ class _State:
     holds: dict[str, Hold] = field(default_factory=dict)
     top_ups: dict[str, TopUp] = field(default_factory=dict)
     events: dict[str, StoredEvent] = field(default_factory=dict)
+    outbox: list[WalletEvent] = field(default_factory=list)  # in commit order (one unit of work at a time)
+    published: int = 0  # how many of `outbox` (the first ones) are numbered: number = position + 1
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    endpoints: dict[str, WebhookEndpoint] = field(default_factory=dict)
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -60,6 +68,11 @@ class _State:
             dict(self.holds),
             dict(self.top_ups),
             dict(self.events),
+            list(self.outbox),
+            self.published,
+            dict(self.alerts),
+            dict(self.endpoints),
+            dict(self.deliveries),
         )
 
 
@@ -355,15 +368,123 @@ class InMemoryPaymentEventLog:
         return sorted(mine, key=lambda e: (e.received_at, e.event_id))
 
 
+class InMemoryOutbox:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, event: WalletEvent) -> None:
+        self._s.outbox.append(event)
+
+    def publish(self, limit: int) -> list[tuple[int, WalletEvent]]:
+        start = self._s.published
+        fresh = self._s.outbox[start : start + limit]
+        self._s.published = start + len(fresh)
+        return [(start + i + 1, event) for i, event in enumerate(fresh)]
+
+    def page(
+        self, after: int, limit: int, *, type: str | None = None, user_id: str | None = None
+    ) -> list[tuple[int, WalletEvent]]:
+        numbered = enumerate(self._s.outbox[: self._s.published], start=1)
+        chosen = [
+            (n, e)
+            for n, e in numbered
+            if n > after and (type is None or e.type == type) and (user_id is None or e.user_id == user_id)
+        ]
+        return chosen[:limit]
+
+    def get(self, event_id: str) -> WalletEvent | None:
+        return next((e for e in self._s.outbox if e.id == event_id), None)
+
+
+class InMemoryAlertSettings:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def get(self, user_id: str) -> AlertState:
+        return self._s.alerts.get(user_id, AlertState())
+
+    def set(self, user_id: str, state: AlertState, at: datetime) -> None:
+        self._s.available.setdefault(user_id, Credits(0))
+        self._s.held.setdefault(user_id, Credits(0))
+        self._s.alerts[user_id] = state
+
+
+class InMemoryWebhookEndpoints:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, endpoint: WebhookEndpoint) -> None:
+        self._s.endpoints[endpoint.id] = endpoint
+
+    def get(self, endpoint_id: str) -> WebhookEndpoint | None:
+        return self._s.endpoints.get(endpoint_id)
+
+    def all(self) -> list[WebhookEndpoint]:
+        return sorted(self._s.endpoints.values(), key=lambda e: (e.created_at, e.id))
+
+    def remove(self, endpoint_id: str) -> bool:
+        return self._s.endpoints.pop(endpoint_id, None) is not None
+
+    def update(self, endpoint: WebhookEndpoint) -> None:
+        if endpoint.id not in self._s.endpoints:
+            raise NotFound(f"no webhook endpoint {endpoint.id}")
+        self._s.endpoints[endpoint.id] = endpoint
+
+
+class InMemoryWebhookDeliveries:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def add(self, delivery: Delivery) -> None:
+        self._s.deliveries[delivery.id] = delivery
+
+    def claim(self, at: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        due = sorted(
+            (
+                d
+                for d in self._s.deliveries.values()
+                if d.status is DeliveryStatus.PENDING and d.next_attempt_at is not None and d.next_attempt_at <= at
+            ),
+            key=lambda d: (d.next_attempt_at or at, d.id),
+        )[:limit]
+        claimed = [replace(d, attempts=d.attempts + 1, next_attempt_at=lease_until) for d in due]
+        for d in claimed:
+            self._s.deliveries[d.id] = d
+        return claimed
+
+    def save(self, delivery: Delivery) -> None:
+        if delivery.id not in self._s.deliveries:
+            raise NotFound(f"no delivery {delivery.id}")
+        self._s.deliveries[delivery.id] = delivery
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        return self._s.deliveries.get(delivery_id)
+
+    def for_endpoint(self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int) -> list[Delivery]:
+        mine = [
+            d
+            for d in self._s.deliveries.values()
+            if d.endpoint_id == endpoint_id and (status is None or d.status is status)
+        ]
+        return sorted(mine, key=lambda d: (d.created_at, d.id), reverse=True)[:limit]
+
+
 class InMemoryUnitOfWork:
-    def __init__(self, store: InMemoryStore, *, read_only: bool = False) -> None:
+    def __init__(
+        self, store: InMemoryStore, *, read_only: bool = False, low_balance_default: Credits | None = None
+    ) -> None:
         self._store = store
         self._read_only = read_only
         self._working: _State | None = None
+        self.low_balance_default = low_balance_default
         self.ledger: InMemoryLedgerRepository
         self.holds: InMemoryHoldRepository
         self.top_ups: InMemoryTopUpRepository
         self.events: InMemoryPaymentEventLog
+        self.outbox: InMemoryOutbox
+        self.alerts: InMemoryAlertSettings
+        self.endpoints: InMemoryWebhookEndpoints
+        self.deliveries: InMemoryWebhookDeliveries
 
     def __enter__(self) -> InMemoryUnitOfWork:
         self._store.lock.acquire()
@@ -376,6 +497,10 @@ class InMemoryUnitOfWork:
         self.holds = InMemoryHoldRepository(self._working)
         self.top_ups = InMemoryTopUpRepository(self._working)
         self.events = InMemoryPaymentEventLog(self._working)
+        self.outbox = InMemoryOutbox(self._working)
+        self.alerts = InMemoryAlertSettings(self._working)
+        self.endpoints = InMemoryWebhookEndpoints(self._working)
+        self.deliveries = InMemoryWebhookDeliveries(self._working)
 
     def __exit__(
         self,
@@ -403,12 +528,15 @@ class InMemoryUnitOfWorkFactory:
     closure typed `Callable[..., InMemoryUnitOfWork]`, so that its call signature is a type mypy holds
     to the port `UnitOfWorkFactory`, keyword `read_only` included (tests/typecheck_ports.py)."""
 
-    def __init__(self, store: InMemoryStore) -> None:
+    def __init__(self, store: InMemoryStore, *, low_balance_default: Credits | None = None) -> None:
         self._store = store
+        self._low_balance_default = low_balance_default
 
     def __call__(self, *, read_only: bool = False) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self._store, read_only=read_only)
+        return InMemoryUnitOfWork(self._store, read_only=read_only, low_balance_default=self._low_balance_default)
 
 
-def in_memory_unit_of_work_factory(store: InMemoryStore) -> InMemoryUnitOfWorkFactory:
-    return InMemoryUnitOfWorkFactory(store)
+def in_memory_unit_of_work_factory(
+    store: InMemoryStore, *, low_balance_default: Credits | None = None
+) -> InMemoryUnitOfWorkFactory:
+    return InMemoryUnitOfWorkFactory(store, low_balance_default=low_balance_default)

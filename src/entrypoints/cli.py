@@ -156,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--service", action="store_true", help="include the service role (spend and hold)")
     token.add_argument("--ttl", type=_ttl, default=3600, metavar="SECONDS",
                        help=f"seconds until it expires, 1 to {MAX_TOKEN_TTL_SECONDS} (default 3600)")
+    _worker_parser(sub)
     return parser
 
 
@@ -458,6 +459,37 @@ def _token(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = sub.add_parser(
+        "worker",
+        help="deliver outbound webhooks in the foreground until SIGTERM/SIGINT",
+        description="Deliver outbound webhooks (what `wallet serve` does in a thread unless WALLET_WEBHOOK_WORKER="
+        "false). On SIGTERM or SIGINT the delivery in flight finishes, then it exits 0. Several workers may run "
+        "on one PostgreSQL database.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    worker.add_argument("--log-format", choices=("json", "text"), default="json",
+                        help="json: one JSON object per line on stderr; text: for a person")
+    worker.add_argument("--poll-seconds", type=float, default=1.0, metavar="SECONDS",
+                        help="how long to wait after a round that found nothing to deliver")
+
+
+def _worker(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.container import ensure_schema
+    from entrypoints.logs import REDACTOR
+    from entrypoints.worker import DeliveryWorker, run_until_signalled
+    from wallet_core.errors import InvalidInput
+
+    if not 0.05 <= args.poll_seconds <= 60:
+        raise InvalidInput("--poll-seconds", "must be between 0.05 and 60")
+    REDACTOR.add_secrets(container.settings())
+    warning = ensure_schema(container)  # SQLite is migrated; PostgreSQL must be (`wallet migrate`)
+    if warning is not None:
+        logging.getLogger("wallet.webhooks").warning("%s", warning)
+    run_until_signalled(DeliveryWorker(container.wallet(), poll_seconds=args.poll_seconds))
+    return 0
+
+
 Command = Callable[["Container", argparse.Namespace], int]
 # The commands that read or write the ledger: on SQLite (the zero-configuration default) the schema is
 # brought up to date first; on PostgreSQL it must be up to date (`wallet migrate`), else they exit 1
@@ -476,7 +508,9 @@ LEDGER_COMMANDS: dict[str, Command] = {
     "events": _events,
     "reconcile": _reconcile,
 }
-COMMANDS: dict[str, Command] = {"serve": _serve, "migrate": _migrate, "token": _token, **LEDGER_COMMANDS}
+COMMANDS: dict[str, Command] = {
+    "serve": _serve, "migrate": _migrate, "token": _token, "worker": _worker, **LEDGER_COMMANDS
+}
 
 
 def main(argv: Sequence[str] | None = None, *, container: Container | None = None) -> int:
@@ -484,7 +518,7 @@ def main(argv: Sequence[str] | None = None, *, container: Container | None = Non
     args = _parser().parse_args(argv)
     # The server logs what it does (JSON lines, secrets redacted; see entrypoints.logs); a one-shot
     # command prints its result and, on failure, one line.
-    if args.command == "serve":
+    if args.command in ("serve", "worker"):
         from entrypoints.logs import configure_logging
 
         configure_logging(args.log_format)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from adapters.sql.unit_of_work import SqlUnitOfWorkFactory
     from adapters.stripe_gateway import StripePaymentGateway
+    from adapters.webhook_sender import HttpWebhookSender
 
 log = logging.getLogger("wallet.schema")
 
@@ -40,6 +41,17 @@ def _gateway(settings: Settings) -> StripePaymentGateway:
     )
 
 
+def _webhook_sender(settings: Settings) -> HttpWebhookSender:
+    from adapters.webhook_sender import HttpWebhookSender
+
+    if settings.webhook_allow_private_urls:
+        logging.getLogger("wallet.webhooks").warning(
+            "WALLET_WEBHOOK_ALLOW_PRIVATE_URLS=true: webhook endpoints may be http:// and point into the private "
+            "network (development and tests only)"
+        )
+    return HttpWebhookSender(allow_private=settings.webhook_allow_private_urls)
+
+
 def _engine(settings: Settings) -> Iterator[Engine]:
     from adapters.sql.engine import create_wallet_engine
 
@@ -50,10 +62,10 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         engine.dispose()
 
 
-def _unit_of_work(engine: Engine) -> SqlUnitOfWorkFactory:
+def _unit_of_work(engine: Engine, settings: Settings) -> SqlUnitOfWorkFactory:
     from adapters.sql.unit_of_work import sql_unit_of_work_factory
 
-    return sql_unit_of_work_factory(engine)
+    return sql_unit_of_work_factory(engine, low_balance_default=settings.low_balance_credits)
 
 
 def _authenticator(settings: Settings) -> JwtAuthenticator:
@@ -63,12 +75,22 @@ def _authenticator(settings: Settings) -> JwtAuthenticator:
 class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
     engine = providers.Resource(_engine, settings)  # disposed by container.shutdown_resources()
-    unit_of_work = providers.Singleton(_unit_of_work, engine)
+    unit_of_work = providers.Singleton(_unit_of_work, engine, settings)
     gateway = providers.Singleton(_gateway, settings)
     policy = providers.Singleton(lambda s: s.policy, settings)
     authenticator = providers.Singleton(_authenticator, settings)
     clock = providers.Object(utc_now)
-    wallet = providers.Singleton(Wallet, uow=unit_of_work, gateway=gateway, policy=policy, clock=clock)
+    webhook_sender = providers.Singleton(_webhook_sender, settings)
+    wallet = providers.Singleton(
+        Wallet,
+        uow=unit_of_work,
+        gateway=gateway,
+        policy=policy,
+        clock=clock,
+        webhook_sender=webhook_sender,
+        webhook_retry_seconds=providers.Callable(lambda s: s.webhook_retry_seconds, settings),
+        allow_private_webhook_urls=providers.Callable(lambda s: s.webhook_allow_private_urls, settings),
+    )
 
 
 def migrate(container: Container) -> None:
@@ -100,6 +122,18 @@ def _migrate_embedded(container: Container) -> str | None:
     except SchemaTooNew as exc:
         return exc.description
     return None
+
+
+def schema_problem(container: Container) -> str | None:
+    """Why the database's schema cannot be used now (missing or older than this code: `wallet migrate`),
+    or None: ready, newer (a rolling upgrade serves it), or not reachable (not a schema problem)."""
+    from adapters.sql.migrate import SchemaTooNew, schema_state
+
+    try:
+        found = schema_state(container.engine()).problem()
+    except Exception:  # noqa: BLE001 - unreachable or locked: the caller's own error says so
+        return None
+    return None if found is None or isinstance(found, SchemaTooNew) else found.description
 
 
 def ensure_schema(container: Container) -> str | None:

@@ -5,6 +5,10 @@ or client sees "connection refused" and goes elsewhere), lets the requests in fl
 responses go out, closes idle keep-alive connections, and after at most `shutdown_timeout` seconds
 stops the worker threads, disposes of the database engine, logs "wallet stopped" and returns.
 
+Unless WALLET_WEBHOOK_WORKER=false, a thread delivers outbound webhooks (entrypoints.worker) from the
+moment the server listens; on the signal it finishes the delivery in flight while requests drain, and
+stops before the engine is disposed of.
+
 What the server itself adds to waitress (entrypoints.waitress_server): /healthz and waitress's own error
 answers never wait for a worker thread, connections that send nothing make room for new ones when
 the connection limit is reached, and waitress's error answers are JSON like the app's.
@@ -16,6 +20,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
 from typing import Any
@@ -25,10 +30,12 @@ from dependency_injector import providers
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 
-from entrypoints.container import Container, migrate_if_embedded
+from entrypoints.container import Container, migrate_if_embedded, schema_problem
 from entrypoints.http.app import create_app
 from entrypoints.logs import REDACTOR
 from entrypoints.waitress_server import ServerLimits, create_wallet_server, raise_open_files_limit
+from entrypoints.worker import DeliveryWorker
+from wallet_core.webhooks_out import DELIVERY_TIMEOUT_SECONDS
 
 log = logging.getLogger("wallet.server")
 
@@ -48,6 +55,7 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
     elif (settings.stripe_max_concurrent_calls or 0) >= threads:
         log.warning("STRIPE_MAX_CONCURRENT_CALLS (%s) is not below --threads (%d): a Stripe that hangs can hold "
                     "every worker thread", settings.stripe_max_concurrent_calls, threads)
+    worker: DeliveryWorker | None = None
     try:
         migrate_if_embedded(container)
         app = create_app(container)
@@ -60,8 +68,15 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
             log.error("cannot listen on %s:%s: %s", host, port, exc)
             raise SystemExit(1) from None
         log.info("wallet serving on http://%s:%s (%r)", host, port, settings)  # only once it listens
-        GracefulServer(server, shutdown_timeout).run()
+        graceful = GracefulServer(server, shutdown_timeout)
+        if settings.webhook_worker:  # WALLET_WEBHOOK_WORKER=false: separate `wallet worker` processes deliver
+            worker = DeliveryWorker(container.wallet(), schema_problem=lambda: schema_problem(container))
+            worker.start()
+            graceful.on_stopping = worker.request_stop  # it finishes its delivery while requests drain
+        graceful.run()
     finally:
+        if worker is not None and not worker.stop(timeout=max(shutdown_timeout, DELIVERY_TIMEOUT_SECONDS) + 5):
+            log.warning("the webhook worker did not stop in time; its claimed delivery is retried after its lease")
         container.shutdown_resources()  # disposes of the engine: pooled connections are closed
         if overridden:
             container.settings.reset_last_overriding()
@@ -76,6 +91,7 @@ class GracefulServer:
         self.shutdown_timeout = shutdown_timeout
         self.stopping = threading.Event()
         self.signal_name = ""
+        self.on_stopping: Callable[[], None] | None = None  # called as draining starts
         # A MultiSocketServer (several listen addresses) keeps its map as .map, a single server as ._map.
         self.map: dict[int, Any] = getattr(server, "map", None) or server._map
 
@@ -120,6 +136,8 @@ class GracefulServer:
         return [d for d in list(self.map.values()) if isinstance(d, HTTPChannel)]
 
     def _drain(self) -> None:
+        if self.on_stopping is not None:
+            self.on_stopping()
         for listener in self._listeners():
             # Stop accepting: close the listening socket only. BaseWSGIServer.close() would also close
             # the trigger that the worker threads pull to hand finished responses to this loop.

@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from wallet_core.alerts import MAX_THRESHOLD
 from wallet_core.errors import InvalidInput
-from wallet_core.money import Usd
+from wallet_core.money import Credits, Usd
 from wallet_core.topups import TopUpLimits, TopUpPolicy
+from wallet_core.webhooks_out import DEFAULT_RETRY_SECONDS, parse_retry_schedule
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -73,6 +75,10 @@ class Settings:
     connection_limit: int = 1000
     idle_timeout_seconds: int = 30
     top_up_limits: TopUpLimits = field(default_factory=TopUpLimits)  # WALLET_TOP_UP_MAX_OPEN, _MAX_PER_HOUR
+    low_balance_credits: Credits | None = None  # WALLET_LOW_BALANCE_CREDITS: wallets' default threshold
+    webhook_allow_private_urls: bool = False  # development and tests only: endpoints on private addresses
+    webhook_retry_seconds: tuple[int, ...] = DEFAULT_RETRY_SECONDS
+    webhook_worker: bool = True  # `wallet serve` delivers webhooks in a thread of its own
 
     @property
     def development(self) -> bool:
@@ -97,7 +103,10 @@ class Settings:
             f"db_lock_timeout_seconds={self.db_lock_timeout_seconds:g}, "
             f"stripe_max_concurrent_calls={self.stripe_max_concurrent_calls or 'auto'}, "
             f"connection_limit={self.connection_limit}, idle_timeout_seconds={self.idle_timeout_seconds}, "
-            f"top_up_limits={self.top_up_limits})"
+            f"top_up_limits={self.top_up_limits}, low_balance_credits={self.low_balance_credits}, "
+            f"webhook_allow_private_urls={self.webhook_allow_private_urls}, "
+            f"webhook_retry_seconds={','.join(map(str, self.webhook_retry_seconds))}, "
+            f"webhook_worker={self.webhook_worker})"
         )
 
     @classmethod
@@ -160,6 +169,11 @@ class Settings:
             max_per_hour=_whole(get, "WALLET_TOP_UP_MAX_PER_HOUR", 0, 1_000_000, TopUpLimits.max_per_hour),
         )
 
+        try:
+            retry = parse_retry_schedule(get("WALLET_WEBHOOK_RETRY_SECONDS"))
+        except InvalidInput as exc:
+            raise SettingsError(f"{exc.description} (for example 5,30,120)") from None
+
         return cls(
             database_url=db_url,
             env=mode,
@@ -178,6 +192,10 @@ class Settings:
             connection_limit=_whole(get, "WALLET_CONNECTION_LIMIT", 10, 100_000, 1000),
             idle_timeout_seconds=_whole(get, "WALLET_IDLE_TIMEOUT_SECONDS", 1, 3600, 30),
             top_up_limits=limits,
+            low_balance_credits=_credits(get("WALLET_LOW_BALANCE_CREDITS"), "WALLET_LOW_BALANCE_CREDITS"),
+            webhook_allow_private_urls=_flag(get, "WALLET_WEBHOOK_ALLOW_PRIVATE_URLS", False),
+            webhook_retry_seconds=retry,
+            webhook_worker=_flag(get, "WALLET_WEBHOOK_WORKER", True),
         )
 
 
@@ -190,6 +208,21 @@ def _usd(raw: str | None, name: str, default: Usd) -> Usd:
         raise SettingsError(f"{exc.description} (for example 1.00)") from None
     if value.cents <= 0:
         raise SettingsError(f"{name} must be greater than 0")
+    return value
+
+
+def _credits(raw: str | None, name: str) -> Credits | None:
+    """A positive amount of credits, at most 2 decimals (None when unset)."""
+    if raw is None:
+        return None
+    try:
+        value = Credits.parse(raw, name)
+    except InvalidInput as exc:
+        raise SettingsError(f"{exc.description} (for example 100.00)") from None
+    if not value.is_positive():
+        raise SettingsError(f"{name} must be greater than 0")
+    if value > MAX_THRESHOLD:
+        raise SettingsError(f"{name} must be at most {MAX_THRESHOLD}")
     return value
 
 
@@ -227,6 +260,17 @@ def _whole(get: Callable[[str], str | None], name: str, low: int, high: int, def
         no_limit = " (0: no limit)" if low == 0 else ""
         raise SettingsError(f"{name} must be a whole number from {low} to {high}{no_limit}")
     return int(raw)
+
+
+def _flag(get: Callable[[str], str | None], name: str, default: bool) -> bool:
+    """Variable `name` as true or false (either case), or `default` when unset. Nothing else: "1",
+    "yes" or "off" stop start-up rather than be guessed at."""
+    raw = get(name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false")
+    return raw.lower() == "true"
 
 
 def dev_state_dir(environ: Mapping[str, str]) -> Path:

@@ -12,6 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
+from wallet_core.alerts import AlertState
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
     Account,
@@ -23,8 +24,10 @@ from wallet_core.ledger import (
     WalletState,
 )
 from wallet_core.money import Credits
+from wallet_core.outbound_events import WalletEvent
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
 from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
+from wallet_core.webhooks_out import Delivery, DeliveryStatus, SendResult, WebhookEndpoint
 
 
 class PaymentGateway(Protocol):
@@ -262,9 +265,106 @@ class PaymentEventLog(Protocol):
         ...
 
 
+class Outbox(Protocol):
+    """Outbound events, written in the unit of work of the change they describe (`tx.outbox`).
+
+    An event gets its place in the public order (its number, what pull cursors count) only once it is
+    committed: `publish` numbers the committed events that have none, in the order they committed, so
+    a consumer paging by number never skips one committed late."""
+
+    def add(self, event: WalletEvent) -> None: ...
+
+    def publish(self, limit: int) -> list[tuple[int, WalletEvent]]:
+        """Number up to `limit` committed, unnumbered events, oldest first, after the highest number
+        given so far, and return them numbered. Publishers take turns (a lock held until the unit of
+        work ends), so numbers are consecutive and never reused."""
+        ...
+
+    def page(
+        self, after: int, limit: int, *, type: str | None = None, user_id: str | None = None
+    ) -> list[tuple[int, WalletEvent]]:
+        """Numbered events with a number above `after`, in number order, at most `limit`, filtered by
+        type and user when given."""
+        ...
+
+    def get(self, event_id: str) -> WalletEvent | None: ...
+
+
+class AlertSettings(Protocol):
+    """Each wallet's own low-balance threshold and the alert level it was last seen at (`tx.alerts`).
+    Both are also read with the wallet's lock (WalletState.alerts)."""
+
+    def get(self, user_id: str) -> AlertState: ...
+
+    def set(self, user_id: str, state: AlertState, at: datetime) -> None:
+        """Store the wallet's threshold and level (creating an empty wallet as of `at` if needed)."""
+        ...
+
+
+class WebhookEndpoints(Protocol):
+    """The endpoints the host application subscribed (`tx.endpoints`)."""
+
+    def add(self, endpoint: WebhookEndpoint) -> None: ...
+
+    def get(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+
+    def all(self) -> list[WebhookEndpoint]:
+        """Oldest first."""
+        ...
+
+    def remove(self, endpoint_id: str) -> bool:
+        """False when there was no such endpoint. Its deliveries stay (their history), and pending
+        ones are not attempted any more."""
+        ...
+
+    def update(self, endpoint: WebhookEndpoint) -> None:
+        """Store its secrets (a rotation). Raises NotFound for an unknown endpoint."""
+        ...
+
+
+class WebhookDeliveries(Protocol):
+    """Deliveries of events to endpoints (`tx.deliveries`)."""
+
+    def add(self, delivery: Delivery) -> None: ...
+
+    def claim(self, at: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        """Up to `limit` pending deliveries due by `at` (oldest due first) that no other worker has
+        claimed, each with one more attempt counted and its next attempt moved to `lease_until` (so a
+        worker that dies mid-delivery leaves it to be tried again then). Concurrent workers claim
+        different deliveries (PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+        ...
+
+    def save(self, delivery: Delivery) -> None:
+        """Store the outcome of an attempt. Raises NotFound for an unknown delivery."""
+        ...
+
+    def get(self, delivery_id: str) -> Delivery | None: ...
+
+    def for_endpoint(
+        self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int
+    ) -> list[Delivery]:
+        """Newest first."""
+        ...
+
+
+class WebhookSender(Protocol):
+    """Sends a signed delivery over HTTP (the outside world, like PaymentGateway)."""
+
+    def check_url(self, url: str) -> None:
+        """Raise InvalidInput unless `url` may receive deliveries: it must resolve to public addresses
+        only (no SSRF into the private network), unless private URLs are allowed (development)."""
+        ...
+
+    def send(self, url: str, *, secrets: tuple[str, ...], message_id: str, body: bytes, at: datetime) -> SendResult:
+        """POST `body`, signed with each secret (Standard Webhooks), within the delivery timeout.
+        Never raises for the receiver's or the network's failure: the result says what happened."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction, and a repository per aggregate working in it: the ledger, holds,
-    top-ups and the payment event log. Leaving the block without commit() rolls everything back.
+    top-ups, the payment event log, the outbox of outbound events and the alert settings. Leaving the
+    block without commit() rolls everything back.
 
     Raises StorageUnavailable when the store is down or locked. The repositories are read-only
     properties, so an adapter's own (narrower) repository types still fit the port."""
@@ -280,6 +380,23 @@ class UnitOfWork(Protocol):
 
     @property
     def events(self) -> PaymentEventLog: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def alerts(self) -> AlertSettings: ...
+
+    @property
+    def endpoints(self) -> WebhookEndpoints: ...
+
+    @property
+    def deliveries(self) -> WebhookDeliveries: ...
+
+    @property
+    def low_balance_default(self) -> Credits | None:
+        """The low-balance threshold of wallets without their own (WALLET_LOW_BALANCE_CREDITS)."""
+        ...
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -13,13 +13,15 @@ from datetime import datetime
 from decimal import Decimal
 
 from wallet_core.clock import Clock, utc_now
-from wallet_core.errors import InvalidInput
+from wallet_core.errors import InvalidInput, WebhooksNotConfigured
 from wallet_core.ids import check_payment_intent_id
 from wallet_core.ledger import DEFAULT_PRIORITY, CreditKind, WalletView
 from wallet_core.payments import PaymentEvent, PaymentIntent
-from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory
+from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory, WebhookSender
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
+    AlertView,
+    EventPage,
     ExpiryReport,
     GrantResult,
     HistoryPage,
@@ -34,8 +36,11 @@ from wallet_core.use_cases import (
     apply_payment_event,
     capture_hold,
     check_ledger,
+    clear_alert,
     expire_credits,
+    get_alert,
     grant_credits,
+    list_events,
     list_transactions,
     place_hold,
     read_wallet,
@@ -43,9 +48,21 @@ from wallet_core.use_cases import (
     release_hold,
     request_top_up,
     revert_transaction,
+    set_alert,
     spend_credits,
 )
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
+from wallet_core.use_cases.webhook_delivery import (
+    DeliveryRound,
+    add_endpoint,
+    deliver_webhooks,
+    list_deliveries,
+    list_endpoints,
+    redeliver,
+    remove_endpoint,
+    rotate_secret,
+)
+from wallet_core.webhooks_out import DEFAULT_RETRY_SECONDS, Delivery, WebhookEndpoint
 
 
 class Wallet:
@@ -61,12 +78,18 @@ class Wallet:
         policy: TopUpPolicy,
         clock: Clock = utc_now,
         on_close: Callable[[], object] | None = None,
+        webhook_sender: WebhookSender | None = None,
+        webhook_retry_seconds: tuple[int, ...] = DEFAULT_RETRY_SECONDS,
+        allow_private_webhook_urls: bool = False,
     ) -> None:
         self._uow = uow
         self._gateway = gateway
         self.policy = policy
         self._now = clock
         self._on_close = on_close
+        self._sender = webhook_sender
+        self.webhook_retry_seconds = webhook_retry_seconds
+        self.allow_private_webhook_urls = allow_private_webhook_urls
 
     def close(self) -> None:
         """Release the database connections (a Wallet from open_wallet owns them)."""
@@ -260,6 +283,73 @@ class Wallet:
             raise InvalidInput("since", "needs a timezone")
         return reconcile_payments(
             uow=self._uow, gateway=self._gateway, since=since, dry_run=dry_run, now=self._now, progress=progress
+        )
+
+    # -- telling the app -----------------------------------------------------------------------
+
+    def events_after(
+        self, cursor: str | None = None, *, type: str | None = None, user_id: str | None = None, limit: int = 100
+    ) -> EventPage:
+        """Outbound events after `cursor` (from the start when None), oldest first, at most `limit`
+        (1-500), filtered by type and user; pass `next_cursor` back to continue."""
+        return list_events(uow=self._uow, after=cursor, type=type, user_id=user_id, limit=limit)
+
+    def set_low_balance_alert(self, user_id: str, low_balance_credits: object) -> AlertView:
+        """The wallet's own threshold for wallet.balance_low / wallet.recovered (fires nothing now)."""
+        return set_alert(user_id=user_id, low_balance_credits=low_balance_credits, uow=self._uow, now=self._now)
+
+    def low_balance_alert(self, user_id: str) -> AlertView:
+        return get_alert(user_id=user_id, uow=self._uow)
+
+    def clear_low_balance_alert(self, user_id: str) -> AlertView:
+        """Remove the wallet's own threshold: WALLET_LOW_BALANCE_CREDITS (if set) applies again."""
+        return clear_alert(user_id=user_id, uow=self._uow, now=self._now)
+
+    def _webhook_sender(self) -> WebhookSender:
+        if self._sender is None:
+            raise WebhooksNotConfigured("this wallet was built without a webhook sender")
+        return self._sender
+
+    def add_webhook_endpoint(self, url: object, events: object, description: object = None) -> WebhookEndpoint:
+        """Subscribe `url` (https://, a public address) to `events` (["*"] or types). The answer holds
+        the endpoint's signing secret: shown only here."""
+        return add_endpoint(
+            url=url,
+            events=events,
+            description=description,
+            uow=self._uow,
+            sender=self._webhook_sender(),
+            allow_private=self.allow_private_webhook_urls,
+            now=self._now,
+        )
+
+    def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        return list_endpoints(uow=self._uow)
+
+    def remove_webhook_endpoint(self, endpoint_id: str) -> None:
+        remove_endpoint(endpoint_id=endpoint_id, uow=self._uow)
+
+    def rotate_webhook_secret(self, endpoint_id: str) -> WebhookEndpoint:
+        """A new secret (in the answer, shown only here); the old one keeps signing for 24 hours."""
+        return rotate_secret(endpoint_id=endpoint_id, uow=self._uow, now=self._now)
+
+    def webhook_deliveries(
+        self, endpoint_id: str, *, status: str | None = None, limit: int | str = 100
+    ) -> list[Delivery]:
+        return list_deliveries(endpoint_id=endpoint_id, status=status, limit=limit, uow=self._uow)
+
+    def redeliver_event(self, event_id: str) -> int:
+        """Queue an event again for every endpoint subscribed to it; returns how many deliveries."""
+        return redeliver(event_id=event_id, uow=self._uow, now=self._now)
+
+    def deliver_webhooks(self, *, limit: int = 50) -> DeliveryRound:
+        """One round of the delivery worker: publish new events, send the due deliveries."""
+        return deliver_webhooks(
+            uow=self._uow,
+            sender=self._webhook_sender(),
+            schedule=self.webhook_retry_seconds,
+            now=self._now,
+            limit=limit,
         )
 
     # -- reading -------------------------------------------------------------------------------

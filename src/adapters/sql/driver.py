@@ -115,6 +115,27 @@ class Driver:
             self._lost(error)
             raise
 
+    def run_and_commit(self, statement: bytes) -> None:
+        """PostgreSQL: `statement` (no parameters: every value in it made by `literal`) and COMMIT, sent
+        as one simple query, so they cost one round trip and none of the driver's per-statement work.
+        The transaction ends here; SQLAlchemy's commit, which the caller still makes for its own
+        bookkeeping, finds it ended and sends nothing (psycopg commits only a transaction in progress).
+        When the statement fails, COMMIT is not run and the transaction is left failed, to be rolled back."""
+        conn = self._driver()
+        try:
+            conn.execute(statement + b"; COMMIT", prepare=False)
+        except Exception as error:
+            self._lost(error)
+            raise
+
+    def literal(self, value: str) -> bytes:
+        """PostgreSQL: `value` as a quoted string literal, escaped by libpq (PQescapeLiteral) for this
+        connection's encoding."""
+        from psycopg.pq import Escaping  # imported only where PostgreSQL is in use
+
+        escaped: bytes = Escaping(self._driver().pgconn).escape_literal(value.encode())
+        return escaped
+
     def _execute(self, sql: Sql, params: Mapping[str, Any]) -> Any:
         conn = self._driver()
         try:

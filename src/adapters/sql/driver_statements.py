@@ -152,17 +152,21 @@ LOTS_BY_ID = Sql.of(
 # The wallet row of a user who has one (nearly every write), locked without writing it: a row lock on
 # PostgreSQL (FOR UPDATE re-reads the latest committed version once the lock is granted), and on
 # SQLite, where BEGIN IMMEDIATE already holds the database's writer lock, a plain read.
+# Both lock statements answer the wallet's alert settings too (its own low-balance threshold and alert
+# level), which the unit of work keeps for tx.alerts while the lock is held: the alerts every booking
+# checks cost no statement of their own (adapters.sql.alert_repository).
+WALLET_COLUMNS = "available, held, low_balance, alert_level"
 LOCK_EXISTING_WALLET = Sql.of(
-    "SELECT available, held FROM wallets WHERE user_id = :p_user",
-    postgresql="SELECT available, held FROM wallets WHERE user_id = :p_user FOR UPDATE",
+    f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user",
+    postgresql=f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user FOR UPDATE",
 )
 # A user's first write: the upsert creates the row (or, when a concurrent first write just did, waits
 # for its lock and updates it), and locks it either way.
 LOCK_WALLET = Sql.of(
-    """
+    f"""
     INSERT INTO wallets (user_id, available, held, updated_at) VALUES (:p_user, 0, 0, :p_at)
     ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at
-    RETURNING available, held
+    RETURNING {WALLET_COLUMNS}
     """
 )
 # A user's live lots (the partial index ix_credit_lots_user_live: its condition is spelled exactly so):

@@ -16,7 +16,8 @@ costs, in statements sent:
   `sources`: one statement for a whole page; a page with no rows costs 1)
 - lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots: the live
   ones through the partial index ix_credit_lots_user_live, or only those due), 3 for a user's first
-  write (the read finds no row; an upsert creates and locks it)
+  write (the read finds no row; an upsert creates and locks it). The wallet row brings its alert
+  settings along, kept for tx.alerts (adapters.sql.alert_repository).
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
   lot changes and postings; the balance after leaves out pending credits in the same statement); on
   SQLite, where a statement is a function call and no round trip, 2 plus one executemany each for the
@@ -56,6 +57,7 @@ from sqlalchemy import (
 )
 
 from adapters.sql import driver_statements as sql
+from adapters.sql.alert_repository import alert_state
 from adapters.sql.core import at_param
 from adapters.sql.core import bytewise as code_point_order
 from adapters.sql.driver import Driver, Sql
@@ -65,6 +67,7 @@ from adapters.sql.tables import (
     postings,
     wallets,
 )
+from wallet_core.alerts import AlertState
 from wallet_core.errors import DuplicateReference
 from wallet_core.ledger import (
     TAKE_BACK_KINDS,
@@ -230,11 +233,16 @@ def _statements(dialect_name: str) -> _Statements:
 class SqlLedgerRepository:
     """The ledger as seen through `connection`; transactions are the unit of work's business."""
 
-    def __init__(self, connection: Connection, driver: Driver) -> None:
+    def __init__(
+        self, connection: Connection, driver: Driver, locked_alerts: dict[str, AlertState] | None = None
+    ) -> None:
         self._conn = connection
         self._sql = _statements(connection.dialect.name)
         self._pg = connection.dialect.name == "postgresql"
         self._driver = driver
+        # The alert settings of each wallet this unit of work locked, as the lock read them (shared
+        # with tx.alerts, which answers from here: adapters.sql.alert_repository).
+        self._locked_alerts: dict[str, AlertState] = {} if locked_alerts is None else locked_alerts
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, at: datetime) -> tuple[Credits, Credits]:
@@ -317,6 +325,7 @@ class SqlLedgerRepository:
         if wallet is None:
             wallet = self._driver.one(sql.LOCK_WALLET, {"p_user": user_id, "p_at": self._driver.at(at)})
             assert wallet is not None  # an upsert with RETURNING always returns its row
+        self._locked_alerts[user_id] = alert_state(wallet[2], wallet[3])
         rows = self._driver.all(lots, params)
         return WalletState(user_id, Credits(wallet[0]), Credits(wallet[1]), tuple(self._lot_of(r) for r in rows))
 

@@ -71,6 +71,11 @@ wallets = Table(
     # credits. Reads subtract pending credits only while it is ahead of them, so a wallet with none
     # never pays for looking.
     Column("pending_until", UtcDateTime, nullable=True),
+    # Balance alerts (0008): the wallet's own low-balance threshold in hundredths (NULL: the default,
+    # WALLET_LOW_BALANCE_CREDITS, applies) and the level its balance was last seen at (ok | low |
+    # depleted; NULL: no change seen since alerts existed). Read with the wallet's lock.
+    Column("low_balance", BigInteger, nullable=True),
+    Column("alert_level", String(16), nullable=True),
 )
 
 credit_transactions = Table(
@@ -225,4 +230,104 @@ payment_events = Table(
     Column("outcome", String(64), nullable=False),
     Column("source", String(32), nullable=False),  # webhook | reconcile
     Index("ix_payment_events_intent_received", "payment_intent_id", "received_at"),
+)
+
+# -- outbound events and webhooks (0008) ---------------------------------------------------------------
+
+# Outbound events (the transactional outbox): written in the transaction of the change they describe,
+# in `seq` order; `number` is their place in the public order (what pull cursors count), given only once
+# they are committed (adapters.sql.outbox_repository), so it is NULL until then.
+outbound_events = Table(
+    "outbound_events",
+    metadata,
+    # BIGSERIAL on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the autoincrementing rowid.
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("data", Text, nullable=False),  # a JSON object
+    Column("number", BigInteger, nullable=True),
+    UniqueConstraint("id"),
+)
+# The indexes on `number` are partial (numbered rows only), so an event's INSERT, on the hot path of
+# every spend and grant, touches none of them (it writes the primary key, the id and the unnumbered
+# index); publishing enters the event in them. `number > ?` implies NOT NULL, so both databases use them.
+NUMBERED = text("number IS NOT NULL")
+UNNUMBERED = text("number IS NULL")
+Index(
+    "uq_outbound_events_number",
+    outbound_events.c.number,
+    unique=True,
+    postgresql_where=NUMBERED,
+    sqlite_where=NUMBERED,
+)
+Index(
+    "ix_outbound_events_unnumbered",
+    outbound_events.c.seq,
+    postgresql_where=UNNUMBERED,
+    sqlite_where=UNNUMBERED,
+)
+Index(
+    "ix_outbound_events_user_number",
+    outbound_events.c.user_id,
+    outbound_events.c.number,
+    postgresql_where=NUMBERED,
+    sqlite_where=NUMBERED,
+)
+Index(
+    "ix_outbound_events_type_number",
+    outbound_events.c.type,
+    outbound_events.c.number,
+    postgresql_where=NUMBERED,
+    sqlite_where=NUMBERED,
+)
+
+# One row (id 1): the highest number given to an event. Publishers lock it (PostgreSQL: FOR UPDATE) and
+# so take turns. 0008 inserts the row.
+event_publication = Table(
+    "event_publication",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_number", BigInteger, nullable=False),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("events", Text, nullable=False),  # a JSON array of event types, or ["*"]
+    Column("description", Text, nullable=True),
+    Column("secret", String(255), nullable=False),
+    Column("previous_secret", String(255), nullable=True),  # signs too until it expires (a rotation)
+    Column("previous_secret_expires_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# One event to one endpoint. No foreign keys: a removed endpoint's deliveries stay (their history).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("endpoint_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at", "id"),  # an endpoint's, newest first
+)
+# What the workers claim: pending deliveries by when they are due. Partial, so delivered and failed ones
+# (nearly all of them, in time) are never read; queries spell `status = 'pending'` literally.
+PENDING = text("status = 'pending'")
+Index(
+    "ix_webhook_deliveries_due",
+    webhook_deliveries.c.next_attempt_at,
+    postgresql_where=PENDING,
+    sqlite_where=PENDING,
 )

@@ -17,29 +17,46 @@ from types import TracebackType
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
+from adapters.sql.alert_repository import SqlAlertSettings
 from adapters.sql.driver import Driver
 from adapters.sql.engine import READ_ONLY, writer_queue
 from adapters.sql.event_log import SqlPaymentEventLog
 from adapters.sql.hold_repository import SqlHoldRepository
 from adapters.sql.ledger_repository import SqlLedgerRepository
+from adapters.sql.outbox_repository import SqlOutbox
 from adapters.sql.top_up_repository import SqlTopUpRepository
+from adapters.sql.webhook_repository import SqlWebhookDeliveries, SqlWebhookEndpoints
+from wallet_core.alerts import AlertState
 from wallet_core.errors import StorageUnavailable
+from wallet_core.money import Credits
 
 _WAIT_WORTH_CUTTING = 0.05  # seconds in the writer queue after which the busy timeout is shortened
 
 
 class SqlUnitOfWork:
-    """The repositories (`ledger`, `holds`, `top_ups`, `events`) exist from entering to leaving, and
-    share the one connection (and its driver connection) of the unit of work."""
+    """The repositories (`ledger`, `holds`, `top_ups`, `events`, `outbox`, `alerts`, `endpoints`,
+    `deliveries`) exist from entering to leaving, and share the one connection (and its driver
+    connection) of the unit of work.
+
+    Two things live as long as one database transaction, and are dropped when it ends (commit or
+    rollback): the outbound events added to `outbox`, written by commit() with one INSERT just before
+    COMMIT; and the alert settings of the wallets the transaction locked, read with the lock and
+    answered by `alerts` (adapters.sql.alert_repository)."""
 
     ledger: SqlLedgerRepository
     holds: SqlHoldRepository
     top_ups: SqlTopUpRepository
     events: SqlPaymentEventLog
+    outbox: SqlOutbox
+    alerts: SqlAlertSettings
+    endpoints: SqlWebhookEndpoints
+    deliveries: SqlWebhookDeliveries
 
-    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, *, read_only: bool = False, low_balance_default: Credits | None = None) -> None:
         self._engine = engine
         self._read_only = read_only
+        self.low_balance_default = low_balance_default
+        self._locked_alerts: dict[str, AlertState] = {}
         self._conn: Connection | None = None
         # SQLite: this process's writers take turns (engine.py); a reader waits for none of them.
         self._queue = None if read_only else writer_queue(engine)
@@ -66,10 +83,14 @@ class SqlUnitOfWork:
             self._leave_queue()
             raise
         driver = Driver(self._conn)
-        self.ledger = SqlLedgerRepository(self._conn, driver)
+        self.ledger = SqlLedgerRepository(self._conn, driver, self._locked_alerts)
         self.holds = SqlHoldRepository(self._conn)
         self.top_ups = SqlTopUpRepository(self._conn, driver)
         self.events = SqlPaymentEventLog(driver)
+        self.outbox = SqlOutbox(driver)
+        self.alerts = SqlAlertSettings(driver, self._locked_alerts)
+        self.endpoints = SqlWebhookEndpoints(driver)
+        self.deliveries = SqlWebhookDeliveries(driver)
         return self
 
     def _cut_busy_timeout(self, left: float) -> None:
@@ -98,6 +119,7 @@ class SqlUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         conn, self._conn = self._conn, None
+        self._transaction_ended()
         try:
             with translate_storage_errors():
                 if conn is not None:
@@ -114,12 +136,27 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
-        with translate_storage_errors():
-            self._connection().commit()  # the next statement begins a new transaction
+        conn = self._connection()
+        try:
+            with translate_storage_errors():
+                # The transaction's events: one INSERT (a refused one stops the commit), sent with the
+                # COMMIT on PostgreSQL (adapters.sql.outbox_repository).
+                if not self.outbox.flush_and_commit():
+                    self.outbox.flush()
+                conn.commit()  # the next statement begins a new transaction
+        finally:
+            self._transaction_ended()
 
     def rollback(self) -> None:
+        self._transaction_ended()
         with translate_storage_errors():
             self._connection().rollback()
+
+    def _transaction_ended(self) -> None:
+        """Drop what lived as long as the transaction: events not written, and the alert settings read
+        under locks now released."""
+        self.outbox.discard()
+        self._locked_alerts.clear()
 
     def _connection(self) -> Connection:
         assert self._conn is not None, "outside the unit of work"
@@ -141,15 +178,18 @@ class SqlUnitOfWorkFactory:
     closure typed `Callable[..., SqlUnitOfWork]`, so that its call signature is a type mypy holds to
     the port `UnitOfWorkFactory`, keyword `read_only` included (tests/typecheck_ports.py)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, low_balance_default: Credits | None = None) -> None:
         self._engine = engine
+        self._low_balance_default = low_balance_default
 
     def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine, read_only=read_only)
+        return SqlUnitOfWork(self._engine, read_only=read_only, low_balance_default=self._low_balance_default)
 
 
-def sql_unit_of_work_factory(engine: Engine) -> SqlUnitOfWorkFactory:
-    return SqlUnitOfWorkFactory(engine)
+def sql_unit_of_work_factory(engine: Engine, *, low_balance_default: Credits | None = None) -> SqlUnitOfWorkFactory:
+    """`low_balance_default`: the low-balance threshold of wallets without their own
+    (WALLET_LOW_BALANCE_CREDITS); None: no alerts but `wallet.depleted` / `wallet.recovered` for them."""
+    return SqlUnitOfWorkFactory(engine, low_balance_default=low_balance_default)
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -6,9 +6,11 @@ open UnitOfWork (one database transaction), a ledger entry is a `transaction` (C
 """
 
 from wallet_core.use_cases.apply_payment_event import WebhookOutcome, apply_payment_event
+from wallet_core.use_cases.balance_alerts import AlertView, clear_alert, get_alert, set_alert
 from wallet_core.use_cases.expire_credits import ExpiryReport, expire_credits
 from wallet_core.use_cases.grant_credits import GrantResult, grant_credits
 from wallet_core.use_cases.holds import HoldResult, capture_hold, place_hold, release_hold
+from wallet_core.use_cases.list_events import EventPage, list_events
 from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, read_wallet
 from wallet_core.use_cases.reconcile_payments import ReconcileReport, reconcile_payments
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
@@ -17,6 +19,8 @@ from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
 from wallet_core.use_cases.verify_ledger import LedgerCheck, Violation, check_ledger, verify_ledger
 
 __all__ = [
+    "AlertView",
+    "EventPage",
     "ExpiryReport",
     "GrantResult",
     "HistoryPage",
@@ -31,8 +35,11 @@ __all__ = [
     "apply_payment_event",
     "capture_hold",
     "check_ledger",
+    "clear_alert",
     "expire_credits",
+    "get_alert",
     "grant_credits",
+    "list_events",
     "list_transactions",
     "place_hold",
     "read_wallet",
@@ -40,6 +47,7 @@ __all__ = [
     "release_hold",
     "request_top_up",
     "revert_transaction",
+    "set_alert",
     "spend_credits",
     "verify_ledger",
 ]

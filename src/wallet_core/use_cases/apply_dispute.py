@@ -29,6 +29,7 @@ from wallet_core.refunds import (
 )
 from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases.apply_refund import taken_back
+from wallet_core.use_cases.recording import book
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 CLOSED_WON = frozenset({"won", "warning_closed"})
@@ -40,7 +41,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
         return PaymentEventOutcome.IGNORED
     frozen = tx.ledger.find_transaction_by_reference(dispute_reference(dispute.id))
     at = now()
-    state = lock_and_sweep(tx.ledger, top_up.user_id, at)
+    state = lock_and_sweep(tx, top_up.user_id, at)
     lot_id = top_up_lot_id(top_up.payment_intent_id)
     closed_reference = dispute_closed_reference(dispute.id)
     if frozen is None:
@@ -55,7 +56,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
         if dispute.status in CLOSED_LOST:
             # Lost before we saw it open (its `created` event was missed): the money is gone, so the
             # credits go too, straight from the wallet.
-            tx.ledger.record(
+            book(
+                tx,
                 take_back_booking(
                     state,
                     lot_id=lot_id,
@@ -66,7 +68,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                     now=at,
                     reason=f"dispute {dispute.id} lost (never seen open); the credits are gone with the money",
                     metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
-                )
+                ),
+                extra=_about(top_up, dispute),
             )
             if can_move(top_up.status, TopUpStatus.DISPUTED):  # opened and lost in one step
                 tx.top_ups.update(replace(top_up, status=TopUpStatus.DISPUTE_LOST), at)
@@ -74,9 +77,10 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
         if dispute.status in CLOSED_WON:
             # Won before we saw it open: nothing was frozen. Record the close (moving nothing) so a
             # late `created` for it cannot freeze credits that nothing would ever release.
-            tx.ledger.record(_closed_marker(top_up, dispute, at))
+            book(tx, _closed_marker(top_up, dispute, at), extra=_about(top_up, dispute))
             return PaymentEventOutcome.IGNORED_LATE
-        tx.ledger.record(
+        book(
+            tx,
             take_back_booking(
                 state,
                 lot_id=lot_id,
@@ -87,7 +91,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 now=at,
                 reason=f"dispute {dispute.id} opened on top-up {top_up.id}; credits frozen",
                 metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
-            )
+            ),
+            extra=_about(top_up, dispute),
         )
         _move(tx, top_up, TopUpStatus.DISPUTED, at)
         return PaymentEventOutcome.DISPUTE_OPENED
@@ -95,7 +100,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
     if dispute.status in CLOSED_WON:
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
             return PaymentEventOutcome.DUPLICATE
-        tx.ledger.record(
+        book(
+            tx,
             give_back_booking(
                 state,
                 lot_id=lot_id,
@@ -106,7 +112,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 now=at,
                 reason=f"dispute {dispute.id} won; credits given back",
                 metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
-            )
+            ),
+            extra=_about(top_up, dispute),
         )
         if taken_back(tx, top_up).open_disputes:
             return PaymentEventOutcome.DISPUTE_WON  # another dispute of the payment is still open: it stays disputed
@@ -125,7 +132,8 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:
             return PaymentEventOutcome.DUPLICATE
         booking_id = new_id("ctx")
-        tx.ledger.record(
+        book(
+            tx,
             Booking(
                 id=booking_id,
                 user_id=top_up.user_id,
@@ -136,11 +144,17 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
                 reason=f"dispute {dispute.id} lost; the frozen credits are gone with the money",
                 actor="stripe",
                 metadata={"dispute_id": dispute.id, "top_up_id": top_up.id},
-            )
+            ),
+            extra=_about(top_up, dispute),
         )
         _move(tx, top_up, TopUpStatus.DISPUTE_LOST, at)
         return PaymentEventOutcome.DISPUTE_LOST
     return PaymentEventOutcome.DISPUTE_OPEN  # an update while it is still open
+
+
+def _about(top_up: TopUp, dispute: Dispute) -> dict[str, object]:
+    """What a dispute event adds to its transaction's data."""
+    return {"payment_intent_id": top_up.payment_intent_id, "dispute_status": dispute.status}
 
 
 def _closed_marker(top_up: TopUp, dispute: Dispute, at: datetime) -> Booking:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from wallet_core.bookings import credit_booking
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import DuplicateReference
+from wallet_core.event_types import EventType
 from wallet_core.ledger import CreditKind
 from wallet_core.lifecycle import can_move, paid
 from wallet_core.money import Credits
@@ -43,6 +44,7 @@ from wallet_core.refunds import top_up_lot_id
 from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases.apply_dispute import apply_dispute
 from wallet_core.use_cases.apply_refund import apply_refunds
+from wallet_core.use_cases.recording import book, tell
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 log = logging.getLogger(__name__)
@@ -160,14 +162,17 @@ def _apply(
         target = TopUpStatus.FAILED if failed else TopUpStatus.CANCELED
         if not can_move(top_up.status, target):
             return outcome(PaymentEventOutcome.IGNORED_LATE, top_up)
-        tx.top_ups.set_status(top_up.id, target, now())
+        at = now()
+        tx.top_ups.set_status(top_up.id, target, at)
+        if failed:
+            tell(tx, EventType.TOP_UP_FAILED, top_up.user_id, at, _top_up_data(top_up))
         return outcome(PaymentEventOutcome.FAILED if failed else PaymentEventOutcome.CANCELED, top_up)
     if event.type in REFUND_EVENTS or event.dispute is not None:
         if not paid(top_up.status):
             return outcome(PaymentEventOutcome.IGNORED, top_up)  # no money arrived, so none can go back or be disputed
         # Take the wallet's lock, then read the top-up again: concurrent refunds and disputes of one
         # payment take turns, and each works from the totals the one before it left.
-        lock_and_sweep(tx.ledger, top_up.user_id, now())
+        lock_and_sweep(tx, top_up.user_id, now())
         fresh = tx.top_ups.find_by_payment_intent(event.about)
         assert fresh is not None
         if event.type in REFUND_EVENTS:
@@ -175,6 +180,15 @@ def _apply(
         assert event.dispute is not None
         return outcome(apply_dispute(tx, fresh, event.dispute, now), fresh)
     return outcome(PaymentEventOutcome.IGNORED, top_up)
+
+
+def _top_up_data(top_up: TopUp) -> dict[str, object]:
+    return {
+        "top_up_id": top_up.id,
+        "payment_intent_id": top_up.payment_intent_id,
+        "amount_usd": str(top_up.amount),
+        "credits": str(top_up.credits),
+    }
 
 
 def _succeeded(
@@ -201,9 +215,10 @@ def _succeeded(
         tx.top_ups.set_status(top_up.id, TopUpStatus.NEEDS_REVIEW, now())
         return PaymentEventOutcome.NEEDS_REVIEW, top_up, None
     at = now()
-    state = lock_and_sweep(tx.ledger, top_up.user_id, at, crediting=True)
+    state = lock_and_sweep(tx, top_up.user_id, at, crediting=True)
     try:
-        tx.ledger.record(
+        booked = book(
+            tx,
             credit_booking(
                 user_id=top_up.user_id,
                 credits=top_up.credits,
@@ -215,9 +230,14 @@ def _succeeded(
                 metadata={"top_up_id": top_up.id},
                 lot_id=top_up_lot_id(intent.id),
                 debts=state.debts,
-            )
+            ),
+            extra={"top_up_id": top_up.id, "payment_intent_id": intent.id},
         )
     except DuplicateReference as exc:
         raise _GrantedConcurrently(top_up.id) from exc  # this delivery changes nothing
     tx.top_ups.set_status(top_up.id, TopUpStatus.SUCCEEDED, at)
+    tell(
+        tx, EventType.TOP_UP_SUCCEEDED, top_up.user_id, at,
+        {**_top_up_data(top_up), "transaction_id": booked.id, "balance": str(booked.balance_after)},
+    )
     return PaymentEventOutcome.GRANTED, top_up, top_up.credits

@@ -25,6 +25,7 @@ from wallet_core.refunds import (
     top_up_lot_id,
 )
 from wallet_core.topups import TopUp, TopUpStatus
+from wallet_core.use_cases.recording import book
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 
@@ -60,7 +61,7 @@ def apply_refunds(
 
 def _book(tx: UnitOfWork, top_up: TopUp, refund: Refund, now: Clock) -> TopUp:
     at = now()
-    state = lock_and_sweep(tx.ledger, top_up.user_id, at)
+    state = lock_and_sweep(tx, top_up.user_id, at)
     # In proportion, but never more than the payment has left after its refunds and disputes.
     credits = min(
         credits_for_refund(top_up, top_up.refunded, refund.amount, top_up.credits_refunded),
@@ -68,7 +69,8 @@ def _book(tx: UnitOfWork, top_up: TopUp, refund: Refund, now: Clock) -> TopUp:
     )
     # Recorded even when the refund is worth 0 credits (tiny refunds at low rates): the reference
     # is what makes the refund count once.
-    tx.ledger.record(
+    book(
+        tx,
         take_back_booking(
             state,
             lot_id=top_up_lot_id(top_up.payment_intent_id),
@@ -79,7 +81,8 @@ def _book(tx: UnitOfWork, top_up: TopUp, refund: Refund, now: Clock) -> TopUp:
             now=at,
             reason=f"refund {refund.id} of {refund.amount} {refund.currency} on top-up {top_up.id}",
             metadata={"refund_id": refund.id, "top_up_id": top_up.id},
-        )
+        ),
+        extra={"payment_intent_id": top_up.payment_intent_id, "amount_usd": str(refund.amount)},
     )
     refunded = Usd(min(top_up.amount.cents, top_up.refunded.cents + refund.amount.cents))
     status = TopUpStatus.REFUNDED if refunded >= top_up.amount else TopUpStatus.PARTIALLY_REFUNDED

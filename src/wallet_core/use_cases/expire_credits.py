@@ -14,6 +14,7 @@ from wallet_core.clock import Clock, utc_now
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWorkFactory
 from wallet_core.use_cases.holds import expire_hold
+from wallet_core.use_cases.recording import book
 
 BATCH = 500
 
@@ -37,7 +38,7 @@ def expire_credits(*, uow: UnitOfWorkFactory, now: Clock = utc_now, batch: int =
             with uow() as tx:
                 booking = expiry_booking(tx.ledger.lock_wallet(user_id, at), at)
                 if booking is not None:
-                    tx.ledger.record(booking)
+                    book(tx, booking)
                     tx.commit()
                     wallets += 1
                     total -= booking.credits.minor

@@ -22,6 +22,7 @@ from wallet_core.ledger import (
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWorkFactory
 from wallet_core.use_cases.idempotency import check_same_request, race_winner, recorded_request, transaction_request
+from wallet_core.use_cases.recording import book
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 EXPIRES_AT = "expires_at"  # kept in the grant's metadata, so a retry can be compared
@@ -129,7 +130,7 @@ def grant_credits(
         earlier = tx.ledger.find_transaction_by_reference(reference) if key is not None else None
         if earlier is not None:
             return replay(earlier)
-        state = lock_and_sweep(tx.ledger, user_id, at, crediting=True)
+        state = lock_and_sweep(tx, user_id, at, crediting=True)
         booking = credit_booking(
             user_id=user_id,
             credits=amount,
@@ -146,7 +147,7 @@ def grant_credits(
             transaction_kind=TransactionKind.GRANT,
         )
         try:
-            booked = tx.ledger.record(booking)
+            booked = book(tx, booking)
         except DuplicateReference as lost:
             return replay(race_winner(tx, reference, lost))
         tx.commit()

@@ -21,6 +21,7 @@ from wallet_core.errors import (
     InvalidInput,
     NotFound,
 )
+from wallet_core.event_types import EventType
 from wallet_core.holds import DEFAULT_HOLD_TTL, MAX_HOLD_TTL, Hold, HoldStatus
 from wallet_core.ids import check_reason, check_user_id, derived_id
 from wallet_core.ledger import CreditTransaction, Source, TransactionKind, WalletState, categories
@@ -33,6 +34,7 @@ from wallet_core.use_cases.idempotency import (
     required_key,
     transaction_request,
 )
+from wallet_core.use_cases.recording import book
 from wallet_core.use_cases.spend_credits import check_amount, check_metadata
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
@@ -89,7 +91,7 @@ def place_hold(
         if earlier is not None:
             return replay(earlier, tx)
         at = now()
-        state = lock_and_sweep(tx.ledger, user_id, at)
+        state = lock_and_sweep(tx, user_id, at)
         if state.available.minor < 0:
             raise InsufficientCredits(f"the wallet owes {-state.available} credits; top up to spend again")
         booking, allocations = hold_booking(
@@ -114,7 +116,7 @@ def place_hold(
             reason=why,
         )
         try:
-            booked = tx.ledger.record(booking)
+            booked = book(tx, booking)
         except DuplicateReference as lost:
             return replay(race_winner(tx, reference, lost), tx)
         tx.holds.add(hold)
@@ -150,7 +152,7 @@ def release_hold(
 
 def expire_hold(hold: Hold, *, tx: UnitOfWork, at: datetime) -> CreditTransaction | None:
     """Release an expired open hold inside the caller's unit of work (used by the expiry run)."""
-    state = lock_and_sweep(tx.ledger, hold.user_id, at)
+    state = lock_and_sweep(tx, hold.user_id, at)
     fresh = tx.holds.get(hold.id)
     if fresh is None or fresh.status is not HoldStatus.OPEN or not fresh.expired(at):
         return None
@@ -164,7 +166,7 @@ def expire_hold(hold: Hold, *, tx: UnitOfWork, at: datetime) -> CreditTransactio
         actor="system",
         expired_lots=_expired_lots(state, at),
     )
-    booked = tx.ledger.record(booking)
+    booked = book(tx, booking, event=EventType.HOLD_EXPIRED)
     tx.holds.update(fresh.id, HoldStatus.EXPIRED, Credits(0), at)
     return booked
 
@@ -184,7 +186,7 @@ def _settle(
         if hold is None:
             raise NotFound(f"no hold {hold_id}")
         at = now()
-        state = lock_and_sweep(tx.ledger, hold.user_id, at)
+        state = lock_and_sweep(tx, hold.user_id, at)
         hold = tx.holds.get(hold_id)  # read again under the wallet's lock
         assert hold is not None
         capture = hold.amount if amount is None else amount
@@ -211,7 +213,7 @@ def _settle(
             expired_lots=_expired_lots(state, at),
         )
         try:
-            booked = tx.ledger.record(booking)
+            booked = book(tx, booking)
         except DuplicateReference:
             tx.rollback()
             raise HoldNotOpen(f"hold {hold_id} was settled by another request") from None

@@ -21,6 +21,7 @@ from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.reverts import revert_booking, spendable_after
 from wallet_core.use_cases.idempotency import check_same_request, race_winner, required_key
+from wallet_core.use_cases.recording import book
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 
@@ -80,7 +81,7 @@ def revert_transaction(
         if found is None:
             raise NotFound(f"no transaction {original_id}")
         at = now()
-        state = lock_and_sweep(tx.ledger, found.user_id, at)
+        state = lock_and_sweep(tx, found.user_id, at)
         # A request with this key may have booked the revert while this one waited for the lock (on
         # PostgreSQL the first look above does not wait): it is a retry, so it answers the same.
         earlier = None if dry_run else tx.ledger.find_transaction_by_reference(reference)
@@ -96,15 +97,16 @@ def revert_transaction(
         if dry_run:
             balance = spendable_after(state.spendable(at), lots, booking, at)
             return RevertResult(None, original.id, credits, original.user_id, balance, sources, dry_run=True)
+        back = {c.lot_id: c.remaining.minor for c in booking.lot_changes if c.remaining.is_positive()}
+        lapsing = _answered_balance(Credits(0), back, lots, at)  # minus what lapses right after
         try:
-            booked = tx.ledger.record(booking)
+            booked = book(tx, booking, unspendable=-lapsing)
         except DuplicateReference as lost:
             return replay(tx, race_winner(tx, reference, lost))
-        back = {c.lot_id: c.remaining.minor for c in booking.lot_changes if c.remaining.is_positive()}
         balance = _answered_balance(booked.balance_after, back, lots, at)
         if balance != booked.balance_after:
             # Credits given back to a lot past its expiry come back expired: book them out now.
-            lock_and_sweep(tx.ledger, original.user_id, at)
+            lock_and_sweep(tx, original.user_id, at)
         tx.commit()
     return RevertResult(booked.id, original.id, credits, original.user_id, balance, sources)
 

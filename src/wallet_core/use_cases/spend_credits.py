@@ -23,6 +23,7 @@ from wallet_core.use_cases.idempotency import (
     required_key,
     transaction_request,
 )
+from wallet_core.use_cases.recording import book
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 MAX_METADATA_KEYS = 20
@@ -91,14 +92,14 @@ def spend_credits(
         if earlier is not None:
             return replay(tx, earlier)
         at = now()
-        state = lock_and_sweep(tx.ledger, user_id, at)
+        state = lock_and_sweep(tx, user_id, at)
         if state.available.minor < 0:
             raise InsufficientCredits(f"the wallet owes {-state.available} credits; top up to spend again")
         booking = spend_booking(
             state, credits=amount, reference_id=reference, now=at, reason=why, actor=actor, metadata=meta
         )
         try:
-            booked = tx.ledger.record(booking)
+            booked = book(tx, booking)
         except DuplicateReference as lost:
             return replay(tx, race_winner(tx, reference, lost))
         tx.commit()

@@ -10,13 +10,16 @@ from datetime import datetime
 
 from wallet_core.bookings import expiry_booking
 from wallet_core.ledger import WalletState
-from wallet_core.ports import LedgerRepository
+from wallet_core.ports import UnitOfWork
+from wallet_core.use_cases.recording import book
 
 
-def lock_and_sweep(ledger: LedgerRepository, user_id: str, at: datetime, *, crediting: bool = False) -> WalletState:
+def lock_and_sweep(tx: UnitOfWork, user_id: str, at: datetime, *, crediting: bool = False) -> WalletState:
     """Lock `user_id`'s wallet and book out the promotional credits expired by `at`. `crediting`: the
     caller only adds credits, so it needs just the lots in debt (to repay) and the expired ones (to book
     out), not every live lot: cheap for wallets with many top-ups."""
+
+    ledger = tx.ledger
 
     def lock() -> WalletState:
         return ledger.lock_wallet_for_credit(user_id, at) if crediting else ledger.lock_wallet(user_id, at)
@@ -25,5 +28,5 @@ def lock_and_sweep(ledger: LedgerRepository, user_id: str, at: datetime, *, cred
     expiry = expiry_booking(state, at)
     if expiry is None:
         return state
-    ledger.record(expiry)
+    book(tx, expiry)
     return lock()

@@ -1,0 +1,62 @@
+"""Every change to a wallet is recorded here: the ledger transaction, the outbound event it means, and
+the balance alerts it fires, in the caller's unit of work (one commit makes all of them real, or none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from wallet_core.alerts import AlertState, crossings, level_of
+from wallet_core.event_types import EventType
+from wallet_core.ledger import Booking, CreditTransaction
+from wallet_core.money import Credits
+from wallet_core.outbound_events import event_for_transaction, new_event
+from wallet_core.ports import UnitOfWork
+
+
+def book(
+    tx: UnitOfWork,
+    booking: Booking,
+    *,
+    event: EventType | None = None,
+    extra: Mapping[str, object] | None = None,
+    unspendable: Credits = Credits(0),  # noqa: B008 (Credits is frozen)
+) -> CreditTransaction:
+    """Record `booking` (raises DuplicateReference like LedgerRepository.record), add its event
+    (`event` overrides the one its kind means; `extra` adds to its data) and the alerts the new
+    balance crosses. The wallet must be locked (LedgerRepository.lock_wallet). `unspendable`: credits
+    the booking leaves on lots past their expiry, which the caller books out next (a revert giving
+    credits back to an ended lot): the event's balance and the alerts leave them out."""
+    booked = tx.ledger.record(booking)
+    balance = booked.balance_after - unspendable
+    told = event_for_transaction(booked, event, {**(extra or {}), "balance": str(balance)})
+    if told is not None:
+        tx.outbox.add(told)
+    note_balance(tx, booked, balance)
+    return booked
+
+
+def note_balance(tx: UnitOfWork, booked: CreditTransaction, balance: Credits | None = None) -> None:
+    """Fire the alerts the wallet's new spendable balance (`balance`, else the booking's balance after)
+    crosses, once, and remember its level (read and written under the wallet's lock, so concurrent
+    writers cannot both fire one crossing)."""
+    spendable = booked.balance_after if balance is None else balance
+    alerts = tx.alerts.get(booked.user_id)
+    threshold = alerts.low_balance if alerts.low_balance is not None else tx.low_balance_default
+    after = level_of(spendable, threshold)
+    if after is alerts.level:
+        return
+    for fired in crossings(alerts.level, after, threshold=threshold):
+        data: dict[str, object] = {
+            "balance": str(spendable),
+            "low_balance_credits": None if threshold is None else str(threshold),
+            "transaction_id": booked.id,
+        }
+        tx.outbox.add(new_event(fired, booked.user_id, booked.created_at, data))
+    tx.alerts.set(booked.user_id, AlertState(alerts.low_balance, after), booked.created_at)
+
+
+def tell(tx: UnitOfWork, event: EventType, user_id: str, at: datetime, data: Mapping[str, object]) -> None:
+    """Add an event that is not about one ledger transaction (a top-up that failed, ...)."""
+    tx.outbox.add(new_event(event, user_id, at, data))
