@@ -288,7 +288,7 @@ class Wallet:
     # -- telling the app -----------------------------------------------------------------------
 
     def events_after(
-        self, cursor: str | None = None, *, type: str | None = None, user_id: str | None = None, limit: int = 100
+        self, cursor: str | None = None, *, type: str | None = None, user_id: str | None = None, limit: int | str = 100
     ) -> EventPage:
         """Outbound events after `cursor` (from the start when None), oldest first, at most `limit`
         (1-500), filtered by type and user; pass `next_cursor` back to continue."""

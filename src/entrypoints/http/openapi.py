@@ -25,6 +25,7 @@ TAGS = {
     "stripe": "Stripe's webhook.",
     "admin": "For admins.",
     "spending": "For back ends with the service role, and admins.",
+    "events": "For admins: outbound events, webhook endpoints and their deliveries, balance alerts (docs/events.md).",
     "operations": "Probes, metrics and this documentation.",
 }
 SECURITY_SCHEMES = {

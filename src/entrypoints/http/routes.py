@@ -12,7 +12,15 @@ from typing import Any
 
 import falcon
 
-from entrypoints.http import admin_routes, openapi, schemas, spend_routes, wallet_routes, webhook_routes
+from entrypoints.http import (
+    admin_routes,
+    events_routes,
+    openapi,
+    schemas,
+    spend_routes,
+    wallet_routes,
+    webhook_routes,
+)
 from entrypoints.http.auth import JwtAuthenticator, Principal
 from entrypoints.http.body import read_object, read_query, read_raw
 from entrypoints.http.registry import PUBLIC, UNAVAILABLE, BusinessEvents, Call, Operation, Reply
@@ -69,6 +77,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *webhook_routes.OPERATIONS,
     *admin_routes.OPERATIONS,
     *spend_routes.OPERATIONS,
+    *events_routes.OPERATIONS,
     *META,
 )
 

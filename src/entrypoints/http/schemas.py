@@ -17,15 +17,19 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from wallet_core.alerts import BalanceLevel
 from wallet_core.errors import InvalidInput
+from wallet_core.event_types import EVENT_TYPES
 from wallet_core.holds import MAX_HOLD_TTL, HoldStatus
 from wallet_core.ids import _ID_PATTERN
 from wallet_core.ids import PAYMENT_INTENT_ID as _PAYMENT_INTENT_ID
 from wallet_core.ledger import MAX_PRIORITY, MIN_PRIORITY, CreditKind, TransactionKind
 from wallet_core.money import AMOUNT_BELOW, AMOUNT_TEXT
 from wallet_core.topups import TopUpStatus
+from wallet_core.use_cases.list_events import MAX_PAGE as MAX_EVENT_PAGE
 from wallet_core.use_cases.read_wallet import MAX_PAGE
 from wallet_core.use_cases.spend_credits import MAX_METADATA_KEYS
+from wallet_core.webhooks_out import ALL_EVENTS, MAX_DESCRIPTION, DeliveryStatus
 
 Schema = dict[str, Any]
 
@@ -390,6 +394,100 @@ PAYMENT_EVENTS = named("PaymentEvents", _object({
     "payment_intent_id": {"type": "string"},
     "events": {"type": "array", "items": PAYMENT_EVENT, "description": "Oldest first."},
 }))
+# -- outbound events, webhook endpoints, balance alerts (docs/events.md) ---------------------------
+
+EVENT_TYPE: Schema = {"type": "string", "enum": sorted(EVENT_TYPES), "description": "An event type."}
+EVENT_ID: Schema = {**USER_ID, "description": "An event id, as the events list or a delivery gave it (evt_...).",
+                    "examples": ["evt_0f3a"]}
+ENDPOINT_ID: Schema = {**USER_ID, "description": "A webhook endpoint id, as registering it answered (we_...).",
+                       "examples": ["we_0f3a"]}
+WEBHOOK_ENDPOINT_REQUEST = named("WebhookEndpointRequest", {
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "maxLength": 2048, "pattern": NO_CONTROL_CHARACTERS,
+                "description": "Where events are POSTed: https:// and resolving to a public address (unless "
+                "WALLET_WEBHOOK_ALLOW_PRIVATE_URLS=true, for development and tests only).",
+                "examples": ["https://app.example.com/wallet-events"]},
+        "events": {"type": "array", "items": {"type": "string", "enum": [ALL_EVENTS, *sorted(EVENT_TYPES)]},
+                   "minItems": 1, "maxItems": len(EVENT_TYPES) + 1,
+                   "description": '["*"] for every event, or the event types to receive.',
+                   "examples": [["*"]]},
+        "description": {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION, "pattern": NO_CONTROL_CHARACTERS,
+                        "description": f"What it is for: at most {MAX_DESCRIPTION} characters."},
+    },
+    "required": ["url", "events"],
+    "additionalProperties": False,
+})
+_ENDPOINT_FIELDS: dict[str, Schema] = {
+    "id": {"type": "string", "examples": ["we_0f3a"]},
+    "url": {"type": "string"},
+    "events": {"type": "array", "items": {"type": "string"}},
+    "description": TEXT_OR_NULL,
+    "created_at": INSTANT_OUT,
+}
+WEBHOOK_ENDPOINT = named("WebhookEndpoint", _object(
+    {**_ENDPOINT_FIELDS, "secret": {"type": "string", "description": "whsec_ + base64: verify each delivery's "
+                                    "webhook-signature with it (Standard Webhooks). Shown only in this answer.",
+                                    "examples": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}},
+    description="A webhook endpoint with its signing secret: shown only when registered or rotated.",
+))
+WEBHOOK_ENDPOINT_LISTED = named("WebhookEndpointListed", _object(_ENDPOINT_FIELDS,
+                                                                 description="A webhook endpoint (no secret)."))
+WEBHOOK_ENDPOINTS = named("WebhookEndpoints", _object({
+    "endpoints": {"type": "array", "items": WEBHOOK_ENDPOINT_LISTED, "description": "Oldest first."},
+}))
+INSTANT_OR_NULL: Schema = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC, or null."}
+DELIVERY = named("WebhookDelivery", _object({
+    "id": {"type": "string", "examples": ["whd_0f3a"]},
+    "event_id": {"type": "string"},
+    "event_type": {"type": "string"},
+    "status": {"type": "string", "enum": [str(s) for s in DeliveryStatus]},
+    "attempts": {"type": "integer", "minimum": 0, "description": "Attempts started so far."},
+    "last_status_code": {"type": ["integer", "null"], "description": "What the endpoint last answered; null if "
+                         "it never answered (timeout, refused) or was not tried yet."},
+    "last_error": {**TEXT_OR_NULL, "description": "Why the last attempt failed, if it did."},
+    "next_attempt_at": {**INSTANT_OR_NULL, "description": "When it is tried next; null once delivered or failed."},
+    "delivered_at": INSTANT_OR_NULL,
+    "created_at": INSTANT_OUT,
+}, description="One event to one endpoint."))
+DELIVERIES = named("WebhookDeliveries", _object({
+    "deliveries": {"type": "array", "items": DELIVERY, "maxItems": 500, "description": "Newest first."},
+}))
+REDELIVERY = named("Redelivery", _object({
+    "event_id": {"type": "string"},
+    "deliveries_queued": {"type": "integer", "minimum": 0,
+                          "description": "How many endpoints (subscribed to the event's type) get it again."},
+}))
+OUTBOUND_EVENT = named("OutboundEvent", _object({
+    "id": {"type": "string", "examples": ["evt_0f3a"]},
+    "type": EVENT_TYPE,
+    "created_at": INSTANT_OUT,
+    "user_id": {"type": "string"},
+    "data": {"type": "object", "description": "What happened: the ids to act on (transaction, top-up, "
+             "PaymentIntent, hold) and the balance after; see docs/events.md for each type."},
+}, description="What happened to a wallet, as webhooks deliver it."))
+OUTBOUND_EVENTS = named("OutboundEvents", _object({
+    "events": {"type": "array", "items": OUTBOUND_EVENT, "maxItems": MAX_EVENT_PAGE, "description": "Oldest first."},
+    "next_cursor": {"type": "string", "description": "Pass back as `after` for what came next (the same cursor "
+                    "when nothing did yet)."},
+}))
+ALERT_REQUEST = named("BalanceAlertRequest", {
+    "type": "object",
+    "properties": {"low_balance_credits": {**AMOUNT_IN, "description": "Below this, wallet.balance_low fires "
+                                           "(once per crossing). " + AMOUNT_IN["description"]}},
+    "required": ["low_balance_credits"],
+    "additionalProperties": False,
+})
+AMOUNT_OR_NULL: Schema = {**AMOUNT_OUT, "type": ["string", "null"]}
+ALERT = named("BalanceAlert", _object({
+    "user_id": {"type": "string"},
+    "low_balance_credits": {**AMOUNT_OR_NULL, "description": "The wallet's own threshold; null: the default applies."},
+    "default_low_balance_credits": {**AMOUNT_OR_NULL, "description": "WALLET_LOW_BALANCE_CREDITS; null if unset."},
+    "effective_low_balance_credits": {**AMOUNT_OR_NULL, "description": "The threshold that applies; null: none "
+                                      "(only wallet.depleted and wallet.recovered at zero fire)."},
+    "level": {"type": ["string", "null"], "enum": [*(str(lv) for lv in BalanceLevel), None],
+              "description": "Where the balance stood at its last change: ok, low or depleted; null before any."},
+}))
 HEALTH = named("Health", _object({"status": {"const": "ok"}}))
 READY = named("Ready", _object({"status": {"const": "ready"}}))
 OPENAPI_DOCUMENT: Schema = {"type": "object", "required": ["openapi", "paths"],
@@ -406,7 +504,7 @@ TEXT: Schema = {"type": "string"}
 STRUCTURAL = frozenset({"type", "properties", "required", "additionalProperties", "items", "const"})
 ANNOTATIONS = frozenset({
     "description", "examples", "title", "format", "pattern", "minLength", "maxLength", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "maxProperties", "propertyNames", "maxItems", "enum",
+    "exclusiveMinimum", "exclusiveMaximum", "maxProperties", "propertyNames", "minItems", "maxItems", "enum",
 })
 _TYPE_WORDS = {
     "object": "a JSON object", "array": "an array", "string": "a string", "integer": "a whole number",

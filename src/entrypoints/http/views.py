@@ -10,6 +10,8 @@ from wallet_core.ledger import CreditKind, CreditTransaction, Lot, Source, Walle
 from wallet_core.money import Credits
 from wallet_core.ports import StoredEvent
 from wallet_core.use_cases import (
+    AlertView,
+    EventPage,
     ExpiryReport,
     GrantResult,
     HistoryPage,
@@ -20,6 +22,7 @@ from wallet_core.use_cases import (
     TopUpResult,
     WebhookOutcome,
 )
+from wallet_core.webhooks_out import Delivery, WebhookEndpoint
 
 
 def _time(value: datetime | None) -> str | None:
@@ -186,4 +189,61 @@ def reconcile_view(report: ReconcileReport, *, dry_run: bool) -> dict[str, Any]:
         "needs_review": report.needs_review,
         "actions": list(report.actions),
         "reviews": list(report.reviews),
+    }
+
+
+def _utc(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _amount(value: Credits | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def endpoint_listed_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """An endpoint as listed: never its secret."""
+    return {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": list(endpoint.events),
+        "description": endpoint.description,
+        "created_at": _utc(endpoint.created_at),
+    }
+
+
+def endpoint_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """An endpoint just registered or rotated: with its secret, shown only then."""
+    return {**endpoint_listed_view(endpoint), "secret": endpoint.secret}
+
+
+def delivery_view(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "status": str(delivery.status),
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "next_attempt_at": _utc(delivery.next_attempt_at),
+        "delivered_at": _utc(delivery.delivered_at),
+        "created_at": _utc(delivery.created_at),
+    }
+
+
+def deliveries_view(deliveries: Iterable[Delivery]) -> dict[str, Any]:
+    return {"deliveries": [delivery_view(d) for d in deliveries]}
+
+
+def outbound_events_view(page: EventPage) -> dict[str, Any]:
+    return {"events": [event.body() for event in page.events], "next_cursor": page.next_cursor}
+
+
+def alert_view(alert: AlertView) -> dict[str, Any]:
+    return {
+        "user_id": alert.user_id,
+        "low_balance_credits": _amount(alert.low_balance_credits),
+        "default_low_balance_credits": _amount(alert.default_low_balance_credits),
+        "effective_low_balance_credits": _amount(alert.effective),
+        "level": None if alert.level is None else str(alert.level),
     }
