@@ -1,5 +1,5 @@
 """The `wallet` command: serve, migrate, grant, revert, spend, hold, capture, release, expire, verify,
-history, balance, events, reconcile, token.
+history, balance, events, reconcile, token, worker, webhooks, outbound-events.
 
 Only argparse and the standard library are imported before the arguments are parsed, so `--help`
 and usage errors answer at once; the container (SQLAlchemy, Stripe, Falcon) loads for real work.
@@ -157,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=_ttl, default=3600, metavar="SECONDS",
                        help=f"seconds until it expires, 1 to {MAX_TOKEN_TTL_SECONDS} (default 3600)")
     _worker_parser(sub)
+    _outbound_parsers(sub)
     return parser
 
 
@@ -185,6 +186,9 @@ OPTION_NAMES = {
     "metadata": "--metadata",
     "limit": "--limit",
     "cursor": "--cursor",
+    "after": "--after",
+    "type": "--type",
+    "events": "--events",
 }
 
 
@@ -490,6 +494,65 @@ def _worker(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbound_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`wallet webhooks ...` (endpoints and deliveries) and `wallet outbound-events` (the pull): what the
+    admin routes under /api/v1/admin/webhook-endpoints and /api/v1/admin/events do (docs/events.md).
+    `wallet events` stays the Stripe events of one payment."""
+    webhooks = sub.add_parser("webhooks", help="outbound webhook endpoints: add, list, remove, deliveries, redeliver")
+    actions = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    add = actions.add_parser("add", help="subscribe a URL to events; prints the endpoint with its secret (only now)")
+    add.add_argument("url", help="https:// with a public address (WALLET_WEBHOOK_ALLOW_PRIVATE_URLS=true: any)")
+    add.add_argument("--events", nargs="+", default=["*"], metavar="TYPE",
+                     help='the event types to receive (default "*": every event)')
+    add.add_argument("--description", help="what it is for")
+    actions.add_parser("list", help="the registered endpoints, without secrets")
+    remove = actions.add_parser("remove", help="remove an endpoint")
+    remove.add_argument("endpoint_id")
+    rotate = actions.add_parser("rotate-secret", help="a new signing secret (the old one signs too for 24 hours)")
+    rotate.add_argument("endpoint_id")
+    deliveries = actions.add_parser("deliveries", help="what was sent to an endpoint, newest first")
+    deliveries.add_argument("endpoint_id")
+    deliveries.add_argument("--status", choices=("pending", "delivered", "failed"))
+    deliveries.add_argument("--limit", default="100", help="at most, 1-500 (default 100)")
+    redeliver = actions.add_parser("redeliver", help="queue an event again for every endpoint subscribed to it")
+    redeliver.add_argument("event_id")
+
+    pull = sub.add_parser("outbound-events", help="page through outbound events (what webhooks deliver), oldest first")
+    pull.add_argument("--after", metavar="CURSOR", help="next_cursor from the previous page")
+    pull.add_argument("--type", metavar="TYPE", help="only events of this type")
+    pull.add_argument("--user", metavar="USER", help="only this user's events")
+    pull.add_argument("--limit", default="100", help="at most, 1-500 (default 100)")
+
+
+def _webhooks(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import deliveries_view, endpoint_listed_view, endpoint_view
+
+    wallet = container.wallet()
+    command = args.webhooks_command
+    if command == "add":
+        _print(endpoint_view(wallet.add_webhook_endpoint(args.url, args.events, args.description)))
+    elif command == "list":
+        _print({"endpoints": [endpoint_listed_view(e) for e in wallet.webhook_endpoints()]})
+    elif command == "remove":
+        wallet.remove_webhook_endpoint(args.endpoint_id)
+        print(f"removed {args.endpoint_id}")
+    elif command == "rotate-secret":
+        _print(endpoint_view(wallet.rotate_webhook_secret(args.endpoint_id)))
+    elif command == "deliveries":
+        _print(deliveries_view(wallet.webhook_deliveries(args.endpoint_id, status=args.status, limit=args.limit)))
+    else:
+        _print({"event_id": args.event_id, "deliveries_queued": wallet.redeliver_event(args.event_id)})
+    return 0
+
+
+def _outbound_events(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import outbound_events_view
+
+    page = container.wallet().events_after(args.after, type=args.type, user_id=args.user, limit=args.limit)
+    _print(outbound_events_view(page))
+    return 0
+
+
 Command = Callable[["Container", argparse.Namespace], int]
 # The commands that read or write the ledger: on SQLite (the zero-configuration default) the schema is
 # brought up to date first; on PostgreSQL it must be up to date (`wallet migrate`), else they exit 1
@@ -507,6 +570,8 @@ LEDGER_COMMANDS: dict[str, Command] = {
     "balance": _balance,
     "events": _events,
     "reconcile": _reconcile,
+    "webhooks": _webhooks,
+    "outbound-events": _outbound_events,
 }
 COMMANDS: dict[str, Command] = {
     "serve": _serve, "migrate": _migrate, "token": _token, "worker": _worker, **LEDGER_COMMANDS

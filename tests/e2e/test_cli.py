@@ -1327,3 +1327,87 @@ def test_grant_with_bad_options_fails_naming_the_option(
         assert (got, out) == (1, "")
     assert says in err
     assert service.container.wallet().balance("vic") == 0
+
+
+# -- outbound events: wallet webhooks ..., wallet outbound-events ------------------------------------
+
+
+@pytest.fixture
+def dev_service(make_service: Callable[..., Service]) -> Service:
+    """WALLET_WEBHOOK_ALLOW_PRIVATE_URLS=true: an endpoint may be a receiver on 127.0.0.1."""
+    from adapters.fake_gateway import FakePaymentGateway
+
+    return make_service(FakePaymentGateway(), webhook_allow_private_urls=True)
+
+
+def test_webhooks_add_list_deliveries_redeliver_and_remove(
+    dev_service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from standardwebhooks import Webhook
+
+    from tests.fixtures.webhook_receiver import Answer, WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    try:
+        code, out, _ = run(dev_service, capsys, "webhooks", "add", receiver.url(), "--events", "credits.granted",
+                           "credits.spent", "--description", "billing")
+        assert code == 0
+        added = json.loads(out)
+        assert added["secret"].startswith("whsec_") and added["events"] == ["credits.granted", "credits.spent"]
+        assert added["description"] == "billing"
+        code, out, _ = run(dev_service, capsys, "webhooks", "list")
+        assert code == 0 and added["secret"] not in out
+        assert [e["id"] for e in json.loads(out)["endpoints"]] == [added["id"]]
+
+        assert run(dev_service, capsys, "grant", "cli-ann", "5.00", "--reason", "promo")[0] == 0
+        receiver.answer_next(Answer(status=503))
+        dev_service.container.wallet().deliver_webhooks()
+        receiver.wait_for(1)
+        code, out, _ = run(dev_service, capsys, "webhooks", "deliveries", added["id"], "--status", "pending")
+        pending = json.loads(out)["deliveries"]
+        assert code == 0 and [(d["event_type"], d["last_status_code"]) for d in pending] == [("credits.granted", 503)]
+
+        code, out, _ = run(dev_service, capsys, "webhooks", "redeliver", pending[0]["event_id"])
+        assert code == 0 and json.loads(out) == {"event_id": pending[0]["event_id"], "deliveries_queued": 1}
+        dev_service.container.wallet().deliver_webhooks()
+        got = receiver.wait_for(2)
+        assert Webhook(added["secret"]).verify(got[1].body, got[1].headers)["id"] == pending[0]["event_id"]
+        code, out, _ = run(dev_service, capsys, "webhooks", "deliveries", added["id"], "--status", "delivered")
+        assert [d["event_id"] for d in json.loads(out)["deliveries"]] == [pending[0]["event_id"]]
+
+        code, out, _ = run(dev_service, capsys, "webhooks", "remove", added["id"])
+        assert code == 0 and out.strip() == f"removed {added['id']}"
+        assert json.loads(run(dev_service, capsys, "webhooks", "list")[1]) == {"endpoints": []}
+        code, out, err = run(dev_service, capsys, "webhooks", "remove", added["id"])
+        assert code == 1 and out == "" and added["id"] in err
+    finally:
+        receiver.close()
+
+
+def test_webhooks_add_refuses_plain_http_and_unknown_types_in_one_line(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(service, capsys, "webhooks", "add", "http://example.com/hooks")
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "https" in err
+    code, out, err = run(service, capsys, "webhooks", "add", "https://1.1.1.1/x", "--events", "credits.gifted")
+    assert code == 1 and out == "" and err.startswith("wallet: Invalid input: --events")
+    assert json.loads(run(service, capsys, "webhooks", "list")[1]) == {"endpoints": []}
+
+
+def test_outbound_events_pages_oldest_first_and_filters(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    for user, credits in (("cli-bo", "3.00"), ("cli-cy", "4.00"), ("cli-bo", "5.00")):
+        assert run(service, capsys, "grant", user, credits, "--reason", "promo")[0] == 0
+    service.container.wallet().deliver_webhooks()  # numbers the committed events (the pull's order)
+
+    code, out, _ = run(service, capsys, "outbound-events", "--limit", "2")
+    first = json.loads(out)
+    code2, out2, _ = run(service, capsys, "outbound-events", "--after", first["next_cursor"])
+    rest = json.loads(out2)
+    assert code == code2 == 0
+    assert [(e["user_id"], e["data"]["credits"]) for e in first["events"] + rest["events"]] == [
+        ("cli-bo", "3.00"), ("cli-cy", "4.00"), ("cli-bo", "5.00"),
+    ]
+    code, out, _ = run(service, capsys, "outbound-events", "--user", "cli-bo", "--type", "credits.granted")
+    assert [e["data"]["credits"] for e in json.loads(out)["events"]] == ["3.00", "5.00"]
+    code, out, err = run(service, capsys, "outbound-events", "--after", "nonsense")
+    assert code == 1 and err.startswith("wallet: Invalid input: --after")
