@@ -168,7 +168,9 @@ def verified(received: list[Received], endpoint: WebhookEndpoint) -> dict[str, d
     return events
 
 
-def test_wallet_serve_delivers_a_grant_made_over_http_signed_for_the_endpoint(tmp_path, processes, receivers):
+def test_wallet_serve_delivers_a_grant_made_over_http_signed_for_the_endpoint(
+    tmp_path: Path, processes: list[Process], receivers: list[WebhookReceiver]
+) -> None:
     database_url = f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
     receiver = WebhookReceiver().start()
     receivers.append(receiver)
@@ -196,7 +198,9 @@ def test_wallet_serve_delivers_a_grant_made_over_http_signed_for_the_endpoint(tm
     assert endpoint.secret not in server.output()
 
 
-def test_wallet_worker_delivers_for_a_server_whose_thread_is_off_and_exits_0_on_sigterm(tmp_path, processes, receivers):
+def test_wallet_worker_delivers_for_a_server_whose_thread_is_off_and_exits_0_on_sigterm(
+    tmp_path: Path, processes: list[Process], receivers: list[WebhookReceiver]
+) -> None:
     database_url = f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
     receiver = WebhookReceiver().start()
     receivers.append(receiver)
@@ -219,7 +223,9 @@ def test_wallet_worker_delivers_for_a_server_whose_thread_is_off_and_exits_0_on_
     assert "webhook delivery worker started" not in server.messages()
 
 
-def test_events_made_while_the_receiver_is_down_survive_a_kill_9_and_are_all_delivered(tmp_path, processes, receivers):
+def test_events_made_while_the_receiver_is_down_survive_a_kill_9_and_are_all_delivered(
+    tmp_path: Path, processes: list[Process], receivers: list[WebhookReceiver]
+) -> None:
     database_url = f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
     port = free_port()  # the receiver's, nothing listening there yet
     first = Serve(tmp_path, env(database_url))
@@ -256,7 +262,9 @@ def test_events_made_while_the_receiver_is_down_survive_a_kill_9_and_are_all_del
         assert {e.id for e in pulled} == set(events)  # every event the wallet recorded, delivered
 
 
-def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(tmp_path, processes, receivers):
+def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(
+    tmp_path: Path, processes: list[Process], receivers: list[WebhookReceiver]
+) -> None:
     database_url = f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
     receiver = WebhookReceiver().start()
     receivers.append(receiver)

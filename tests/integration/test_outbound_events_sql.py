@@ -325,7 +325,9 @@ def test_a_spend_that_rolls_back_leaves_no_event(database_url: str) -> None:
     engine.dispose()
 
 
-def test_a_spends_events_cost_one_insert_and_its_alerts_no_statement(database_url: str, monkeypatch) -> None:
+def test_a_spends_events_cost_one_insert_and_its_alerts_no_statement(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = create_wallet_engine(database_url)
     upgrade(engine)
     uow = sql_unit_of_work_factory(engine, low_balance_default=Credits(5000))

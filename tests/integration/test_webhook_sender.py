@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from adapters.webhook_sender import HttpWebhookSender, is_public_address
 from tests.fixtures.webhook_receiver import Answer, WebhookReceiver, closed_port
 from wallet_core.errors import InvalidInput
-from wallet_core.webhooks_out import new_secret
+from wallet_core.webhooks_out import SendResult, new_secret
 
 BODY = json.dumps(
     {"id": "evt_1", "type": "credits.granted", "user_id": "alice", "data": {"note": "café"}},
@@ -47,7 +47,9 @@ def sender() -> HttpWebhookSender:
     return HttpWebhookSender(allow_private=True, timeout=2)
 
 
-def send(sender: HttpWebhookSender, url: str, *secrets: str, message_id: str = "evt_1", at: datetime | None = None):
+def send(
+    sender: HttpWebhookSender, url: str, *secrets: str, message_id: str = "evt_1", at: datetime | None = None
+) -> SendResult:
     return sender.send(
         url, secrets=secrets or (new_secret(),), message_id=message_id, body=BODY, at=at or datetime.now(UTC)
     )
@@ -56,7 +58,9 @@ def send(sender: HttpWebhookSender, url: str, *secrets: str, message_id: str = "
 # -- what the receiver gets ----------------------------------------------------------------------
 
 
-def test_the_receiver_gets_the_body_and_headers_and_the_signature_verifies(sender, receiver):
+def test_the_receiver_gets_the_body_and_headers_and_the_signature_verifies(
+    sender: HttpWebhookSender, receiver: WebhookReceiver
+) -> None:
     secret = new_secret()
     at = datetime.now(UTC)
 
@@ -77,7 +81,9 @@ def test_the_receiver_gets_the_body_and_headers_and_the_signature_verifies(sende
         Webhook(new_secret()).verify(got.body, got.headers)  # another secret does not verify it
 
 
-def test_after_a_rotation_both_the_new_and_the_previous_secret_verify(sender, receiver):
+def test_after_a_rotation_both_the_new_and_the_previous_secret_verify(
+    sender: HttpWebhookSender, receiver: WebhookReceiver
+) -> None:
     current, previous = new_secret(), new_secret()
 
     assert send(sender, receiver.url(), current, previous).delivered
@@ -90,7 +96,9 @@ def test_after_a_rotation_both_the_new_and_the_previous_secret_verify(sender, re
         Webhook(new_secret()).verify(got.body, got.headers)
 
 
-def test_a_time_in_another_zone_is_signed_as_the_same_instant(sender, receiver):
+def test_a_time_in_another_zone_is_signed_as_the_same_instant(
+    sender: HttpWebhookSender, receiver: WebhookReceiver
+) -> None:
     from datetime import timedelta, timezone
 
     at = datetime.now(timezone(timedelta(hours=-5)))
@@ -106,7 +114,7 @@ def test_a_time_in_another_zone_is_signed_as_the_same_instant(sender, receiver):
 # -- failures are results, not exceptions --------------------------------------------------------
 
 
-def test_a_500_is_a_failed_attempt(sender, receiver):
+def test_a_500_is_a_failed_attempt(sender: HttpWebhookSender, receiver: WebhookReceiver) -> None:
     receiver.answer_next(Answer(500))
 
     result = send(sender, receiver.url())
@@ -114,7 +122,9 @@ def test_a_500_is_a_failed_attempt(sender, receiver):
     assert (result.status_code, result.delivered, result.error) == (500, False, "answered 500")
 
 
-def test_a_redirect_is_not_followed_and_is_a_failed_attempt(sender, receiver):
+def test_a_redirect_is_not_followed_and_is_a_failed_attempt(
+    sender: HttpWebhookSender, receiver: WebhookReceiver
+) -> None:
     receiver.answer_next(Answer(302, location=receiver.url("/elsewhere")))
 
     result = send(sender, receiver.url("/hooks"))
@@ -125,7 +135,7 @@ def test_a_redirect_is_not_followed_and_is_a_failed_attempt(sender, receiver):
     assert [r.path for r in receiver.received] == ["/hooks"]  # /elsewhere was never asked for
 
 
-def test_a_receiver_that_hangs_past_the_timeout_is_a_timeout(receiver):
+def test_a_receiver_that_hangs_past_the_timeout_is_a_timeout(receiver: WebhookReceiver) -> None:
     sender = HttpWebhookSender(allow_private=True, timeout=0.5)
     receiver.answer_next(Answer(200, delay=3))
 
@@ -137,7 +147,7 @@ def test_a_receiver_that_hangs_past_the_timeout_is_a_timeout(receiver):
     assert "timed out after 0.5 s" in (result.error or "")
 
 
-def test_a_receiver_that_dribbles_its_answer_cannot_stretch_the_deadline(receiver):
+def test_a_receiver_that_dribbles_its_answer_cannot_stretch_the_deadline(receiver: WebhookReceiver) -> None:
     """Each byte comes well within the timeout, so a per-read timeout would wait for all 2,000 of them
     (a minute); one deadline for the whole call ends it on time."""
     sender = HttpWebhookSender(allow_private=True, timeout=1)
@@ -150,13 +160,13 @@ def test_a_receiver_that_dribbles_its_answer_cannot_stretch_the_deadline(receive
     assert result.status_code is None and "timed out" in (result.error or "")
 
 
-def test_a_refused_connection_is_reported(sender):
+def test_a_refused_connection_is_reported(sender: HttpWebhookSender) -> None:
     result = send(sender, f"http://127.0.0.1:{closed_port()}/hooks")
 
     assert result.status_code is None and result.error == "connection refused"
 
 
-def test_a_host_that_does_not_resolve_is_reported():
+def test_a_host_that_does_not_resolve_is_reported() -> None:
     def nowhere(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
@@ -167,7 +177,7 @@ def test_a_host_that_does_not_resolve_is_reported():
     assert result.status_code is None and result.error == "the host name does not resolve"
 
 
-def test_a_name_lookup_that_hangs_counts_against_the_deadline():
+def test_a_name_lookup_that_hangs_counts_against_the_deadline() -> None:
     def slow(host: str, port: int) -> list[str]:
         time.sleep(2)
         return ["127.0.0.1"]
@@ -181,14 +191,16 @@ def test_a_name_lookup_that_hangs_counts_against_the_deadline():
     assert result.status_code is None and "timed out" in (result.error or "")
 
 
-def test_http_is_refused_at_send_time_unless_private_urls_are_allowed(receiver):
+def test_http_is_refused_at_send_time_unless_private_urls_are_allowed(receiver: WebhookReceiver) -> None:
     result = send(HttpWebhookSender(allow_private=False), receiver.url())
 
     assert result.status_code is None and result.error == "the URL must start with https://"
     assert receiver.received == []
 
 
-def test_failures_are_logged_with_the_origin_only_and_never_a_secret(sender, caplog):
+def test_failures_are_logged_with_the_origin_only_and_never_a_secret(
+    sender: HttpWebhookSender, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = new_secret()
     url = f"http://127.0.0.1:{closed_port()}/hooks?token=receiver-token-123"
 
@@ -226,7 +238,7 @@ def test_failures_are_logged_with_the_origin_only_and_never_a_secret(sender, cap
         "https://2130706433/hooks",  # 127.0.0.1 written as one number
     ],
 )
-def test_check_url_refuses_private_loopback_and_reserved_addresses(url):
+def test_check_url_refuses_private_loopback_and_reserved_addresses(url: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         HttpWebhookSender(allow_private=False).check_url(url)
 
@@ -234,20 +246,20 @@ def test_check_url_refuses_private_loopback_and_reserved_addresses(url):
     assert "public" in refused.value.description
 
 
-def test_check_url_accepts_a_host_whose_every_address_is_public():
+def test_check_url_accepts_a_host_whose_every_address_is_public() -> None:
     sender = HttpWebhookSender(resolver=lambda host, port: ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"])
 
     sender.check_url("https://hooks.example.com/wallet")  # no exception
 
 
-def test_check_url_refuses_a_host_with_one_private_address_among_public_ones():
+def test_check_url_refuses_a_host_with_one_private_address_among_public_ones() -> None:
     sender = HttpWebhookSender(resolver=lambda host, port: ["93.184.215.14", "10.0.0.5"])
 
     with pytest.raises(InvalidInput, match="public"):
         sender.check_url("https://hooks.example.com/wallet")
 
 
-def test_check_url_refuses_a_host_that_does_not_resolve():
+def test_check_url_refuses_a_host_that_does_not_resolve() -> None:
     def nowhere(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
@@ -255,7 +267,7 @@ def test_check_url_refuses_a_host_that_does_not_resolve():
         HttpWebhookSender(resolver=nowhere).check_url("https://hooks.invalid/x")
 
 
-def test_private_addresses_pass_the_check_when_allowed():
+def test_private_addresses_pass_the_check_when_allowed() -> None:
     HttpWebhookSender(allow_private=True).check_url("http://127.0.0.1:9/hooks")
     HttpWebhookSender(allow_private=True).check_url("https://localhost/hooks")
 
@@ -276,11 +288,11 @@ def test_private_addresses_pass_the_check_when_allowed():
         ("not an address", False),
     ],
 )
-def test_which_addresses_are_public(address, public):
+def test_which_addresses_are_public(address: str, public: bool) -> None:
     assert is_public_address(address) is public
 
 
-def test_a_name_that_resolves_privately_at_send_time_is_not_contacted(receiver):
+def test_a_name_that_resolves_privately_at_send_time_is_not_contacted(receiver: WebhookReceiver) -> None:
     """DNS rebinding: the name was public when the endpoint was added; now it points at 127.0.0.1."""
     answers = iter([["93.184.215.14"], ["127.0.0.1"]])
     sender = HttpWebhookSender(allow_private=False, resolver=lambda host, port: next(answers))
@@ -293,7 +305,7 @@ def test_a_name_that_resolves_privately_at_send_time_is_not_contacted(receiver):
     assert receiver.received == []
 
 
-def test_the_connection_goes_to_the_vetted_address_with_the_host_name_kept(receiver):
+def test_the_connection_goes_to_the_vetted_address_with_the_host_name_kept(receiver: WebhookReceiver) -> None:
     """The name is resolved once per send and the socket connects to that address; the request still
     names the host (a virtual host on the receiver's side sees its own name)."""
     lookups: list[str] = []
@@ -315,7 +327,7 @@ def test_the_connection_goes_to_the_vetted_address_with_the_host_name_kept(recei
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     folder = tmp_path_factory.mktemp("tls")
@@ -331,7 +343,7 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def tls_receiver(certificate) -> Iterator[WebhookReceiver]:
+def tls_receiver(certificate: tuple[Path, Path]) -> Iterator[WebhookReceiver]:
     cert, key = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -348,7 +360,9 @@ def trusting(cert: Path) -> ssl.SSLContext:
     return context
 
 
-def test_https_to_a_pinned_address_verifies_the_certificate_for_the_host_name(certificate, tls_receiver):
+def test_https_to_a_pinned_address_verifies_the_certificate_for_the_host_name(
+    certificate: tuple[Path, Path], tls_receiver: WebhookReceiver
+) -> None:
     secret = new_secret()
     sender = HttpWebhookSender(
         allow_private=True, resolver=lambda host, port: ["127.0.0.1"], tls=trusting(certificate[0])
@@ -361,7 +375,9 @@ def test_https_to_a_pinned_address_verifies_the_certificate_for_the_host_name(ce
     Webhook(secret).verify(got.body, got.headers)
 
 
-def test_https_to_a_host_the_certificate_does_not_name_fails(certificate, tls_receiver):
+def test_https_to_a_host_the_certificate_does_not_name_fails(
+    certificate: tuple[Path, Path], tls_receiver: WebhookReceiver
+) -> None:
     sender = HttpWebhookSender(
         allow_private=True, resolver=lambda host, port: ["127.0.0.1"], tls=trusting(certificate[0])
     )
@@ -372,7 +388,7 @@ def test_https_to_a_host_the_certificate_does_not_name_fails(certificate, tls_re
     assert tls_receiver.received == []
 
 
-def test_https_with_an_untrusted_certificate_fails(tls_receiver):
+def test_https_with_an_untrusted_certificate_fails(tls_receiver: WebhookReceiver) -> None:
     sender = HttpWebhookSender(allow_private=True, resolver=lambda host, port: ["127.0.0.1"])
 
     result = send(sender, tls_receiver.url(host="hooks.example.test", scheme="https"))
@@ -380,7 +396,7 @@ def test_https_with_an_untrusted_certificate_fails(tls_receiver):
     assert result.status_code is None and "TLS certificate not accepted" in (result.error or "")
 
 
-def test_check_url_gives_up_on_a_name_lookup_that_hangs():
+def test_check_url_gives_up_on_a_name_lookup_that_hangs() -> None:
     def slow(host: str, port: int) -> list[str]:
         time.sleep(2)
         return ["93.184.215.14"]

@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.fake_webhook_sender import FakeWebhookSender
 from adapters.memory_ledger import InMemoryStore, in_memory_unit_of_work_factory
-from entrypoints.worker import DeliveryWorker, run_until_signalled
+from entrypoints.worker import Deliverer, DeliveryWorker, run_until_signalled
 from tests.unit.helpers import new_key
 from wallet_core.clock import utc_now
 from wallet_core.errors import StorageUnavailable
@@ -43,7 +44,7 @@ def sender() -> FakeWebhookSender:
 
 
 @pytest.fixture
-def hooks(store: InMemoryStore, gateway: FakePaymentGateway, policy: TopUpPolicy, sender) -> Wallet:
+def hooks(store: InMemoryStore, gateway: FakePaymentGateway, policy: TopUpPolicy, sender: FakeWebhookSender) -> Wallet:
     """A wallet on the real clock: the worker runs in real time."""
     return Wallet(
         uow=in_memory_unit_of_work_factory(store),
@@ -64,7 +65,7 @@ def workers() -> Iterator[list[DeliveryWorker]]:
         worker.stop(timeout=5)
 
 
-def start(workers: list[DeliveryWorker], wallet, **options) -> DeliveryWorker:
+def start(workers: list[DeliveryWorker], wallet: Deliverer, **options: Any) -> DeliveryWorker:
     worker = DeliveryWorker(wallet, **options)
     workers.append(worker)
     worker.start()
@@ -75,7 +76,9 @@ def grant(wallet: Wallet) -> None:
     wallet.grant("alice", "10", reason="promo", granted_by="admin", idempotency_key=new_key())
 
 
-def test_the_worker_delivers_what_is_granted_while_it_runs(hooks, sender, workers):
+def test_the_worker_delivers_what_is_granted_while_it_runs(
+    hooks: Wallet, sender: FakeWebhookSender, workers: list[DeliveryWorker]
+) -> None:
     endpoint = hooks.add_webhook_endpoint(URL, ["*"])
     worker = start(workers, hooks, poll_seconds=0.01)
 
@@ -87,7 +90,9 @@ def test_the_worker_delivers_what_is_granted_while_it_runs(hooks, sender, worker
     assert {d.status for d in hooks.webhook_deliveries(endpoint.id)} == {DeliveryStatus.DELIVERED}
 
 
-def test_work_found_means_the_next_round_at_once_and_no_work_means_a_pause(hooks, sender, workers):
+def test_work_found_means_the_next_round_at_once_and_no_work_means_a_pause(
+    hooks: Wallet, sender: FakeWebhookSender, workers: list[DeliveryWorker]
+) -> None:
     hooks.add_webhook_endpoint(URL, ["*"])
     for _ in range(5):
         grant(hooks)
@@ -115,7 +120,9 @@ class Flaky:
         return self.wallet.deliver_webhooks(limit=limit)
 
 
-def test_a_round_that_raises_is_logged_and_the_worker_goes_on(hooks, sender, workers, caplog):
+def test_a_round_that_raises_is_logged_and_the_worker_goes_on(
+    hooks: Wallet, sender: FakeWebhookSender, workers: list[DeliveryWorker], caplog: pytest.LogCaptureFixture
+) -> None:
     hooks.add_webhook_endpoint(URL, ["*"])
     grant(hooks)
     flaky = Flaky(hooks, StorageUnavailable("the database is locked"), RuntimeError("a bug"))
@@ -133,7 +140,9 @@ def test_a_round_that_raises_is_logged_and_the_worker_goes_on(hooks, sender, wor
     assert worker.failures == 2
 
 
-def test_the_wait_after_failed_rounds_doubles_up_to_the_maximum(hooks, workers, caplog):
+def test_the_wait_after_failed_rounds_doubles_up_to_the_maximum(
+    hooks: Wallet, workers: list[DeliveryWorker], caplog: pytest.LogCaptureFixture
+) -> None:
     flaky = Flaky(hooks, *(StorageUnavailable("down") for _ in range(5)))
 
     with caplog.at_level(logging.WARNING, logger="wallet.webhooks"):
@@ -144,7 +153,9 @@ def test_the_wait_after_failed_rounds_doubles_up_to_the_maximum(hooks, workers, 
     assert waits == [0.02, 0.04, 0.04, 0.04, 0.04]
 
 
-def test_failed_attempts_are_logged_as_a_warning_without_the_secret(hooks, sender, workers, caplog):
+def test_failed_attempts_are_logged_as_a_warning_without_the_secret(
+    hooks: Wallet, sender: FakeWebhookSender, workers: list[DeliveryWorker], caplog: pytest.LogCaptureFixture
+) -> None:
     endpoint = hooks.add_webhook_endpoint(URL, ["*"])
     grant(hooks)
     sender.answer_next(SendResult(500))
@@ -175,7 +186,9 @@ class Blocking(FakeWebhookSender):
         return super().send(url, secrets=secrets, message_id=message_id, body=body, at=at)
 
 
-def test_stop_waits_for_the_delivery_in_flight_and_starts_no_other(store, gateway, policy, workers):
+def test_stop_waits_for_the_delivery_in_flight_and_starts_no_other(
+    store: InMemoryStore, gateway: FakePaymentGateway, policy: TopUpPolicy, workers: list[DeliveryWorker]
+) -> None:
     sender = Blocking()
     wallet = Wallet(uow=in_memory_unit_of_work_factory(store), gateway=gateway, policy=policy, webhook_sender=sender)
     endpoint = wallet.add_webhook_endpoint(URL, ["*"])
@@ -195,7 +208,7 @@ def test_stop_waits_for_the_delivery_in_flight_and_starts_no_other(store, gatewa
     assert pending.attempts == 0  # untouched: the next worker takes it at once, no lease to wait out
 
 
-def test_stop_returns_at_once_while_the_worker_waits_for_work(hooks, workers):
+def test_stop_returns_at_once_while_the_worker_waits_for_work(hooks: Wallet, workers: list[DeliveryWorker]) -> None:
     worker = start(workers, hooks, poll_seconds=60)
     eventually(lambda: worker.rounds == 1)
 
@@ -204,7 +217,7 @@ def test_stop_returns_at_once_while_the_worker_waits_for_work(hooks, workers):
     assert time.monotonic() - started < 0.5
 
 
-def test_sigterm_stops_the_foreground_worker_after_its_round(hooks, sender):
+def test_sigterm_stops_the_foreground_worker_after_its_round(hooks: Wallet, sender: FakeWebhookSender) -> None:
     hooks.add_webhook_endpoint(URL, ["*"])
     grant(hooks)
     worker = DeliveryWorker(hooks, poll_seconds=60)
@@ -240,8 +253,8 @@ class Unmigrated:
 
 
 def test_a_schema_not_migrated_yet_is_said_once_without_a_traceback_then_delivery_resumes(
-    hooks, sender, workers, caplog
-):
+    hooks: Wallet, sender: FakeWebhookSender, workers: list[DeliveryWorker], caplog: pytest.LogCaptureFixture
+) -> None:
     hooks.add_webhook_endpoint(URL, ["*"])
     grant(hooks)
     unmigrated = Unmigrated(hooks)

@@ -382,26 +382,28 @@ def test_invalid_limits_name_the_variable(tmp_path: Path, name: str, value: str)
 # -- balance alerts (issue 12) -------------------------------------------------------------------
 
 
-def test_the_default_low_balance_threshold_is_unset_unless_given(tmp_path):
+def test_the_default_low_balance_threshold_is_unset_unless_given(tmp_path: Path) -> None:
     assert load(tmp_path).low_balance_credits is None
     assert load(tmp_path, WALLET_LOW_BALANCE_CREDITS="  ").low_balance_credits is None
 
 
 @pytest.mark.parametrize(("value", "expected"), [("100", Credits(10_000)), ("0.01", Credits(1)),
                                                  ("2500.50", Credits(250_050)), ("100000000", MAX_THRESHOLD)])
-def test_the_default_low_balance_threshold_is_an_amount_of_credits(tmp_path, value, expected):
+def test_the_default_low_balance_threshold_is_an_amount_of_credits(
+    tmp_path: Path, value: str, expected: Credits
+) -> None:
     settings = load(tmp_path, WALLET_LOW_BALANCE_CREDITS=value)
     assert settings.low_balance_credits == expected
     assert f"low_balance_credits={expected}" in repr(settings)
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "0.001", "ten", "1e3", "NaN", "100000000.01", "\u0665"])
-def test_a_bad_default_low_balance_threshold_names_the_variable(tmp_path, value):
+def test_a_bad_default_low_balance_threshold_names_the_variable(tmp_path: Path, value: str) -> None:
     with pytest.raises(SettingsError, match="WALLET_LOW_BALANCE_CREDITS"):
         load(tmp_path, WALLET_LOW_BALANCE_CREDITS=value)
 
 
-def test_the_container_gives_the_default_threshold_to_every_unit_of_work(tmp_path):
+def test_the_container_gives_the_default_threshold_to_every_unit_of_work(tmp_path: Path) -> None:
     from entrypoints.container import Container
 
     container = Container()

@@ -36,7 +36,9 @@ def _no_such_host(host: str, port: int) -> list[str]:
         (HttpWebhookSender(), "http://hooks.example.com/", new_secret(), "the URL must start with https://"),
     ],
 )  # fmt: skip
-def test_no_failure_reason_or_log_line_holds_the_secret(sender, url, secret, why, caplog):
+def test_no_failure_reason_or_log_line_holds_the_secret(
+    sender: HttpWebhookSender, url: str, secret: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.DEBUG, logger="wallet"):
         result = sender.send(url, secrets=(secret, new_secret()), message_id="evt_1", body=BODY, at=AT)
 
@@ -47,7 +49,7 @@ def test_no_failure_reason_or_log_line_holds_the_secret(sender, url, secret, why
     assert secret.removeprefix("whsec_") not in logged + (result.error or "")
 
 
-def test_the_headers_carry_signatures_of_the_secrets_never_the_secrets():
+def test_the_headers_carry_signatures_of_the_secrets_never_the_secrets() -> None:
     current, previous = new_secret(), new_secret()
 
     headers = signed_headers((current, previous), message_id="evt_1", body=BODY, at=AT)
@@ -61,12 +63,12 @@ def test_the_headers_carry_signatures_of_the_secrets_never_the_secrets():
     assert headers["webhook-timestamp"] == "1735732800"
 
 
-def test_a_naive_time_is_taken_as_utc():
+def test_a_naive_time_is_taken_as_utc() -> None:
     secret = new_secret()
     naive = signed_headers((secret,), message_id="evt_1", body=BODY, at=AT.replace(tzinfo=None))
 
     assert naive == signed_headers((secret,), message_id="evt_1", body=BODY, at=AT)
 
 
-def test_the_senders_repr_says_how_it_is_set_up():
+def test_the_senders_repr_says_how_it_is_set_up() -> None:
     assert repr(HttpWebhookSender(allow_private=True, timeout=3)) == "HttpWebhookSender(allow_private=True, timeout=3)"

@@ -20,7 +20,7 @@ def load(tmp_path: Path, **environ: str) -> Settings:
     return Settings.from_env(environ=environ, cwd=tmp_path)
 
 
-def test_defaults(tmp_path):
+def test_defaults(tmp_path: Path) -> None:
     settings = load(tmp_path)
 
     assert settings.webhook_retry_seconds == DEFAULT_RETRY_SECONDS == (5, 30, 120, 600, 3600, 21600, 86400)
@@ -28,7 +28,7 @@ def test_defaults(tmp_path):
     assert settings.webhook_worker is True
 
 
-def test_every_webhook_variable_is_read(tmp_path):
+def test_every_webhook_variable_is_read(tmp_path: Path) -> None:
     settings = load(
         tmp_path,
         WALLET_WEBHOOK_RETRY_SECONDS=" 1, 2,3 ",
@@ -44,7 +44,7 @@ def test_every_webhook_variable_is_read(tmp_path):
 
 @pytest.mark.parametrize("name", ["WALLET_WEBHOOK_ALLOW_PRIVATE_URLS", "WALLET_WEBHOOK_WORKER"])
 @pytest.mark.parametrize("value", ["1", "yes", "off", "tru", "true false"])
-def test_a_flag_is_true_or_false_and_nothing_else(tmp_path, name, value):
+def test_a_flag_is_true_or_false_and_nothing_else(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(SettingsError) as refused:
         load(tmp_path, **{name: value})
 
@@ -52,7 +52,7 @@ def test_a_flag_is_true_or_false_and_nothing_else(tmp_path, name, value):
 
 
 @pytest.mark.parametrize("value", ["0", "5,0", "five", "5;30", "-5", "5,,30", "604801", ",".join(["1"] * 21)])
-def test_a_bad_retry_schedule_stops_start_up_naming_the_variable(tmp_path, value):
+def test_a_bad_retry_schedule_stops_start_up_naming_the_variable(tmp_path: Path, value: str) -> None:
     with pytest.raises(SettingsError, match=r"^WALLET_WEBHOOK_RETRY_SECONDS must be"):
         load(tmp_path, WALLET_WEBHOOK_RETRY_SECONDS=value)
 
@@ -64,7 +64,9 @@ def container_with(settings: Settings) -> Container:
 
 
 @pytest.mark.parametrize("allowed", [True, False])
-def test_the_container_builds_the_real_sender_and_hands_the_settings_to_the_wallet(tmp_path, allowed):
+def test_the_container_builds_the_real_sender_and_hands_the_settings_to_the_wallet(
+    tmp_path: Path, allowed: bool
+) -> None:
     settings = load(
         tmp_path,
         WALLET_WEBHOOK_RETRY_SECONDS="7,70",
@@ -83,7 +85,9 @@ def test_the_container_builds_the_real_sender_and_hands_the_settings_to_the_wall
         container.shutdown_resources()
 
 
-def test_wallet_worker_with_a_bad_retry_schedule_exits_2_naming_the_variable(tmp_path, monkeypatch, capsys):
+def test_wallet_worker_with_a_bad_retry_schedule_exits_2_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("WALLET_DATABASE_URL", f"sqlite:///{tmp_path / 'w.sqlite3'}")
     monkeypatch.setenv("WALLET_WEBHOOK_RETRY_SECONDS", "5,soon")
     monkeypatch.setattr("entrypoints.logs.configure_logging", lambda *a, **k: None)  # keep pytest's logging
