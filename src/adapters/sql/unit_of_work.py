@@ -39,9 +39,10 @@ class SqlUnitOfWork:
     connection) of the unit of work.
 
     Two things live as long as one database transaction, and are dropped when it ends (commit or
-    rollback): the outbound events added to `outbox`, written by commit() with one INSERT just before
-    COMMIT; and the alert settings of the wallets the transaction locked, read with the lock and
-    answered by `alerts` (adapters.sql.alert_repository)."""
+    rollback): the outbound events added to `outbox`, written by commit() with one INSERT, just before
+    COMMIT on SQLite and with it on PostgreSQL (adapters.sql.outbox_repository); and the alert settings
+    of the wallets the transaction locked, read with the lock and answered by `alerts`
+    (adapters.sql.alert_repository)."""
 
     ledger: SqlLedgerRepository
     holds: SqlHoldRepository

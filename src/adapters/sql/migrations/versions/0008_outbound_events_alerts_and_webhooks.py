@@ -16,7 +16,7 @@ SQLite: the columns are added in place (ALTER TABLE ... ADD COLUMN), nothing is 
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2026-12-10
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations
