@@ -291,8 +291,8 @@ class Outbox(Protocol):
 
 
 class AlertSettings(Protocol):
-    """Each wallet's own low-balance threshold and the alert level it was last seen at (`tx.alerts`).
-    Both are also read with the wallet's lock (WalletState.alerts)."""
+    """Each wallet's own low-balance threshold and the alert level it was last seen at (`tx.alerts`),
+    read and changed under the wallet's lock (an adapter may read them with the lock: the SQL one does)."""
 
     def get(self, user_id: str) -> AlertState: ...
 
