@@ -16,7 +16,7 @@ import falcon.inspect
 import jsonschema_rs
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CheckFunction, not_a_server_error
@@ -267,6 +267,10 @@ def _run(schema: OpenApiSchema, label: str, headers: dict[str, str], mode: Gener
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
     def run(case: schemathesis.Case[Any]) -> None:
+        # A negative case whose only broken part is an extra query parameter with an empty list for a
+        # value is a valid request once sent (an empty list sends nothing, and the test puts the token
+        # back): schemathesis would call its 200 "schema-violating request accepted". Skip those.
+        assume(not (mode is GenerationMode.NEGATIVE and any(v == [] for v in (case.query or {}).values())))
         response = case.call_and_validate(headers=headers, checks=checks)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
