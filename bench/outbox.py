@@ -5,6 +5,7 @@ docs/performance.md.
 
     python bench/outbox.py                 # SQLite and PostgreSQL (a throw-away database)
     python bench/outbox.py --sqlite-only
+    python bench/outbox.py --http          # over HTTP, 8 clients: see bench/outbox_http.py
 
 "Without" is made here, not in src/: this script monkeypatches the SQL outbox's `add` to do nothing,
 so no event is kept and commit() writes none; everything else (the events built, the alert levels
@@ -333,9 +334,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--rounds", type=int, default=60, help="rounds (one block of each variant; medians taken)")
-    parser.add_argument("--block", type=int, default=25, help="operations per block")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds (one block of each variant; medians taken); default 60, with --http 10"
+    )
+    parser.add_argument("--block", type=int, help="operations per block; default 25, with --http 500")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="over HTTP: `wallet serve` vs bench/serve_without_outbox.py (bench/outbox_http.py)",
+    )
+    parser.add_argument(
+        "--no-worker", action="store_true", help="with --http: the servers without their webhook worker thread"
+    )
     args = parser.parse_args()
+    if args.http:
+        import outbox_http  # bench/outbox_http.py
+
+        return outbox_http.main(
+            args.sqlite_only,
+            args.pg_admin_url,
+            rounds=args.rounds or 10,
+            block=args.block or 500,
+            worker=not args.no_worker,
+        )
+    args.rounds, args.block = args.rounds or 60, args.block or 25
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wallet-outbox-") as work:
