@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from standardwebhooks import Webhook
 
 from wallet_core.errors import InvalidInput
-from wallet_core.webhooks_out import DELIVERY_TIMEOUT_SECONDS, SendResult
+from wallet_core.webhooks_out import DELIVERY_TIMEOUT_SECONDS, SendResult, check_endpoint_url
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -337,17 +337,11 @@ def signed_headers(secrets: tuple[str, ...], *, message_id: str, body: bytes, at
 
 
 def _parts(url: str, allow_private: bool) -> tuple[str, int, bool, str]:
-    """(host, port, https?, request target) of an endpoint URL; InvalidInput("url", ...) if unusable."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidInput("url", "is not a URL") from None
-    schemes = ("https", "http") if allow_private else ("https",)
-    if parts.scheme not in schemes:
-        raise InvalidInput("url", "must start with https://")
-    if not parts.hostname:
-        raise InvalidInput("url", "must name a host")
+    """(host, port, https?, request target) of an endpoint URL; InvalidInput("url", ...) if unusable
+    (the core's one rule for an endpoint URL's form: wallet_core.webhooks_out.check_endpoint_url)."""
+    parts = urlsplit(check_endpoint_url(url, allow_private=allow_private))
+    port = parts.port
+    assert parts.hostname is not None  # check_endpoint_url refuses a URL without a host
     tls = parts.scheme == "https"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.hostname, port or (443 if tls else 80), tls, target
