@@ -24,7 +24,7 @@ from wallet_core.clock import utc_now
 from wallet_core.errors import StorageUnavailable
 from wallet_core.service import Wallet
 from wallet_core.topups import TopUpPolicy
-from wallet_core.use_cases.webhook_delivery import DeliveryRound
+from wallet_core.use_cases.webhook_delivery import PUBLISH_BATCH, DeliveryRound
 from wallet_core.webhooks_out import DeliveryStatus, SendResult
 
 URL = "https://hooks.example.com/wallet"
@@ -105,6 +105,32 @@ def test_work_found_means_the_next_round_at_once_and_no_work_means_a_pause(
     eventually(lambda: worker.rounds == 6)  # the sixth found nothing: the worker now waits 30 s
     time.sleep(0.2)
     assert worker.rounds == 6
+
+
+class Scripted:
+    """Rounds as scripted (then idle ones), with when each began."""
+
+    def __init__(self, *rounds: DeliveryRound) -> None:
+        self.rounds = list(rounds)
+        self.began: list[float] = []
+
+    def deliver_webhooks(self, *, limit: int = 50) -> DeliveryRound:
+        self.began.append(time.monotonic())
+        return self.rounds.pop(0) if self.rounds else DeliveryRound(0, 0, 0, 0)
+
+
+def test_a_round_that_emptied_the_queue_lets_new_events_gather_before_the_next(workers: list[DeliveryWorker]) -> None:
+    """Events published but nothing left to deliver: the next round waits settle_seconds (so one round
+    publishes what commits meanwhile), not poll_seconds; a full batch of events: the next at once."""
+    scripted = Scripted(DeliveryRound(PUBLISH_BATCH, 0, 0, 0), DeliveryRound(3, 0, 0, 0))
+    worker = start(workers, scripted, poll_seconds=30, settle_seconds=0.3)
+
+    eventually(lambda: worker.rounds == 3)
+    first, second, third = scripted.began[:3]
+    assert second - first < 0.2  # the batch was full: more may be waiting
+    assert 0.3 <= third - second < 5  # the queue was emptied: a short pause, not the 30 s poll
+    time.sleep(0.4)
+    assert worker.rounds == 3  # the third round found nothing: now the poll's 30 s
 
 
 class Flaky:
