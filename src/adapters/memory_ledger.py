@@ -128,6 +128,10 @@ class InMemoryLedgerRepository:
         found = self._s.by_reference.get(reference_id)
         return None if found is None else self._with_revert(self._s.transactions[found])
 
+    def find_transactions_by_references(self, reference_ids: Collection[str]) -> dict[str, CreditTransaction]:
+        found = {ref: self.find_transaction_by_reference(ref) for ref in set(reference_ids)}
+        return {ref: booked for ref, booked in found.items() if booked is not None}
+
     def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
         found = self._s.transactions.get(transaction_id)
         return None if found is None else self._full(found)

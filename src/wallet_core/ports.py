@@ -137,6 +137,11 @@ class LedgerRepository(Protocol):
         """With `reverts` and `reverted_by` (not `sources`)."""
         ...
 
+    def find_transactions_by_references(self, reference_ids: Collection[str]) -> dict[str, CreditTransaction]:
+        """find_transaction_by_reference for many at once (one read): reference id -> its transaction,
+        for those recorded."""
+        ...
+
     def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
         """By id, with `reverts`, `reverted_by` and `sources`."""
         ...

@@ -87,6 +87,18 @@ def test_record_moves_the_balances_and_returns_the_balance_after(uow: Uow) -> No
         assert list(tx.ledger.transactions("alice", 10)[1].metadata) == ["note", "campaign"]  # in their order
 
 
+def test_many_references_are_found_in_one_read_each_with_its_transaction(uow: Uow) -> None:
+    with uow() as tx:
+        first = tx.ledger.record(credit(credits=100, reference="grant:a"))
+        second = tx.ledger.record(credit(credits=200, reference="grant:b", at=T0 + timedelta(seconds=1)))
+        tx.commit()
+    with uow() as tx:
+        found = tx.ledger.find_transactions_by_references(["grant:b", "nothing", "grant:a", "grant:a"])
+        assert found == {"grant:a": first, "grant:b": second}
+        assert tx.ledger.find_transactions_by_references([]) == {}
+        assert tx.ledger.find_transactions_by_references(["nothing"]) == {}
+
+
 def test_record_creates_lots_and_lock_wallet_returns_the_live_ones(uow: Uow) -> None:
     promo = credit(credits=300, expires_at=T0 + 24 * HOUR, at=T0)
     paid = credit(credits=1000, kind=CreditKind.PAID, at=T0 + HOUR)

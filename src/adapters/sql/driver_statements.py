@@ -90,6 +90,11 @@ TAKE_BACKS_OF_USER = Sql.of(
     postgresql=f'{_TAKE_BACKS} AND t.user_id = :p_user ORDER BY t.created_at, t.id COLLATE "C"',
 )
 TRANSACTION_BY_REFERENCE = Sql.of(f"{_TRANSACTION_ROWS} WHERE t.reference_id = :p_reference")
+# Many at once (a batch of spends looks up all its keys): a JSON array on SQLite, an array on PostgreSQL.
+TRANSACTIONS_BY_REFERENCES = Sql.of(
+    f"{_TRANSACTION_ROWS} WHERE t.reference_id IN (SELECT value FROM json_each(:p_references))",
+    postgresql=f"{_TRANSACTION_ROWS} WHERE t.reference_id = ANY(CAST(:p_references AS varchar[]))",
+)
 TRANSACTION_BY_ID = Sql.of(f"{_TRANSACTION_ROWS} WHERE t.id = :p_id")
 # Every revert, oldest first, beside the transaction it names (each with its own revert's id): what
 # `wallet verify` checks. Reverts are found by kind (a full read, like the rest of the audit), so a

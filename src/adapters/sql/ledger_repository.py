@@ -7,9 +7,10 @@ SQLAlchemy Core statements built once per dialect. The unit of work's other repo
 (hold_repository, top_up_repository, event_log) share its connection and driver. What each call
 costs, in statements sent:
 
-- balances, find_transaction_by_reference, take_backs, users_with_expired_credits, postings_of, lots,
-  live_lots: 1. balances sums credits not effective yet only while the wallet's pending_until is
-  ahead (over the partial index of future-dated lots): a wallet never granted any pays nothing more.
+- balances, find_transaction_by_reference, find_transactions_by_references, take_backs,
+  users_with_expired_credits, postings_of, lots, live_lots: 1. balances sums credits not effective
+  yet only while the wallet's pending_until is ahead (over the partial index of future-dated lots): a
+  wallet never granted any pays nothing more.
   Every read of a transaction finds its revert, if any, through the partial unique index on
   `reverts` (a LEFT JOIN in the same statement).
 - transactions, find_transaction: 2 (the rows, then their postings, each with its lot's kind, for
@@ -264,6 +265,13 @@ class SqlLedgerRepository:
     def find_transaction_by_reference(self, reference_id: str) -> CreditTransaction | None:
         row = self._driver.one(sql.TRANSACTION_BY_REFERENCE, {"p_reference": reference_id})
         return None if row is None else self._transaction_of(row)
+
+    def find_transactions_by_references(self, reference_ids: Collection[str]) -> dict[str, CreditTransaction]:
+        wanted = sorted(set(reference_ids))
+        if not wanted:
+            return {}
+        rows = self._driver.all(sql.TRANSACTIONS_BY_REFERENCES, {"p_references": self._ids(wanted)})
+        return {booked.reference_id: booked for booked in map(self._transaction_of, rows)}
 
     def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
         row = self._driver.one(sql.TRANSACTION_BY_ID, {"p_id": transaction_id})

@@ -15,11 +15,14 @@ from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, re
 from wallet_core.use_cases.reconcile_payments import ReconcileReport, reconcile_payments
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
 from wallet_core.use_cases.revert_transaction import RevertResult, revert_transaction
+from wallet_core.use_cases.spend_batch import BatchItemResult, BatchStatus, spend_many
 from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
 from wallet_core.use_cases.verify_ledger import LedgerCheck, Violation, check_ledger, verify_ledger
 
 __all__ = [
     "AlertView",
+    "BatchItemResult",
+    "BatchStatus",
     "EventPage",
     "ExpiryReport",
     "GrantResult",
@@ -49,5 +52,6 @@ __all__ = [
     "revert_transaction",
     "set_alert",
     "spend_credits",
+    "spend_many",
     "verify_ledger",
 ]
