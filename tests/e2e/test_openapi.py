@@ -141,6 +141,7 @@ _bodies = st.one_of(
         "credits": _json_values, "reason": _json_values, "metadata": _json_values, "amount_usd": _json_values,
         "expires_at": _json_values, "expires_in_seconds": _json_values, "extra": _json_values,
         "effective_at": _json_values, "priority": _json_values, "category": _json_values, "dry_run": _json_values,
+        "spends": _json_values,
     }),
 )
 
