@@ -6,17 +6,18 @@ in debt refuses.
 How, so the answer is exactly what the same spends made one by one in request order would answer:
 
 - Each item is checked first; a malformed one is `invalid` (naming the field) and the rest go on.
-- Every key's earlier transaction is looked up in one read (find_transactions_by_references).
-- Every wallet that may be spent from is locked, in sorted user id order (two batches touching the
-  same wallets take their locks in the same order, so they wait for each other but never deadlock),
-  and its expired credits booked out (lock_and_sweep), before any item is booked.
+- Every wallet of the batch is locked, in sorted user id order (two batches touching the same wallets
+  take their locks in the same order, so they wait for each other but never deadlock), and its expired
+  credits booked out (lock_and_sweep), before anything else is read.
+- Then every key's earlier transaction is looked up in one read (find_transactions_by_references):
+  under the locks, so a concurrent spend of a key for one of these wallets committed before it.
 - The items are then booked in request order with the single spend's domain code (spend_booking, then
   recording.book: the credits.spent event and the balance alerts of each item, as for a single spend).
   A key used earlier in the batch or before it answers `replayed` (the same request: the first
   transaction and balance) or `conflict` (another request), as check_same_request decides.
-- A concurrent request that commits one of the batch's keys while it runs makes record() refuse it
-  (DuplicateReference): the whole unit of work is rolled back and the batch run again (it then finds
-  the key and replays it), at most RETRIES times. Never a partial write.
+- A concurrent request that commits one of the batch's keys for another wallet while it runs (so a
+  conflict) makes record() refuse it (DuplicateReference): the whole unit of work is rolled back and
+  the batch run again (it then finds the key), at most RETRIES times. Never a partial write.
 """
 
 from __future__ import annotations
@@ -187,12 +188,11 @@ def spend_many(
 
 
 def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> dict[int, BatchItemResult]:
+    # Every wallet of the batch, locked in sorted order before anything is read: a concurrent request
+    # can then commit one of the batch's keys for the same wallet only before the lookup below sees it.
+    states = {user_id: lock_and_sweep(tx, user_id, at) for user_id in sorted({item.user_id for item in items})}
     found = tx.ledger.find_transactions_by_references(sorted({item.reference for item in items}))
     spent: dict[str, _Spent] = {ref: _Spent.of(booked) for ref, booked in found.items()}
-    # Wallets an item may be booked on (its key not spent before the batch): locked in sorted order.
-    states: dict[str, WalletState] = {}
-    for user_id in sorted({item.user_id for item in items if item.reference not in spent}):
-        states[user_id] = lock_and_sweep(tx, user_id, at)
     answered: dict[int, BatchItemResult] = {}
     for item in items:
         asked = item.asked()
