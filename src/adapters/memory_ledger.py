@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
@@ -216,6 +216,9 @@ class InMemoryLedgerRepository:
         self._s.by_reference[booking.reference_id] = booking.id
         self._s.postings.extend((booking.id, p) for p in booking.postings)
         return booked
+
+    def record_many(self, bookings: Sequence[Booking]) -> list[CreditTransaction]:
+        return [self.record(booking) for booking in bookings]
 
     # -- expiry and audit ----------------------------------------------------------------------
     def users_with_expired_credits(self, at: datetime, limit: int) -> list[str]:

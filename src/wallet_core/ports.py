@@ -6,7 +6,7 @@ makes mypy prove that every adapter and test double fits."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -184,6 +184,13 @@ class LedgerRepository(Protocol):
 
         Raises DuplicateReference (and changes nothing) when the reference id was recorded before;
         the caller must then roll the unit of work back."""
+        ...
+
+    def record_many(self, bookings: Sequence[Booking]) -> list[CreditTransaction]:
+        """record() each booking, in order, with the same answers, in as few statements as the store
+        allows. For bookings that create no lots, each on a wallet this unit of work locked (a batch of
+        spends). Raises DuplicateReference when a reference was recorded before; the caller must then roll
+        the unit of work back (the others may have been written)."""
         ...
 
     # -- expiry and audit ----------------------------------------------------------------------

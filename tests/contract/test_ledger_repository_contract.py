@@ -99,6 +99,50 @@ def test_many_references_are_found_in_one_read_each_with_its_transaction(uow: Uo
         assert tx.ledger.find_transactions_by_references(["nothing"]) == {}
 
 
+def test_record_many_books_spends_in_order_as_record_would_one_after_another(uow: Uow) -> None:
+    """Two wallets, interleaved; bob has credits pending (effective tomorrow), which no balance after
+    counts; two spends take from one lot."""
+    with uow() as tx:
+        tx.ledger.record(credit("alice", 1000, reference="grant:a"))
+        tx.ledger.record(credit("bob", 500, kind=CreditKind.PAID, reference="grant:b"))
+        tx.ledger.record(credit("bob", 300, reference="grant:later", effective_at=T0 + 24 * HOUR))
+        tx.commit()
+    with uow() as tx:
+        alice, bob = tx.ledger.lock_wallet("alice", T0), tx.ledger.lock_wallet("bob", T0)
+        first = spend(alice, 100, reference="spend:1")
+        second = spend(bob, 50, reference="spend:2")
+        third = spend(replace(alice, lots=tuple(replace(lot, remaining=lot.remaining - Credits(100))
+                                                for lot in alice.lots)), 200, reference="spend:3")
+        booked = tx.ledger.record_many([first, second, third])
+        tx.commit()
+    assert [(b.id, b.reference_id, b.balance_after) for b in booked] == [
+        (first.id, "spend:1", Credits(900)), (second.id, "spend:2", Credits(450)), (third.id, "spend:3", Credits(700)),
+    ]
+    assert all(b.kind is TransactionKind.SPEND and b.reason == "used" and b.actor == "api" for b in booked)
+    assert balances(uow, "alice") == c(700, 0)
+    assert balances(uow, "bob") == c(450, 0)
+    assert sorted(live_lots(uow, "alice").values()) == [(700, 0)]
+    with uow() as tx:
+        assert tx.ledger.find_transaction_by_reference("spend:3") == booked[2]
+        assert [p.amount for p in tx.ledger.postings_of(third.id)] == [Credits(-200), Credits(200)]
+        assert tx.ledger.record_many([]) == []
+        audit = tx.ledger.audit()
+    assert audit.unbalanced == []
+
+
+def test_record_many_refuses_a_reference_recorded_before(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.record(credit("alice", 1000, reference="grant:a"))
+        state = tx.ledger.lock_wallet("alice", T0)
+        tx.ledger.record(spend(state, 10, reference="spend:1"))
+        tx.commit()
+    with uow() as tx:
+        state = tx.ledger.lock_wallet("alice", T0)
+        with pytest.raises(DuplicateReference):
+            tx.ledger.record_many([spend(state, 20, reference="spend:2"), spend(state, 30, reference="spend:1")])
+    assert balances(uow, "alice") == c(990, 0)  # rolled back: nothing of the refused call stays
+
+
 def test_record_creates_lots_and_lock_wallet_returns_the_live_ones(uow: Uow) -> None:
     promo = credit(credits=300, expires_at=T0 + 24 * HOUR, at=T0)
     paid = credit(credits=1000, kind=CreditKind.PAID, at=T0 + HOUR)

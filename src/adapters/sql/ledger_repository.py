@@ -19,6 +19,8 @@ costs, in statements sent:
   ones through the partial index ix_credit_lots_user_live, or only those due), 3 for a user's first
   write (the read finds no row; an upsert creates and locks it). The wallet row brings its alert
   settings along, kept for tx.alerts (adapters.sql.alert_repository).
+- record_many (bookings that create no lots, e.g. a batch of spends): 1 on PostgreSQL for all of them
+  (PG_BOOK_MANY); on SQLite, record for each.
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
   lot changes and postings; the balance after leaves out pending credits in the same statement); on
   SQLite, where a statement is a function call and no round trip, 2 plus one executemany each for the
@@ -398,6 +400,66 @@ class SqlLedgerRepository:
             reverts=booking.reverts,
         )
 
+    def record_many(self, bookings: Sequence[Booking]) -> list[CreditTransaction]:
+        if not self._pg or any(booking.new_lots for booking in bookings):
+            return [self.record(booking) for booking in bookings]  # SQLite: statements are function calls
+        if not bookings:
+            return []
+        rows: list[dict[str, Any]] = []
+        legs: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        for order, booking in enumerate(bookings):
+            rows.append({
+                "ord": order,
+                "id": booking.id,
+                "user_id": booking.user_id,
+                "kind": booking.kind.value,
+                "credits": booking.credits.minor,
+                "held_change": booking.held_change.minor,
+                "reference_id": booking.reference_id,
+                "created_at": _iso(booking.created_at),
+                "reason": booking.reason,
+                "actor": booking.actor,
+                "metadata": _metadata_json(booking.metadata),
+                "hold_id": booking.hold_id,
+                "reverts": booking.reverts,
+            })
+            legs.extend(
+                {"transaction_id": booking.id, "account": p.account.value, "user_id": p.user_id,
+                 "lot_id": p.lot_id, "amount": p.amount.minor}
+                for p in booking.postings
+            )
+            changes.extend(
+                {"id": c.lot_id, "remaining": c.remaining.minor, "held": c.held.minor,
+                 "ends_at": None if c.ends_at is None else _iso(c.ends_at)}
+                for c in booking.lot_changes
+            )
+        answer = self._driver.all(
+            sql.PG_BOOK_MANY, {"transactions": _json(rows), "legs": _json(legs), "changes": _json(changes)}
+        )
+        after = {row[0]: int(row[1]) for row in answer}
+        if len(after) != len(bookings):
+            taken = next(b.reference_id for b in bookings if b.id not in after)
+            raise DuplicateReference(f"reference {taken} is recorded already")
+        return [
+            CreditTransaction(
+                id=b.id,
+                user_id=b.user_id,
+                kind=b.kind,
+                credits=b.credits,
+                held_change=b.held_change,
+                balance_after=Credits(after[b.id]),
+                reference_id=b.reference_id,
+                created_at=b.created_at,
+                reason=b.reason,
+                actor=b.actor,
+                metadata=dict(b.metadata),
+                hold_id=b.hold_id,
+                reverts=b.reverts,
+            )
+            for b in bookings
+        ]
+
     def _book_the_rest(self, booking: Booking) -> None:
         """Postings, new lots, lot changes: an executemany each (SQLite, where statements cost no round trip)."""
         self._driver.many(
@@ -592,6 +654,12 @@ def _pg_rest_params(booking: Booking) -> dict[str, Any]:
         "changes": _json(list(changes.values())),
         "p_new_pending": new_pending,
     }
+
+
+def _iso(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("naive datetime: the ledger stores timezone-aware datetimes only")
+    return at.isoformat()
 
 
 def _json(rows: list[dict[str, Any]]) -> str:

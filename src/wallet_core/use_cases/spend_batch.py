@@ -41,7 +41,7 @@ from wallet_core.ledger import Booking, CreditTransaction, TransactionKind, Wall
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.use_cases.idempotency import check_same_request, recorded_request, transaction_request
-from wallet_core.use_cases.recording import book
+from wallet_core.use_cases.recording import book_many
 from wallet_core.use_cases.spend_credits import check_amount, check_metadata
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
@@ -192,20 +192,31 @@ def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> di
     # can then commit one of the batch's keys for the same wallet only before the lookup below sees it.
     states = {user_id: lock_and_sweep(tx, user_id, at) for user_id in sorted({item.user_id for item in items})}
     found = tx.ledger.find_transactions_by_references(sorted({item.reference for item in items}))
-    spent: dict[str, _Spent] = {ref: _Spent.of(booked) for ref, booked in found.items()}
+    earlier: dict[str, _Spent] = {ref: _Spent.of(booked) for ref, booked in found.items()}
+    # Decide every item in order, on the wallets as the items before it leave them; then record all the
+    # spends at once. A key spent earlier in the batch points at its booking until it is recorded.
     answered: dict[int, BatchItemResult] = {}
+    bookings: list[Booking] = []
+    spenders: list[_Item] = []  # the item of each booking
+    in_batch: dict[str, tuple[Mapping[str, object], int]] = {}  # reference -> (request, booking's position)
+    replays: list[tuple[_Item, int]] = []  # items that repeat a spend of this batch, and its position
     for item in items:
         asked = item.asked()
-        earlier = spent.get(item.reference)
-        if earlier is not None:
+        first = in_batch.get(item.reference)
+        before = earlier.get(item.reference)
+        stored = first[0] if first is not None else before.request if before is not None else None
+        if stored is not None:
             try:
-                check_same_request(earlier.request, asked)
+                check_same_request(stored, asked)
             except IdempotencyConflict as exc:
                 answered[item.index] = _failed(item, BatchStatus.CONFLICT, exc.description)
                 continue
-            answered[item.index] = BatchItemResult(
-                item.index, item.key, BatchStatus.REPLAYED, earlier.transaction_id, earlier.balance
-            )
+            if first is not None:
+                replays.append((item, first[1]))
+            elif before is not None:
+                answered[item.index] = BatchItemResult(
+                    item.index, item.key, BatchStatus.REPLAYED, before.transaction_id, before.balance
+                )
             continue
         state = states[item.user_id]
         try:
@@ -221,16 +232,27 @@ def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> di
                 metadata=item.metadata,
             )
         except InsufficientCredits as exc:
-            balance = tx.ledger.balances(item.user_id, at)[0]
+            balance = _spendable(state, at)
             answered[item.index] = _failed(item, BatchStatus.INSUFFICIENT_CREDITS, exc.description, balance)
             continue
-        booked = book(tx, booking)  # DuplicateReference: a concurrent request took the key; run again
         states[item.user_id] = after(state, booking)
-        spent[item.reference] = _Spent(asked, booked.id, booked.balance_after)
+        in_batch[item.reference] = (asked, len(bookings))
+        bookings.append(booking)
+        spenders.append(item)
+    booked = book_many(tx, bookings)  # DuplicateReference: a concurrent request took a key; run again
+    for item, one in zip(spenders, booked, strict=True):
+        answered[item.index] = BatchItemResult(item.index, item.key, BatchStatus.SPENT, one.id, one.balance_after)
+    for item, position in replays:
+        first_booked = booked[position]
         answered[item.index] = BatchItemResult(
-            item.index, item.key, BatchStatus.SPENT, booked.id, booked.balance_after
+            item.index, item.key, BatchStatus.REPLAYED, first_booked.id, first_booked.balance_after
         )
     return answered
+
+
+def _spendable(state: WalletState, at: datetime) -> Credits:
+    """What the locked (and swept) wallet can spend at `at`: its credits less those not effective yet."""
+    return state.available - Credits(sum(lot.remaining.minor for lot in state.lots if lot.pending(at)))
 
 
 def _failed(item: _Item, status: BatchStatus, message: str, balance: Credits | None = None) -> BatchItemResult:
