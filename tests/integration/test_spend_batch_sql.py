@@ -96,7 +96,7 @@ def batched(results: list[BatchItemResult]) -> list[tuple[object, ...]]:
 def named(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     """Transaction ids replaced by the index of the first row that names each (ids differ per side)."""
     first: dict[object, int] = {}
-    out = []
+    out: list[tuple[object, ...]] = []
     for index, status, tx_id, balance, field in rows:
         name = None if tx_id is None else first.setdefault(tx_id, len(first))
         out.append((index, status, name, balance, field))
