@@ -169,6 +169,9 @@ class InMemoryLedgerRepository:
         )
         return WalletState(user_id, self._s.available[user_id], self._s.held[user_id], lots)
 
+    def lock_wallets(self, user_ids: Collection[str], at: datetime) -> dict[str, WalletState]:
+        return {user: self.lock_wallet(user, at) for user in sorted(set(user_ids))}
+
     def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
         state = self.lock_wallet(user_id, at)
         due = tuple(

@@ -170,6 +170,12 @@ class LedgerRepository(Protocol):
         `at`) if needed, and locking it until the unit of work ends, so writers to one wallet take turns."""
         ...
 
+    def lock_wallets(self, user_ids: Collection[str], at: datetime) -> dict[str, WalletState]:
+        """lock_wallet for each user, taking the locks in sorted user id order (code point order), so
+        writers locking several wallets never wait for each other in a cycle; in as few statements as
+        the store allows."""
+        ...
+
     def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
         """Like lock_wallet, but with only the lots credits coming in need: those in debt, and those
         expired by `at` with something left. Cheap however many lots the user has."""

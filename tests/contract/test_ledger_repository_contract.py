@@ -130,6 +130,26 @@ def test_record_many_books_spends_in_order_as_record_would_one_after_another(uow
     assert audit.unbalanced == []
 
 
+def test_lock_wallets_answers_what_lock_wallet_does_for_each_creating_missing_ones(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.record(credit("bob", 500, kind=CreditKind.PAID, reference="grant:b"))
+        tx.ledger.record(credit("bob", 300, reference="grant:b2", at=T0 + HOUR))
+        tx.ledger.record(credit("alice", 100, reference="grant:a"))
+        tx.commit()
+    with uow() as tx:
+        each = {user: tx.ledger.lock_wallet(user, T0) for user in ("alice", "bob")}
+    for users in (["bob", "alice"], ["bob", "alice", "carol"]):  # all existing; one to create
+        with uow() as tx:
+            states = tx.ledger.lock_wallets(users, T0)
+            assert list(states) == sorted(users)
+            assert {u: states[u] for u in ("alice", "bob")} == each
+            if "carol" in users:
+                assert states["carol"] == WalletState("carol", Credits(0), Credits(0), ())
+            assert tx.alerts.get("bob") == tx.alerts.get("alice")  # read with the lock
+    with uow() as tx:
+        assert tx.ledger.lock_wallets([], T0) == {}
+
+
 def test_record_many_refuses_a_reference_recorded_before(uow: Uow) -> None:
     with uow() as tx:
         tx.ledger.record(credit("alice", 1000, reference="grant:a"))

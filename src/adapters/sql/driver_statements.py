@@ -174,6 +174,25 @@ LOCK_WALLET = Sql.of(
     RETURNING {WALLET_COLUMNS}
     """
 )
+# PostgreSQL, many wallets at once (a batch of spends), all of which exist (wallet rows are never
+# deleted): which exist, then their rows locked in code point order of user id, the order every batch
+# takes its locks in one by one too, so batches never wait for each other in a cycle.
+EXISTING_WALLETS = Sql.of("", postgresql="SELECT user_id FROM wallets WHERE user_id = ANY(CAST(:p_users AS varchar[]))")
+LOCK_EXISTING_WALLETS = Sql.of(
+    "",
+    postgresql=f"""
+    SELECT user_id, {WALLET_COLUMNS} FROM wallets WHERE user_id = ANY(CAST(:p_users AS varchar[]))
+    ORDER BY user_id COLLATE "C" FOR UPDATE
+    """,
+)
+LIVE_LOTS_OF_USERS = Sql.of(
+    "",
+    postgresql=f"""
+    SELECT {LOT_COLUMNS} FROM credit_lots
+    WHERE user_id = ANY(CAST(:p_users AS varchar[])) AND (remaining <> 0 OR held <> 0)
+    ORDER BY created_at, id
+    """,
+)
 # A user's live lots (the partial index ix_credit_lots_user_live: its condition is spelled exactly so):
 # what lock_wallet locks and live_lots lists, never the lots used up long ago.
 LIVE_LOTS = Sql.of(

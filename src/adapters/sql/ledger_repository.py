@@ -15,6 +15,9 @@ costs, in statements sent:
   `reverts` (a LEFT JOIN in the same statement).
 - transactions, find_transaction: 2 (the rows, then their postings, each with its lot's kind, for
   `sources`: one statement for a whole page; a page with no rows costs 1)
+- lock_wallets (a batch's wallets): on PostgreSQL 3 for all of them when every one has a row (which
+  exist, their rows locked in order, their live lots), else lock_wallet each in order; on SQLite
+  lock_wallet each.
 - lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots: the live
   ones through the partial index ix_credit_lots_user_live, or only those due), 3 for a user's first
   write (the read finds no row; an upsert creates and locks it). The wallet row brings its alert
@@ -323,6 +326,24 @@ class SqlLedgerRepository:
     # -- writing -------------------------------------------------------------------------------
     def lock_wallet(self, user_id: str, at: datetime) -> WalletState:
         return self._lock(user_id, at, sql.LIVE_LOTS, {"p_user": user_id})
+
+    def lock_wallets(self, user_ids: Collection[str], at: datetime) -> dict[str, WalletState]:
+        users = sorted(set(user_ids))
+        if not self._pg or not users:
+            return {user: self.lock_wallet(user, at) for user in users}
+        existing = {row[0] for row in self._driver.all(sql.EXISTING_WALLETS, {"p_users": users})}
+        if len(existing) < len(users):  # a first write: one by one, in order, creating the missing rows
+            return {user: self.lock_wallet(user, at) for user in users}
+        wallets = self._driver.all(sql.LOCK_EXISTING_WALLETS, {"p_users": users})
+        lots: dict[str, list[Lot]] = {user: [] for user in users}
+        for row in self._driver.all(sql.LIVE_LOTS_OF_USERS, {"p_users": users}):
+            lot = self._lot_of(row)
+            lots[lot.user_id].append(lot)
+        states = {}
+        for user, available, held, low_balance, level in wallets:
+            self._locked_alerts[user] = alert_state(low_balance, level)
+            states[user] = WalletState(user, Credits(available), Credits(held), tuple(lots[user]))
+        return states
 
     def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
         state = self._lock(user_id, at, sql.DUE_LOTS, {"p_user": user_id, "p_now": self._driver.at(at)})

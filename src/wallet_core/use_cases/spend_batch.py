@@ -43,7 +43,7 @@ from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.use_cases.idempotency import check_same_request, recorded_request, transaction_request
 from wallet_core.use_cases.recording import book_many
 from wallet_core.use_cases.spend_credits import check_amount, check_metadata
-from wallet_core.use_cases.wallet_lock import lock_and_sweep
+from wallet_core.use_cases.wallet_lock import lock_and_sweep_many
 
 MAX_BATCH = 1000
 RETRIES = 3  # runs of a batch that lost a key to a concurrent request, before giving up (503)
@@ -190,7 +190,7 @@ def spend_many(
 def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> dict[int, BatchItemResult]:
     # Every wallet of the batch, locked in sorted order before anything is read: a concurrent request
     # can then commit one of the batch's keys for the same wallet only before the lookup below sees it.
-    states = {user_id: lock_and_sweep(tx, user_id, at) for user_id in sorted({item.user_id for item in items})}
+    states = lock_and_sweep_many(tx, {item.user_id for item in items}, at)
     found = tx.ledger.find_transactions_by_references(sorted({item.reference for item in items}))
     earlier: dict[str, _Spent] = {ref: _Spent.of(booked) for ref, booked in found.items()}
     # Decide every item in order, on the wallets as the items before it leave them; then record all the
