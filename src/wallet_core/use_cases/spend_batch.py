@@ -11,9 +11,10 @@ How, so the answer is exactly what the same spends made one by one in request or
   credits booked out (lock_and_sweep), before anything else is read.
 - Then every key's earlier transaction is looked up in one read (find_transactions_by_references):
   under the locks, so a concurrent spend of a key for one of these wallets committed before it.
-- The items are then booked in request order with the single spend's domain code (spend_booking, then
-  recording.book: the credits.spent event and the balance alerts of each item, as for a single spend).
-  A key used earlier in the batch or before it answers `replayed` (the same request: the first
+- The items are then decided in request order with the single spend's domain code (spend_booking on
+  the wallet as the items before left it) and recorded together (recording.book_many: one statement
+  for all on PostgreSQL, and the credits.spent event and balance alerts of each item, as for a single
+  spend). A key used earlier in the batch or before it answers `replayed` (the same request: the first
   transaction and balance) or `conflict` (another request), as check_same_request decides.
 - A concurrent request that commits one of the batch's keys for another wallet while it runs (so a
   conflict) makes record() refuse it (DuplicateReference): the whole unit of work is rolled back and
@@ -173,6 +174,8 @@ def spend_many(
     if len(checked) > MAX_BATCH:
         raise InvalidInput("spends", f"must hold at most {MAX_BATCH} spends, not {len(checked)}")
     valid = [item for item in checked if isinstance(item, _Item)]
+    if not valid:
+        return [result for result in checked if isinstance(result, BatchItemResult)]
     for _ in range(RETRIES):
         with uow() as tx:
             try:
