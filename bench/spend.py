@@ -15,9 +15,9 @@ wallet ("hot"). Rounds alternate the order (wallet, baseline; baseline, wallet; 
 `block` spends per side, scenario and round. Printed: the ratio of the median rates (wallet / baseline)
 per scenario, the per-round ratios, the wallet's hot rate / spread rate, p50 and p99 latency of each
 side (pooled over the rounds) and the server CPU per spend (the server process plus its PostgreSQL
-backends). Targets (issue 14, PostgreSQL): wallet >= 0.8x the baseline in both scenarios; hot >= 0.5x
-spread; the wallet's p99 <= 2x the baseline's. Checked afterwards: every spend answered 201, each side's
-hot wallet lost exactly what was spent, and `wallet verify` passes.
+backends, whose share is shown apart). Targets (issue 14, PostgreSQL): wallet >= 0.8x the baseline
+in both scenarios; hot >= 0.5x spread; the wallet's p99 <= 2x the baseline's. Checked afterwards:
+every spend answered 201, each side's hot wallet lost exactly what was spent, `wallet verify` passes.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Side:
     rates: dict[str, list[float]] = field(default_factory=dict)
     latencies: dict[str, list[float]] = field(default_factory=dict)
     cpu_ms: dict[str, list[float]] = field(default_factory=dict)
+    db_ms: dict[str, list[float]] = field(default_factory=dict)  # the PostgreSQL backends' share of cpu_ms
     problems: list[str] = field(default_factory=list)
 
     def items(self, scenario: str, count: int) -> tuple[list[client.Item], list[str]]:
@@ -73,17 +74,18 @@ class Side:
             users.append(user)
         return items, users
 
-    def cpu(self) -> float:
-        """CPU seconds of the server process and, on PostgreSQL, of its database's backends."""
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds of the server process, and of its database's PostgreSQL backends (0 on SQLite)."""
         assert self.server is not None
         used = bench_run.proc_cpu(self.server.proc.pid)
+        backends = 0.0
         if self.database is not None:
             import psycopg
 
             with psycopg.connect(self.pg_admin_url, autocommit=True) as admin:
                 rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.database])
-                used += sum(bench_run.proc_cpu(int(r[0])) for r in rows)
-        return used
+                backends = sum(bench_run.proc_cpu(int(r[0])) for r in rows)
+        return used, backends
 
     def send(self, scenario: str, count: int) -> client.Sent:
         assert self.server is not None
@@ -97,12 +99,13 @@ class Side:
         return sent
 
     def block(self, scenario: str, count: int) -> None:
-        cpu0 = self.cpu()
+        (server0, db0) = self.cpu()
         sent = self.send(scenario, count)
-        cpu1 = self.cpu()
+        (server1, db1) = self.cpu()
         self.rates.setdefault(scenario, []).append(count / sent.elapsed)
         self.latencies.setdefault(scenario, []).extend(sent.latencies)
-        self.cpu_ms.setdefault(scenario, []).append((cpu1 - cpu0) / count * 1000)
+        self.cpu_ms.setdefault(scenario, []).append((server1 - server0 + db1 - db0) / count * 1000)
+        self.db_ms.setdefault(scenario, []).append((db1 - db0) / count * 1000)
         log(f"  {self.name} {scenario}: {count} spends in {sent.elapsed:.2f} s = {count / sent.elapsed:.0f}/s; "
             f"p99 {pct(sent.latencies, 99) * 1000:.1f} ms; server CPU {self.cpu_ms[scenario][-1]:.2f} ms/spend; "
             f"load {client.loadavg()}")
@@ -184,12 +187,13 @@ def run_database(label: str, sides: list[Side], work: Path, rounds: int, block: 
             p50w, p50b = pct(wallet.latencies[scenario], 50), pct(baseline.latencies[scenario], 50)
             rounds_text = ", ".join(f"{x / y:.2f}" for x, y in zip(w, b, strict=True))
             cpu_w, cpu_b = statistics.median(wallet.cpu_ms[scenario]), statistics.median(baseline.cpu_ms[scenario])
+            db_w, db_b = statistics.median(wallet.db_ms[scenario]), statistics.median(baseline.db_ms[scenario])
             lines.append(
                 f"| {label} | {scenario} | {statistics.median(w):.0f} | {statistics.median(b):.0f} | **{ratio:.2f}** "
                 f"({'PASS' if ratio >= TARGET_RATE else 'FAIL'} >= {TARGET_RATE}) | {rounds_text} | "
                 f"{p50w * 1000:.1f} / {p50b * 1000:.1f} ms | {p99w * 1000:.1f} / {p99b * 1000:.1f} ms = "
                 f"{p99w / p99b:.2f}x ({'PASS' if p99w / p99b <= TARGET_P99 else 'FAIL'} <= {TARGET_P99}) | "
-                f"{cpu_w:.2f} / {cpu_b:.2f} ms |"
+                f"{cpu_w:.2f} / {cpu_b:.2f} ms (database {db_w:.2f} / {db_b:.2f}) |"
             )
         hot = statistics.median(wallet.rates["hot"]) / statistics.median(wallet.rates["spread"])
         base_hot = statistics.median(baseline.rates["hot"]) / statistics.median(baseline.rates["spread"])
