@@ -35,6 +35,7 @@ from wallet_core.errors import (
     PaymentsNotConfigured,
 )
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.saved_cards import CardDetails, SetupIntent
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,22 @@ class StripePaymentGateway:
             allow_unsigned=self.allow_unsigned_webhooks,
             tolerance=TOLERANCE_SECONDS,
         )
+
+    # -- saving a card: the next commit brings these (NotImplementedError until then) -----------------
+    def create_customer(self, user_id: str, idempotency_key: str) -> str:
+        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+
+    def create_setup_intent(self, customer_id: str, user_id: str, idempotency_key: str) -> SetupIntent:
+        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+
+    def card_details(self, payment_method_id: str) -> CardDetails:
+        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        raise NotImplementedError("saving a card through Stripe is not implemented yet")
 
     # -- plumbing -------------------------------------------------------------------------------
     def _get_client(self) -> stripe.StripeClient:
