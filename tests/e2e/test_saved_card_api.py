@@ -8,6 +8,7 @@ SetupIntent as localstripe holds it, with the secret the app checks (what Stripe
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -152,6 +153,35 @@ def test_save_a_card_replay_the_webhook_replace_it_and_forget_it(
         assert (resp.status_code, resp.json) == (200, {"payment_method": None})
     assert saved(svc, alice) is None
     assert attached_to(localstripe_client, replaced["id"]) is None
+
+
+def test_concurrent_first_setups_of_a_user_end_with_one_stored_customer(
+    svc: Service, localstripe_client: stripe.StripeClient
+) -> None:
+    # localstripe ignores Idempotency-Key, so each request may make its own Customer there: the database's
+    # insert-if-absent alone must leave one, and every SetupIntent must be for that one.
+    alice = a_user()
+    answers: list[dict[str, Any]] = []
+    barrier = threading.Barrier(4)
+
+    def first_setup() -> None:
+        barrier.wait(timeout=10)
+        answers.append(setup(svc, alice))
+
+    threads = [threading.Thread(target=first_setup) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+    assert len(answers) == 4
+    customers = {a["customer_id"] for a in answers}
+    assert len(customers) == 1
+    with svc.container.unit_of_work()(read_only=True) as tx:
+        assert tx.saved_cards.customer_id(alice) == customers.pop()
+    assert {
+        localstripe_client.v1.setup_intents.retrieve(a["setup_intent_id"]).to_dict()["customer"] for a in answers
+    } == {answers[0]["customer_id"]}
 
 
 def test_another_users_setup_intent_is_not_found(svc: Service, localstripe_client: stripe.StripeClient) -> None:
