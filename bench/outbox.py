@@ -82,7 +82,7 @@ def variant(name: str) -> Iterator[None]:
         setattr(SqlOutbox, "add", lambda self, event: None)  # noqa: B010
     if name == NONE:
         setattr(recording, "event_for_transaction", lambda *args, **kwargs: None)  # noqa: B010
-        setattr(recording, "note_balance", lambda tx, booked: None)  # noqa: B010
+        setattr(recording, "note_balance", lambda *args, **kwargs: None)  # noqa: B010
     try:
         yield
     finally:

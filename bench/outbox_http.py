@@ -64,6 +64,7 @@ class Sent:
     elapsed: float
     statuses: Counter[int]
     errors: list[str]
+    latencies: list[float] = field(default_factory=list)  # seconds, one per request answered
 
 
 def _client(port: int, items: list[Item], conns: int, barrier: Any, out: Any) -> None:
@@ -74,11 +75,13 @@ def _client(port: int, items: list[Item], conns: int, barrier: Any, out: Any) ->
     cursor = iter(items)
     statuses: Counter[int] = Counter()
     errors: list[str] = []
+    latencies: list[float] = []
     barrier.wait()
     start = time.monotonic()
 
     def worker(conn: http.client.HTTPConnection) -> None:
         local: Counter[int] = Counter()
+        took: list[float] = []
         try:
             while True:
                 with lock:
@@ -86,9 +89,11 @@ def _client(port: int, items: list[Item], conns: int, barrier: Any, out: Any) ->
                 if item is None:
                     break
                 path, body, headers = item
+                sent_at = time.monotonic()
                 conn.request("POST", path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                took.append(time.monotonic() - sent_at)
                 local[resp.status] += 1
                 if resp.status != 201 and len(errors) < 3:
                     errors.append(f"{resp.status} {data[:300].decode(errors='replace')}")
@@ -96,6 +101,7 @@ def _client(port: int, items: list[Item], conns: int, barrier: Any, out: Any) ->
             errors.append(f"{type(exc).__name__}: {exc}")
         with lock:
             statuses.update(local)
+            latencies.extend(took)
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in connections]
     for t in threads:
@@ -105,7 +111,7 @@ def _client(port: int, items: list[Item], conns: int, barrier: Any, out: Any) ->
     end = time.monotonic()
     for c in connections:
         c.close()
-    out.put((start, end, dict(statuses), errors))
+    out.put((start, end, dict(statuses), errors, latencies))
 
 
 def drive(port: int, items: list[Item]) -> Sent:
@@ -124,10 +130,12 @@ def drive(port: int, items: list[Item]) -> Sent:
         p.join(timeout=30)
     statuses: Counter[int] = Counter()
     errors: list[str] = []
-    for _, _, counted, errs in got:
+    latencies: list[float] = []
+    for _, _, counted, errs, took in got:
         statuses.update(counted)
         errors += errs
-    return Sent(max(g[1] for g in got) - min(g[0] for g in got), statuses, errors)
+        latencies += took
+    return Sent(max(g[1] for g in got) - min(g[0] for g in got), statuses, errors, latencies)
 
 
 # -- one side: a server and its database ---------------------------------------------------------

@@ -25,6 +25,7 @@ from wallet_core.ports import (
     Outbox,
     PaymentEventLog,
     PaymentGateway,
+    SavedCards,
     TopUpRepository,
     UnitOfWork,
     UnitOfWorkFactory,
@@ -45,6 +46,7 @@ def sql_unit_of_work(engine: Engine, tx: SqlUnitOfWork) -> None:
     _alerts: AlertSettings = tx.alerts
     _endpoints: WebhookEndpoints = tx.endpoints
     _deliveries: WebhookDeliveries = tx.deliveries
+    _saved_cards: SavedCards = tx.saved_cards
 
 
 def in_memory_unit_of_work(store: InMemoryStore, tx: InMemoryUnitOfWork) -> None:
@@ -58,6 +60,7 @@ def in_memory_unit_of_work(store: InMemoryStore, tx: InMemoryUnitOfWork) -> None
     _alerts: AlertSettings = tx.alerts
     _endpoints: WebhookEndpoints = tx.endpoints
     _deliveries: WebhookDeliveries = tx.deliveries
+    _saved_cards: SavedCards = tx.saved_cards
 
 
 def payment_gateways(stripe: StripePaymentGateway, fake: FakePaymentGateway, stub: StubGateway) -> None:

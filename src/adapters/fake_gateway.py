@@ -11,6 +11,12 @@ Tests drive it. Each of these changes what the fake "Stripe" holds and returns a
 - `dispute(pi_id, cents, status)` -> charge.dispute.created, then .updated / .closed for the same
   dispute (listed by `list_disputes` as it stands now).
 
+Saving a card: `create_customer` / `create_setup_intent` keep Customers and SetupIntents (the same
+idempotency key answers the same one); `succeed_setup_intent(seti_id, brand=..., last4=...)` is the
+user confirming it with a card: it makes a PaymentMethod (read by `card_details`), marks the
+SetupIntent succeeded and returns a signed setup_intent.succeeded; `detached` lists the
+PaymentMethods `detach_payment_method` detached.
+
 `fail_next(...)` makes the next call fail the way an outage would; `time_out_next_create()` makes
 the next create make its intent and then fail, as a timeout after Stripe did the work; `configured=False` behaves like
 missing Stripe keys; `clock` stamps each intent's creation time (for `list_payment_intents`).
@@ -32,7 +38,8 @@ import stripe
 from adapters.stripe_webhooks import TOLERANCE_SECONDS, parse_webhook
 from wallet_core.errors import NotFound, PaymentGatewayFailed, PaymentsNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.payments import META_USER_ID, Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.saved_cards import CardDetails, SetupIntent
 
 RefundEvent = Literal["charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"]
 DISPUTE_CLOSED = frozenset({"won", "lost", "warning_closed"})
@@ -67,6 +74,17 @@ class FakePaymentGateway:
         self._events = itertools.count(1)
         self._refund_ids = itertools.count(1)
         self._dispute_ids = itertools.count(1)
+        self.customers: dict[str, str] = {}  # Customer id -> the user id in its metadata
+        self.setup_intents: dict[str, SetupIntent] = {}  # in creation order
+        self.payment_methods: dict[str, CardDetails] = {}
+        self.attached: dict[str, str] = {}  # PaymentMethod id -> Customer id, while attached
+        self.detached: list[str] = []  # PaymentMethod ids, in the order they were detached
+        self.customer_calls: list[str] = []  # the idempotency key of every create_customer
+        self._customer_keys: dict[str, tuple[str, str]] = {}  # idempotency key -> (user id, Customer id)
+        self._setup_keys: dict[str, tuple[tuple[str, str], str]] = {}  # key -> ((customer, user), SetupIntent id)
+        self._customer_ids = itertools.count(1)
+        self._setup_ids = itertools.count(1)
+        self._card_ids = itertools.count(1)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -153,7 +171,107 @@ class FakePaymentGateway:
             tolerance=TOLERANCE_SECONDS,
         )
 
+    def create_customer(self, user_id: str, idempotency_key: str) -> str:
+        with self._lock:
+            self._check()
+            self.customer_calls.append(idempotency_key)
+            if idempotency_key in self._customer_keys:
+                first_user, customer_id = self._customer_keys[idempotency_key]
+                if first_user != user_id:
+                    raise PaymentGatewayFailed("idempotency key reused with different parameters")
+                return customer_id
+            customer_id = f"cus_fake_{next(self._customer_ids)}"
+            self.customers[customer_id] = user_id
+            self._customer_keys[idempotency_key] = (user_id, customer_id)
+            return customer_id
+
+    def create_setup_intent(self, customer_id: str, user_id: str, idempotency_key: str) -> SetupIntent:
+        with self._lock:
+            self._check()
+            if idempotency_key in self._setup_keys:
+                first, seti_id = self._setup_keys[idempotency_key]
+                if first != (customer_id, user_id):
+                    raise PaymentGatewayFailed("idempotency key reused with different parameters")
+                return self.setup_intents[seti_id]
+            if customer_id not in self.customers:
+                raise PaymentGatewayFailed(
+                    f"could not create a SetupIntent: Stripe refused the request: No such customer: '{customer_id}'",
+                    outcome_unknown=False,
+                )
+            n = next(self._setup_ids)
+            intent = SetupIntent(
+                id=f"seti_fake_{n}",
+                customer_id=customer_id,
+                client_secret=f"seti_fake_{n}_secret_{n:04d}",
+                status="requires_payment_method",
+                payment_method_id=None,
+                user_id=user_id,
+            )
+            self.setup_intents[intent.id] = intent
+            self._setup_keys[idempotency_key] = ((customer_id, user_id), intent.id)
+            return intent
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        with self._lock:
+            self._check()
+            try:
+                return self.setup_intents[setup_intent_id]
+            except KeyError:
+                raise NotFound(f"no SetupIntent {setup_intent_id}") from None
+
+    def card_details(self, payment_method_id: str) -> CardDetails:
+        with self._lock:
+            self._check()
+            try:
+                details = self.payment_methods[payment_method_id]
+            except KeyError:
+                raise NotFound(f"no PaymentMethod {payment_method_id}") from None
+            return replace(details, customer_id=self.attached.get(payment_method_id))
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        """As Stripe: detaching one that is not attached (any more) is refused."""
+        with self._lock:
+            self._check()
+            if payment_method_id not in self.payment_methods:
+                raise NotFound(f"no PaymentMethod {payment_method_id}")
+            if self.attached.pop(payment_method_id, None) is None:
+                raise PaymentGatewayFailed(
+                    "could not detach a PaymentMethod: Stripe refused the request: "
+                    "The payment method you provided is not attached to a customer so detachment is impossible.",
+                    outcome_unknown=False,
+                )
+            self.detached.append(payment_method_id)
+
     # -- test controls ---------------------------------------------------------------------------
+    def succeed_setup_intent(
+        self, setup_intent_id: str, *, brand: str = "visa", last4: str = "4242", exp_month: int = 12,
+        exp_year: int = 2034,
+    ) -> tuple[bytes, str]:
+        """The user confirmed the SetupIntent with a new card: a PaymentMethod attached to its
+        Customer, the SetupIntent succeeded. Return a signed setup_intent.succeeded (payload, header)."""
+        with self._lock:
+            intent = self.setup_intents[setup_intent_id]
+            pm_id = f"pm_fake_{next(self._card_ids)}"
+            self.payment_methods[pm_id] = CardDetails(pm_id, brand, last4, exp_month, exp_year)
+            self.attached[pm_id] = intent.customer_id
+            done = self.setup_intents[setup_intent_id] = replace(intent, status="succeeded", payment_method_id=pm_id)
+        return self.signed_event("setup_intent.succeeded", self.setup_intent_object(done))
+
+    @staticmethod
+    def setup_intent_object(intent: SetupIntent) -> dict[str, Any]:
+        """The SetupIntent as Stripe sends it in setup_intent.* events."""
+        return {
+            "id": intent.id,
+            "object": "setup_intent",
+            "customer": intent.customer_id,
+            "client_secret": intent.client_secret,
+            "status": intent.status,
+            "usage": "off_session",
+            "payment_method": intent.payment_method_id,
+            "payment_method_types": ["card"],
+            "metadata": {} if intent.user_id is None else {META_USER_ID: intent.user_id},
+        }
+
     def fail_next(self, error: Exception | None = None) -> None:
         self._failures.append(error or PaymentGatewayFailed("Stripe could not be reached (simulated)"))
 

@@ -1,4 +1,4 @@
-"""In-memory repositories (ledger, holds, top-ups, payment events) and unit of work: the same
+"""In-memory repositories (ledger, holds, top-ups, payment events, saved cards, ...) and unit of work: the same
 behaviour as the SQL adapter, no database.
 
 One unit of work at a time holds the store's lock (like SQLite's writer lock), works on a copy of the
@@ -34,6 +34,7 @@ from wallet_core.ledger import (
 from wallet_core.money import Credits
 from wallet_core.outbound_events import WalletEvent
 from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit, StoredEvent
+from wallet_core.saved_cards import SavedCard
 from wallet_core.topups import OPEN_STATUSES, TopUp, TopUpActivity, TopUpStatus
 from wallet_core.webhooks_out import Delivery, DeliveryStatus, WebhookEndpoint
 
@@ -55,6 +56,8 @@ class _State:
     alerts: dict[str, AlertState] = field(default_factory=dict)
     endpoints: dict[str, WebhookEndpoint] = field(default_factory=dict)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
+    customers: dict[str, str] = field(default_factory=dict)  # user id -> Stripe Customer id
+    saved_cards: dict[str, SavedCard] = field(default_factory=dict)  # by user id
 
     def copy(self) -> _State:
         return _State(
@@ -73,6 +76,8 @@ class _State:
             dict(self.alerts),
             dict(self.endpoints),
             dict(self.deliveries),
+            dict(self.customers),
+            dict(self.saved_cards),
         )
 
 
@@ -479,6 +484,26 @@ class InMemoryWebhookDeliveries:
         return sorted(mine, key=lambda d: (d.created_at, d.id), reverse=True)[:limit]
 
 
+class InMemorySavedCards:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def customer_id(self, user_id: str) -> str | None:
+        return self._s.customers.get(user_id)
+
+    def set_customer(self, user_id: str, customer_id: str, at: datetime) -> str:
+        return self._s.customers.setdefault(user_id, customer_id)
+
+    def get(self, user_id: str) -> SavedCard | None:
+        return self._s.saved_cards.get(user_id)
+
+    def save(self, card: SavedCard) -> None:
+        self._s.saved_cards[card.user_id] = card
+
+    def forget(self, user_id: str) -> SavedCard | None:
+        return self._s.saved_cards.pop(user_id, None)
+
+
 class InMemoryUnitOfWork:
     def __init__(
         self, store: InMemoryStore, *, read_only: bool = False, low_balance_default: Credits | None = None
@@ -495,6 +520,7 @@ class InMemoryUnitOfWork:
         self.alerts: InMemoryAlertSettings
         self.endpoints: InMemoryWebhookEndpoints
         self.deliveries: InMemoryWebhookDeliveries
+        self.saved_cards: InMemorySavedCards
 
     def __enter__(self) -> InMemoryUnitOfWork:
         self._store.lock.acquire()
@@ -511,6 +537,7 @@ class InMemoryUnitOfWork:
         self.alerts = InMemoryAlertSettings(self._working)
         self.endpoints = InMemoryWebhookEndpoints(self._working)
         self.deliveries = InMemoryWebhookDeliveries(self._working)
+        self.saved_cards = InMemorySavedCards(self._working)
 
     def __exit__(
         self,

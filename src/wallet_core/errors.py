@@ -117,3 +117,10 @@ class NotRevertible(WalletError):
     nothing left to take back); nothing was written (HTTP 409)."""
 
     title = "Not revertible"
+
+
+class CardSetupIncomplete(WalletError):
+    """The SetupIntent has not succeeded (the user has not confirmed a card yet), or its card was
+    removed since; nothing was saved (HTTP 409)."""
+
+    title = "Card setup not complete"

@@ -1,7 +1,7 @@
 """The ports: what the core needs from the outside world, and nothing about how it is done.
 
 PaymentGateway (Stripe), and the unit of work with its repositories: LedgerRepository (wallets, lots,
-transactions, postings), HoldRepository, TopUpRepository and PaymentEventLog. tests/typecheck_ports.py
+transactions, postings), HoldRepository, TopUpRepository, PaymentEventLog and SavedCards. tests/typecheck_ports.py
 makes mypy prove that every adapter and test double fits."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from wallet_core.ledger import (
 from wallet_core.money import Credits
 from wallet_core.outbound_events import WalletEvent
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.saved_cards import CardDetails, SavedCard, SetupIntent
 from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
 from wallet_core.webhooks_out import Delivery, DeliveryStatus, SendResult, WebhookEndpoint
 
@@ -65,6 +66,32 @@ class PaymentGateway(Protocol):
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         """Verify the signature over the raw payload and parse it. Raises InvalidWebhook or
         WebhooksNotConfigured."""
+        ...
+
+    # -- saving a card (Customers, SetupIntents, PaymentMethods) ---------------------------------
+    def create_customer(self, user_id: str, idempotency_key: str) -> str:
+        """Create a Customer for the user (metadata: the user id) and return its id. The same
+        idempotency key returns the same Customer. Raises PaymentsNotConfigured or PaymentGatewayFailed."""
+        ...
+
+    def create_setup_intent(self, customer_id: str, user_id: str, idempotency_key: str) -> SetupIntent:
+        """Create a SetupIntent for the customer, to save a card for payments made without the user
+        (usage=off_session), with the user id in its metadata. The same idempotency key returns the
+        same SetupIntent. Raises PaymentsNotConfigured or PaymentGatewayFailed."""
+        ...
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        """Look up a SetupIntent. Raises PaymentsNotConfigured, PaymentGatewayFailed or NotFound."""
+        ...
+
+    def card_details(self, payment_method_id: str) -> CardDetails:
+        """Brand, last four digits and expiry of a card PaymentMethod. Raises PaymentsNotConfigured,
+        PaymentGatewayFailed (also when it is not a card) or NotFound."""
+        ...
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        """Detach the PaymentMethod from its Customer, so it can never be charged again. Raises
+        PaymentsNotConfigured, PaymentGatewayFailed or NotFound."""
         ...
 
 
@@ -283,6 +310,29 @@ class PaymentEventLog(Protocol):
         ...
 
 
+class SavedCards(Protocol):
+    """Each user's Stripe Customer and the one card they saved for off-session payments (`tx.saved_cards`)."""
+
+    def customer_id(self, user_id: str) -> str | None:
+        """The user's Stripe Customer id, if the wallet made one."""
+        ...
+
+    def set_customer(self, user_id: str, customer_id: str, at: datetime) -> str:
+        """Store `customer_id` as the user's Customer unless one is stored already (insert if absent),
+        and return the one stored: the earlier one if a concurrent request stored its own first."""
+        ...
+
+    def get(self, user_id: str) -> SavedCard | None: ...
+
+    def save(self, card: SavedCard) -> None:
+        """Store the card as the user's saved card, replacing any earlier one."""
+        ...
+
+    def forget(self, user_id: str) -> SavedCard | None:
+        """Remove the user's saved card and return it (None if there was none). The Customer stays."""
+        ...
+
+
 class Outbox(Protocol):
     """Outbound events, written in the unit of work of the change they describe (`tx.outbox`).
 
@@ -381,8 +431,9 @@ class WebhookSender(Protocol):
 
 class UnitOfWork(Protocol):
     """One database transaction, and a repository per aggregate working in it: the ledger, holds,
-    top-ups, the payment event log, the outbox of outbound events and the alert settings. Leaving the
-    block without commit() rolls everything back.
+    top-ups, the payment event log, the outbox of outbound events, the alert settings, the webhook
+    endpoints and deliveries, and the saved cards. Leaving the block without commit() rolls
+    everything back.
 
     Raises StorageUnavailable when the store is down or locked. The repositories are read-only
     properties, so an adapter's own (narrower) repository types still fit the port."""
@@ -410,6 +461,9 @@ class UnitOfWork(Protocol):
 
     @property
     def deliveries(self) -> WebhookDeliveries: ...
+
+    @property
+    def saved_cards(self) -> SavedCards: ...
 
     @property
     def low_balance_default(self) -> Credits | None:

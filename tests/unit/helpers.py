@@ -17,6 +17,7 @@ from wallet_core.ledger import Account, CreditTransaction, Lot, Posting
 from wallet_core.money import Credits, Usd
 from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, Refund
 from wallet_core.ports import PaymentGateway, StoredEvent
+from wallet_core.saved_cards import CardDetails, SetupIntent
 from wallet_core.service import Wallet
 from wallet_core.topups import TopUp, TopUpPolicy
 from wallet_core.use_cases import WebhookOutcome
@@ -185,6 +186,21 @@ class StubGateway:
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         raise AssertionError("not used by these tests")
+
+    def create_customer(self, user_id: str, idempotency_key: str) -> str:
+        raise AssertionError("reconciliation must not create customers")
+
+    def create_setup_intent(self, customer_id: str, user_id: str, idempotency_key: str) -> SetupIntent:
+        raise AssertionError("reconciliation must not create SetupIntents")
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        raise AssertionError("not used by these tests")
+
+    def card_details(self, payment_method_id: str) -> CardDetails:
+        raise AssertionError("not used by these tests")
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        raise AssertionError("reconciliation must not detach cards")
 
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)

@@ -24,6 +24,7 @@ from adapters.sql.event_log import SqlPaymentEventLog
 from adapters.sql.hold_repository import SqlHoldRepository
 from adapters.sql.ledger_repository import SqlLedgerRepository
 from adapters.sql.outbox_repository import SqlOutbox
+from adapters.sql.saved_cards_repository import SqlSavedCards
 from adapters.sql.top_up_repository import SqlTopUpRepository
 from adapters.sql.webhook_repository import SqlWebhookDeliveries, SqlWebhookEndpoints
 from wallet_core.alerts import AlertState
@@ -35,7 +36,7 @@ _WAIT_WORTH_CUTTING = 0.05  # seconds in the writer queue after which the busy t
 
 class SqlUnitOfWork:
     """The repositories (`ledger`, `holds`, `top_ups`, `events`, `outbox`, `alerts`, `endpoints`,
-    `deliveries`) exist from entering to leaving, and share the one connection (and its driver
+    `deliveries`, `saved_cards`) exist from entering to leaving, and share the one connection (and its driver
     connection) of the unit of work.
 
     Two things live as long as one database transaction, and are dropped when it ends (commit or
@@ -52,6 +53,7 @@ class SqlUnitOfWork:
     alerts: SqlAlertSettings
     endpoints: SqlWebhookEndpoints
     deliveries: SqlWebhookDeliveries
+    saved_cards: SqlSavedCards
 
     def __init__(self, engine: Engine, *, read_only: bool = False, low_balance_default: Credits | None = None) -> None:
         self._engine = engine
@@ -92,6 +94,7 @@ class SqlUnitOfWork:
         self.alerts = SqlAlertSettings(driver, self._locked_alerts)
         self.endpoints = SqlWebhookEndpoints(driver)
         self.deliveries = SqlWebhookDeliveries(driver)
+        self.saved_cards = SqlSavedCards(driver)
         return self
 
     def _cut_busy_timeout(self, left: float) -> None:

@@ -15,6 +15,13 @@ from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, re
 from wallet_core.use_cases.reconcile_payments import ReconcileReport, reconcile_payments
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
 from wallet_core.use_cases.revert_transaction import RevertResult, revert_transaction
+from wallet_core.use_cases.save_card import (
+    CardSetup,
+    complete_card_setup,
+    forget_card,
+    saved_card,
+    start_card_setup,
+)
 from wallet_core.use_cases.spend_batch import BatchItemResult, BatchStatus, spend_many
 from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
 from wallet_core.use_cases.verify_ledger import LedgerCheck, Violation, check_ledger, verify_ledger
@@ -23,6 +30,7 @@ __all__ = [
     "AlertView",
     "BatchItemResult",
     "BatchStatus",
+    "CardSetup",
     "EventPage",
     "ExpiryReport",
     "GrantResult",
@@ -39,7 +47,9 @@ __all__ = [
     "capture_hold",
     "check_ledger",
     "clear_alert",
+    "complete_card_setup",
     "expire_credits",
+    "forget_card",
     "get_alert",
     "grant_credits",
     "list_events",
@@ -50,8 +60,10 @@ __all__ = [
     "release_hold",
     "request_top_up",
     "revert_transaction",
+    "saved_card",
     "set_alert",
     "spend_credits",
     "spend_many",
+    "start_card_setup",
     "verify_ledger",
 ]
