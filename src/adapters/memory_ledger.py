@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
@@ -133,6 +133,10 @@ class InMemoryLedgerRepository:
         found = self._s.by_reference.get(reference_id)
         return None if found is None else self._with_revert(self._s.transactions[found])
 
+    def find_transactions_by_references(self, reference_ids: Collection[str]) -> dict[str, CreditTransaction]:
+        found = {ref: self.find_transaction_by_reference(ref) for ref in set(reference_ids)}
+        return {ref: booked for ref, booked in found.items() if booked is not None}
+
     def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
         found = self._s.transactions.get(transaction_id)
         return None if found is None else self._full(found)
@@ -169,6 +173,9 @@ class InMemoryLedgerRepository:
             if lot.user_id == user_id and (lot.remaining.minor != 0 or lot.held.minor != 0)
         )
         return WalletState(user_id, self._s.available[user_id], self._s.held[user_id], lots)
+
+    def lock_wallets(self, user_ids: Collection[str], at: datetime) -> dict[str, WalletState]:
+        return {user: self.lock_wallet(user, at) for user in sorted(set(user_ids))}
 
     def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
         state = self.lock_wallet(user_id, at)
@@ -217,6 +224,9 @@ class InMemoryLedgerRepository:
         self._s.by_reference[booking.reference_id] = booking.id
         self._s.postings.extend((booking.id, p) for p in booking.postings)
         return booked
+
+    def record_many(self, bookings: Sequence[Booking]) -> list[CreditTransaction]:
+        return [self.record(booking) for booking in bookings]
 
     # -- expiry and audit ----------------------------------------------------------------------
     def users_with_expired_credits(self, at: datetime, limit: int) -> list[str]:

@@ -1,5 +1,5 @@
-"""The `wallet` command: serve, migrate, grant, revert, spend, hold, capture, release, expire, verify,
-history, balance, events, reconcile, token, worker, webhooks, outbound-events.
+"""The `wallet` command: serve, migrate, grant, revert, spend, spend-batch, hold, capture, release, expire,
+verify, history, balance, events, reconcile, token, worker, webhooks, outbound-events.
 
 Only argparse and the standard library are imported before the arguments are parsed, so `--help`
 and usage errors answer at once; the container (SQLAlchemy, Stripe, Falcon) loads for real work.
@@ -37,6 +37,16 @@ def _date(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
     return day.replace(tzinfo=UTC)
+
+
+def _batch_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= size <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {size}")
+    return size
 
 
 MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600  # wallet token is for local use; production mints its own (docs/tokens.md)
@@ -109,6 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--idempotency-key", required=True, help="retrying with the same key spends once")
     spend.add_argument("--metadata", nargs="+", action="extend", type=_metadata_pair, default=[],
                        metavar="KEY=VALUE", help="labels kept with the transaction")
+
+    batch = sub.add_parser(
+        "spend-batch",
+        help="spend from a file of JSON lines (replay usage logs), in batches of up to 1,000",
+        description="Each line is one spend: {\"user_id\", \"credits\", \"reason\", \"idempotency_key\", "
+        "\"metadata\"?}, as POST /api/v1/admin/spends takes them. Lines are sent in batches (one commit each); every "
+        "item succeeds or fails on its own. A line that failed is printed on stderr with its number; the last line "
+        "counts each status. Running the same file again spends nothing twice (each key spends once). Exit 1 if any "
+        "line was not spent or replayed.",
+    )
+    batch.add_argument("file", help='the JSON lines file, or "-" for standard input')
+    batch.add_argument("--batch-size", type=_batch_size, default=1000, metavar="N",
+                       help="spends per batch (one commit each), 1-1000, default 1000")
 
     hold = sub.add_parser("hold", help="reserve a user's credits until captured or released")
     hold.add_argument("user")
@@ -273,6 +296,26 @@ def _spend(container: Container, args: argparse.Namespace) -> int:
     )
     _print(spend_view(result))
     return 0
+
+
+def _spend_batch(container: Container, args: argparse.Namespace) -> int:
+    """Reads the file line by line, sends each full batch, and ends with a summary line. A line that is
+    not JSON counts as invalid (reported with its number) and is not sent."""
+    from entrypoints.spend_batch_file import spend_file
+
+    if args.file == "-":
+        return spend_file(container.wallet(), sys.stdin, batch_size=args.batch_size, actor=_cli_actor(), total=None)
+    try:
+        with open(args.file, encoding="utf-8") as counting:
+            total = sum(1 for _ in counting)
+        with open(args.file, encoding="utf-8") as lines:
+            return spend_file(container.wallet(), lines, batch_size=args.batch_size, actor=_cli_actor(), total=total)
+    except OSError as exc:
+        print(f"wallet: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError:
+        print(f"wallet: cannot read {args.file}: it is not UTF-8 text", file=sys.stderr)
+        return 1
 
 
 def _hold(container: Container, args: argparse.Namespace) -> int:
@@ -581,6 +624,7 @@ LEDGER_COMMANDS: dict[str, Command] = {
     "grant": _grant,
     "revert": _revert,
     "spend": _spend,
+    "spend-batch": _spend_batch,
     "hold": _hold,
     "capture": _capture,
     "release": _release,

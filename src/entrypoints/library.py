@@ -6,10 +6,14 @@
     grant = wallet.grant("user-1", "5.00", reason="welcome bonus", granted_by="support@example.com")
     wallet.grant("user-1", "20.00", reason="bank transfer 991", granted_by="ops", category="paid")
     spent = wallet.spend("user-1", "1.50", idempotency_key="order-7", reason="export")
+    results = wallet.spend_many([          # up to 1,000 spends, one commit; a result per item, in order
+        {"user_id": "user-1", "credits": "0.25", "reason": "api call", "idempotency_key": "usage-1"},
+        {"user_id": "user-2", "credits": "0.25", "reason": "api call", "idempotency_key": "usage-2"},
+    ])                                     # results[1].status: BatchStatus.INSUFFICIENT_CREDITS (user-2 has none)
     hold = wallet.hold("user-1", "2.00", idempotency_key="job-9", reason="render")
     wallet.capture(hold.hold_id, "1.25")   # the rest goes back
-    wallet.balance("user-1")               # Decimal('22.25')
-    wallet.revert(grant.transaction_id, reason="wrong user", idempotency_key="ticket-12")  # takes back its unspent 2.25
+    wallet.balance("user-1")               # Decimal('22.00')
+    wallet.revert(grant.transaction_id, reason="wrong user", idempotency_key="ticket-12")  # takes back its unspent 2.00
     wallet.revert(spent.transaction_id, reason="charged twice", idempotency_key="ticket-13", dry_run=True)
     wallet.wallet("user-1").lots           # the live lots, in the order they would be spent
     wallet.wallet("user-1").debt           # Credits: what refunds/disputes of spent credits left owing

@@ -32,7 +32,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
-from entrypoints.http.body import MAX_BODY_BYTES
+from entrypoints.http.body import BATCH_SPENDS_PATH, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 from entrypoints.log_throttle import Throttle
 
 log = logging.getLogger("wallet.server")
@@ -52,9 +52,10 @@ class ServerLimits:
     connection_limit: int = 1000
     idle_timeout: int = 30  # seconds a connection may stay open with no request
     max_header_bytes: int = MAX_HEADER_BYTES
-    # Waitress refuses bodies above this before reading them; the app refuses anything above
-    # MAX_BODY_BYTES itself, with the same JSON 413.
-    max_body_bytes: int = MAX_BODY_BYTES + 1024
+    # Waitress refuses bodies above this before reading them; the app refuses anything above its
+    # route's limit (MAX_BODY_BYTES; MAX_BATCH_BODY_BYTES for a batch of spends) itself, with the same
+    # JSON 413.
+    max_body_bytes: int = MAX_BATCH_BODY_BYTES + 1024
 
     def adjustments(self, host: str, port: int) -> Adjustments:
         return Adjustments(
@@ -151,7 +152,7 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]
     def execute(self) -> None:
         error = self.request.error
         title = "Body too large" if error.code == 413 else error.reason  # as the app says it (entrypoints.http.body)
-        body = json.dumps({"title": title, "description": _describe(error, self.channel.adj)}).encode()
+        body = json.dumps({"title": title, "description": _describe(error, self.channel.adj, self.request)}).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
@@ -160,9 +161,11 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]
         self.write(body)
 
 
-def _describe(error: Any, adj: Adjustments) -> str:
+def _describe(error: Any, adj: Adjustments, request: Any = None) -> str:
     if error.code == 413:
-        return f"the body must be at most {MAX_BODY_BYTES} bytes"
+        path = getattr(request, "path", None)
+        limit = MAX_BATCH_BODY_BYTES if path == BATCH_SPENDS_PATH else MAX_BODY_BYTES
+        return f"the body must be at most {limit} bytes"
     if error.code == 431:
         return f"the request line and headers must be at most {adj.max_request_header_size} bytes"
     if error.code == 500:

@@ -6,7 +6,7 @@ makes mypy prove that every adapter and test double fits."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -164,6 +164,11 @@ class LedgerRepository(Protocol):
         """With `reverts` and `reverted_by` (not `sources`)."""
         ...
 
+    def find_transactions_by_references(self, reference_ids: Collection[str]) -> dict[str, CreditTransaction]:
+        """find_transaction_by_reference for many at once (one read): reference id -> its transaction,
+        for those recorded."""
+        ...
+
     def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
         """By id, with `reverts`, `reverted_by` and `sources`."""
         ...
@@ -192,6 +197,12 @@ class LedgerRepository(Protocol):
         `at`) if needed, and locking it until the unit of work ends, so writers to one wallet take turns."""
         ...
 
+    def lock_wallets(self, user_ids: Collection[str], at: datetime) -> dict[str, WalletState]:
+        """lock_wallet for each user, taking the locks in sorted user id order (code point order), so
+        writers locking several wallets never wait for each other in a cycle; in as few statements as
+        the store allows."""
+        ...
+
     def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
         """Like lock_wallet, but with only the lots credits coming in need: those in debt, and those
         expired by `at` with something left. Cheap however many lots the user has."""
@@ -206,6 +217,13 @@ class LedgerRepository(Protocol):
 
         Raises DuplicateReference (and changes nothing) when the reference id was recorded before;
         the caller must then roll the unit of work back."""
+        ...
+
+    def record_many(self, bookings: Sequence[Booking]) -> list[CreditTransaction]:
+        """record() each booking, in order, with the same answers, in as few statements as the store
+        allows. For bookings that create no lots, each on a wallet this unit of work locked (a batch of
+        spends). Raises DuplicateReference when a reference was recorded before; the caller must then roll
+        the unit of work back (the others may have been written)."""
         ...
 
     # -- expiry and audit ----------------------------------------------------------------------

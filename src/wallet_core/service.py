@@ -8,7 +8,7 @@ function with the ports it needs; the rules themselves live in the domain and th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
@@ -22,6 +22,7 @@ from wallet_core.saved_cards import SavedCard
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
     AlertView,
+    BatchItemResult,
     CardSetup,
     EventPage,
     ExpiryReport,
@@ -55,6 +56,7 @@ from wallet_core.use_cases import (
     saved_card,
     set_alert,
     spend_credits,
+    spend_many,
     start_card_setup,
 )
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
@@ -238,6 +240,16 @@ class Wallet:
             metadata=metadata,
             now=self._now,
         )
+
+    def spend_many(self, items: Iterable[Mapping[str, object]], *, actor: str = "library") -> list[BatchItemResult]:
+        """Many spends (1 to 1,000) in one unit of work and one commit: each item a mapping of
+        `user_id`, `credits`, `reason`, `idempotency_key` and optional `metadata`, succeeding or failing
+        on its own with the rules of `spend`. One result per item, in order, with its `status`: spent,
+        replayed (the key was used before, in the batch or earlier, for the same request), conflict (for
+        another request), insufficient_credits or invalid (`error.field` names the field). Raises
+        InvalidInput for no items or too many, StorageUnavailable when concurrent requests kept taking
+        the batch's keys (nothing written; retry)."""
+        return spend_many(items=items, actor=actor, uow=self._uow, now=self._now)
 
     def hold(
         self,

@@ -87,6 +87,82 @@ def test_record_moves_the_balances_and_returns_the_balance_after(uow: Uow) -> No
         assert list(tx.ledger.transactions("alice", 10)[1].metadata) == ["note", "campaign"]  # in their order
 
 
+def test_many_references_are_found_in_one_read_each_with_its_transaction(uow: Uow) -> None:
+    with uow() as tx:
+        first = tx.ledger.record(credit(credits=100, reference="grant:a"))
+        second = tx.ledger.record(credit(credits=200, reference="grant:b", at=T0 + timedelta(seconds=1)))
+        tx.commit()
+    with uow() as tx:
+        found = tx.ledger.find_transactions_by_references(["grant:b", "nothing", "grant:a", "grant:a"])
+        assert found == {"grant:a": first, "grant:b": second}
+        assert tx.ledger.find_transactions_by_references([]) == {}
+        assert tx.ledger.find_transactions_by_references(["nothing"]) == {}
+
+
+def test_record_many_books_spends_in_order_as_record_would_one_after_another(uow: Uow) -> None:
+    """Two wallets, interleaved; bob has credits pending (effective tomorrow), which no balance after
+    counts; two spends take from one lot."""
+    with uow() as tx:
+        tx.ledger.record(credit("alice", 1000, reference="grant:a"))
+        tx.ledger.record(credit("bob", 500, kind=CreditKind.PAID, reference="grant:b"))
+        tx.ledger.record(credit("bob", 300, reference="grant:later", effective_at=T0 + 24 * HOUR))
+        tx.commit()
+    with uow() as tx:
+        alice, bob = tx.ledger.lock_wallet("alice", T0), tx.ledger.lock_wallet("bob", T0)
+        first = spend(alice, 100, reference="spend:1")
+        second = spend(bob, 50, reference="spend:2")
+        third = spend(replace(alice, lots=tuple(replace(lot, remaining=lot.remaining - Credits(100))
+                                                for lot in alice.lots)), 200, reference="spend:3")
+        booked = tx.ledger.record_many([first, second, third])
+        tx.commit()
+    assert [(b.id, b.reference_id, b.balance_after) for b in booked] == [
+        (first.id, "spend:1", Credits(900)), (second.id, "spend:2", Credits(450)), (third.id, "spend:3", Credits(700)),
+    ]
+    assert all(b.kind is TransactionKind.SPEND and b.reason == "used" and b.actor == "api" for b in booked)
+    assert balances(uow, "alice") == c(700, 0)
+    assert balances(uow, "bob") == c(450, 0)
+    assert sorted(live_lots(uow, "alice").values()) == [(700, 0)]
+    with uow() as tx:
+        assert tx.ledger.find_transaction_by_reference("spend:3") == booked[2]
+        assert [p.amount for p in tx.ledger.postings_of(third.id)] == [Credits(-200), Credits(200)]
+        assert tx.ledger.record_many([]) == []
+        audit = tx.ledger.audit()
+    assert audit.unbalanced == []
+
+
+def test_lock_wallets_answers_what_lock_wallet_does_for_each_creating_missing_ones(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.record(credit("bob", 500, kind=CreditKind.PAID, reference="grant:b"))
+        tx.ledger.record(credit("bob", 300, reference="grant:b2", at=T0 + HOUR))
+        tx.ledger.record(credit("alice", 100, reference="grant:a"))
+        tx.commit()
+    with uow() as tx:
+        each = {user: tx.ledger.lock_wallet(user, T0) for user in ("alice", "bob")}
+    for users in (["bob", "alice"], ["bob", "alice", "carol"]):  # all existing; one to create
+        with uow() as tx:
+            states = tx.ledger.lock_wallets(users, T0)
+            assert list(states) == sorted(users)
+            assert {u: states[u] for u in ("alice", "bob")} == each
+            if "carol" in users:
+                assert states["carol"] == WalletState("carol", Credits(0), Credits(0), ())
+            assert tx.alerts.get("bob") == tx.alerts.get("alice")  # read with the lock
+    with uow() as tx:
+        assert tx.ledger.lock_wallets([], T0) == {}
+
+
+def test_record_many_refuses_a_reference_recorded_before(uow: Uow) -> None:
+    with uow() as tx:
+        tx.ledger.record(credit("alice", 1000, reference="grant:a"))
+        state = tx.ledger.lock_wallet("alice", T0)
+        tx.ledger.record(spend(state, 10, reference="spend:1"))
+        tx.commit()
+    with uow() as tx:
+        state = tx.ledger.lock_wallet("alice", T0)
+        with pytest.raises(DuplicateReference):
+            tx.ledger.record_many([spend(state, 20, reference="spend:2"), spend(state, 30, reference="spend:1")])
+    assert balances(uow, "alice") == c(990, 0)  # rolled back: nothing of the refused call stays
+
+
 def test_record_creates_lots_and_lock_wallet_returns_the_live_ones(uow: Uow) -> None:
     promo = credit(credits=300, expires_at=T0 + 24 * HOUR, at=T0)
     paid = credit(credits=1000, kind=CreditKind.PAID, at=T0 + HOUR)

@@ -26,6 +26,7 @@ import stripe
 from falcon.testing import Result
 
 from entrypoints.http.app import create_app
+from entrypoints.http.body import BATCH_SPENDS_PATH, MAX_BATCH_BODY_BYTES
 from entrypoints.http.routes import OPERATIONS
 from tests.e2e.conftest import JWT_SECRET, WEBHOOK_SECRET, Service, run_waitress
 
@@ -67,6 +68,10 @@ ROUTES = [
           amount="low_balance_credits", reason=None, method="PUT"),
 ]
 ADMIN_ONLY = ("grant", "revert", "webhook-endpoint", "alert")
+# Its envelope is refused like any body; its items' values are answered per item (status "invalid").
+BATCH = Route("spend-batch", BATCH_SPENDS_PATH, {"spends": [{"user_id": VICTIM, "credits": "1.00", "reason": "use",
+                                                             "idempotency_key": "batch-1"}]},
+              amount=None, reason=None)
 BY_NAME = {r.name: r for r in ROUTES}
 
 
@@ -231,10 +236,11 @@ def test_nan_and_infinity_as_strings_are_422(world: World, route: Route) -> None
 
 
 def test_every_json_body_route_is_in_this_module() -> None:
-    """So each refusal below is tried on every route that reads a JSON body (the webhook has its own)."""
+    """So each refusal below is tried on every route that reads a JSON body (the webhook has its own, and
+    so has the batch of spends, whose items are answered one by one: see "a batch of spends" below)."""
     served = {op.path.replace("{user_id}", VICTIM).replace("{hold_id}", "{hold}").replace("{transaction_id}", "{tx}")
               for op in OPERATIONS if op.body is not None and not op.body.raw}
-    assert served == {route.path for route in ROUTES}
+    assert served == {route.path for route in ROUTES} | {BATCH.path}
 
 
 # Exponents past what Decimal can even hold (decimal.InvalidOperation, an ArithmeticError, was a 500).
@@ -669,3 +675,58 @@ def test_errors_ignore_the_accept_header_and_stay_json(world: World) -> None:
     assert_clean_error(resp, 404)
     resp = world.svc.client.simulate_delete("/api/v1/users/me/wallet")
     assert_clean_error(resp, 405)
+
+
+# -- a batch of spends ------------------------------------------------------------------------------
+# The envelope meets every refusal above; hostile values inside an item make that item "invalid" (200),
+# never a 500, and write nothing for it.
+
+
+def test_a_batch_envelope_is_refused_like_any_body(world: World) -> None:
+    valid = json.dumps(BATCH.valid).encode()
+    refused(world, BATCH, b'{"spends": [' + b" " * MAX_BATCH_BODY_BYTES + b"]}", 413)
+    refused(world, BATCH, valid, 415, **{"Content-Type": "text/plain"})
+    for body in MALFORMED:
+        refused(world, BATCH, body, 422 if body == b"null" else 400)
+    for literal in ("NaN", "Infinity"):
+        refused(world, BATCH, b'{"spends": [{"credits": ' + literal.encode() + b"}]}", 400)
+    for body in (b"[]", b'"spends"', b"5", b'{"spends": null}', b'{"spends": {}}', b'{"spends": [1]}',
+                 b'{"spends": [[]]}', b'{"spends": []}', b'{"spends": [{}], "x": 1}', b"{}"):
+        refused(world, BATCH, body, 422)
+    resp = world.send(BATCH, body=valid, headers=world.headers(BATCH))
+    assert resp.status_code == 200 and resp.json["results"][0]["status"] == "spent"
+
+
+def _json(values: Any) -> list[str]:
+    return [json.dumps(v) for v in values]
+
+
+# (field, a raw JSON literal): each replaces the field of a valid item (a later duplicate key wins).
+HOSTILE_ITEMS: list[tuple[str, str]] = [
+    *(("credits", literal) for literal in [*NOT_POSITIVE, *TOO_PRECISE, *NOT_DECIMAL, *HUGE, *ASTRONOMICAL,
+                                           '"NaN"', '"Infinity"', "true", "null", "[1]"]),
+    *(("reason", literal) for literal in [*_json(BAD_TEXT), "5", "null"]),
+    *(("metadata", literal) for literal in _json([{"k\n": "v"}, {"k": "v\x00"}, {"k": "\u202ev"}, {"": "v"},
+                                                  {"k" * 41: "v"}, {"k": "v" * 501}, {f"k{i}": "v" for i in range(21)},
+                                                  ["x"], "x", 5])),
+    *(("idempotency_key", literal) for literal in _json(["has space", "ünïcode", "x" * 256, "tab\tkey", "", 5,
+                                                         None, ["k"]])),
+    *(("user_id", literal) for literal in _json(["", " x", "a/b", "x" * 129, "\u202eevil", 5, None])),
+    ("extra", "1"),
+]
+
+
+def test_hostile_values_inside_batch_items_make_those_items_invalid_and_write_nothing(world: World) -> None:
+    before = world.snapshot()
+    items = [f'{{"user_id": "{VICTIM}", "credits": "1.00", "reason": "use", "idempotency_key": "hostile-item-{n}", '
+             f'"{name}": {literal}}}' for n, (name, literal) in enumerate(HOSTILE_ITEMS)]
+    resp = world.send(BATCH, body=('{"spends": [' + ", ".join(items) + "]}").encode(), headers=world.headers(BATCH))
+    assert resp.status_code == 200, resp.text[:300]
+    results = resp.json["results"]
+    assert [r["status"] for r in results] == ["invalid"] * len(HOSTILE_ITEMS), [
+        (HOSTILE_ITEMS[r["index"]], r) for r in results if r["status"] != "invalid"]
+    fields = [r["error"]["field"] for r in results]
+    assert fields == [name if name != "extra" else "item" for name, _ in HOSTILE_ITEMS]
+    assert all(r["error"]["message"] for r in results)
+    assert "Traceback" not in resp.text and all(secret not in resp.text for secret in SECRETS)
+    assert world.svc.commits == [] and world.snapshot() == before

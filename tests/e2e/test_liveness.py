@@ -294,6 +294,21 @@ def test_a_body_too_large_for_the_server_gets_a_json_413(service: Service) -> No
             assert payload == {"title": "Body too large", "description": "the body must be at most 65536 bytes"}
 
 
+def test_a_batch_of_spends_may_be_up_to_1_mib_and_the_server_says_so_above(service: Service) -> None:
+    with wallet_server(service) as server:
+        auth = {**service.auth("billing", service=True), "Content-Type": "application/json"}
+        item = {"user_id": "alice", "credits": "1.00", "reason": "x" * 500, "idempotency_key": "k"}
+        fits = json.dumps({"spends": [item] * 1000}).encode()  # ~570 KB: over 64 KiB, under 1 MiB
+        status, _, body, _ = request(server, "POST", "/api/v1/admin/spends", fits, auth)
+        assert status == 200, body[:300]
+        assert {r["status"] for r in json.loads(body)["results"]} == {"insufficient_credits"}  # alice has nothing
+        for size in (1_048_577, 1_049_601, 2_000_000):  # the app refuses the first, waitress the others
+            status, headers, body, _ = request(server, "POST", "/api/v1/admin/spends",
+                                               b"{" + b" " * (size - 2) + b"}", auth)
+            payload = assert_json_error(status, headers, body, 413)
+            assert payload == {"title": "Body too large", "description": "the body must be at most 1048576 bytes"}
+
+
 def test_headers_too_large_get_a_json_431(service: Service) -> None:
     with wallet_server(service) as server:
         for size in (70_000, 300_000):

@@ -90,6 +90,11 @@ TAKE_BACKS_OF_USER = Sql.of(
     postgresql=f'{_TAKE_BACKS} AND t.user_id = :p_user ORDER BY t.created_at, t.id COLLATE "C"',
 )
 TRANSACTION_BY_REFERENCE = Sql.of(f"{_TRANSACTION_ROWS} WHERE t.reference_id = :p_reference")
+# Many at once (a batch of spends looks up all its keys): a JSON array on SQLite, an array on PostgreSQL.
+TRANSACTIONS_BY_REFERENCES = Sql.of(
+    f"{_TRANSACTION_ROWS} WHERE t.reference_id IN (SELECT value FROM json_each(:p_references))",
+    postgresql=f"{_TRANSACTION_ROWS} WHERE t.reference_id = ANY(CAST(:p_references AS varchar[]))",
+)
 TRANSACTION_BY_ID = Sql.of(f"{_TRANSACTION_ROWS} WHERE t.id = :p_id")
 # Every revert, oldest first, beside the transaction it names (each with its own revert's id): what
 # `wallet verify` checks. Reverts are found by kind (a full read, like the rest of the audit), so a
@@ -168,6 +173,25 @@ LOCK_WALLET = Sql.of(
     ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at
     RETURNING {WALLET_COLUMNS}
     """
+)
+# PostgreSQL, many wallets at once (a batch of spends), all of which exist (wallet rows are never
+# deleted): which exist, then their rows locked in code point order of user id, the order every batch
+# takes its locks in one by one too, so batches never wait for each other in a cycle.
+EXISTING_WALLETS = Sql.of("", postgresql="SELECT user_id FROM wallets WHERE user_id = ANY(CAST(:p_users AS varchar[]))")
+LOCK_EXISTING_WALLETS = Sql.of(
+    "",
+    postgresql=f"""
+    SELECT user_id, {WALLET_COLUMNS} FROM wallets WHERE user_id = ANY(CAST(:p_users AS varchar[]))
+    ORDER BY user_id COLLATE "C" FOR UPDATE
+    """,
+)
+LIVE_LOTS_OF_USERS = Sql.of(
+    "",
+    postgresql=f"""
+    SELECT {LOT_COLUMNS} FROM credit_lots
+    WHERE user_id = ANY(CAST(:p_users AS varchar[])) AND (remaining <> 0 OR held <> 0)
+    ORDER BY created_at, id
+    """,
 )
 # A user's live lots (the partial index ix_credit_lots_user_live: its condition is spelled exactly so):
 # what lock_wallet locks and live_lots lists, never the lots used up long ago.
@@ -305,6 +329,64 @@ PG_BOOK = Sql.of(
         WHERE EXISTS (SELECT FROM booked)
     )
     SELECT COALESCE((SELECT balance_after FROM booked), (SELECT available FROM wallet)), EXISTS (SELECT FROM booked)
+    """,
+)
+
+# PostgreSQL: many bookings that create no lots (a batch of spends) in one statement, in order: the
+# wallets' totals (each wallet moved once; the caller holds their locks, so the rows exist), the
+# transaction rows, whose balance after is the wallet's balance before the statement plus the running sum
+# of its bookings' credits up to each (a window in booking order), less the credits of lots not effective
+# yet (only computed while the wallet's pending_until says there may be any; a booking that creates no lot
+# leaves them as they are), the lot changes summed per lot, and the postings. Answers (id, balance after)
+# of each row that went in; a row whose reference was recorded already is left out (the caller then
+# rolls back: the wallet and lot changes of the whole statement were made).
+PG_BOOK_MANY = Sql.of(
+    "",
+    postgresql=f"""
+    WITH tx AS (
+        SELECT * FROM json_to_recordset(CAST(:transactions AS json)) AS tx (ord integer, id varchar,
+            user_id varchar, kind varchar, credits bigint, held_change bigint, reference_id varchar,
+            created_at timestamptz, reason text, actor varchar, metadata text, hold_id varchar, reverts varchar)
+    ), totals AS (
+        SELECT user_id, SUM(credits) AS credits, SUM(held_change) AS held, MAX(created_at) AS at
+        FROM tx GROUP BY user_id
+    ), wallet AS (
+        UPDATE wallets SET available = wallets.available + totals.credits, held = wallets.held + totals.held,
+            updated_at = totals.at
+        FROM totals WHERE wallets.user_id = totals.user_id
+        RETURNING wallets.user_id, wallets.available - totals.credits AS before, wallets.pending_until
+    ), change AS (
+        SELECT id, SUM(remaining) AS remaining, SUM(held) AS held, MIN(ends_at) AS ends_at
+        FROM json_to_recordset(CAST(:changes AS json))
+            AS change (id varchar, remaining bigint, held bigint, ends_at timestamptz)
+        GROUP BY id
+    ), booked AS (
+        INSERT INTO credit_transactions ({TRANSACTION_COLUMNS})
+        SELECT tx.id, tx.user_id, tx.kind, tx.credits, tx.held_change,
+            wallet.before + SUM(tx.credits) OVER (PARTITION BY tx.user_id ORDER BY tx.ord)
+                - CASE WHEN wallet.pending_until > tx.created_at THEN (
+                    SELECT COALESCE(SUM(l.remaining), 0) FROM credit_lots AS l
+                    WHERE l.user_id = tx.user_id AND l.effective_at > tx.created_at)
+                  ELSE 0 END,
+            tx.reference_id, tx.created_at, tx.reason, tx.actor, tx.metadata, tx.hold_id, tx.reverts
+        FROM tx JOIN wallet ON wallet.user_id = tx.user_id
+        ORDER BY tx.ord
+        ON CONFLICT (reference_id) DO NOTHING
+        RETURNING id, balance_after
+    ), changed_lots AS (
+        UPDATE credit_lots
+        SET remaining = credit_lots.remaining + change.remaining, held = credit_lots.held + change.held,
+            expires_at = LEAST(credit_lots.expires_at, change.ends_at)
+        FROM change
+        WHERE credit_lots.id = change.id
+    ), legs AS (
+        INSERT INTO postings (transaction_id, account, user_id, lot_id, amount)
+        SELECT leg.transaction_id, leg.account, leg.user_id, leg.lot_id, leg.amount
+        FROM json_to_recordset(CAST(:legs AS json)) AS leg (transaction_id varchar, account varchar,
+            user_id varchar, lot_id varchar, amount bigint)
+        WHERE leg.transaction_id IN (SELECT id FROM booked)
+    )
+    SELECT id, balance_after FROM booked
     """,
 )
 

@@ -7,17 +7,23 @@ SQLAlchemy Core statements built once per dialect. The unit of work's other repo
 (hold_repository, top_up_repository, event_log) share its connection and driver. What each call
 costs, in statements sent:
 
-- balances, find_transaction_by_reference, take_backs, users_with_expired_credits, postings_of, lots,
-  live_lots: 1. balances sums credits not effective yet only while the wallet's pending_until is
-  ahead (over the partial index of future-dated lots): a wallet never granted any pays nothing more.
+- balances, find_transaction_by_reference, find_transactions_by_references, take_backs,
+  users_with_expired_credits, postings_of, lots, live_lots: 1. balances sums credits not effective
+  yet only while the wallet's pending_until is ahead (over the partial index of future-dated lots): a
+  wallet never granted any pays nothing more.
   Every read of a transaction finds its revert, if any, through the partial unique index on
   `reverts` (a LEFT JOIN in the same statement).
 - transactions, find_transaction: 2 (the rows, then their postings, each with its lot's kind, for
   `sources`: one statement for a whole page; a page with no rows costs 1)
+- lock_wallets (a batch's wallets): on PostgreSQL 3 for all of them when every one has a row (which
+  exist, their rows locked in order, their live lots), else lock_wallet each in order; on SQLite
+  lock_wallet each.
 - lock_wallet, lock_wallet_for_credit: 2 (the wallet row read FOR UPDATE, then the lots: the live
   ones through the partial index ix_credit_lots_user_live, or only those due), 3 for a user's first
   write (the read finds no row; an upsert creates and locks it). The wallet row brings its alert
   settings along, kept for tx.alerts (adapters.sql.alert_repository).
+- record_many (bookings that create no lots, e.g. a batch of spends): 1 on PostgreSQL for all of them
+  (PG_BOOK_MANY); on SQLite, record for each.
 - record: 1 on PostgreSQL (wallet upsert, transaction row and, only when that went in, the lots,
   lot changes and postings; the balance after leaves out pending credits in the same statement); on
   SQLite, where a statement is a function call and no round trip, 2 plus one executemany each for the
@@ -265,6 +271,13 @@ class SqlLedgerRepository:
         row = self._driver.one(sql.TRANSACTION_BY_REFERENCE, {"p_reference": reference_id})
         return None if row is None else self._transaction_of(row)
 
+    def find_transactions_by_references(self, reference_ids: Collection[str]) -> dict[str, CreditTransaction]:
+        wanted = sorted(set(reference_ids))
+        if not wanted:
+            return {}
+        rows = self._driver.all(sql.TRANSACTIONS_BY_REFERENCES, {"p_references": self._ids(wanted)})
+        return {booked.reference_id: booked for booked in map(self._transaction_of, rows)}
+
     def find_transaction(self, transaction_id: str) -> CreditTransaction | None:
         row = self._driver.one(sql.TRANSACTION_BY_ID, {"p_id": transaction_id})
         return None if row is None else self._with_sources([row])[0]
@@ -313,6 +326,24 @@ class SqlLedgerRepository:
     # -- writing -------------------------------------------------------------------------------
     def lock_wallet(self, user_id: str, at: datetime) -> WalletState:
         return self._lock(user_id, at, sql.LIVE_LOTS, {"p_user": user_id})
+
+    def lock_wallets(self, user_ids: Collection[str], at: datetime) -> dict[str, WalletState]:
+        users = sorted(set(user_ids))
+        if not self._pg or not users:
+            return {user: self.lock_wallet(user, at) for user in users}
+        existing = {row[0] for row in self._driver.all(sql.EXISTING_WALLETS, {"p_users": users})}
+        if len(existing) < len(users):  # a first write: one by one, in order, creating the missing rows
+            return {user: self.lock_wallet(user, at) for user in users}
+        wallets = self._driver.all(sql.LOCK_EXISTING_WALLETS, {"p_users": users})
+        lots: dict[str, list[Lot]] = {user: [] for user in users}
+        for row in self._driver.all(sql.LIVE_LOTS_OF_USERS, {"p_users": users}):
+            lot = self._lot_of(row)
+            lots[lot.user_id].append(lot)
+        states = {}
+        for user, available, held, low_balance, level in wallets:
+            self._locked_alerts[user] = alert_state(low_balance, level)
+            states[user] = WalletState(user, Credits(available), Credits(held), tuple(lots[user]))
+        return states
 
     def lock_wallet_for_credit(self, user_id: str, at: datetime) -> WalletState:
         state = self._lock(user_id, at, sql.DUE_LOTS, {"p_user": user_id, "p_now": self._driver.at(at)})
@@ -389,6 +420,66 @@ class SqlLedgerRepository:
             hold_id=booking.hold_id,
             reverts=booking.reverts,
         )
+
+    def record_many(self, bookings: Sequence[Booking]) -> list[CreditTransaction]:
+        if not self._pg or any(booking.new_lots for booking in bookings):
+            return [self.record(booking) for booking in bookings]  # SQLite: statements are function calls
+        if not bookings:
+            return []
+        rows: list[dict[str, Any]] = []
+        legs: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        for order, booking in enumerate(bookings):
+            rows.append({
+                "ord": order,
+                "id": booking.id,
+                "user_id": booking.user_id,
+                "kind": booking.kind.value,
+                "credits": booking.credits.minor,
+                "held_change": booking.held_change.minor,
+                "reference_id": booking.reference_id,
+                "created_at": _iso(booking.created_at),
+                "reason": booking.reason,
+                "actor": booking.actor,
+                "metadata": _metadata_json(booking.metadata),
+                "hold_id": booking.hold_id,
+                "reverts": booking.reverts,
+            })
+            legs.extend(
+                {"transaction_id": booking.id, "account": p.account.value, "user_id": p.user_id,
+                 "lot_id": p.lot_id, "amount": p.amount.minor}
+                for p in booking.postings
+            )
+            changes.extend(
+                {"id": c.lot_id, "remaining": c.remaining.minor, "held": c.held.minor,
+                 "ends_at": None if c.ends_at is None else _iso(c.ends_at)}
+                for c in booking.lot_changes
+            )
+        answer = self._driver.all(
+            sql.PG_BOOK_MANY, {"transactions": _json(rows), "legs": _json(legs), "changes": _json(changes)}
+        )
+        after = {row[0]: int(row[1]) for row in answer}
+        if len(after) != len(bookings):
+            taken = next(b.reference_id for b in bookings if b.id not in after)
+            raise DuplicateReference(f"reference {taken} is recorded already")
+        return [
+            CreditTransaction(
+                id=b.id,
+                user_id=b.user_id,
+                kind=b.kind,
+                credits=b.credits,
+                held_change=b.held_change,
+                balance_after=Credits(after[b.id]),
+                reference_id=b.reference_id,
+                created_at=b.created_at,
+                reason=b.reason,
+                actor=b.actor,
+                metadata=dict(b.metadata),
+                hold_id=b.hold_id,
+                reverts=b.reverts,
+            )
+            for b in bookings
+        ]
 
     def _book_the_rest(self, booking: Booking) -> None:
         """Postings, new lots, lot changes: an executemany each (SQLite, where statements cost no round trip)."""
@@ -584,6 +675,12 @@ def _pg_rest_params(booking: Booking) -> dict[str, Any]:
         "changes": _json(list(changes.values())),
         "p_new_pending": new_pending,
     }
+
+
+def _iso(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("naive datetime: the ledger stores timezone-aware datetimes only")
+    return at.isoformat()
 
 
 def _json(rows: list[dict[str, Any]]) -> str:

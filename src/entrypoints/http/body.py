@@ -14,6 +14,8 @@ from entrypoints.http.schemas import Schema, validate
 from wallet_core.errors import InvalidInput
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_BATCH_BODY_BYTES = 1024 * 1024  # a batch of up to 1,000 spends
+BATCH_SPENDS_PATH = "/api/v1/admin/spends"  # the one route whose bodies may be that large
 
 
 class JsonRefused(ValueError):
@@ -91,39 +93,42 @@ def _malformed(exc: ValueError) -> falcon.HTTPBadRequest:
     return falcon.HTTPBadRequest(title="Malformed JSON", description=f"the body is not valid JSON{why}")
 
 
-def _check_size_and_type(req: falcon.Request) -> None:
-    if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
-        raise falcon.HTTPContentTooLarge(
-            title="Body too large", description=f"the body must be at most {MAX_BODY_BYTES} bytes"
-        )
+def too_large(max_bytes: int) -> falcon.HTTPContentTooLarge:
+    return falcon.HTTPContentTooLarge(title="Body too large", description=f"the body must be at most {max_bytes} bytes")
+
+
+def _check_size_and_type(req: falcon.Request, max_bytes: int) -> None:
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise too_large(max_bytes)
     if not req.content_type or req.content_type.split(";")[0].strip().lower() != falcon.MEDIA_JSON:
         raise falcon.HTTPUnsupportedMediaType(
             title="Unsupported media type", description="send Content-Type: application/json"
         )
 
 
-def read_object(req: falcon.Request, schema: Schema, *, optional: bool = False) -> dict[str, Any]:
-    """The request's JSON object, valid against `schema` (422 otherwise). With `optional`, no body is {}.
+def read_object(
+    req: falcon.Request, schema: Schema, *, optional: bool = False, max_bytes: int = MAX_BODY_BYTES
+) -> dict[str, Any]:
+    """The request's JSON object, valid against `schema` (422 otherwise). With `optional`, no body is {};
+    a body over `max_bytes` is 413.
     Parsed here with `loads`, not through Falcon's media handlers, which look the handler up by the
     Content-Type's exact spelling (application/JSON was a 415, though media types ignore case)."""
     if req.content_length is None or req.content_length == 0:
         if optional:
             return {}
         raise falcon.HTTPBadRequest(title="Missing body", description="send a JSON object")
-    body = _loads_body(_read_bytes(req))
+    body = _loads_body(_read_bytes(req, max_bytes))
     validate(body, schema)
     return body  # type: ignore[no-any-return]
 
 
-def _read_bytes(req: falcon.Request) -> bytes:
+def _read_bytes(req: falcon.Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     """The exact bytes of a JSON body: Content-Type application/json, in any case (415 otherwise),
-    and at most MAX_BODY_BYTES (413 otherwise)."""
-    _check_size_and_type(req)
-    payload: bytes = req.bounded_stream.read(MAX_BODY_BYTES + 1)
-    if len(payload) > MAX_BODY_BYTES:
-        raise falcon.HTTPContentTooLarge(
-            title="Body too large", description=f"the body must be at most {MAX_BODY_BYTES} bytes"
-        )
+    and at most `max_bytes` (413 otherwise)."""
+    _check_size_and_type(req, max_bytes)
+    payload: bytes = req.bounded_stream.read(max_bytes + 1)
+    if len(payload) > max_bytes:
+        raise too_large(max_bytes)
     return payload
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import falcon
 
 from entrypoints.http import schemas
+from entrypoints.http.body import MAX_BODY_BYTES
 from entrypoints.http.schemas import Schema
 from wallet_core.errors import InvalidInput
 
@@ -63,6 +64,12 @@ class Body:
     required: bool = True
     raw: bool = False
     media_type: str = falcon.MEDIA_JSON
+    max_bytes: int = MAX_BODY_BYTES  # larger bodies are 413
+
+    @property
+    def size_limit(self) -> str:
+        kib = self.max_bytes // 1024
+        return f"{kib} KiB" if kib < 1024 else f"{kib // 1024} MiB"
 
 
 @dataclass(frozen=True)
@@ -138,11 +145,11 @@ class Operation:
         found: dict[int, Reply] = {}
         if self.body is not None:
             if self.body.raw:
-                found[413] = Reply("The body is over 64 KiB.", schemas.ERROR)
+                found[413] = Reply(f"The body is over {self.body.size_limit}.", schemas.ERROR)
             else:
                 found[400] = Reply("The body is not valid JSON (NaN and Infinity included), or is missing.",
                                    schemas.ERROR)
-                found[413] = Reply("The body is over 64 KiB.", schemas.ERROR)
+                found[413] = Reply(f"The body is over {self.body.size_limit}.", schemas.ERROR)
                 found[422] = Reply("A field is missing, unknown, of the wrong JSON type or has an invalid "
                                    "value.", schemas.ERROR)
             found[415] = Reply("The Content-Type is not application/json.", schemas.ERROR)

@@ -140,7 +140,7 @@ class Endpoint:
             if op.body.raw:
                 raw = read_raw(req)
             else:
-                body = read_object(req, op.body.schema, optional=not op.body.required)
+                body = read_object(req, op.body.schema, optional=not op.body.required, max_bytes=op.body.max_bytes)
         op.handler(Call(req, resp, self._wallet, self._events, principal, path, query, body, raw))
 
 

@@ -28,6 +28,7 @@ from wallet_core.money import AMOUNT_BELOW, AMOUNT_TEXT
 from wallet_core.topups import TopUpStatus
 from wallet_core.use_cases.list_events import MAX_PAGE as MAX_EVENT_PAGE
 from wallet_core.use_cases.read_wallet import MAX_PAGE
+from wallet_core.use_cases.spend_batch import MAX_BATCH, BatchStatus
 from wallet_core.use_cases.spend_credits import MAX_METADATA_KEYS
 from wallet_core.webhooks_out import ALL_EVENTS, MAX_DESCRIPTION, DeliveryStatus
 
@@ -177,6 +178,33 @@ SPEND_REQUEST = named("SpendRequest", {
     "type": "object",
     "properties": {"credits": AMOUNT_IN, "reason": REASON, "metadata": METADATA},
     "required": ["credits", "reason"],
+    "additionalProperties": False,
+})
+# Only the envelope is structure checked here: each item is read on its own by the core
+# (wallet_core.use_cases.spend_batch), so a malformed item answers `invalid`, naming its field, and the
+# rest of the batch goes on. The item's fields are therefore described, not declared as properties.
+SPEND_BATCH_ITEM: Schema = {
+    "type": "object",
+    "description": "One spend, checked on its own (a malformed one answers status `invalid` naming the field; the "
+    "others go on): `user_id` (" + USER_ID["description"] + "), `credits` (" + AMOUNT_IN["description"] + "), "
+    "`reason` (" + REASON["description"] + "), `idempotency_key` (required; " + IDEMPOTENCY_KEY["description"]
+    + " The same key space as the single spend's Idempotency-Key.) and optionally `metadata` ("
+    + METADATA["description"] + ") No other field.",
+    "examples": [{"user_id": "alice", "credits": "1.50", "reason": "export", "idempotency_key": "usage-2041",
+                  "metadata": {"job": "7"}}],
+}
+SPEND_BATCH_REQUEST = named("SpendBatchRequest", {
+    "type": "object",
+    "properties": {
+        "spends": {
+            "type": "array",
+            "items": SPEND_BATCH_ITEM,
+            "minItems": 1,
+            "maxItems": MAX_BATCH,
+            "description": f"1 to {MAX_BATCH} spends, booked in this order.",
+        },
+    },
+    "required": ["spends"],
     "additionalProperties": False,
 })
 HOLD_REQUEST = named("HoldRequest", {
@@ -355,6 +383,37 @@ SPEND = named("Spend", _object({
     "balance": AMOUNT_OUT,
     "transaction_id": {"type": "string"},
     "sources": {**SOURCES, "description": "The lots that paid, in spending order."},
+}))
+SPEND_BATCH_RESULT = named("SpendBatchResult", _object(
+    {
+        "index": {"type": "integer", "minimum": 0, "description": "The item's position in `spends`, from 0."},
+        "idempotency_key": {**TEXT_OR_NULL, "description": "The item's key as sent; null when it sent none "
+                            "(or not a string)."},
+        "status": {
+            "type": "string",
+            "enum": [str(s) for s in BatchStatus],
+            "description": "spent; replayed (the key was used before, in this batch or earlier, for this same "
+            "spend: the first's transaction and balance); insufficient_credits (nothing spent: the credits "
+            "do not cover it or the wallet is in debt); conflict (the key was used for another request); "
+            "invalid (`error.field` names what is wrong).",
+        },
+        "transaction_id": {"type": "string", "description": "spent, replayed: the spend's transaction."},
+        "balance": {**AMOUNT_OUT, "description": "spent, replayed: spendable right after the spend; "
+                    "insufficient_credits: spendable when the item came."},
+        "error": _object(
+            {"field": {"type": "string", "description": "invalid only: the item's field (`item`: the item "
+                       "itself, e.g. an unknown field)."},
+             "message": {"type": "string"}},
+            optional=("field",),
+            description="insufficient_credits, conflict, invalid: why.",
+        ),
+    },
+    optional=("transaction_id", "balance", "error"),
+    description="What one item of a batch did.",
+))
+SPEND_BATCH = named("SpendBatch", _object({
+    "results": {"type": "array", "items": SPEND_BATCH_RESULT, "maxItems": MAX_BATCH,
+                "description": "One per item, in request order."},
 }))
 HOLD = named("Hold", _object({
     "hold_id": {"type": "string"},

@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from entrypoints.http import schemas
 from entrypoints.http.auth import ADMIN, SERVICE
+from entrypoints.http.body import BATCH_SPENDS_PATH, MAX_BATCH_BODY_BYTES
 from entrypoints.http.errors import http_error
 from entrypoints.http.registry import (
     HOLD_ID,
@@ -24,8 +25,9 @@ from entrypoints.http.registry import (
     Reply,
     error,
 )
-from entrypoints.http.views import hold_view, spend_view
+from entrypoints.http.views import batch_view, hold_view, spend_view
 from wallet_core.errors import InsufficientCredits
+from wallet_core.use_cases.spend_batch import MAX_BATCH
 
 SPENDERS = (ADMIN, SERVICE)
 SPENDER_ACCESS = Access(roles=SPENDERS)
@@ -49,6 +51,10 @@ def spend(call: Call) -> None:
     except InsufficientCredits as exc:
         _insufficient(call, exc, user_id)
     call.reply(spend_view(result), 200 if result.replayed else 201)
+
+
+def spend_batch(call: Call) -> None:
+    call.reply(batch_view(call.wallet.spend_many(call.body["spends"], actor=_actor(call))))
 
 
 def hold(call: Call) -> None:
@@ -84,6 +90,23 @@ OPERATIONS = (
             201: Reply("Spent.", schemas.SPEND),
             200: Reply("A retry with the same Idempotency-Key: the first answer.", schemas.SPEND),
             409: error(f"Nothing was spent: {_INSUFFICIENT}."),
+        },
+    ),
+    Operation(
+        "POST", BATCH_SPENDS_PATH, "spendBatch", f"Spend in bulk (1 to {MAX_BATCH:,} spends)", "spending",
+        spend_batch, SPENDER_ACCESS,
+        description="Books every spend in one database transaction (one commit), in request order, each one "
+        "succeeding or failing on its own with the single spend's rules: exactly once per `idempotency_key` "
+        "(the same keys as the single spend's Idempotency-Key), promotional credits first, never below zero, "
+        "nothing from a wallet in debt. A key used before, in this batch or earlier, answers `replayed` for the "
+        "same spend and `conflict` for another. Resending a batch after a timeout is safe: every item answers "
+        "what it did the first time. Replaying usage logs: see `wallet spend-batch`.",
+        body=Body(schemas.SPEND_BATCH_REQUEST, max_bytes=MAX_BATCH_BODY_BYTES),
+        responses={
+            200: Reply("One result per item, in request order (whatever each item's status).", schemas.SPEND_BATCH),
+            422: error(f"The body is not {{\"spends\": [1 to {MAX_BATCH:,} objects]}}; nothing was written."),
+            503: error("The database is unavailable, or concurrent requests kept spending this batch's keys while it "
+                       "ran; nothing was written. Retry."),
         },
     ),
     Operation(

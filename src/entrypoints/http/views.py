@@ -12,6 +12,7 @@ from wallet_core.ports import StoredEvent
 from wallet_core.saved_cards import SavedCard
 from wallet_core.use_cases import (
     AlertView,
+    BatchItemResult,
     CardSetup,
     EventPage,
     ExpiryReport,
@@ -140,6 +141,28 @@ def spend_view(result: SpendResult) -> dict[str, Any]:
         "transaction_id": result.transaction_id,
         "sources": sources_view(result.sources),
     }
+
+
+def batch_item_view(result: BatchItemResult) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "index": result.index,
+        "idempotency_key": result.idempotency_key,
+        "status": str(result.status),
+    }
+    if result.transaction_id is not None:
+        view["transaction_id"] = result.transaction_id
+    if result.balance is not None:
+        view["balance"] = str(result.balance)
+    if result.error is not None:
+        error: dict[str, Any] = {"message": result.error.message}
+        if result.error.field is not None:
+            error["field"] = result.error.field
+        view["error"] = error
+    return view
+
+
+def batch_view(results: list[BatchItemResult]) -> dict[str, Any]:
+    return {"results": [batch_item_view(r) for r in results]}
 
 
 def hold_view(result: HoldResult) -> dict[str, Any]:

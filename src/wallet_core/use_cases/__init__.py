@@ -22,11 +22,14 @@ from wallet_core.use_cases.save_card import (
     saved_card,
     start_card_setup,
 )
+from wallet_core.use_cases.spend_batch import BatchItemResult, BatchStatus, spend_many
 from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
 from wallet_core.use_cases.verify_ledger import LedgerCheck, Violation, check_ledger, verify_ledger
 
 __all__ = [
     "AlertView",
+    "BatchItemResult",
+    "BatchStatus",
     "CardSetup",
     "EventPage",
     "ExpiryReport",
@@ -60,6 +63,7 @@ __all__ = [
     "saved_card",
     "set_alert",
     "spend_credits",
+    "spend_many",
     "start_card_setup",
     "verify_ledger",
 ]

@@ -4,7 +4,7 @@ the balance alerts it fires, in the caller's unit of work (one commit makes all 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from wallet_core.alerts import AlertState, crossings, level_of
@@ -29,12 +29,29 @@ def book(
     the booking leaves on lots past their expiry, which the caller books out next (a revert giving
     credits back to an ended lot): the event's balance and the alerts leave them out."""
     booked = tx.ledger.record(booking)
+    _tell_booked(tx, booked, event, extra, unspendable)
+    return booked
+
+
+def book_many(tx: UnitOfWork, bookings: Sequence[Booking]) -> list[CreditTransaction]:
+    """`book` for each booking, in order (their events and alerts in that order), recorded in as few
+    statements as the ledger allows (LedgerRepository.record_many: bookings that create no lots, on locked
+    wallets). Raises DuplicateReference like record_many: the caller must roll back."""
+    booked = tx.ledger.record_many(bookings)
+    for one in booked:
+        _tell_booked(tx, one, None, None, Credits(0))
+    return booked
+
+
+def _tell_booked(
+    tx: UnitOfWork, booked: CreditTransaction, event: EventType | None, extra: Mapping[str, object] | None,
+    unspendable: Credits,
+) -> None:
     balance = booked.balance_after - unspendable
     told = event_for_transaction(booked, event, {**(extra or {}), "balance": str(balance)})
     if told is not None:
         tx.outbox.add(told)
     note_balance(tx, booked, balance)
-    return booked
 
 
 def note_balance(tx: UnitOfWork, booked: CreditTransaction, balance: Credits | None = None) -> None:

@@ -6,6 +6,7 @@ and the expiry comes before the write in the history (ids sort by creation time)
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from wallet_core.bookings import expiry_booking
@@ -30,3 +31,15 @@ def lock_and_sweep(tx: UnitOfWork, user_id: str, at: datetime, *, crediting: boo
         return state
     book(tx, expiry)
     return lock()
+
+
+def lock_and_sweep_many(tx: UnitOfWork, user_ids: Collection[str], at: datetime) -> dict[str, WalletState]:
+    """lock_and_sweep for several wallets (a batch of spends): all locked first, in sorted user id order
+    (LedgerRepository.lock_wallets), then each one's expired credits booked out."""
+    states = tx.ledger.lock_wallets(user_ids, at)
+    for user_id, state in states.items():
+        expiry = expiry_booking(state, at)
+        if expiry is not None:
+            book(tx, expiry)
+            states[user_id] = tx.ledger.lock_wallet(user_id, at)  # held already: the lots as they are now
+    return states
