@@ -107,6 +107,11 @@ class SqlTopUpRepository:
         row = self._driver.one(sql.TOP_UP_BY_KEY, {"p_user": user_id, "p_key": key})
         return None if row is None else top_up_of(self._driver, row)
 
+    def set_payment_intent(self, top_up_id: str, payment_intent_id: str, at: datetime) -> None:
+        # NOT IMPLEMENTED YET: only automatic top-ups (recorded before their PaymentIntent) need it, and
+        # SQL stores none yet (adapters.sql.auto_top_up_repository).
+        raise NotImplementedError("automatic top-ups are not stored in SQL yet")
+
     def set_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
         changed = self._driver.run(
             sql.SET_TOP_UP_STATUS,
