@@ -490,7 +490,8 @@ def _worker(container: Container, args: argparse.Namespace) -> int:
     warning = ensure_schema(container)  # SQLite is migrated; PostgreSQL must be (`wallet migrate`)
     if warning is not None:
         logging.getLogger("wallet.webhooks").warning("%s", warning)
-    run_until_signalled(DeliveryWorker(container.wallet(), poll_seconds=args.poll_seconds))
+    wallet = container.wallet()
+    run_until_signalled(DeliveryWorker(wallet, poll_seconds=args.poll_seconds, charger=wallet))
     return 0
 
 

@@ -4,6 +4,7 @@ credits come only from payment_intent.succeeded, exactly once."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,7 +12,9 @@ from decimal import Decimal
 import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
+from adapters.fake_webhook_sender import FakeWebhookSender
 from adapters.memory_ledger import InMemoryStore, in_memory_unit_of_work_factory
+from entrypoints.worker import DeliveryWorker
 from tests.unit.helpers import FakeClock, new_key, spendable
 from wallet_core.auto_top_up import (
     AttemptOutcome,
@@ -522,3 +525,34 @@ def test_without_the_policy_in_the_unit_of_work_nothing_is_charged(
     off.put_auto_top_up("alice", "500.00", amount_usd="20.00")
     spend(off, "600.00")
     assert automatic(store) == []
+
+
+# -- the worker thread ---------------------------------------------------------------------------
+
+
+def test_the_worker_thread_charges_an_automatic_top_up_and_delivers_what_its_outcome_tells(
+    store: InMemoryStore, gateway: FakePaymentGateway, policy: TopUpPolicy
+) -> None:
+    sender = FakeWebhookSender()
+    wallet = Wallet(
+        uow=in_memory_unit_of_work_factory(store, top_up_policy=policy), gateway=gateway, policy=policy,
+        webhook_sender=sender,
+    )
+    wallet.add_webhook_endpoint("https://hooks.example.com/wallet", ["auto_top_up.failed"])
+    funded(wallet, "1000.00")
+    save_card(store, gateway, datetime.now(UTC))
+    wallet.put_auto_top_up("alice", "500.00", amount_usd="20.00")
+    gateway.decline_next_charge()
+    spend(wallet, "600.00")
+
+    worker = DeliveryWorker(wallet, poll_seconds=0.05, charger=wallet)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not sender.sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        assert worker.stop(timeout=5)
+    assert len(gateway.charge_calls) == 1
+    [sent] = sender.sent
+    assert b'"auto_top_up.failed"' in sent.body
