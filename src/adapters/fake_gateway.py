@@ -243,9 +243,10 @@ class FakePaymentGateway:
         with self._lock:
             self._check()
             try:
-                return self.payment_methods[payment_method_id]
+                details = self.payment_methods[payment_method_id]
             except KeyError:
                 raise NotFound(f"no PaymentMethod {payment_method_id}") from None
+            return replace(details, customer_id=self.attached.get(payment_method_id))
 
     def detach_payment_method(self, payment_method_id: str) -> None:
         """As Stripe: detaching one that is not attached (any more) is refused."""

@@ -1,4 +1,5 @@
-"""The real PaymentGateway: Stripe PaymentIntents through the official `stripe` SDK.
+"""The real PaymentGateway: Stripe PaymentIntents (and, to save a card, Customers, SetupIntents and
+PaymentMethods) through the official `stripe` SDK.
 
 One `stripe.StripeClient` is built on first use and reused (it keeps an HTTP session per thread).
 Every Stripe failure becomes a domain error with a short message; the secret key and client
@@ -26,6 +27,7 @@ from adapters.stripe_webhooks import (
     intent_from_dict,
     parse_webhook,
     refund_from_dict,
+    setup_intent_from_dict,
 )
 from wallet_core.errors import (
     InvalidWebhook,
@@ -36,6 +38,7 @@ from wallet_core.errors import (
     PaymentsNotConfigured,
 )
 from wallet_core.payments import (
+    META_USER_ID,
     Dispute,
     OffSessionCharge,
     PaymentEvent,
@@ -317,21 +320,102 @@ class StripePaymentGateway:
             tolerance=TOLERANCE_SECONDS,
         )
 
-    # -- saving a card: the next commit brings these (NotImplementedError until then) -----------------
+    # -- saving a card -------------------------------------------------------------------------------
     def create_customer(self, user_id: str, idempotency_key: str) -> str:
-        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+        client = self._get_client()
+        params: dict[str, Any] = {"metadata": {META_USER_ID: user_id}}
+        options: stripe.RequestOptions = {"idempotency_key": idempotency_key}
+        obj = self._call(
+            "create a Customer",
+            lambda: client.v1.customers.create(params, options),  # type: ignore[arg-type]
+        )
+        customer_id = _plain(obj).get("id")
+        if not isinstance(customer_id, str) or not customer_id:
+            raise PaymentGatewayFailed("could not create a Customer: Stripe answered with something that is not one")
+        log.info("created Stripe Customer %s", customer_id)
+        return customer_id
 
     def create_setup_intent(self, customer_id: str, user_id: str, idempotency_key: str) -> SetupIntent:
-        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+        client = self._get_client()
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "usage": "off_session",  # the card is for payments made without the user: automatic top-up
+            "payment_method_types": ["card"],
+            "metadata": {META_USER_ID: user_id},
+        }
+        options: stripe.RequestOptions = {"idempotency_key": idempotency_key}
+        obj = self._call(
+            "create a SetupIntent",
+            lambda: client.v1.setup_intents.create(params, options),  # type: ignore[arg-type]
+        )
+        intent = self._setup_intent(obj, "create a SetupIntent")
+        log.info("created Stripe SetupIntent %s for Customer %s", intent.id, intent.customer_id)
+        return intent
 
     def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
-        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+        client = self._get_client()
+        _check_object_id(setup_intent_id, "SetupIntent")
+        obj = self._call(
+            "retrieve a SetupIntent",
+            lambda: client.v1.setup_intents.retrieve(setup_intent_id),
+            not_found=f"no SetupIntent {redact(setup_intent_id)[:100]}",
+        )
+        return self._setup_intent(obj, "retrieve a SetupIntent")
 
     def card_details(self, payment_method_id: str) -> CardDetails:
-        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+        client = self._get_client()
+        _check_object_id(payment_method_id, "PaymentMethod")
+        action = "read a PaymentMethod"
+        obj = self._call(
+            action,
+            lambda: client.v1.payment_methods.retrieve(payment_method_id),
+            not_found=f"no PaymentMethod {redact(payment_method_id)[:100]}",
+        )
+        data = _plain(obj)
+        card = data.get("card")
+        try:
+            if data.get("type") != "card" or not isinstance(card, Mapping):
+                raise PaymentGatewayFailed(f"could not {action}: it is not a card", outcome_unknown=False)
+            brand, last4, exp_month, exp_year = card["brand"], card["last4"], card["exp_month"], card["exp_year"]
+            if not (isinstance(brand, str) and isinstance(last4, str) and _month(exp_month) and _year(exp_year)):
+                raise TypeError
+            customer = data.get("customer")
+            if isinstance(customer, Mapping):
+                customer = customer.get("id")
+            return CardDetails(
+                payment_method_id=str(data["id"]),
+                brand=brand,
+                last4=last4,
+                exp_month=exp_month,
+                exp_year=exp_year,
+                customer_id=customer if isinstance(customer, str) and customer else None,
+            )
+        except (KeyError, TypeError):
+            raise PaymentGatewayFailed(
+                f"could not {action}: Stripe answered without a card's brand, last4 or expiry"
+            ) from None
 
     def detach_payment_method(self, payment_method_id: str) -> None:
-        raise NotImplementedError("saving a card through Stripe is not implemented yet")
+        client = self._get_client()
+        _check_object_id(payment_method_id, "PaymentMethod")
+        # Unbounded: a detach cleans up after a card was replaced or forgotten; refusing it would leave
+        # a card the wallet no longer knows attached to the Customer.
+        self._call(
+            "detach a PaymentMethod",
+            lambda: client.v1.payment_methods.detach(payment_method_id),
+            not_found=f"no PaymentMethod {redact(payment_method_id)[:100]}",
+            bounded=False,
+        )
+        log.info("detached Stripe PaymentMethod %s", payment_method_id)
+
+    @staticmethod
+    def _setup_intent(obj: Any, action: str) -> SetupIntent:
+        try:
+            return setup_intent_from_dict(_plain(obj))
+        except InvalidWebhook:
+            raise PaymentGatewayFailed(
+                f"could not {action}: Stripe answered with something that is not a SetupIntent of a Customer"
+            ) from None
 
     # -- plumbing -------------------------------------------------------------------------------
     def _get_client(self) -> stripe.StripeClient:
@@ -429,6 +513,26 @@ class StripePaymentGateway:
             raise PaymentGatewayFailed(
                 f"could not {action}: Stripe answered with something that is not a PaymentIntent"
             ) from None
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A Stripe answer as plain dicts (stripe>=15: a StripeObject is no longer a dict subclass)."""
+    data = obj.to_dict() if hasattr(obj, "to_dict") else obj
+    return data if isinstance(data, dict) else {}
+
+
+def _check_object_id(value: object, what: str) -> None:
+    """An empty id would hit a *list* endpoint (or another path) instead of one object."""
+    if not isinstance(value, str) or not value.strip() or "/" in value:
+        raise NotFound(f"no {what} with an empty or malformed id")
+
+
+def _month(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 12
+
+
+def _year(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 2000 <= value <= 9999
 
 
 def _epoch_seconds(moment: datetime) -> int:

@@ -16,7 +16,8 @@ import stripe
 
 from wallet_core.errors import InvalidWebhook, WebhooksNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, Refund, printable
+from wallet_core.payments import META_USER_ID, Dispute, PaymentEvent, PaymentIntent, Refund, printable
+from wallet_core.saved_cards import SetupIntent
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ TOLERANCE_SECONDS = 300  # Stripe's default: older signatures are refused as rep
 CONSUMED_INTENT_EVENTS = frozenset(
     {"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"}
 )
+# The one setup_intent.* event the wallet reads (saving a card); others pass through bare.
+SETUP_INTENT_SUCCEEDED = "setup_intent.succeeded"
 
 
 def parse_webhook(
@@ -93,9 +96,16 @@ def event_from_dict(data: object) -> PaymentEvent:
     if not isinstance(obj, Mapping):
         if kind == "payment_intent" and event_type not in CONSUMED_INTENT_EVENTS:
             return PaymentEvent(id=event_id, type=event_type)  # e.g. payment_intent.created: not used
+        if kind == "setup_intent" and event_type != SETUP_INTENT_SUCCEEDED:
+            return PaymentEvent(id=event_id, type=event_type)
         raise InvalidWebhook(f"the {event_type} event has no {kind} object")
     if kind == "payment_intent":
         return PaymentEvent(id=event_id, type=event_type, payment_intent=intent_from_dict(obj))
+    if kind == "setup_intent":
+        if event_type != SETUP_INTENT_SUCCEEDED or obj.get("customer") is None:
+            # Not read; or not one of ours (the wallet makes every SetupIntent for a Customer).
+            return PaymentEvent(id=event_id, type=event_type)
+        return PaymentEvent(id=event_id, type=event_type, setup_intent=setup_intent_from_dict(obj))
     if kind == "charge":
         return _charge_event(event_id, event_type, obj)
     if kind == "refund":
@@ -111,6 +121,8 @@ def _object_kind(event_type: str) -> str | None:
     """What `data.object` is for the event types we translate."""
     if event_type.startswith("payment_intent."):
         return "payment_intent"
+    if event_type.startswith("setup_intent."):
+        return "setup_intent"
     if event_type == "charge.refunded":
         return "charge"
     if event_type.startswith(("refund.", "charge.refund.")):
@@ -170,6 +182,31 @@ def intent_from_dict(obj: Mapping[str, Any]) -> PaymentIntent:
         )
     except (KeyError, TypeError, ValueError):
         raise InvalidWebhook("the payment_intent object is missing id, amount or currency") from None
+
+
+def setup_intent_from_dict(obj: Mapping[str, Any]) -> SetupIntent:
+    """Translate a Stripe SetupIntent (a dict or a StripeObject's to_dict()) into ours. It must name
+    its Customer (every SetupIntent the wallet makes does); the user is its metadata's META_USER_ID."""
+    try:
+        seti_id, status = obj["id"], obj["status"]
+        if not isinstance(seti_id, str) or not seti_id or not isinstance(status, str):
+            raise TypeError
+        customer = _reference(obj.get("customer"))
+        if customer is None:
+            raise ValueError("no customer")
+        metadata = obj.get("metadata") or {}
+        user_id = metadata.get(META_USER_ID) if isinstance(metadata, Mapping) else None
+        secret = obj.get("client_secret")
+        return SetupIntent(
+            id=seti_id,
+            customer_id=customer,
+            client_secret=secret if isinstance(secret, str) else None,
+            status=status,
+            payment_method_id=_reference(obj.get("payment_method")),
+            user_id=user_id if isinstance(user_id, str) else None,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise InvalidWebhook("the setup_intent object is missing id, status or customer") from None
 
 
 def refund_from_dict(obj: object, *, payment_intent_id: str | None = None) -> Refund:

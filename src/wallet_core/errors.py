@@ -137,3 +137,10 @@ class AutoTopUpInFlight(WalletError):
     """The wallet has an automatic top-up in flight already: a second one is never recorded (HTTP 409)."""
 
     title = "Automatic top-up in flight"
+
+
+class CardSetupIncomplete(WalletError):
+    """The SetupIntent has not succeeded (the user has not confirmed a card yet), or its card was
+    removed since; nothing was saved (HTTP 409)."""
+
+    title = "Card setup not complete"

@@ -70,6 +70,13 @@ def check_payment_intent_id(value: object, field: str = "payment_intent_id") -> 
     return value
 
 
+def check_setup_intent_id(value: object, field: str = "setup_intent_id") -> str:
+    """A Stripe SetupIntent id: 1-255 letters, digits and underscores, as Stripe writes them (seti_1N...)."""
+    if not isinstance(value, str) or not PAYMENT_INTENT_ID.fullmatch(value) or not value.startswith("seti_"):
+        raise InvalidInput(field, "must be a Stripe SetupIntent id, e.g. seti_1N...")
+    return value
+
+
 def check_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None

@@ -25,3 +25,5 @@ class PaymentEventOutcome(StrEnum):
     IGNORED_LATE = "ignored_late"  # news older than what already happened (status only moves forward)
     UNKNOWN_TOP_UP = "unknown_top_up"  # names a top-up of ours that this wallet has no record of
     DUPLICATE = "duplicate"  # this event id (or this dispute's close) was applied before; nothing moves
+    CARD_SAVED = "card_saved"  # setup_intent.succeeded saved the user's card (replacing an earlier one)
+    CARD_ALREADY_SAVED = "card_already_saved"  # setup_intent.succeeded for the card saved already

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 from wallet_core.ids import has_control_characters
 from wallet_core.money import Usd
+from wallet_core.saved_cards import SetupIntent
 
-# Metadata keys we put on every PaymentIntent we create, and read back from webhooks.
+# Metadata keys we put on every PaymentIntent we create, and read back from webhooks (META_USER_ID on
+# every SetupIntent too).
 META_TOP_UP_ID = "wallet_top_up_id"
 META_USER_ID = "wallet_user_id"
 
@@ -82,7 +84,8 @@ class PaymentEvent:
     """A verified webhook event, or one reconciliation made up from what Stripe lists.
 
     `payment_intent` is set for payment_intent.* events; `refunds` for charge.refunded (every refund
-    of the charge, when Stripe includes them) and refund.* events; `dispute` for charge.dispute.*."""
+    of the charge, when Stripe includes them) and refund.* events; `dispute` for charge.dispute.*;
+    `setup_intent` for setup_intent.* events about a SetupIntent of a Customer."""
 
     id: str
     type: str
@@ -92,6 +95,7 @@ class PaymentEvent:
     # The PaymentIntent the event is about, for events whose object is a charge, refund or dispute.
     payment_intent_id: str | None = None
     refunds_listed: bool = True  # False when a charge.refunded event did not include its refunds
+    setup_intent: SetupIntent | None = None
 
     @property
     def about(self) -> str | None:
@@ -106,7 +110,7 @@ class UnstorableValue:
     """A value of an event that no database could store as it is: too long for its column, or with a
     NUL or another control character, or a lone surrogate (not UTF-8)."""
 
-    field: str  # "event id", "type", "PaymentIntent id", "refund id" or "dispute id"
+    field: str  # "event id", "type", "PaymentIntent id", "refund id", "dispute id", "SetupIntent id", ...
     problem: str
 
 
@@ -124,6 +128,12 @@ def unstorable_value(event: PaymentEvent) -> UnstorableValue | None:
         checks += [
             ("dispute id", event.dispute.id, MAX_OBJECT_ID_LENGTH),
             ("PaymentIntent id", event.dispute.payment_intent_id, MAX_OBJECT_ID_LENGTH),
+        ]
+    if event.setup_intent is not None:
+        checks += [
+            ("SetupIntent id", event.setup_intent.id, MAX_OBJECT_ID_LENGTH),
+            ("customer id", event.setup_intent.customer_id, MAX_OBJECT_ID_LENGTH),
+            ("PaymentMethod id", event.setup_intent.payment_method_id, MAX_OBJECT_ID_LENGTH),
         ]
     for name, value, limit in checks:
         if value is not None and (problem := value_problem(value, limit)) is not None:

@@ -51,3 +51,6 @@ class CardDetails:
     last4: str
     exp_month: int
     exp_year: int
+    # The Customer it is attached to now; None when attached to none (never, or detached: a card the
+    # wallet replaced or forgot, which can never be charged again).
+    customer_id: str | None = None

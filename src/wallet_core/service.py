@@ -18,9 +18,11 @@ from wallet_core.ids import check_payment_intent_id
 from wallet_core.ledger import DEFAULT_PRIORITY, CreditKind, WalletView
 from wallet_core.payments import PaymentEvent, PaymentIntent
 from wallet_core.ports import LedgerAudit, PaymentGateway, StoredEvent, UnitOfWorkFactory, WebhookSender
+from wallet_core.saved_cards import SavedCard
 from wallet_core.topups import TopUpPolicy
 from wallet_core.use_cases import (
     AlertView,
+    CardSetup,
     EventPage,
     ExpiryReport,
     GrantResult,
@@ -37,7 +39,9 @@ from wallet_core.use_cases import (
     capture_hold,
     check_ledger,
     clear_alert,
+    complete_card_setup,
     expire_credits,
+    forget_card,
     get_alert,
     grant_credits,
     list_events,
@@ -48,8 +52,10 @@ from wallet_core.use_cases import (
     release_hold,
     request_top_up,
     revert_transaction,
+    saved_card,
     set_alert,
     spend_credits,
+    start_card_setup,
 )
 from wallet_core.use_cases.auto_top_up import (
     AutoTopUpView,
@@ -171,6 +177,32 @@ class Wallet:
     def apply_payment_event(self, event: PaymentEvent) -> WebhookOutcome:
         """Apply a payment event the gateway already verified (handle_stripe_webhook does both)."""
         return apply_payment_event(event, uow=self._uow, gateway=self._gateway, now=self._now)
+
+    # -- saving a card (for automatic top-up) ----------------------------------------------------
+
+    def setup_card(self, user_id: str) -> CardSetup:
+        """Start saving a card for payments made without the user: the user's Stripe Customer (made
+        once) and a new SetupIntent (usage=off_session) whose client secret the browser confirms with
+        Stripe.js (confirmCardSetup). Raises PaymentsNotConfigured or PaymentGatewayFailed."""
+        return start_card_setup(user_id=user_id, gateway=self._gateway, uow=self._uow, now=self._now)
+
+    def complete_card_setup(self, user_id: str, setup_intent_id: str) -> SavedCard:
+        """Save the card of the user's SetupIntent once Stripe says it succeeded (asked here; the
+        setup_intent.succeeded webhook does the same), replacing and detaching an earlier card; the
+        card saved already is answered as it is. Raises NotFound (not the user's), CardSetupIncomplete
+        (not succeeded, or its card removed since) or PaymentGatewayFailed."""
+        return complete_card_setup(
+            user_id=user_id, setup_intent_id=setup_intent_id, gateway=self._gateway, uow=self._uow, now=self._now
+        )
+
+    def saved_card(self, user_id: str) -> SavedCard | None:
+        """The user's saved card (brand, last four digits, expiry; the card itself stays at Stripe)."""
+        return saved_card(user_id=user_id, uow=self._uow)
+
+    def forget_card(self, user_id: str) -> SavedCard | None:
+        """Forget the user's saved card and detach it at Stripe (best effort); the card forgotten, or
+        None if there was none."""
+        return forget_card(user_id=user_id, gateway=self._gateway, uow=self._uow)
 
     def grant(
         self,

@@ -35,6 +35,7 @@ from wallet_core.payments import (
     Refund,
 )
 from wallet_core.ports import PaymentGateway
+from wallet_core.saved_cards import CardDetails, SetupIntent
 
 SECRET = "whsec_contract_primary"
 OTHER_SECRET = "whsec_contract_rolled"
@@ -389,6 +390,13 @@ class StripeSide:
         if isinstance(self.gateway, FakePaymentGateway):
             return self.gateway.created_at[intent.id]
         return datetime.fromtimestamp(self._client.v1.payment_intents.retrieve(intent.id).created, UTC)
+
+    def confirm_setup(self, intent: SetupIntent) -> None:
+        """The user confirms the SetupIntent with a new test Visa card (Stripe.js would)."""
+        if isinstance(self.gateway, FakePaymentGateway):
+            self.gateway.succeed_setup_intent(intent.id, brand="visa", last4="4242", exp_month=12, exp_year=2030)
+            return
+        self._client.v1.setup_intents.confirm(intent.id, {"payment_method": "pm_card_visa"})
 
     def pause(self) -> None:
         """Long enough for Stripe's `created` (whole seconds) to tell two intents apart."""
@@ -785,3 +793,192 @@ def test_fake_lists_respect_outages_and_created_after() -> None:
     fake.fail_next()
     with pytest.raises(PaymentGatewayFailed):
         fake.list_refunds(old.id)
+
+
+# -- saving a card: Customers, SetupIntents, PaymentMethods ---------------------------------------------
+
+
+def a_user() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}"
+
+
+def test_a_setup_intent_for_a_new_customer_carries_the_user_and_waits_for_a_card(gateway: PaymentGateway) -> None:
+    user = a_user()
+    customer = gateway.create_customer(user, f"customer-{user}")
+    intent = gateway.create_setup_intent(customer, user, f"setup-{uuid.uuid4().hex}")
+
+    assert customer.startswith("cus_")
+    assert intent.id.startswith("seti_")
+    assert (intent.customer_id, intent.user_id, intent.payment_method_id) == (customer, user, None)
+    assert intent.status == "requires_payment_method"
+    assert intent.client_secret and intent.client_secret.startswith(intent.id)
+    assert intent.client_secret not in repr(intent)
+    found = gateway.retrieve_setup_intent(intent.id)
+    assert (found.id, found.customer_id, found.user_id, found.status) == (intent.id, customer, user, intent.status)
+
+
+def test_a_confirmed_setup_intent_names_its_card_attached_to_the_customer(
+    gateway: PaymentGateway, side: StripeSide
+) -> None:
+    user = a_user()
+    customer = gateway.create_customer(user, f"customer-{user}")
+    intent = gateway.create_setup_intent(customer, user, f"setup-{uuid.uuid4().hex}")
+
+    side.confirm_setup(intent)
+
+    done = gateway.retrieve_setup_intent(intent.id)
+    assert done.status == "succeeded"
+    assert done.payment_method_id is not None and done.payment_method_id.startswith("pm_")
+    card = gateway.card_details(done.payment_method_id)
+    assert card == CardDetails(done.payment_method_id, "visa", "4242", 12, 2030, customer_id=customer)
+
+
+def test_a_detached_card_belongs_to_no_customer_and_cannot_be_detached_again(
+    gateway: PaymentGateway, side: StripeSide
+) -> None:
+    user = a_user()
+    customer = gateway.create_customer(user, f"customer-{user}")
+    intent = gateway.create_setup_intent(customer, user, f"setup-{uuid.uuid4().hex}")
+    side.confirm_setup(intent)
+    pm_id = gateway.retrieve_setup_intent(intent.id).payment_method_id
+    assert pm_id is not None
+
+    gateway.detach_payment_method(pm_id)
+
+    assert gateway.card_details(pm_id).customer_id is None
+    with pytest.raises(PaymentGatewayFailed, match="detach"):
+        gateway.detach_payment_method(pm_id)
+
+
+def test_unknown_setup_intents_and_cards_are_not_found(gateway: PaymentGateway) -> None:
+    with pytest.raises(NotFound):
+        gateway.retrieve_setup_intent("seti_doesnotexist000000")
+    with pytest.raises(NotFound):
+        gateway.card_details("pm_doesnotexist000000")
+    with pytest.raises(NotFound):
+        gateway.detach_payment_method("pm_doesnotexist000000")
+
+
+def test_fake_refuses_a_setup_intent_for_an_unknown_customer() -> None:
+    """As Stripe does (No such customer, 400); localstripe does not check."""
+    gateway = FakePaymentGateway((SECRET,))
+    with pytest.raises(PaymentGatewayFailed) as failed:
+        gateway.create_setup_intent("cus_doesnotexist000000", "user-1", f"setup-{uuid.uuid4().hex}")
+    assert failed.value.outcome_unknown is False
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda g: g.create_customer("user-1", "customer-user-1"), id="create_customer"),
+        pytest.param(lambda g: g.create_setup_intent("cus_1", "user-1", "k"), id="create_setup_intent"),
+        pytest.param(lambda g: g.retrieve_setup_intent("seti_1"), id="retrieve_setup_intent"),
+        pytest.param(lambda g: g.card_details("pm_1"), id="card_details"),
+        pytest.param(lambda g: g.detach_payment_method("pm_1"), id="detach_payment_method"),
+    ],
+)
+def test_unconfigured_gateway_refuses_saving_cards(
+    make_gateway: MakeGateway, call: Callable[[PaymentGateway], object]
+) -> None:
+    with pytest.raises(PaymentsNotConfigured, match="STRIPE_SECRET_KEY"):
+        call(make_gateway(configured=False))
+
+
+def setup_succeeded_event(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:16]}",
+        "object": "event",
+        "type": "setup_intent.succeeded",
+        "created": int(time.time()),
+        "data": {"object": obj},
+    }
+
+
+SETUP_OBJECT: dict[str, Any] = {
+    "id": "seti_contract_1",
+    "object": "setup_intent",
+    "customer": "cus_contract_1",
+    "client_secret": "seti_contract_1_secret_abc",
+    "status": "succeeded",
+    "usage": "off_session",
+    "payment_method": "pm_contract_1",
+    "metadata": {META_USER_ID: "user-1"},
+}
+
+
+def test_setup_intent_succeeded_parses_into_its_setup_intent(gateway: PaymentGateway) -> None:
+    payload, header = signed(setup_succeeded_event(SETUP_OBJECT))
+
+    parsed = gateway.parse_webhook(payload, header)
+
+    assert parsed.type == "setup_intent.succeeded"
+    assert (parsed.payment_intent, parsed.about) == (None, None)
+    assert parsed.setup_intent == SetupIntent(
+        id="seti_contract_1",
+        customer_id="cus_contract_1",
+        client_secret="seti_contract_1_secret_abc",
+        status="succeeded",
+        payment_method_id="pm_contract_1",
+        user_id="user-1",
+    )
+
+
+def test_setup_intent_with_expanded_references_parses_too(gateway: PaymentGateway) -> None:
+    expanded = {**SETUP_OBJECT, "customer": {"id": "cus_x", "object": "customer"},
+                "payment_method": {"id": "pm_x", "object": "payment_method"}, "metadata": {}}
+    payload, header = signed(setup_succeeded_event(expanded))
+
+    parsed = gateway.parse_webhook(payload, header).setup_intent
+
+    assert parsed is not None
+    assert (parsed.customer_id, parsed.payment_method_id, parsed.user_id) == ("cus_x", "pm_x", None)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(setup_succeeded_event({**SETUP_OBJECT, "customer": None}), id="no-customer"),
+        pytest.param({**setup_succeeded_event(SETUP_OBJECT), "type": "setup_intent.created"}, id="created"),
+        pytest.param({**setup_succeeded_event(SETUP_OBJECT), "type": "setup_intent.setup_failed",
+                      "data": {}}, id="failed-without-object"),
+    ],
+)
+def test_setup_intent_events_the_wallet_does_not_read_pass_bare(
+    gateway: PaymentGateway, event: dict[str, Any]
+) -> None:
+    payload, header = signed(event)
+
+    parsed = gateway.parse_webhook(payload, header)
+
+    assert (parsed.setup_intent, parsed.payment_intent) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        pytest.param(None, id="no-object"),
+        pytest.param({**SETUP_OBJECT, "id": None}, id="no-id"),
+        pytest.param({k: v for k, v in SETUP_OBJECT.items() if k != "status"}, id="no-status"),
+        pytest.param({**SETUP_OBJECT, "payment_method": 12}, id="payment-method-not-an-id"),
+    ],
+)
+def test_a_malformed_setup_intent_succeeded_is_invalid(gateway: PaymentGateway, obj: dict[str, Any] | None) -> None:
+    payload, header = signed(setup_succeeded_event(obj))  # type: ignore[arg-type]
+
+    with pytest.raises(InvalidWebhook):
+        gateway.parse_webhook(payload, header)
+
+
+# -- idempotency of Customers and SetupIntents: only the fake honours keys (see above) ------------------
+
+
+def test_fake_same_customer_key_returns_the_same_customer_and_setup_key_the_same_intent() -> None:
+    gateway = FakePaymentGateway((SECRET,))
+    first = gateway.create_customer("alice", "customer-alice")
+    assert gateway.create_customer("alice", "customer-alice") == first
+    assert gateway.create_customer("bob", "customer-bob") != first
+    with pytest.raises(PaymentGatewayFailed, match="idempotency key"):
+        gateway.create_customer("mallory", "customer-alice")
+    intent = gateway.create_setup_intent(first, "alice", "setup-1")
+    assert gateway.create_setup_intent(first, "alice", "setup-1") == intent
+    assert gateway.create_setup_intent(first, "alice", "setup-2").id != intent.id

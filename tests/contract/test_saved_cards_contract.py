@@ -3,12 +3,11 @@ and the one card they saved for payments made without them."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
-import pytest
-
 from tests.contract.builders import HOUR, T0, Uow
-from tests.contract.conftest import Backend
 from wallet_core.saved_cards import SavedCard
 
 VISA = SavedCard(
@@ -21,12 +20,6 @@ VISA = SavedCard(
     exp_year=2034,
     saved_at=T0,
 )
-
-
-@pytest.fixture(autouse=True)
-def _only_where_implemented(backend: Backend) -> None:
-    if backend.name != "memory":
-        pytest.skip("SqlSavedCards (migration 0009) lands in the next commit")
 
 
 def test_nothing_is_stored_for_a_new_user(uow: Uow) -> None:
@@ -79,3 +72,24 @@ def test_leaving_without_commit_stores_nothing(uow: Uow) -> None:
     with uow(read_only=True) as tx:
         assert tx.saved_cards.customer_id("alice") is None
         assert tx.saved_cards.get("alice") is None
+
+
+def test_of_two_concurrent_first_customers_the_first_committed_is_the_one_stored(uow: Uow) -> None:
+    answers: list[str] = []
+
+    def second_request() -> None:
+        with uow() as tx:
+            answers.append(tx.saved_cards.set_customer("alice", "cus_second", T0))
+            tx.commit()
+
+    with uow() as tx:
+        assert tx.saved_cards.set_customer("alice", "cus_first", T0) == "cus_first"
+        racer = threading.Thread(target=second_request)
+        racer.start()
+        time.sleep(0.2)  # the second one now waits for this transaction (row lock, or the writer lock)
+        assert answers == []
+        tx.commit()
+    racer.join(timeout=10)
+    assert answers == ["cus_first"]
+    with uow(read_only=True) as tx:
+        assert tx.saved_cards.customer_id("alice") == "cus_first"

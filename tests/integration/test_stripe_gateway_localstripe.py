@@ -624,3 +624,81 @@ def test_localstripe_refunds_are_listed_with_amount_and_status(
         [(first.id, Usd(500), "succeeded"), (second.id, Usd(700), "succeeded")]
     )
     assert {(r.payment_intent_id, r.currency) for r in refunds} == {(intent.id, "usd")}
+
+
+# -- saving a card: what goes over the wire ------------------------------------------------------------
+
+
+def _form(seen: Seen) -> dict[str, list[str]]:
+    return urllib.parse.parse_qs(seen.body.decode())
+
+
+def test_customer_and_setup_intent_are_created_with_our_keys_off_session(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    setup = {
+        "id": "seti_local_1", "object": "setup_intent", "customer": "cus_local_1", "status": "requires_payment_method",
+        "client_secret": "seti_local_1_secret_abcdefABCDEF1234", "payment_method": None, "usage": "off_session",
+        "metadata": {META_USER_ID: "user-it"},
+    }
+
+    def answer(seen: Seen) -> Answer:
+        if seen.path == "/v1/customers":
+            return Answer(body={"id": "cus_local_1", "object": "customer", "metadata": {META_USER_ID: "user-it"}})
+        return Answer(body=setup)
+
+    with local_server(answer) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        customer = gateway.create_customer("user-it", "customer-user-it")
+        intent = gateway.create_setup_intent(customer, "user-it", "setup-123")
+
+    assert customer == "cus_local_1"
+    assert [(s.method, s.path, s.headers.get("Idempotency-Key")) for s in seen] == [
+        ("POST", "/v1/customers", "customer-user-it"),
+        ("POST", "/v1/setup_intents", "setup-123"),
+    ]
+    assert _form(seen[0]) == {f"metadata[{META_USER_ID}]": ["user-it"]}
+    assert _form(seen[1]) == {
+        "customer": ["cus_local_1"],
+        "usage": ["off_session"],
+        "payment_method_types[0]": ["card"],
+        f"metadata[{META_USER_ID}]": ["user-it"],
+    }
+    assert (intent.id, intent.customer_id, intent.user_id) == ("seti_local_1", "cus_local_1", "user-it")
+    assert intent.client_secret == "seti_local_1_secret_abcdefABCDEF1234"
+    assert "seti_local_1_secret_abcdefABCDEF1234" not in caplog.text  # the SDK's DEBUG body log is scrubbed
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param({"id": "pm_1", "object": "payment_method", "type": "sepa_debit", "sepa_debit": {}},
+                     id="not-a-card"),
+        pytest.param({"id": "pm_1", "object": "payment_method", "type": "card", "card": {"brand": "visa"}},
+                     id="no-last4"),
+        pytest.param({"id": "pm_1", "object": "payment_method", "type": "card",
+                      "card": {"brand": "visa", "last4": "4242", "exp_month": 13, "exp_year": 2030}}, id="month-13"),
+    ],
+)
+def test_card_details_of_something_not_a_whole_card_fail_cleanly(method: dict[str, object]) -> None:
+    with local_server(lambda _: Answer(body=method)) as (url, _seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        with pytest.raises(PaymentGatewayFailed, match="read a PaymentMethod"):
+            gateway.card_details("pm_1")
+
+
+def test_a_setup_intent_without_a_customer_is_a_gateway_failure() -> None:
+    answer = {"id": "seti_1", "object": "setup_intent", "status": "succeeded", "customer": None}
+    with local_server(lambda _: Answer(body=answer)) as (url, _seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        with pytest.raises(PaymentGatewayFailed, match="not a SetupIntent of a Customer"):
+            gateway.retrieve_setup_intent("seti_1")
+
+
+@pytest.mark.parametrize("bad_id", ["", "   ", "pm_1/../x"])
+def test_an_empty_or_odd_id_is_not_found_without_asking_stripe(bad_id: str) -> None:
+    with local_server(lambda _: Answer(body={})) as (url, seen):
+        gateway = StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0)
+        for call in (gateway.retrieve_setup_intent, gateway.card_details, gateway.detach_payment_method):
+            with pytest.raises(NotFound):
+                call(bad_id)
+    assert seen == []

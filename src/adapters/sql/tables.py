@@ -331,3 +331,30 @@ Index(
     postgresql_where=PENDING,
     sqlite_where=PENDING,
 )
+
+# -- saving a card (0009) ------------------------------------------------------------------------------
+
+# Each user's Stripe Customer, made once (insert if absent: the first one stored stays).
+stripe_customers = Table(
+    "stripe_customers",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("customer_id", String(255), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("customer_id"),
+)
+
+# The one card a user saved for payments made without them (automatic top-up): the PaymentMethod at
+# Stripe and what a user needs to recognise it. Never the card number.
+saved_cards = Table(
+    "saved_cards",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("customer_id", String(255), nullable=False),
+    Column("payment_method_id", String(255), nullable=False),
+    Column("brand", String(32), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("exp_month", Integer, nullable=False),
+    Column("exp_year", Integer, nullable=False),
+    Column("saved_at", UtcDateTime, nullable=False),
+)

@@ -15,11 +15,19 @@ from wallet_core.use_cases.read_wallet import HistoryPage, list_transactions, re
 from wallet_core.use_cases.reconcile_payments import ReconcileReport, reconcile_payments
 from wallet_core.use_cases.request_top_up import TopUpResult, request_top_up
 from wallet_core.use_cases.revert_transaction import RevertResult, revert_transaction
+from wallet_core.use_cases.save_card import (
+    CardSetup,
+    complete_card_setup,
+    forget_card,
+    saved_card,
+    start_card_setup,
+)
 from wallet_core.use_cases.spend_credits import SpendResult, spend_credits
 from wallet_core.use_cases.verify_ledger import LedgerCheck, Violation, check_ledger, verify_ledger
 
 __all__ = [
     "AlertView",
+    "CardSetup",
     "EventPage",
     "ExpiryReport",
     "GrantResult",
@@ -36,7 +44,9 @@ __all__ = [
     "capture_hold",
     "check_ledger",
     "clear_alert",
+    "complete_card_setup",
     "expire_credits",
+    "forget_card",
     "get_alert",
     "grant_credits",
     "list_events",
@@ -47,7 +57,9 @@ __all__ = [
     "release_hold",
     "request_top_up",
     "revert_transaction",
+    "saved_card",
     "set_alert",
     "spend_credits",
+    "start_card_setup",
     "verify_ledger",
 ]

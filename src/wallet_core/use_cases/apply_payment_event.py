@@ -8,6 +8,7 @@
 | charge.refunded, refund.created/updated, charge.refund.updated | takes back credits in proportion, once per refund |
 | charge.dispute.created, charge.dispute.updated | freezes the disputed credits (once) |
 | charge.dispute.closed | won: gives them back; lost: books them out |
+| setup_intent.succeeded | saves the user's card (use_cases.save_card), replacing an earlier one |
 | anything else | nothing (answered 200) |
 
 An automatic top-up (wallet_core.auto_top_up) is recorded before its PaymentIntent exists, and its
@@ -52,6 +53,7 @@ from wallet_core.use_cases.apply_dispute import apply_dispute
 from wallet_core.use_cases.apply_refund import apply_refunds
 from wallet_core.use_cases.auto_top_up_trigger import auto_top_up_failed, auto_top_up_paid
 from wallet_core.use_cases.recording import book, tell
+from wallet_core.use_cases.save_card import SETUP_SUCCEEDED, apply_setup_succeeded
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
 
 log = logging.getLogger(__name__)
@@ -92,9 +94,12 @@ def apply_payment_event(
     source: str = "webhook",
 ) -> WebhookOutcome:
     """Apply `event` in one unit of work, committed once. `gateway` is asked for a charge's refunds
-    when a charge.refunded event does not list them."""
+    when a charge.refunded event does not list them, and for the card of a setup_intent.succeeded."""
     if (unstorable := unstorable_value(event)) is not None:
         return _ignore_unstorable(event, unstorable.field, unstorable.problem, uow=uow, now=now, source=source)
+    if event.type == SETUP_SUCCEEDED:
+        outcome = apply_setup_succeeded(event, uow=uow, gateway=gateway, now=now, source=source)
+        return WebhookOutcome(event.id, event.type, outcome)
     refunds = event.refunds
     if event.type == "charge.refunded" and not event.refunds_listed and event.about and gateway is not None:
         refunds = tuple(gateway.list_refunds(event.about))  # before the transaction: no lock held on I/O
