@@ -453,7 +453,7 @@ class InMemoryAutoTopUpRules:
     def claim_charges(self, at: datetime, lease_until: datetime, limit: int) -> list[AutoCharge]:
         due = sorted(
             (c for c in self._s.auto_charges.values() if c.due_at is not None and c.due_at <= at),
-            key=lambda c: (c.due_at or at, c.top_up_id),
+            key=lambda c: (c.due_at or at, c.user_id),
         )[:limit]
         claimed = [replace(c, attempts=c.attempts + 1, due_at=lease_until) for c in due]
         for c in claimed:

@@ -17,7 +17,7 @@ from wallet_core.topups import OPEN_STATUSES
 
 TOP_UP_COLUMNS = (
     "id, user_id, amount_cents, currency, credits, status, payment_intent_id, created_at, idempotency_key, "
-    "refunded_cents, credits_refunded"
+    "refunded_cents, credits_refunded, automatic"
 )
 EVENT_COLUMNS = "event_id, type, payment_intent_id, top_up_id, received_at, outcome, source"
 LOT_COLUMNS = (
@@ -309,6 +309,11 @@ PG_BOOK = Sql.of(
 )
 
 # -- top-up status and the event log ---------------------------------------------------------------
+# An automatic top-up gets its PaymentIntent once Stripe made it (only while it has none).
+SET_TOP_UP_INTENT = Sql.of(
+    "UPDATE top_ups SET payment_intent_id = :p_intent, updated_at = :p_at "
+    "WHERE id = :p_id AND payment_intent_id IS NULL"
+)
 SET_TOP_UP_STATUS = Sql.of("UPDATE top_ups SET status = :p_status, updated_at = :p_at WHERE id = :p_id")
 # ON CONFLICT DO NOTHING: a second event with the same id is ignored, and (unlike a caught
 # IntegrityError) leaves a PostgreSQL transaction usable.

@@ -53,7 +53,7 @@ class SqlUnitOfWork:
     events: SqlPaymentEventLog
     outbox: SqlOutbox
     alerts: SqlAlertSettings
-    auto_top_ups: SqlAutoTopUpRules  # NOT IMPLEMENTED YET: see adapters.sql.auto_top_up_repository
+    auto_top_ups: SqlAutoTopUpRules
     endpoints: SqlWebhookEndpoints
     deliveries: SqlWebhookDeliveries
     saved_cards: SqlSavedCards

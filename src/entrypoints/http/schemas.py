@@ -510,7 +510,7 @@ AUTO_TOP_UP_REQUEST = named("AutoTopUpRequest", {
     "additionalProperties": False,
     "examples": [{"threshold_credits": "500.00", "target_credits": "2000.00", "monthly_limit_usd": "200.00"}],
 })
-AUTO_TOP_UP_ATTEMPT = named("AutoTopUpAttempt", _object({
+AUTO_TOP_UP_ATTEMPT: Schema = _object({
     "at": INSTANT_OUT,
     "outcome": {"type": "string", "enum": [str(o) for o in AttemptOutcome],
                 "description": "pending (being charged, or Stripe's webhook awaited), succeeded, failed (declined "
@@ -521,7 +521,7 @@ AUTO_TOP_UP_ATTEMPT = named("AutoTopUpAttempt", _object({
     "error_code": {**TEXT_OR_NULL, "description": "Stripe's code for a failure (card_declined, "
                    "authentication_required, ...)."},
     "error": {**TEXT_OR_NULL, "description": "What Stripe said, or why it was skipped."},
-}, description="The last thing the rule did."))
+})
 AUTO_TOP_UP = named("AutoTopUp", _object({
     "enabled": {"type": "boolean", "description": "false once disabled after failures."},
     "threshold_credits": AMOUNT_OUT,
@@ -534,7 +534,8 @@ AUTO_TOP_UP = named("AutoTopUp", _object({
     "consecutive_failures": {"type": "integer", "minimum": 0},
     "charged_this_month_usd": {**AMOUNT_OUT, "description": "Automatic top-ups this calendar month (UTC), pending "
                                "or paid: what counts against the monthly limit."},
-    "last_attempt": {"anyOf": [AUTO_TOP_UP_ATTEMPT, {"type": "null"}]},
+    "last_attempt": {**AUTO_TOP_UP_ATTEMPT, "type": ["object", "null"],
+                     "description": "The last thing the rule did; null before it did anything."},
 }, description="A wallet's automatic top-up rule."))
 HEALTH = named("Health", _object({"status": {"const": "ok"}}))
 READY = named("Ready", _object({"status": {"const": "ready"}}))
