@@ -556,3 +556,24 @@ def test_the_worker_thread_charges_an_automatic_top_up_and_delivers_what_its_out
     assert len(gateway.charge_calls) == 1
     [sent] = sender.sent
     assert b'"auto_top_up.failed"' in sent.body
+
+
+def test_reconcile_grants_an_automatic_top_up_whose_webhook_and_worker_answer_were_both_lost(
+    ready: Wallet, store: InMemoryStore, gateway: FakePaymentGateway, fake_clock: FakeClock
+) -> None:
+    spend(ready, "600.00")
+    gateway.time_out_next_charge()  # Stripe charged; the worker never heard; the webhook never came
+    ready.charge_auto_top_ups()
+    [top_up] = automatic(store)
+
+    report = ready.reconcile()
+    assert report.needs_review == 0, report.reviews
+    assert spendable(ready) == c("2000.00")
+    stored = store.state.top_ups[top_up.id]
+    assert stored.status is TopUpStatus.SUCCEEDED and stored.payment_intent_id is not None
+    assert len(events_of(store, EventType.AUTO_TOP_UP_SUCCEEDED)) == 1
+    assert ready.reconcile().needs_review == 0  # a second run finds it correct
+
+    fake_clock.advance(minutes=5)
+    assert ready.charge_auto_top_ups().claimed == 0  # ended: nothing to send again
+    assert ready.check_ledger().violations == []
