@@ -9,12 +9,14 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
 
 from adapters.fake_gateway import FakePaymentGateway
+from adapters.sql.driver import Driver, Sql
 from adapters.sql.engine import create_wallet_engine
 from adapters.sql.migrate import alembic_config, current_revision, upgrade
 from adapters.sql.unit_of_work import sql_unit_of_work_factory
@@ -182,3 +184,27 @@ def test_servers_spending_one_wallet_at_once_record_one_automatic_top_up_and_cha
     assert servers[0].balance("alice") == Decimal("800.00")
     for e in engines:
         e.dispose()
+
+
+def test_a_booking_of_a_wallet_without_a_rule_reads_no_rule(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wallet's lock says whether it has a rule: bookings of wallets without one (nearly all) send no
+    statement about automatic top-up; a wallet with one reads its rule once per booking."""
+    gateway = FakePaymentGateway()
+    wallet = wallet_on(engine, gateway)
+    for user in ("alice", "bob"):
+        wallet.grant(user, "1000.00", reason="start", granted_by="admin", idempotency_key=f"g-{user}")
+    wallet.put_auto_top_up("bob", "10.00", amount_usd="20.00")
+    sent: list[str] = []
+    execute = Driver._execute
+
+    def counting(self: Driver, statement: Sql, params: Any) -> Any:
+        sent.append(statement.sqlite)
+        return execute(self, statement, params)
+
+    monkeypatch.setattr(Driver, "_execute", counting)
+    wallet.spend("alice", "1.00", idempotency_key="s-a", reason="usage")
+    assert not [s for s in sent if "auto_top_up_rules" in s and not s.startswith("SELECT available")]
+    sent.clear()
+    wallet.spend("bob", "1.00", idempotency_key="s-b", reason="usage")  # above its threshold: the rule only
+    assert len([s for s in sent if s.startswith("SELECT user_id, threshold")]) == 1
+    assert not [s for s in sent if "auto_top_up_charges" in s]

@@ -1,9 +1,11 @@
 """AutoTopUpRules over one SQL connection (tables `auto_top_up_rules` and `auto_top_up_charges`, 0010):
 plain SQL sent to the driver, one statement per method (claim: 2 on SQLite).
 
-Every booking asks `get` (wallet_core.use_cases.recording.book -> note_auto_top_up): one SELECT by
-primary key; `charge_of`, the saved card and the monthly sum only when the balance is below a rule's
-threshold.
+Every booking asks `get` (wallet_core.use_cases.recording.book -> note_auto_top_up). The lock of an
+existing wallet (SqlLedgerRepository) already read whether it has a rule and left the answer in
+`locked`, shared with this repository: a wallet without one (nearly every wallet) costs no statement
+here; one with a rule, a SELECT by primary key. `charge_of`, the saved card and the monthly sum come
+only when the balance is below the rule's threshold.
 
 The charge row's primary key is the user id: at most one automatic top-up in flight per wallet, and an
 INSERT that meets one answers AutoTopUpInFlight (ON CONFLICT DO NOTHING: on PostgreSQL it waits for a
@@ -111,11 +113,16 @@ _CHARGED_SINCE = Sql.of(
 
 
 class SqlAutoTopUpRules:
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, locked: dict[str, bool] | None = None) -> None:
         self._driver = driver
+        # user id -> whether the wallet has a rule, as this transaction's lock of the wallet read it (the
+        # lock keeps anyone else from putting or removing it meanwhile: rules change under it).
+        self._locked: dict[str, bool] = {} if locked is None else locked
 
     # -- the rule ------------------------------------------------------------------------------
     def get(self, user_id: str) -> AutoTopUpRule | None:
+        if self._locked.get(user_id) is False:
+            return None
         row = self._driver.one(_RULE, {"p_user": user_id})
         return None if row is None else self._rule_of(row)
 
@@ -142,8 +149,12 @@ class SqlAutoTopUpRules:
                 "last_error": None if last is None else last.error,
             },
         )
+        if rule.user_id in self._locked:
+            self._locked[rule.user_id] = True
 
     def delete(self, user_id: str) -> bool:
+        if user_id in self._locked:
+            self._locked[user_id] = False
         return self._driver.run(_DELETE_RULE, {"p_user": user_id}) > 0
 
     def _rule_of(self, row: Sequence[Any]) -> AutoTopUpRule:

@@ -155,10 +155,13 @@ LOTS_BY_ID = Sql.of(
 # Both lock statements answer the wallet's alert settings too (its own low-balance threshold and alert
 # level), which the unit of work keeps for tx.alerts while the lock is held: the alerts every booking
 # checks cost no statement of their own (adapters.sql.alert_repository).
+# The lock of an existing wallet also says whether it has an automatic top-up rule (0010), so a booking
+# of a wallet without one (nearly all) reads no rule (adapters.sql.auto_top_up_repository).
 WALLET_COLUMNS = "available, held, low_balance, alert_level"
+_HAS_RULE = "(SELECT 1 FROM auto_top_up_rules AS r WHERE r.user_id = :p_user)"
 LOCK_EXISTING_WALLET = Sql.of(
-    f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user",
-    postgresql=f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user FOR UPDATE",
+    f"SELECT {WALLET_COLUMNS}, {_HAS_RULE} FROM wallets WHERE user_id = :p_user",
+    postgresql=f"SELECT {WALLET_COLUMNS}, {_HAS_RULE} FROM wallets WHERE user_id = :p_user FOR UPDATE",
 )
 # A user's first write: the upsert creates the row (or, when a concurrent first write just did, waits
 # for its lock and updates it), and locks it either way.

@@ -71,6 +71,7 @@ class SqlUnitOfWork:
         self.low_balance_default = low_balance_default
         self.top_up_policy = top_up_policy
         self._locked_alerts: dict[str, AlertState] = {}
+        self._locked_rules: dict[str, bool] = {}
         self._conn: Connection | None = None
         # SQLite: this process's writers take turns (engine.py); a reader waits for none of them.
         self._queue = None if read_only else writer_queue(engine)
@@ -97,13 +98,13 @@ class SqlUnitOfWork:
             self._leave_queue()
             raise
         driver = Driver(self._conn)
-        self.ledger = SqlLedgerRepository(self._conn, driver, self._locked_alerts)
+        self.ledger = SqlLedgerRepository(self._conn, driver, self._locked_alerts, self._locked_rules)
         self.holds = SqlHoldRepository(self._conn)
         self.top_ups = SqlTopUpRepository(self._conn, driver)
         self.events = SqlPaymentEventLog(driver)
         self.outbox = SqlOutbox(driver)
         self.alerts = SqlAlertSettings(driver, self._locked_alerts)
-        self.auto_top_ups = SqlAutoTopUpRules(driver)
+        self.auto_top_ups = SqlAutoTopUpRules(driver, self._locked_rules)
         self.endpoints = SqlWebhookEndpoints(driver)
         self.deliveries = SqlWebhookDeliveries(driver)
         self.saved_cards = SqlSavedCards(driver)
@@ -173,6 +174,7 @@ class SqlUnitOfWork:
         under locks now released."""
         self.outbox.discard()
         self._locked_alerts.clear()
+        self._locked_rules.clear()
 
     def _connection(self) -> Connection:
         assert self._conn is not None, "outside the unit of work"
