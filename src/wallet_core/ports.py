@@ -406,8 +406,8 @@ class AutoTopUpRules(Protocol):
         ...
 
     def save_charge(self, charge: AutoCharge) -> bool:
-        """Store the charge's new state (due time, PaymentIntent id). False, and nothing stored, when the
-        charge is no longer in flight (its webhook finished it meanwhile)."""
+        """Store the charge's new state (due time, attempts, PaymentIntent id, the card it charges). False,
+        and nothing stored, when the charge is no longer in flight (its webhook finished it meanwhile)."""
         ...
 
     def finish_charge(self, top_up_id: str) -> AutoCharge | None:

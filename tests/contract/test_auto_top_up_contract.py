@@ -94,8 +94,10 @@ def test_claims_lease_the_due_charges_oldest_first_and_count_attempts(uow: Uow) 
 def test_a_charge_saved_after_it_was_finished_is_not_brought_back(uow: Uow) -> None:
     with uow() as tx:
         tx.auto_top_ups.add_charge(CHARGE)
-        assert tx.auto_top_ups.save_charge(replace(CHARGE, due_at=None, payment_intent_id="pi_1")) is True
-        assert tx.auto_top_ups.charge_of("alice") == replace(CHARGE, due_at=None, payment_intent_id="pi_1")
+        sent = replace(CHARGE, due_at=None, attempts=2, payment_intent_id="pi_1", customer_id="cus_new",
+                       payment_method_id="pm_new")
+        assert tx.auto_top_ups.save_charge(sent) is True
+        assert tx.auto_top_ups.charge_of("alice") == sent
         tx.auto_top_ups.finish_charge(CHARGE.top_up_id)
         assert tx.auto_top_ups.save_charge(replace(CHARGE, due_at=T0 + HOUR)) is False
         assert tx.auto_top_ups.charge_of("alice") is None

@@ -577,3 +577,26 @@ def test_reconcile_grants_an_automatic_top_up_whose_webhook_and_worker_answer_we
     fake_clock.advance(minutes=5)
     assert ready.charge_auto_top_ups().claimed == 0  # ended: nothing to send again
     assert ready.check_ledger().violations == []
+
+
+def test_a_card_removed_before_the_charge_was_sent_charges_nothing(
+    ready: Wallet, store: InMemoryStore, gateway: FakePaymentGateway
+) -> None:
+    spend(ready, "600.00")
+    with in_memory_unit_of_work_factory(store)() as tx:
+        tx.saved_cards.forget("alice")
+        tx.commit()
+    assert ready.charge_auto_top_ups().canceled == 1
+    assert gateway.charge_calls == []
+    assert ready.auto_top_up("alice").rule.consecutive_failures == 0  # the user's doing, no card failure
+
+
+def test_a_card_replaced_before_the_charge_was_sent_is_the_one_charged(
+    ready: Wallet, store: InMemoryStore, gateway: FakePaymentGateway, fake_clock: FakeClock
+) -> None:
+    spend(ready, "600.00")
+    fake_clock.advance(minutes=1)
+    newer = save_card(store, gateway, fake_clock())
+    assert ready.charge_auto_top_ups().accepted == 1
+    [request] = gateway.charge_calls
+    assert (request.customer_id, request.payment_method_id) == (newer.customer_id, newer.payment_method_id)

@@ -71,7 +71,8 @@ _ADD_CHARGE = Sql.of(
 )
 _SAVE_CHARGE = Sql.of(
     """
-    UPDATE auto_top_up_charges SET due_at = :due_at, attempts = :attempts, payment_intent_id = :payment_intent_id
+    UPDATE auto_top_up_charges SET due_at = :due_at, attempts = :attempts, payment_intent_id = :payment_intent_id,
+        customer_id = :customer_id, payment_method_id = :payment_method_id
     WHERE user_id = :user_id AND top_up_id = :top_up_id
     """
 )

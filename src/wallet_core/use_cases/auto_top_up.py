@@ -170,11 +170,23 @@ def _charge(charge: AutoCharge, *, uow: UnitOfWorkFactory, gateway: PaymentGatew
     with uow(read_only=True) as tx:
         top_up = tx.top_ups.get(charge.top_up_id)
         rule = tx.auto_top_ups.get(charge.user_id)
+        card = tx.saved_cards.get(charge.user_id)
     if top_up is None:  # cannot happen: recorded in the same unit of work as the charge
         log.error("automatic top-up %s has a charge but no record; not charged", charge.top_up_id)
         return "canceled"
-    if rule is None and charge.attempts == 1 and _cancel(charge, uow=uow, now=now):
-        return "canceled"  # removed before it was ever sent: nothing is charged
+    if charge.attempts == 1:  # never sent yet: what changed since it was recorded still counts
+        if (rule is None or card is None) and _cancel(charge, uow=uow, now=now, rule_gone=rule is None):
+            return "canceled"  # the rule or the card was removed: nothing is charged
+        if card is not None and (card.customer_id, card.payment_method_id) != (
+            charge.customer_id, charge.payment_method_id
+        ):
+            # Another card was saved meanwhile: charge that one, and from now on only that one (a charge
+            # sent again must carry the same parameters under its idempotency key).
+            charge = replace(charge, customer_id=card.customer_id, payment_method_id=card.payment_method_id)
+            with uow() as tx:
+                if not tx.auto_top_ups.save_charge(charge):
+                    return "canceled"  # ended meanwhile
+                tx.commit()
     request = charge_request(charge, top_up)
     try:
         intent = gateway.charge_off_session(request)
@@ -239,13 +251,13 @@ def _accepted(charge: AutoCharge, top_up: TopUp, intent: PaymentIntent, *, uow: 
              intent.status)
 
 
-def _cancel(charge: AutoCharge, *, uow: UnitOfWorkFactory, now: Clock) -> bool:
-    """The rule was removed before the charge was first sent: cancel the top-up. False when a rule is
-    back meanwhile, or the charge is gone (then it is sent, or was ended, as usual)."""
+def _cancel(charge: AutoCharge, *, uow: UnitOfWorkFactory, now: Clock, rule_gone: bool) -> bool:
+    """The rule, or the saved card, was removed before the charge was first sent: cancel the top-up.
+    False when they are back meanwhile, or the charge is gone (then it is sent, or was ended, as usual)."""
     with uow() as tx:
         at = now()
         tx.ledger.lock_wallet(charge.user_id, at)
-        if tx.auto_top_ups.get(charge.user_id) is not None:
+        if tx.auto_top_ups.get(charge.user_id) is not None and tx.saved_cards.get(charge.user_id) is not None:
             return False
         if tx.auto_top_ups.finish_charge(charge.top_up_id) is None:
             return False
@@ -253,5 +265,6 @@ def _cancel(charge: AutoCharge, *, uow: UnitOfWorkFactory, now: Clock) -> bool:
         if top_up is not None and can_move(top_up.status, TopUpStatus.CANCELED):
             tx.top_ups.set_status(top_up.id, TopUpStatus.CANCELED, at)
         tx.commit()
-    log.info("automatic top-up %s of %s canceled: the rule was removed", charge.top_up_id, charge.user_id)
+    log.info("automatic top-up %s of %s canceled: its %s was removed", charge.top_up_id, charge.user_id,
+             "rule" if rule_gone else "saved card")
     return True
