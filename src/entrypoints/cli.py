@@ -137,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     balance = sub.add_parser("balance", help="print a user's balance, debt and recent transactions")
     balance.add_argument("user")
 
+    card = sub.add_parser("card", help="a user's card saved for automatic top-up, as JSON; --forget forgets it")
+    card.add_argument("user")
+    card.add_argument("--forget", action="store_true", help="forget the card and detach it at Stripe")
+
     events = sub.add_parser("events", help="the Stripe events received about one payment, and what each did")
     events.add_argument("--payment-intent", required=True, metavar="PI_ID", help="the PaymentIntent id, pi_...")
 
@@ -348,6 +352,22 @@ def _balance(container: Container, args: argparse.Namespace) -> int:
     from entrypoints.http.views import wallet_view
 
     _print(wallet_view(container.wallet().wallet(args.user)))
+    return 0
+
+
+def _card(container: Container, args: argparse.Namespace) -> int:
+    """{"payment_method": {...} or null}: after --forget, always null (the card, if any, is detached)."""
+    from entrypoints.http.views import payment_method_view
+
+    wallet = container.wallet()
+    if args.forget:
+        forgotten = wallet.forget_card(args.user)
+        if forgotten is not None:
+            print(f"forgot card {forgotten.brand} ending {forgotten.last4} ({forgotten.payment_method_id})",
+                  file=sys.stderr)
+        _print(payment_method_view(None))
+    else:
+        _print(payment_method_view(wallet.saved_card(args.user)))
     return 0
 
 
@@ -615,6 +635,7 @@ LEDGER_COMMANDS: dict[str, Command] = {
     "verify": _verify,
     "history": _history,
     "balance": _balance,
+    "card": _card,
     "events": _events,
     "reconcile": _reconcile,
     "webhooks": _webhooks,

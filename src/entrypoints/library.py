@@ -16,6 +16,14 @@
     wallet.events("pi_...")                # the Stripe events received about a payment, oldest first
     wallet.reconcile(dry_run=True)         # what webhooks missed, compared with Stripe (see docs/payments.md)
 
+Saving a card for automatic top-up ("Saving a card" in docs/payments.md):
+
+    setup = wallet.setup_card("user-1")    # the user's Stripe Customer (once) and a SetupIntent (off_session)
+    setup.client_secret                    # for Stripe.js confirmCardSetup in the user's browser
+    card = wallet.complete_card_setup("user-1", setup.setup_intent_id)  # once Stripe says it succeeded
+    card.brand, card.last4                 # ("visa", "4242"); wallet.saved_card("user-1") reads it again
+    wallet.forget_card("user-1")           # forgets it and detaches it at Stripe
+
 `Wallet` is the application service of the core (wallet_core.service), re-exported here.
 """
 

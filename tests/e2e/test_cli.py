@@ -922,6 +922,26 @@ def test_events_lists_what_happened_to_a_payment(service: Service, capsys: pytes
     assert rows[2].split()[1].startswith("reconcile:")
 
 
+def test_card_shows_and_forgets_a_users_saved_card(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    lib = service.container.wallet()
+    setup = lib.setup_card("cal")
+    lib.handle_stripe_webhook(*service.gateway.succeed_setup_intent(setup.setup_intent_id, brand="amex", last4="0005"))
+    pm_id = service.gateway.setup_intents[setup.setup_intent_id].payment_method_id
+
+    code, out, err = run(service, capsys, "card", "cal")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {
+        "payment_method": {"id": pm_id, "brand": "amex", "last4": "0005", "exp_month": 12, "exp_year": 2034}
+    }
+
+    code, out, err = run(service, capsys, "card", "cal", "--forget")
+    assert code == 0 and json.loads(out) == {"payment_method": None}
+    assert err.strip() == f"forgot card amex ending 0005 ({pm_id})"
+    assert service.gateway.detached == [pm_id]
+    code, out, err = run(service, capsys, "card", "cal")
+    assert (code, json.loads(out), err) == (0, {"payment_method": None}, "")
+
+
 def test_events_of_a_payment_with_none_says_so(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(service, capsys, "events", "--payment-intent", "pi_never_seen")
     assert code == 0 and err == ""

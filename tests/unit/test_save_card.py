@@ -417,3 +417,20 @@ def test_forget_when_stripe_is_down_still_forgets(
         assert wallet.forget_card("alice") is not None
     assert wallet.saved_card("alice") is None
     assert "could not be detached" in caplog.text
+
+
+def test_a_setup_intent_succeeded_naming_an_unstorable_id_is_ignored_before_the_database(
+    wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = wallet.setup_card("alice")
+    gateway.succeed_setup_intent(setup.setup_intent_id)
+    obj = {**gateway.setup_intent_object(gateway.setup_intents[setup.setup_intent_id]), "customer": "cus_\x00evil"}
+
+    with caplog.at_level(logging.WARNING):
+        outcome = wallet.handle_stripe_webhook(*gateway.signed_event("setup_intent.succeeded", obj))
+
+    assert outcome.outcome is PaymentEventOutcome.IGNORED
+    assert "customer id" in caplog.text
+    assert wallet.saved_card("alice") is None
+    [logged] = store.state.events.values()
+    assert logged.outcome == "ignored"

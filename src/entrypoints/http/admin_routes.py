@@ -1,5 +1,5 @@
-"""Admin routes: grant credits by hand, revert a transaction, read a user's wallet and a payment's
-event log."""
+"""Admin routes: grant credits by hand, revert a transaction, read a user's wallet, saved card and a
+payment's event log, forget a user's saved card."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from entrypoints.http.registry import (
     Reply,
     error,
 )
-from entrypoints.http.views import events_view, grant_view, revert_view, wallet_view
+from entrypoints.http.views import events_view, grant_view, payment_method_view, revert_view, wallet_view
 from entrypoints.timestamps import parse_instant
 
 ADMINS = Access(roles=(ADMIN,))
@@ -61,6 +61,15 @@ def revert(call: Call) -> None:
 
 def user_wallet(call: Call) -> None:
     call.reply(wallet_view(call.wallet.wallet(call.path["user_id"])))
+
+
+def user_card(call: Call) -> None:
+    call.reply(payment_method_view(call.wallet.saved_card(call.path["user_id"])))
+
+
+def forget_user_card(call: Call) -> None:
+    call.wallet.forget_card(call.path["user_id"])
+    call.reply(payment_method_view(None))
 
 
 def payment_events(call: Call) -> None:
@@ -115,6 +124,22 @@ OPERATIONS = (
         "`pending`, `by_category`, the `lots` in spending order and recent transactions.",
         path_params=(USER_ID,),
         responses={200: Reply("The wallet.", schemas.WALLET)},
+    ),
+    Operation(
+        "GET", "/api/v1/admin/users/{user_id}/wallet/payment-method", "getUserPaymentMethod",
+        "Read a user's saved card", "admin", user_card, ADMINS,
+        description="What the user sees at GET /api/v1/users/me/wallet/payment-method: the card saved for "
+        "automatic top-up (brand, last four digits, expiry), or null.",
+        path_params=(USER_ID,),
+        responses={200: Reply("The saved card, or null.", schemas.PAYMENT_METHOD_ANSWER)},
+    ),
+    Operation(
+        "DELETE", "/api/v1/admin/users/{user_id}/wallet/payment-method", "forgetUserPaymentMethod",
+        "Forget a user's saved card", "admin", forget_user_card, ADMINS,
+        description="Forgets the user's saved card and detaches it at Stripe (best effort), so it can never "
+        "be charged again. Answers `{\"payment_method\": null}` whether or not there was one.",
+        path_params=(USER_ID,),
+        responses={200: Reply("No card is saved now.", schemas.PAYMENT_METHOD_ANSWER)},
     ),
     Operation(
         "GET", "/api/v1/admin/payments/{payment_intent_id}/events", "listPaymentEvents",

@@ -26,6 +26,7 @@ STATUS: dict[type[errors.WalletError], str] = {
     errors.InsufficientCredits: falcon.HTTP_409,
     errors.HoldNotOpen: falcon.HTTP_409,
     errors.NotRevertible: falcon.HTTP_409,
+    errors.CardSetupIncomplete: falcon.HTTP_409,
     errors.PaymentGatewayBusy: falcon.HTTP_503,
     errors.TooManyTopUps: falcon.HTTP_429,
     errors.PaymentDeclined: falcon.HTTP_402,

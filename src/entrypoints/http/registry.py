@@ -181,5 +181,7 @@ USER_ID = Param("user_id", schemas.USER_ID, "The user whose wallet this is.", re
 HOLD_ID = Param("hold_id", schemas.HOLD_ID, "The hold, as placing it answered.", required=True)
 TRANSACTION_ID = Param("transaction_id", schemas.TRANSACTION_ID, "The transaction, as an answer or the history "
                        "gave its id.", required=True)
+SETUP_INTENT_ID = Param("setup_intent_id", schemas.SETUP_INTENT_ID, "The SetupIntent, as starting the setup answered.",
+                        required=True)
 PAYMENT_INTENT_ID = Param("payment_intent_id", schemas.PAYMENT_INTENT_ID, "Stripe's PaymentIntent id.",
                           required=True)

@@ -72,6 +72,13 @@ PAYMENT_INTENT_ID: Schema = {
     "description": "A Stripe PaymentIntent id: 1-255 letters, digits and underscores.",
     "examples": ["pi_3N4x"],
 }
+SETUP_INTENT_ID: Schema = {
+    "type": "string",
+    "pattern": "^seti_[A-Za-z0-9_]{1,250}$",  # wallet_core.ids.check_setup_intent_id
+    "description": "A Stripe SetupIntent id, as starting the setup answered: seti_ then letters, digits and "
+    "underscores.",
+    "examples": ["seti_1N4x"],
+}
 IDEMPOTENCY_KEY: Schema = {
     "type": "string",
     "pattern": IDEMPOTENCY_KEY_PATTERN,
@@ -375,6 +382,26 @@ REVERT = named("Revert", _object(
     },
     optional=("dry_run",),
 ))
+CARD_SETUP = named("CardSetup", _object({
+    "setup_intent_id": {"type": "string", "examples": ["seti_1N4x"]},
+    "client_secret": {**TEXT_OR_NULL, "description": "For Stripe.js in the user's browser: confirmCardSetup."},
+    "customer_id": {"type": "string", "description": "The user's Stripe Customer (made once).",
+                    "examples": ["cus_P4x"]},
+}))
+_PAYMENT_METHOD_FIELDS: dict[str, Schema] = {
+    "id": {"type": "string", "description": "The Stripe PaymentMethod.", "examples": ["pm_1N4x"]},
+    "brand": {"type": "string", "examples": ["visa"]},
+    "last4": {"type": "string", "examples": ["4242"]},
+    "exp_month": {"type": "integer", "minimum": 1, "maximum": 12},
+    "exp_year": {"type": "integer", "examples": [2030]},
+}
+PAYMENT_METHOD_ANSWER = named("SavedPaymentMethod", _object({
+    "payment_method": _object(
+        _PAYMENT_METHOD_FIELDS,
+        type=["object", "null"],
+        description="The card saved for automatic top-up (the card itself stays at Stripe); null when none is.",
+    ),
+}))
 WEBHOOK_RECEIPT = named("WebhookReceipt", _object({
     "received": {"const": True},
     "event_id": {"type": "string"},

@@ -10,8 +10,10 @@ from wallet_core.auto_top_up import AutoTopUpStatus
 from wallet_core.ledger import CreditKind, CreditTransaction, Lot, Source, WalletView
 from wallet_core.money import Credits
 from wallet_core.ports import StoredEvent
+from wallet_core.saved_cards import SavedCard
 from wallet_core.use_cases import (
     AlertView,
+    CardSetup,
     EventPage,
     ExpiryReport,
     GrantResult,
@@ -39,6 +41,29 @@ def top_up_view(result: TopUpResult) -> dict[str, Any]:
         "amount_usd": str(result.amount),
         "credits": str(result.credits),
         "status": str(result.status),
+    }
+
+
+def card_setup_view(setup: CardSetup) -> dict[str, Any]:
+    return {
+        "setup_intent_id": setup.setup_intent_id,
+        "client_secret": setup.client_secret,
+        "customer_id": setup.customer_id,
+    }
+
+
+def payment_method_view(card: SavedCard | None) -> dict[str, Any]:
+    """{"payment_method": {...}} or {"payment_method": null}: never the customer or anything more."""
+    if card is None:
+        return {"payment_method": None}
+    return {
+        "payment_method": {
+            "id": card.payment_method_id,
+            "brand": card.brand,
+            "last4": card.last4,
+            "exp_month": card.exp_month,
+            "exp_year": card.exp_year,
+        }
     }
 
 

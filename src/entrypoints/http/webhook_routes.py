@@ -1,8 +1,9 @@
 """POST /webhooks/stripe: verify the signature over the raw body, apply the event, answer 200.
 
 Every verified event is answered 200 with what it did (`outcome`: granted, already_granted, failed,
-canceled, refunded, already_refunded, dispute_opened, dispute_won, dispute_lost, ignored,
-ignored_late, unknown_top_up, needs_review, duplicate, ...; see docs/payments.md), so Stripe stops
+canceled, refunded, already_refunded, dispute_opened, dispute_won, dispute_lost, card_saved,
+card_already_saved, ignored, ignored_late, unknown_top_up, needs_review, duplicate, ...; see
+docs/payments.md), so Stripe stops
 retrying. A bad signature is 400; a database outage is 503, and Stripe retries later."""
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ OPERATIONS = (
         "POST", "/webhooks/stripe", "stripeWebhook", "Stripe webhook", "stripe", stripe_webhook, STRIPE_SIGNED,
         description="Verifies `Stripe-Signature` over the raw body, then applies the event once per event "
         "id: `payment_intent.succeeded` grants once, failures and cancelations mark the top-up, refunds "
-        "take credits back in proportion, disputes freeze them. A redelivered event answers `duplicate`.",
+        "take credits back in proportion, disputes freeze them, `setup_intent.succeeded` saves the user's card "
+        "(`card_saved`). A redelivered event answers `duplicate`.",
         headers=(STRIPE_SIGNATURE,),
         body=Body(schemas.STRIPE_EVENT, raw=True),
         responses={
