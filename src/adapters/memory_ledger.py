@@ -349,7 +349,7 @@ class InMemoryTopUpRepository:
         """Nothing to do: a unit of work holds the whole store."""
 
     def activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
-        mine = [t for t in self._s.top_ups.values() if t.user_id == user_id]
+        mine = [t for t in self._s.top_ups.values() if t.user_id == user_id and not t.automatic]
         opened = [t.created_at for t in mine if t.status in OPEN_STATUSES and t.created_at > open_since]
         started = [t.created_at for t in mine if t.created_at > started_since]
         return TopUpActivity(len(opened), min(opened, default=None), len(started), min(started, default=None))

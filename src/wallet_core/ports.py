@@ -286,7 +286,8 @@ class TopUpRepository(Protocol):
 
     def activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
         """From the user's top-ups: the open ones (pending or failed) created after `open_since`, and
-        all of them created after `started_since`, whatever their status: counts and the oldest of each."""
+        all of them created after `started_since`, whatever their status: counts and the oldest of each.
+        Automatic top-ups (the wallet's, not the user's) are left out."""
         ...
 
     def update(self, top_up: TopUp, at: datetime) -> None:

@@ -133,3 +133,13 @@ def test_an_automatic_top_up_gets_its_payment_intent_once(uow: Uow) -> None:
     with uow(read_only=True) as tx:
         found = tx.top_ups.find_by_payment_intent("pi_1")
         assert found is not None and found.id == "tu_1" and found.automatic
+
+
+def test_automatic_top_ups_count_against_none_of_the_users_own_top_up_limits(uow: Uow) -> None:
+    with uow() as tx:
+        tx.top_ups.add(automatic("tu_1", 1000))  # pending
+        tx.top_ups.add(automatic("tu_2", 1000, TopUpStatus.FAILED, intent="pi_2"))  # failed: open for a user's own
+        tx.commit()
+    with uow(read_only=True) as tx:
+        activity = tx.top_ups.activity("alice", open_since=T0 - HOUR, started_since=T0 - HOUR)
+    assert (activity.open_top_ups, activity.started) == (0, 0)

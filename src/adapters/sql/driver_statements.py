@@ -330,9 +330,10 @@ ADD_EVENT = Sql.of(
 
 # Per-user top-up limits (0006). PostgreSQL only: the user's top-up lock, held until the transaction ends.
 LOCK_TOP_UPS = Sql.of("SELECT pg_advisory_xact_lock(:p_key)")
-_OPEN = f"""top_ups WHERE user_id = :p_user AND created_at > :p_open_since
+# Automatic top-ups (0010) are the wallet's, not the user's: they count against neither limit.
+_OPEN = f"""top_ups WHERE user_id = :p_user AND created_at > :p_open_since AND automatic = 0
     AND status IN ({", ".join(f"'{status.value}'" for status in sorted(OPEN_STATUSES))})"""
-_STARTED = "top_ups WHERE user_id = :p_user AND created_at > :p_started_since"
+_STARTED = "top_ups WHERE user_id = :p_user AND created_at > :p_started_since AND automatic = 0"
 # One row: the count and the oldest creation time of each (index ix_top_ups_user_created).
 TOP_UP_ACTIVITY = Sql.of(
     f"""
