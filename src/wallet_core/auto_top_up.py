@@ -45,6 +45,7 @@ class AttemptOutcome(StrEnum):
     SUCCEEDED = "succeeded"  # paid: its credits were granted
     FAILED = "failed"  # the card was declined, or the charge needs the customer (authentication)
     SKIPPED_MONTHLY_LIMIT = "skipped_monthly_limit"  # it would have exceeded monthly_limit_usd
+    CANCELED = "canceled"  # the saved card was removed before the charge was sent: nothing was charged
 
 
 @dataclass(frozen=True)

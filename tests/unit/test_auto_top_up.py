@@ -588,7 +588,10 @@ def test_a_card_removed_before_the_charge_was_sent_charges_nothing(
         tx.commit()
     assert ready.charge_auto_top_ups().canceled == 1
     assert gateway.charge_calls == []
-    assert ready.auto_top_up("alice").rule.consecutive_failures == 0  # the user's doing, no card failure
+    view = ready.auto_top_up("alice")
+    assert view.rule.consecutive_failures == 0  # the user's doing, no card failure
+    assert view.rule.last_attempt is not None and view.rule.last_attempt.outcome is AttemptOutcome.CANCELED
+    assert view.in_flight_top_up_id is None
 
 
 def test_a_card_replaced_before_the_charge_was_sent_is_the_one_charged(

@@ -541,7 +541,8 @@ AUTO_TOP_UP_ATTEMPT: Schema = _object({
     "at": INSTANT_OUT,
     "outcome": {"type": "string", "enum": [str(o) for o in AttemptOutcome],
                 "description": "pending (being charged, or Stripe's webhook awaited), succeeded, failed (declined "
-                "or needs the customer), skipped_monthly_limit."},
+                "or needs the customer), skipped_monthly_limit, canceled (the card was removed before the "
+                "charge was sent)."},
     "amount_usd": AMOUNT_OUT,
     "top_up_id": {**TEXT_OR_NULL, "description": "The automatic top-up; null for a skip."},
     "payment_intent_id": {**TEXT_OR_NULL, "description": "Its PaymentIntent, once Stripe made one."},

@@ -264,6 +264,11 @@ def _cancel(charge: AutoCharge, *, uow: UnitOfWorkFactory, now: Clock, rule_gone
         top_up = tx.top_ups.get(charge.top_up_id)
         if top_up is not None and can_move(top_up.status, TopUpStatus.CANCELED):
             tx.top_ups.set_status(top_up.id, TopUpStatus.CANCELED, at)
+        rule = tx.auto_top_ups.get(charge.user_id)
+        if rule is not None:  # the card was removed: the rule says what became of its top-up
+            why = "the saved card was removed before the charge was sent"
+            canceled = AutoTopUpAttempt(at, AttemptOutcome.CANCELED, charge.amount, charge.top_up_id, error=why)
+            tx.auto_top_ups.put(replace(rule, last_attempt=canceled))
         tx.commit()
     log.info("automatic top-up %s of %s canceled: its %s was removed", charge.top_up_id, charge.user_id,
              "rule" if rule_gone else "saved card")
