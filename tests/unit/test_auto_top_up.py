@@ -388,6 +388,7 @@ def test_three_consecutive_declines_disable_the_rule_and_tell_auto_top_up_disabl
     assert [t.status for t in automatic(store)] == [TopUpStatus.FAILED] * 3
     failed = events_of(store, EventType.AUTO_TOP_UP_FAILED)
     assert [e.data["error_code"] for e in failed] == ["card_declined", "authentication_required", "card_declined"]
+    assert len(events_of(store, EventType.TOP_UP_FAILED)) == 3  # like any top-up that failed
     [disabled] = events_of(store, EventType.AUTO_TOP_UP_DISABLED)
     assert disabled.data["consecutive_failures"] == 3
 
@@ -459,6 +460,7 @@ def test_a_payment_failed_webhook_before_the_worker_records_the_decline_counts_o
 
     assert ready.auto_top_up("alice").rule.consecutive_failures == 1
     assert len(events_of(store, EventType.AUTO_TOP_UP_FAILED)) == 1
+    assert len(events_of(store, EventType.TOP_UP_FAILED)) == 1
     assert store.state.top_ups[top_up.id].payment_intent_id == intent_id
 
 

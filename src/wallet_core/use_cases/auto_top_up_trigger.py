@@ -120,9 +120,10 @@ def auto_top_up_failed(
     message: str | None,
 ) -> bool:
     """The automatic top-up's charge failed at the card (declined, or it needs the customer): locks the
-    wallet, marks the top-up failed, counts one consecutive failure (disabling the rule at the third) and
-    tells auto_top_up.failed (and auto_top_up.disabled). Only once per top-up, whoever learns it first
-    (the worker from Stripe's answer, or the payment_failed webhook): False when it was counted before."""
+    wallet, marks the top-up failed (top_up.failed, as for any top-up), counts one consecutive failure
+    (disabling the rule at the third) and tells auto_top_up.failed (and auto_top_up.disabled). Only once
+    per top-up, whoever learns it first (the worker from Stripe's answer, or the payment_failed webhook):
+    False when it was counted before."""
     top_up = tx.top_ups.get(top_up_id)
     if top_up is None:
         return False
@@ -132,8 +133,11 @@ def auto_top_up_failed(
     intent_id = top_up.payment_intent_id or payment_intent_id
     if top_up.payment_intent_id is None and payment_intent_id is not None:
         tx.top_ups.set_payment_intent(top_up_id, payment_intent_id, at)
-    if can_move(top_up.status, TopUpStatus.FAILED):
+    if can_move(top_up.status, TopUpStatus.FAILED):  # (the payment_failed webhook moved it already)
         tx.top_ups.set_status(top_up_id, TopUpStatus.FAILED, at)
+        told = {"top_up_id": top_up_id, "payment_intent_id": intent_id, "amount_usd": str(top_up.amount),
+                "credits": str(top_up.credits)}
+        tx.outbox.add(new_event(EventType.TOP_UP_FAILED, top_up.user_id, at, told))  # like any top-up's failure
     attempt = AutoTopUpAttempt(
         at, AttemptOutcome.FAILED, top_up.amount, top_up_id, intent_id, code, (message or "")[:500] or None
     )
