@@ -116,6 +116,8 @@ class DeliveryWorker:
         try:
             done = self._charger.charge_auto_top_ups(limit=self.batch)
         except Exception as exc:  # logged; the charges stay due and are claimed again
+            if self._schema_missing():
+                return 0  # expected until `wallet migrate`: the delivery step says so, once
             what = f"{type(exc).__name__}: {exc.description}" if isinstance(exc, WalletError) else None
             log.warning("automatic top-up charging failed (%s)", what or f"{type(exc).__name__}, traceback below",
                         exc_info=what is None)
@@ -126,6 +128,12 @@ class DeliveryWorker:
                 done.claimed, done.accepted, done.declined, done.deferred, done.canceled,
             )
         return done.claimed
+
+    def _schema_missing(self) -> bool:
+        try:
+            return self._schema_problem is not None and self._schema_problem() is not None
+        except Exception:  # noqa: BLE001 - the check is advice: without it the failure is logged in full
+            return False
 
     def _log_failure(self, exc: Exception, backoff: float) -> bool:
         """Log why a round failed; True when it waits for the schema (`wallet migrate`)."""
