@@ -20,6 +20,7 @@ from tests.unit.helpers import StubGateway
 from wallet_core.money import Credits
 from wallet_core.ports import (
     AlertSettings,
+    AutoTopUpRules,
     HoldRepository,
     LedgerRepository,
     Outbox,
@@ -44,6 +45,7 @@ def sql_unit_of_work(engine: Engine, tx: SqlUnitOfWork) -> None:
     _events: PaymentEventLog = tx.events
     _outbox: Outbox = tx.outbox
     _alerts: AlertSettings = tx.alerts
+    _auto_top_ups: AutoTopUpRules = tx.auto_top_ups
     _endpoints: WebhookEndpoints = tx.endpoints
     _deliveries: WebhookDeliveries = tx.deliveries
     _saved_cards: SavedCards = tx.saved_cards
@@ -58,6 +60,7 @@ def in_memory_unit_of_work(store: InMemoryStore, tx: InMemoryUnitOfWork) -> None
     _events: PaymentEventLog = tx.events
     _outbox: Outbox = tx.outbox
     _alerts: AlertSettings = tx.alerts
+    _auto_top_ups: AutoTopUpRules = tx.auto_top_ups
     _endpoints: WebhookEndpoints = tx.endpoints
     _deliveries: WebhookDeliveries = tx.deliveries
     _saved_cards: SavedCards = tx.saved_cards

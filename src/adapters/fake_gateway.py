@@ -17,6 +17,13 @@ user confirming it with a card: it makes a PaymentMethod (read by `card_details`
 SetupIntent succeeded and returns a signed setup_intent.succeeded; `detached` lists the
 PaymentMethods `detach_payment_method` detached.
 
+Charging a saved card off-session (automatic top-up): `charge_off_session` makes a PaymentIntent that
+succeeded at once, for a PaymentMethod attached to the request's Customer; `decline_next_charge(code)`
+declines the next charge (code card_declined, authentication_required, ...) and `always_decline(pm_id)`
+every charge of that PaymentMethod (as Stripe's pm_card_chargeCustomerFail); a declined charge's intent
+waits for another payment method. The same idempotency key answers the same intent, or the same refusal.
+`time_out_next_charge()` makes the next charge happen and then fail as a timeout.
+
 `fail_next(...)` makes the next call fail the way an outage would; `time_out_next_create()` makes
 the next create make its intent and then fail, as a timeout after Stripe did the work; `configured=False` behaves like
 missing Stripe keys; `clock` stamps each intent's creation time (for `list_payment_intents`).
@@ -36,9 +43,17 @@ from typing import Any, Literal
 import stripe
 
 from adapters.stripe_webhooks import TOLERANCE_SECONDS, parse_webhook
-from wallet_core.errors import NotFound, PaymentGatewayFailed, PaymentsNotConfigured
+from wallet_core.errors import NotFound, PaymentDeclined, PaymentGatewayFailed, PaymentsNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import META_USER_ID, Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.payments import (
+    META_USER_ID,
+    Dispute,
+    OffSessionCharge,
+    PaymentEvent,
+    PaymentIntent,
+    PaymentIntentRequest,
+    Refund,
+)
 from wallet_core.saved_cards import CardDetails, SetupIntent
 
 RefundEvent = Literal["charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"]
@@ -85,6 +100,11 @@ class FakePaymentGateway:
         self._customer_ids = itertools.count(1)
         self._setup_ids = itertools.count(1)
         self._card_ids = itertools.count(1)
+        self.charge_calls: list[OffSessionCharge] = []  # every charge_off_session, retries included
+        self._charge_keys: dict[str, tuple[OffSessionCharge, str, PaymentDeclined | None]] = {}
+        self._declines: list[str] = []  # codes of the next charges to decline
+        self.declining: set[str] = set()  # PaymentMethod ids whose every charge is declined
+        self._lose_next_charge = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -242,7 +262,68 @@ class FakePaymentGateway:
                 )
             self.detached.append(payment_method_id)
 
+    def charge_off_session(self, request: OffSessionCharge) -> PaymentIntent:
+        with self._lock:
+            self._check()
+            self.charge_calls.append(request)
+            if request.idempotency_key in self._charge_keys:
+                first, pi_id, declined = self._charge_keys[request.idempotency_key]
+                if first != request:
+                    raise PaymentGatewayFailed(
+                        "idempotency key reused with different parameters", outcome_unknown=False
+                    )
+                if declined is not None:
+                    raise declined
+                return self.intents[pi_id]
+            n = next(self._ids)
+            pi_id = f"pi_fake_{n}"
+            declined = None
+            if self.attached.get(request.payment_method_id) != request.customer_id:
+                declined = PaymentDeclined(
+                    f"No such PaymentMethod: '{request.payment_method_id}' on customer '{request.customer_id}'",
+                    code="resource_missing",
+                    payment_intent_id=pi_id,
+                )
+            elif self._declines or request.payment_method_id in self.declining:
+                code = self._declines.pop(0) if self._declines else "card_declined"
+                message = (
+                    "This payment requires authentication by the customer."
+                    if code == "authentication_required"
+                    else "Your card was declined."
+                )
+                declined = PaymentDeclined(message, code=code, payment_intent_id=pi_id)
+            intent = PaymentIntent(
+                id=pi_id,
+                amount=request.amount,
+                currency=request.currency.lower(),
+                status="requires_payment_method" if declined else "succeeded",
+                metadata=dict(request.metadata),
+                amount_received=None if declined else request.amount,
+                client_secret=f"pi_fake_{n}_secret_{n:04d}",
+            )
+            self.intents[pi_id] = intent
+            self.created_at[pi_id] = self.clock()
+            self._charge_keys[request.idempotency_key] = (request, pi_id, declined)
+            if self._lose_next_charge:
+                self._lose_next_charge = False
+                raise PaymentGatewayFailed("could not charge the card: no answer in time (simulated)")
+            if declined is not None:
+                raise declined
+            return intent
+
     # -- test controls ---------------------------------------------------------------------------
+    def decline_next_charge(self, code: str = "card_declined") -> None:
+        """The next new off-session charge is declined with Stripe's `code`."""
+        self._declines.append(code)
+
+    def always_decline(self, payment_method_id: str) -> None:
+        """Every off-session charge of this PaymentMethod is declined (Stripe's pm_card_chargeCustomerFail)."""
+        self.declining.add(payment_method_id)
+
+    def time_out_next_charge(self) -> None:
+        """The next charge_off_session charges the card, then raises PaymentGatewayFailed (a timeout)."""
+        self._lose_next_charge = True
+
     def succeed_setup_intent(
         self, setup_intent_id: str, *, brand: str = "visa", last4: str = "4242", exp_month: int = 12,
         exp_year: int = 2034,

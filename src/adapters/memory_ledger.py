@@ -15,7 +15,8 @@ from datetime import datetime
 from types import TracebackType
 
 from wallet_core.alerts import AlertState
-from wallet_core.errors import DuplicateReference, DuplicateTopUp, NotFound
+from wallet_core.auto_top_up import AutoCharge, AutoTopUpRule
+from wallet_core.errors import AutoTopUpInFlight, DuplicateReference, DuplicateTopUp, NotFound
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
     MONEY_BACK_KINDS,
@@ -31,11 +32,11 @@ from wallet_core.ledger import (
     explained_debt,
     sources_of,
 )
-from wallet_core.money import Credits
+from wallet_core.money import Credits, Usd
 from wallet_core.outbound_events import WalletEvent
 from wallet_core.ports import AccountAudit, LedgerAudit, RevertAudit, StoredEvent
 from wallet_core.saved_cards import SavedCard
-from wallet_core.topups import OPEN_STATUSES, TopUp, TopUpActivity, TopUpStatus
+from wallet_core.topups import CHARGED_STATUSES, OPEN_STATUSES, TopUp, TopUpActivity, TopUpPolicy, TopUpStatus
 from wallet_core.webhooks_out import Delivery, DeliveryStatus, WebhookEndpoint
 
 
@@ -58,6 +59,8 @@ class _State:
     deliveries: dict[str, Delivery] = field(default_factory=dict)
     customers: dict[str, str] = field(default_factory=dict)  # user id -> Stripe Customer id
     saved_cards: dict[str, SavedCard] = field(default_factory=dict)  # by user id
+    auto_rules: dict[str, AutoTopUpRule] = field(default_factory=dict)  # by user id
+    auto_charges: dict[str, AutoCharge] = field(default_factory=dict)  # by user id: one in flight at most
 
     def copy(self) -> _State:
         return _State(
@@ -78,6 +81,8 @@ class _State:
             dict(self.deliveries),
             dict(self.customers),
             dict(self.saved_cards),
+            dict(self.auto_rules),
+            dict(self.auto_charges),
         )
 
 
@@ -319,7 +324,9 @@ class InMemoryTopUpRepository:
     def add(self, top_up: TopUp) -> None:
         if top_up.idempotency_key is not None and self.find_by_idempotency_key(top_up.user_id, top_up.idempotency_key):
             raise DuplicateTopUp(f"top-up with key {top_up.idempotency_key} exists")
-        if top_up.id in self._s.top_ups or self.find_by_payment_intent(top_up.payment_intent_id):
+        if top_up.id in self._s.top_ups or (
+            top_up.payment_intent_id is not None and self.find_by_payment_intent(top_up.payment_intent_id)
+        ):
             raise DuplicateTopUp(f"top-up {top_up.id} exists")
         self._s.top_ups[top_up.id] = top_up
 
@@ -335,6 +342,14 @@ class InMemoryTopUpRepository:
             None,
         )
 
+    def set_payment_intent(self, top_up_id: str, payment_intent_id: str, at: datetime) -> None:
+        if top_up_id not in self._s.top_ups:
+            raise NotFound(f"top-up {top_up_id} does not exist")
+        other = self.find_by_payment_intent(payment_intent_id)
+        if other is not None and other.id != top_up_id:
+            raise DuplicateTopUp(f"top-up {other.id} has PaymentIntent {payment_intent_id}")
+        self._s.top_ups[top_up_id] = replace(self._s.top_ups[top_up_id], payment_intent_id=payment_intent_id)
+
     def set_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
         if top_up_id not in self._s.top_ups:
             raise NotFound(f"top-up {top_up_id} does not exist")
@@ -344,7 +359,7 @@ class InMemoryTopUpRepository:
         """Nothing to do: a unit of work holds the whole store."""
 
     def activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
-        mine = [t for t in self._s.top_ups.values() if t.user_id == user_id]
+        mine = [t for t in self._s.top_ups.values() if t.user_id == user_id and not t.automatic]
         opened = [t.created_at for t in mine if t.status in OPEN_STATUSES and t.created_at > open_since]
         started = [t.created_at for t in mine if t.created_at > started_since]
         return TopUpActivity(len(opened), min(opened, default=None), len(started), min(started, default=None))
@@ -422,6 +437,60 @@ class InMemoryAlertSettings:
         self._s.available.setdefault(user_id, Credits(0))
         self._s.held.setdefault(user_id, Credits(0))
         self._s.alerts[user_id] = state
+
+
+class InMemoryAutoTopUpRules:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def get(self, user_id: str) -> AutoTopUpRule | None:
+        return self._s.auto_rules.get(user_id)
+
+    def put(self, rule: AutoTopUpRule) -> None:
+        self._s.auto_rules[rule.user_id] = rule
+
+    def delete(self, user_id: str) -> bool:
+        return self._s.auto_rules.pop(user_id, None) is not None
+
+    def charge_of(self, user_id: str) -> AutoCharge | None:
+        return self._s.auto_charges.get(user_id)
+
+    def add_charge(self, charge: AutoCharge) -> None:
+        if charge.user_id in self._s.auto_charges:  # the SQL adapter's primary key on the user id
+            raise AutoTopUpInFlight(f"wallet {charge.user_id} has an automatic top-up in flight")
+        self._s.auto_charges[charge.user_id] = charge
+
+    def claim_charges(self, at: datetime, lease_until: datetime, limit: int) -> list[AutoCharge]:
+        due = sorted(
+            (c for c in self._s.auto_charges.values() if c.due_at is not None and c.due_at <= at),
+            key=lambda c: (c.due_at or at, c.user_id),
+        )[:limit]
+        claimed = [replace(c, attempts=c.attempts + 1, due_at=lease_until) for c in due]
+        for c in claimed:
+            self._s.auto_charges[c.user_id] = c
+        return claimed
+
+    def save_charge(self, charge: AutoCharge) -> bool:
+        current = self._s.auto_charges.get(charge.user_id)
+        if current is None or current.top_up_id != charge.top_up_id:
+            return False
+        self._s.auto_charges[charge.user_id] = charge
+        return True
+
+    def finish_charge(self, top_up_id: str) -> AutoCharge | None:
+        found = next((c for c in self._s.auto_charges.values() if c.top_up_id == top_up_id), None)
+        if found is not None:
+            del self._s.auto_charges[found.user_id]
+        return found
+
+    def charged_since(self, user_id: str, since: datetime) -> Usd:
+        return Usd(
+            sum(
+                t.amount.cents
+                for t in self._s.top_ups.values()
+                if t.user_id == user_id and t.automatic and t.created_at >= since and t.status in CHARGED_STATUSES
+            )
+        )
 
 
 class InMemoryWebhookEndpoints:
@@ -506,18 +575,25 @@ class InMemorySavedCards:
 
 class InMemoryUnitOfWork:
     def __init__(
-        self, store: InMemoryStore, *, read_only: bool = False, low_balance_default: Credits | None = None
+        self,
+        store: InMemoryStore,
+        *,
+        read_only: bool = False,
+        low_balance_default: Credits | None = None,
+        top_up_policy: TopUpPolicy | None = None,
     ) -> None:
         self._store = store
         self._read_only = read_only
         self._working: _State | None = None
         self.low_balance_default = low_balance_default
+        self.top_up_policy = top_up_policy
         self.ledger: InMemoryLedgerRepository
         self.holds: InMemoryHoldRepository
         self.top_ups: InMemoryTopUpRepository
         self.events: InMemoryPaymentEventLog
         self.outbox: InMemoryOutbox
         self.alerts: InMemoryAlertSettings
+        self.auto_top_ups: InMemoryAutoTopUpRules
         self.endpoints: InMemoryWebhookEndpoints
         self.deliveries: InMemoryWebhookDeliveries
         self.saved_cards: InMemorySavedCards
@@ -535,6 +611,7 @@ class InMemoryUnitOfWork:
         self.events = InMemoryPaymentEventLog(self._working)
         self.outbox = InMemoryOutbox(self._working)
         self.alerts = InMemoryAlertSettings(self._working)
+        self.auto_top_ups = InMemoryAutoTopUpRules(self._working)
         self.endpoints = InMemoryWebhookEndpoints(self._working)
         self.deliveries = InMemoryWebhookDeliveries(self._working)
         self.saved_cards = InMemorySavedCards(self._working)
@@ -565,15 +642,28 @@ class InMemoryUnitOfWorkFactory:
     closure typed `Callable[..., InMemoryUnitOfWork]`, so that its call signature is a type mypy holds
     to the port `UnitOfWorkFactory`, keyword `read_only` included (tests/typecheck_ports.py)."""
 
-    def __init__(self, store: InMemoryStore, *, low_balance_default: Credits | None = None) -> None:
+    def __init__(
+        self,
+        store: InMemoryStore,
+        *,
+        low_balance_default: Credits | None = None,
+        top_up_policy: TopUpPolicy | None = None,
+    ) -> None:
         self._store = store
         self._low_balance_default = low_balance_default
+        self._top_up_policy = top_up_policy
 
     def __call__(self, *, read_only: bool = False) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self._store, read_only=read_only, low_balance_default=self._low_balance_default)
+        return InMemoryUnitOfWork(
+            self._store,
+            read_only=read_only,
+            low_balance_default=self._low_balance_default,
+            top_up_policy=self._top_up_policy,
+        )
 
 
 def in_memory_unit_of_work_factory(
-    store: InMemoryStore, *, low_balance_default: Credits | None = None
+    store: InMemoryStore, *, low_balance_default: Credits | None = None, top_up_policy: TopUpPolicy | None = None
 ) -> InMemoryUnitOfWorkFactory:
-    return InMemoryUnitOfWorkFactory(store, low_balance_default=low_balance_default)
+    """`top_up_policy`: what automatic top-ups follow (None: automatic top-ups are off)."""
+    return InMemoryUnitOfWorkFactory(store, low_balance_default=low_balance_default, top_up_policy=top_up_policy)

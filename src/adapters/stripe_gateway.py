@@ -32,11 +32,20 @@ from adapters.stripe_webhooks import (
 from wallet_core.errors import (
     InvalidWebhook,
     NotFound,
+    PaymentDeclined,
     PaymentGatewayBusy,
     PaymentGatewayFailed,
     PaymentsNotConfigured,
 )
-from wallet_core.payments import META_USER_ID, Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.payments import (
+    META_USER_ID,
+    Dispute,
+    OffSessionCharge,
+    PaymentEvent,
+    PaymentIntent,
+    PaymentIntentRequest,
+    Refund,
+)
 from wallet_core.saved_cards import CardDetails, SetupIntent
 
 log = logging.getLogger(__name__)
@@ -156,6 +165,55 @@ class StripePaymentGateway:
         intent = self._translate(obj, "create a PaymentIntent")
         log.info("created Stripe PaymentIntent %s (%s %s)", intent.id, intent.amount, intent.currency)
         return intent
+
+    def charge_off_session(self, request: OffSessionCharge) -> PaymentIntent:
+        """A PaymentIntent confirmed at once on the customer's saved card, without the customer. Stripe's
+        card errors (a decline, authentication_required) and a payment method Stripe cannot charge for
+        this customer (detached, unknown) are PaymentDeclined; anything else is PaymentGatewayFailed."""
+        client = self._get_client()
+        params: dict[str, Any] = {
+            "amount": request.amount.cents,
+            "currency": request.currency.lower(),
+            "customer": request.customer_id,
+            "payment_method": request.payment_method_id,
+            "off_session": True,
+            "confirm": True,
+            "metadata": dict(request.metadata),
+            "payment_method_types": ["card"],
+        }
+        options: stripe.RequestOptions = {"idempotency_key": request.idempotency_key}
+
+        def create() -> Any:
+            try:
+                return client.v1.payment_intents.create(params, options)  # type: ignore[arg-type]
+            except stripe.CardError as exc:
+                raise self._declined(exc) from None
+            except stripe.InvalidRequestError as exc:
+                if exc.param in ("payment_method", "customer") or exc.code == "payment_method_unexpected_state":
+                    raise self._declined(exc) from None
+                raise
+
+        intent = self._translate(self._call("charge a saved card", create), "charge a saved card")
+        if intent.status in ("requires_action", "requires_payment_method", "requires_confirmation", "canceled"):
+            raise PaymentDeclined(
+                f"the charge was not completed: its PaymentIntent is {intent.status}",
+                code="authentication_required" if intent.status == "requires_action" else intent.status,
+                payment_intent_id=intent.id,
+            )
+        log.info("charged a saved card: PaymentIntent %s (%s %s) %s", intent.id, intent.amount, intent.currency,
+                 intent.status)
+        return intent
+
+    def _declined(self, exc: stripe.StripeError) -> PaymentDeclined:
+        error = getattr(exc, "error", None)
+        intent = getattr(error, "payment_intent", None) if error is not None else None
+        intent_id = intent.get("id") if isinstance(intent, Mapping) else getattr(intent, "id", None)
+        code = str(getattr(exc, "code", None) or "card_declined")[:60]
+        detail = redact(str(exc.user_message or "the card was declined"), self._secret_key).strip()[:_MAX_DETAIL]
+        log.warning("Stripe declined an off-session charge: %s (%s)", code, detail)
+        return PaymentDeclined(
+            detail, code=redact(code), payment_intent_id=intent_id if isinstance(intent_id, str) else None
+        )
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         client = self._get_client()

@@ -16,7 +16,7 @@ import stripe
 
 from wallet_core.errors import InvalidWebhook, WebhooksNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import META_USER_ID, Dispute, PaymentEvent, PaymentIntent, Refund
+from wallet_core.payments import META_USER_ID, Dispute, PaymentEvent, PaymentIntent, Refund, printable
 from wallet_core.saved_cards import SetupIntent
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,12 @@ def intent_from_dict(obj: Mapping[str, Any]) -> PaymentIntent:
             raise TypeError
         received = obj.get("amount_received")
         metadata = obj.get("metadata") or {}
+        error = obj.get("last_payment_error")
+        code = message = None
+        if isinstance(error, Mapping):
+            found = error.get("decline_code") or error.get("code")
+            code = printable(found, 60) if isinstance(found, str) else None
+            message = printable(error["message"], 500) if isinstance(error.get("message"), str) else None
         return PaymentIntent(
             id=pi_id,
             amount=Usd(_minor(amount)),
@@ -171,6 +177,8 @@ def intent_from_dict(obj: Mapping[str, Any]) -> PaymentIntent:
             metadata={str(k): str(v) for k, v in dict(metadata).items()},
             amount_received=Usd(_minor(received)) if received is not None else None,
             client_secret=obj.get("client_secret"),
+            last_error_code=code,
+            last_error_message=message,
         )
     except (KeyError, TypeError, ValueError):
         raise InvalidWebhook("the payment_intent object is missing id, amount or currency") from None

@@ -177,6 +177,20 @@ def _parser() -> argparse.ArgumentParser:
                            help="only PaymentIntents created on or after this day (UTC); all when left out")
     reconcile.add_argument("--dry-run", action="store_true", help="say what would be repaired; change nothing")
 
+    auto = sub.add_parser(
+        "auto-top-up",
+        help="a user's automatic top-up rule: show it; set it (--threshold with --target or --amount); --off",
+        description="Without options: print the rule. With --threshold and --target (top up to a balance) or "
+        "--amount (a fixed USD amount), and optionally --monthly-limit: set it (re-enabling a rule disabled "
+        "after failures). --off: remove it.",
+    )
+    auto.add_argument("user")
+    auto.add_argument("--threshold", metavar="CREDITS", help="below this spendable balance the saved card is charged")
+    auto.add_argument("--target", metavar="CREDITS", help="top up to this balance (the credits missing, in USD)")
+    auto.add_argument("--amount", metavar="USD", help="or buy this many US dollars each time")
+    auto.add_argument("--monthly-limit", metavar="USD", help="at most this many USD of automatic top-ups a month")
+    auto.add_argument("--off", action="store_true", help="remove the rule")
+
     token = sub.add_parser("token", help="mint a bearer token for local use")
     token.add_argument("user")
     token.add_argument("--admin", action="store_true", help="include the admin role")
@@ -216,6 +230,10 @@ OPTION_NAMES = {
     "after": "--after",
     "type": "--type",
     "events": "--events",
+    "threshold_credits": "--threshold",
+    "target_credits": "--target",
+    "amount_usd": "--amount",
+    "monthly_limit_usd": "--monthly-limit",
 }
 
 
@@ -553,7 +571,8 @@ def _worker(container: Container, args: argparse.Namespace) -> int:
     warning = ensure_schema(container)  # SQLite is migrated; PostgreSQL must be (`wallet migrate`)
     if warning is not None:
         logging.getLogger("wallet.webhooks").warning("%s", warning)
-    run_until_signalled(DeliveryWorker(container.wallet(), poll_seconds=args.poll_seconds))
+    wallet = container.wallet()
+    run_until_signalled(DeliveryWorker(wallet, poll_seconds=args.poll_seconds, charger=wallet))
     return 0
 
 
@@ -608,6 +627,34 @@ def _webhooks(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def _auto_top_up(container: Container, args: argparse.Namespace) -> int:
+    from entrypoints.http.views import auto_top_up_view
+    from wallet_core.errors import InvalidInput
+
+    wallet = container.wallet()
+    setting = (args.threshold, args.target, args.amount, args.monthly_limit)
+    if args.off:
+        if any(v is not None for v in setting):
+            raise InvalidInput("--off", "takes no other option")
+        wallet.remove_auto_top_up(args.user)
+        print(f"removed the automatic top-up rule of {args.user}")
+        return 0
+    if all(v is None for v in setting):
+        _print(auto_top_up_view(wallet.auto_top_up(args.user)))
+        return 0
+    if args.threshold is None:
+        raise InvalidInput("--threshold", "is required to set a rule")
+    view = wallet.put_auto_top_up(
+        args.user,
+        args.threshold,
+        target_credits=args.target,
+        amount_usd=args.amount,
+        monthly_limit_usd=args.monthly_limit,
+    )
+    _print(auto_top_up_view(view))
+    return 0
+
+
 def _outbound_events(container: Container, args: argparse.Namespace) -> int:
     from entrypoints.http.views import outbound_events_view
 
@@ -637,6 +684,7 @@ LEDGER_COMMANDS: dict[str, Command] = {
     "reconcile": _reconcile,
     "webhooks": _webhooks,
     "outbound-events": _outbound_events,
+    "auto-top-up": _auto_top_up,
 }
 COMMANDS: dict[str, Command] = {
     "serve": _serve, "migrate": _migrate, "token": _token, "worker": _worker, **LEDGER_COMMANDS

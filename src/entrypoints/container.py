@@ -65,7 +65,9 @@ def _engine(settings: Settings) -> Iterator[Engine]:
 def _unit_of_work(engine: Engine, settings: Settings) -> SqlUnitOfWorkFactory:
     from adapters.sql.unit_of_work import sql_unit_of_work_factory
 
-    return sql_unit_of_work_factory(engine, low_balance_default=settings.low_balance_credits)
+    return sql_unit_of_work_factory(
+        engine, low_balance_default=settings.low_balance_credits, top_up_policy=settings.policy
+    )
 
 
 def _authenticator(settings: Settings) -> JwtAuthenticator:

@@ -70,7 +70,8 @@ def serve(container: Container, host: str = "127.0.0.1", port: int = 8000, threa
         log.info("wallet serving on http://%s:%s (%r)", host, port, settings)  # only once it listens
         graceful = GracefulServer(server, shutdown_timeout)
         if settings.webhook_worker:  # WALLET_WEBHOOK_WORKER=false: separate `wallet worker` processes deliver
-            worker = DeliveryWorker(container.wallet(), schema_problem=lambda: schema_problem(container))
+            wallet = container.wallet()
+            worker = DeliveryWorker(wallet, schema_problem=lambda: schema_problem(container), charger=wallet)
             worker.start()
             graceful.on_stopping = worker.request_stop  # it finishes its delivery while requests drain
         graceful.run()

@@ -1,4 +1,5 @@
-"""The webhook delivery worker: rounds of `Wallet.deliver_webhooks()` until told to stop.
+"""The worker: rounds of `Wallet.deliver_webhooks()` until told to stop, each round first charging the
+automatic top-ups due (`Wallet.charge_auto_top_ups()`) when given a `charger`.
 
 It runs as a daemon thread of `wallet serve` (unless WALLET_WEBHOOK_WORKER=false) and in the
 foreground as `wallet worker`. A round that filled its batch (more may be waiting) is followed by the
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from wallet_core.errors import WalletError
+from wallet_core.use_cases.auto_top_up import ChargeRound
 from wallet_core.use_cases.webhook_delivery import PUBLISH_BATCH, DeliveryRound
 
 log = logging.getLogger("wallet.webhooks")
@@ -36,6 +38,10 @@ class Deliverer(Protocol):
     def deliver_webhooks(self, *, limit: int = ...) -> DeliveryRound: ...
 
 
+class AutoTopUpCharger(Protocol):
+    def charge_auto_top_ups(self, *, limit: int = ...) -> ChargeRound: ...
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -46,11 +52,15 @@ class DeliveryWorker:
         max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
         batch: int = 1,
         schema_problem: Callable[[], str | None] | None = None,
+        charger: AutoTopUpCharger | None = None,
     ) -> None:
         """`schema_problem` (optional) says why the database cannot be used yet (its schema is not
         migrated), or None: asked after a round fails, so that a server started before `wallet migrate`
-        logs one warning and waits, not a traceback every few seconds."""
+        logs one warning and waits, not a traceback every few seconds. `charger` (optional): charges the
+        automatic top-ups due at the start of each round (at most `batch`), before the deliveries, so the
+        events their outcome tells go out in the same round."""
         self._wallet = wallet
+        self._charger = charger
         self._schema_problem = schema_problem
         self._waiting_for: str | None = None  # the schema problem last logged
         self.poll_seconds = poll_seconds
@@ -74,6 +84,7 @@ class DeliveryWorker:
         log.info("webhook delivery worker started", extra={"poll_seconds": self.poll_seconds})
         backoff = self.poll_seconds
         while not self._stopping.is_set():
+            charged = self._charge()
             try:
                 done = self._wallet.deliver_webhooks(limit=self.batch)
             except Exception as exc:  # noqa: BLE001 - one bad round must not end the worker (logged below)
@@ -89,11 +100,40 @@ class DeliveryWorker:
                 log.info("webhook delivery resumes: the database schema is ready")
                 self._waiting_for = None
             _log_round(done)
-            if done.published == 0 and done.attempted == 0:
+            if charged >= self.batch:
+                continue  # more automatic top-ups may be due: the next round at once
+            if done.published == 0 and done.attempted == 0 and charged == 0:
                 self._stopping.wait(self.poll_seconds)
             elif done.attempted < self.batch and done.published < PUBLISH_BATCH:
                 self._stopping.wait(self.settle_seconds)
         log.info("webhook delivery worker stopped")
+
+    def _charge(self) -> int:
+        """Charge the automatic top-ups due (their own step: a failure here is logged and never keeps the
+        round from delivering). Returns how many were claimed."""
+        if self._charger is None:
+            return 0
+        try:
+            done = self._charger.charge_auto_top_ups(limit=self.batch)
+        except Exception as exc:  # logged; the charges stay due and are claimed again
+            if self._schema_missing():
+                return 0  # expected until `wallet migrate`: the delivery step says so, once
+            what = f"{type(exc).__name__}: {exc.description}" if isinstance(exc, WalletError) else None
+            log.warning("automatic top-up charging failed (%s)", what or f"{type(exc).__name__}, traceback below",
+                        exc_info=what is None)
+            return 0
+        if done.claimed:
+            log.info(
+                "automatic top-ups: %d claimed, %d charged, %d declined, %d deferred, %d canceled",
+                done.claimed, done.accepted, done.declined, done.deferred, done.canceled,
+            )
+        return done.claimed
+
+    def _schema_missing(self) -> bool:
+        try:
+            return self._schema_problem is not None and self._schema_problem() is not None
+        except Exception:  # noqa: BLE001 - the check is advice: without it the failure is logged in full
+            return False
 
     def _log_failure(self, exc: Exception, backoff: float) -> bool:
         """Log why a round failed; True when it waits for the schema (`wallet migrate`)."""

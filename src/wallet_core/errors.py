@@ -119,6 +119,26 @@ class NotRevertible(WalletError):
     title = "Not revertible"
 
 
+class PaymentDeclined(WalletError):
+    """Stripe refused to charge the card: declined, or the payment needs the customer (authentication
+    required), so it cannot succeed off-session. Not an outage: sending it again would be refused again.
+    `code` is Stripe's (card_declined, authentication_required, expired_card, ...); `payment_intent_id`
+    the intent Stripe made for the attempt, when it says (HTTP 402)."""
+
+    title = "Payment declined"
+
+    def __init__(self, description: str, *, code: str | None = None, payment_intent_id: str | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.payment_intent_id = payment_intent_id
+
+
+class AutoTopUpInFlight(WalletError):
+    """The wallet has an automatic top-up in flight already: a second one is never recorded (HTTP 409)."""
+
+    title = "Automatic top-up in flight"
+
+
 class CardSetupIncomplete(WalletError):
     """The SetupIntent has not succeeded (the user has not confirmed a card yet), or its card was
     removed since; nothing was saved (HTTP 409)."""

@@ -17,6 +17,9 @@ class EventType(StrEnum):
     TOP_UP_SUCCEEDED = "top_up.succeeded"
     TOP_UP_FAILED = "top_up.failed"
     TOP_UP_REFUNDED = "top_up.refunded"
+    AUTO_TOP_UP_SUCCEEDED = "auto_top_up.succeeded"  # an automatic top-up was paid: its credits granted
+    AUTO_TOP_UP_FAILED = "auto_top_up.failed"  # its card was declined or needed the customer
+    AUTO_TOP_UP_DISABLED = "auto_top_up.disabled"  # the rule stopped after consecutive failures
     DISPUTE_OPENED = "dispute.opened"
     DISPUTE_CLOSED = "dispute.closed"
     BALANCE_LOW = "wallet.balance_low"

@@ -32,6 +32,20 @@ class PaymentIntentRequest:
 
 
 @dataclass(frozen=True)
+class OffSessionCharge:
+    """Charge a saved card without the customer present (an automatic top-up): a PaymentIntent made with
+    the customer and its payment method, off_session=true and confirm=true. `idempotency_key` is the
+    top-up id, so a charge sent again (a worker killed mid-charge, an outage) is the same charge."""
+
+    amount: Usd
+    currency: str
+    customer_id: str
+    payment_method_id: str
+    metadata: dict[str, str]
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
 class PaymentIntent:
     id: str
     amount: Usd
@@ -42,6 +56,9 @@ class PaymentIntent:
     amount_received: Usd | None = None
     # Lets the buyer's browser confirm the payment. Never logged, never shown in a repr.
     client_secret: str | None = field(default=None, repr=False)
+    # Why the last payment attempt failed (Stripe's last_payment_error: its code and message), if it did.
+    last_error_code: str | None = None
+    last_error_message: str | None = None
 
 
 @dataclass(frozen=True)

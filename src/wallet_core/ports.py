@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Protocol
 
 from wallet_core.alerts import AlertState
+from wallet_core.auto_top_up import AutoCharge, AutoTopUpRule
 from wallet_core.holds import Hold, HoldStatus
 from wallet_core.ledger import (
     Account,
@@ -23,11 +24,18 @@ from wallet_core.ledger import (
     TransactionCursor,
     WalletState,
 )
-from wallet_core.money import Credits
+from wallet_core.money import Credits, Usd
 from wallet_core.outbound_events import WalletEvent
-from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, PaymentIntentRequest, Refund
+from wallet_core.payments import (
+    Dispute,
+    OffSessionCharge,
+    PaymentEvent,
+    PaymentIntent,
+    PaymentIntentRequest,
+    Refund,
+)
 from wallet_core.saved_cards import CardDetails, SavedCard, SetupIntent
-from wallet_core.topups import TopUp, TopUpActivity, TopUpStatus
+from wallet_core.topups import TopUp, TopUpActivity, TopUpPolicy, TopUpStatus
 from wallet_core.webhooks_out import Delivery, DeliveryStatus, SendResult, WebhookEndpoint
 
 
@@ -61,6 +69,16 @@ class PaymentGateway(Protocol):
         """Cancel an intent nobody has paid (the wallet could not record it), so it can never be paid.
         Raises PaymentsNotConfigured, PaymentGatewayFailed (also when it can no longer be canceled)
         or NotFound."""
+        ...
+
+    def charge_off_session(self, request: OffSessionCharge) -> PaymentIntent:
+        """Charge the customer's saved payment method now, without the customer: a PaymentIntent with
+        customer, payment_method, off_session=true, confirm=true, the request's metadata, made under
+        its idempotency key (the same key returns the same intent, or the same refusal). Answers the
+        intent (status succeeded, or processing: the webhook tells the end). Raises PaymentDeclined
+        when the card is declined or the payment needs the customer (authentication_required): a
+        card failure, final for this charge; PaymentGatewayFailed when Stripe failed or could not be
+        reached (not the card's fault: send it again later with the same key); PaymentsNotConfigured."""
         ...
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
@@ -268,6 +286,12 @@ class TopUpRepository(Protocol):
 
     def find_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None: ...
 
+    def set_payment_intent(self, top_up_id: str, payment_intent_id: str, at: datetime) -> None:
+        """Give an automatic top-up the PaymentIntent Stripe made for it (it is recorded before the
+        charge is sent). Raises NotFound for an unknown top-up, DuplicateTopUp when another top-up has
+        that intent."""
+        ...
+
     def set_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
         """Raises NotFound for an unknown top-up."""
         ...
@@ -280,7 +304,8 @@ class TopUpRepository(Protocol):
 
     def activity(self, user_id: str, *, open_since: datetime, started_since: datetime) -> TopUpActivity:
         """From the user's top-ups: the open ones (pending or failed) created after `open_since`, and
-        all of them created after `started_since`, whatever their status: counts and the oldest of each."""
+        all of them created after `started_since`, whatever their status: counts and the oldest of each.
+        Automatic top-ups (the wallet's, not the user's) are left out."""
         ...
 
     def update(self, top_up: TopUp, at: datetime) -> None:
@@ -366,6 +391,52 @@ class AlertSettings(Protocol):
 
     def set(self, user_id: str, state: AlertState, at: datetime) -> None:
         """Store the wallet's threshold and level (creating an empty wallet as of `at` if needed)."""
+        ...
+
+
+class AutoTopUpRules(Protocol):
+    """Each wallet's automatic top-up rule, and the automatic top-up it has in flight (`tx.auto_top_ups`).
+    Read and changed under the wallet's lock (LedgerRepository.lock_wallet), but for the worker's claim."""
+
+    def get(self, user_id: str) -> AutoTopUpRule | None: ...
+
+    def put(self, rule: AutoTopUpRule) -> None:
+        """Store the wallet's rule, replacing the one it had."""
+        ...
+
+    def delete(self, user_id: str) -> bool:
+        """Remove the wallet's rule; False when it had none. A charge in flight stays (its record)."""
+        ...
+
+    def charge_of(self, user_id: str) -> AutoCharge | None:
+        """The wallet's automatic top-up in flight, if any."""
+        ...
+
+    def add_charge(self, charge: AutoCharge) -> None:
+        """Record the wallet's automatic top-up in flight. Raises AutoTopUpInFlight (and changes
+        nothing) when the wallet has one already: the store holds at most one per wallet, so writers that
+        did not take turns still cannot both record one."""
+        ...
+
+    def claim_charges(self, at: datetime, lease_until: datetime, limit: int) -> list[AutoCharge]:
+        """Up to `limit` charges due by `at` (oldest due first) that no other worker has claimed, each
+        with one more attempt counted and its due time moved to `lease_until` (a worker that dies
+        mid-charge leaves it to be sent again then). Concurrent workers claim different charges."""
+        ...
+
+    def save_charge(self, charge: AutoCharge) -> bool:
+        """Store the charge's new state (due time, attempts, PaymentIntent id, the card it charges). False,
+        and nothing stored, when the charge is no longer in flight (its webhook finished it meanwhile)."""
+        ...
+
+    def finish_charge(self, top_up_id: str) -> AutoCharge | None:
+        """The top-up is no longer in flight (paid, failed, canceled): remove its charge and return it;
+        None when it was not in flight (finished before): whoever gets it counts the outcome, once."""
+        ...
+
+    def charged_since(self, user_id: str, since: datetime) -> Usd:
+        """What the wallet's automatic top-ups created at or after `since` charge, pending or paid
+        (topups.CHARGED_STATUSES): what counts against the monthly limit."""
         ...
 
 
@@ -457,6 +528,9 @@ class UnitOfWork(Protocol):
     def alerts(self) -> AlertSettings: ...
 
     @property
+    def auto_top_ups(self) -> AutoTopUpRules: ...
+
+    @property
     def endpoints(self) -> WebhookEndpoints: ...
 
     @property
@@ -468,6 +542,13 @@ class UnitOfWork(Protocol):
     @property
     def low_balance_default(self) -> Credits | None:
         """The low-balance threshold of wallets without their own (WALLET_LOW_BALANCE_CREDITS)."""
+        ...
+
+    @property
+    def top_up_policy(self) -> TopUpPolicy | None:
+        """The top-up policy (TOP_UP_MIN_USD, TOP_UP_MAX_USD, the rate) automatic top-ups recorded in
+        this unit of work follow; None: automatic top-ups are off (a change below a rule's threshold
+        records none, and logs an error)."""
         ...
 
     def __enter__(self) -> UnitOfWork: ...

@@ -59,6 +59,14 @@ from wallet_core.use_cases import (
     spend_many,
     start_card_setup,
 )
+from wallet_core.use_cases.auto_top_up import (
+    AutoTopUpView,
+    ChargeRound,
+    charge_auto_top_ups,
+    delete_rule,
+    get_rule,
+    put_rule,
+)
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
 from wallet_core.use_cases.webhook_delivery import (
     DeliveryRound,
@@ -126,6 +134,43 @@ class Wallet:
             idempotency_key=idempotency_key,
             now=self._now,
         )
+
+    def put_auto_top_up(
+        self,
+        user_id: str,
+        threshold_credits: object,
+        *,
+        target_credits: object = None,
+        amount_usd: object = None,
+        monthly_limit_usd: object = None,
+    ) -> AutoTopUpView:
+        """Set the wallet's automatic top-up rule: when a change leaves it below `threshold_credits`, its
+        saved card is charged off-session for the credits missing to `target_credits` (or `amount_usd`),
+        at most `monthly_limit_usd` a calendar month (UTC). Putting it again re-enables a rule disabled
+        after failures. Charges nothing now. Raises InvalidInput naming the field at fault."""
+        return put_rule(
+            user_id=user_id,
+            threshold_credits=threshold_credits,
+            target_credits=target_credits,
+            amount_usd=amount_usd,
+            monthly_limit_usd=monthly_limit_usd,
+            policy=self.policy,
+            uow=self._uow,
+            now=self._now,
+        )
+
+    def auto_top_up(self, user_id: str) -> AutoTopUpView:
+        """The wallet's automatic top-up rule, its status and what it charged this month. Raises NotFound."""
+        return get_rule(user_id=user_id, uow=self._uow, now=self._now)
+
+    def remove_auto_top_up(self, user_id: str) -> None:
+        """Remove the wallet's automatic top-up rule (a charge not yet sent is not sent). Raises NotFound."""
+        delete_rule(user_id=user_id, uow=self._uow, now=self._now)
+
+    def charge_auto_top_ups(self, *, limit: int = 10) -> ChargeRound:
+        """One round of the worker's charging: claim the automatic top-ups due, charge each saved card
+        off-session, record what Stripe said (the credits come with its webhook)."""
+        return charge_auto_top_ups(uow=self._uow, gateway=self._gateway, now=self._now, limit=limit)
 
     def handle_stripe_webhook(self, payload: bytes, signature_header: str | None) -> WebhookOutcome:
         """Verify and apply a Stripe webhook delivery (the raw body and the Stripe-Signature header)."""

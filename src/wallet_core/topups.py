@@ -26,6 +26,17 @@ class TopUpStatus(StrEnum):
 
 CURRENCY = "usd"
 OPEN_STATUSES = frozenset({TopUpStatus.PENDING, TopUpStatus.FAILED})  # its PaymentIntent can still be paid
+# What an automatic top-up counts against its rule's monthly limit: charges pending or paid.
+CHARGED_STATUSES = frozenset(
+    {
+        TopUpStatus.PENDING,
+        TopUpStatus.SUCCEEDED,
+        TopUpStatus.PARTIALLY_REFUNDED,
+        TopUpStatus.REFUNDED,
+        TopUpStatus.DISPUTED,
+        TopUpStatus.DISPUTE_LOST,
+    }
+)
 OPEN_WINDOW = timedelta(hours=24)  # an open top-up older than this no longer counts against the user
 RATE_WINDOW = timedelta(hours=1)  # the hourly limit counts the top-ups recorded within this
 
@@ -98,8 +109,17 @@ class TopUp:
     currency: str
     credits: Credits
     status: TopUpStatus
-    payment_intent_id: str
+    payment_intent_id: str | None  # None only for an automatic top-up not yet charged at Stripe
     created_at: datetime
     idempotency_key: str | None = None
     refunded: Usd = Usd(0)  # noqa: RUF009 (Usd is frozen) - money Stripe gave back so far
     credits_refunded: Credits = Credits(0)  # noqa: RUF009 - credits taken back for it so far
+    automatic: bool = False  # recorded by the wallet's automatic top-up rule (wallet_core.auto_top_up)
+
+    @property
+    def intent_id(self) -> str:
+        """The PaymentIntent id of a top-up that has one: every top-up but an automatic one not charged
+        yet (so every top-up found by its intent, or paid). Raises ValueError for one without."""
+        if self.payment_intent_id is None:
+            raise ValueError(f"top-up {self.id} has no PaymentIntent yet")
+        return self.payment_intent_id

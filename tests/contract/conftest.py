@@ -16,7 +16,8 @@ from tests.contract.builders import Uow
 
 ALL_TABLES = (
     "hold_allocations, holds, postings, credit_lots, credit_transactions, wallets, top_ups, payment_events, "
-    "outbound_events, webhook_endpoints, webhook_deliveries, stripe_customers, saved_cards"
+    "outbound_events, webhook_endpoints, webhook_deliveries, stripe_customers, saved_cards, auto_top_up_rules, "
+    "auto_top_up_charges"
 )
 
 

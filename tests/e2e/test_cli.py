@@ -1431,3 +1431,35 @@ def test_outbound_events_pages_oldest_first_and_filters(service: Service, capsys
     assert [e["data"]["credits"] for e in json.loads(out)["events"]] == ["3.00", "5.00"]
     code, out, err = run(service, capsys, "outbound-events", "--after", "nonsense")
     assert code == 1 and err.startswith("wallet: Invalid input: --after")
+
+
+# -- automatic top-up ---------------------------------------------------------------------------------
+
+
+def test_auto_top_up_sets_shows_and_removes_a_users_rule(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    rule = cli_json(service, capsys, "auto-top-up", "ada", "--threshold", "500.00", "--target", "2000.00",
+                    "--monthly-limit", "200.00")
+    assert (rule["threshold_credits"], rule["target_credits"], rule["amount_usd"], rule["monthly_limit_usd"]) == (
+        "500.00", "2000.00", None, "200.00")
+    assert rule["status"] == "paused_no_payment_method"  # no saved card yet
+    assert cli_json(service, capsys, "auto-top-up", "ada") == rule
+    fixed = cli_json(service, capsys, "auto-top-up", "ada", "--threshold", "100.00", "--amount", "20.00")
+    assert (fixed["target_credits"], fixed["amount_usd"], fixed["monthly_limit_usd"]) == (None, "20.00", None)
+
+    code, out, err = run(service, capsys, "auto-top-up", "ada", "--off")
+    assert (code, out.strip(), err) == (0, "removed the automatic top-up rule of ada", "")
+    code, _, err = run(service, capsys, "auto-top-up", "ada")
+    assert code == 1 and "no automatic top-up rule" in err
+
+
+def test_auto_top_up_refuses_a_bad_rule_naming_the_option(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    for args, named in (
+        (("--threshold", "500.00", "--target", "400.00"), "--target must be above threshold_credits"),
+        (("--threshold", "500.00", "--amount", "0.10"), "--amount must be at least"),
+        (("--target", "400.00"), "--threshold is required"),
+        (("--threshold", "5.00", "--amount", "5.00", "--off"), "--off takes no other option"),
+    ):
+        code, out, err = run(service, capsys, "auto-top-up", "ada", *args)
+        assert code == 1 and out == "" and named in err, (args, err)
+    code, _, _ = run(service, capsys, "auto-top-up", "ada")
+    assert code == 1  # nothing was stored

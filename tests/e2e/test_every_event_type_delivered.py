@@ -1,6 +1,6 @@
 """Issue 12's proof that every outbound event type reaches a subscriber: the app on a real waitress socket
 (SQL container, fake Stripe), a real HTTP receiver on 127.0.0.1 subscribed to "*", and every one of the
-16 event types caused (over HTTP wherever a route exists), delivered, and verified with the
+19 event types caused (over HTTP wherever a route exists), delivered, and verified with the
 `standardwebhooks` library. The set of types expected is `EventType` itself, so a new type fails this
 test until it is caused here too.
 
@@ -24,6 +24,7 @@ from entrypoints.http.app import create_app
 from tests.e2e.conftest import WEBHOOK_SECRET, RunningServer, Service, run_waitress
 from tests.fixtures.webhook_receiver import WebhookReceiver
 from wallet_core.event_types import EventType
+from wallet_core.saved_cards import SavedCard
 
 ADMIN_USERS = "/api/v1/admin/users"
 
@@ -108,6 +109,22 @@ class Api:
         return balance
 
 
+def save_card(svc: Service, user: str) -> SavedCard:
+    """A card saved at the fake Stripe (its PaymentMethod attached to the user's Customer) and in the wallet."""
+    gateway = svc.gateway
+    customer = gateway.create_customer(user, f"cus-{user}")
+    setup = gateway.create_setup_intent(customer, user, f"seti-{user}")
+    gateway.succeed_setup_intent(setup.id)
+    method = gateway.setup_intents[setup.id].payment_method_id
+    assert method is not None
+    card = SavedCard(user, customer, method, "visa", "4242", 12, 2034, datetime.now(UTC))
+    with svc.container.unit_of_work()() as tx:
+        tx.saved_cards.set_customer(user, customer, card.saved_at)
+        tx.saved_cards.save(card)
+        tx.commit()
+    return card
+
+
 def cause_every_event_type(api: Api, svc: Service) -> None:
     gateway = svc.gateway
     # credits.granted (admin grant): promotional credits that expire in 3 seconds (credits.expired below).
@@ -152,6 +169,23 @@ def cause_every_event_type(api: Api, svc: Service) -> None:
     api.spend("bob", "90.00", "s-bob-2")  # 0: depleted
     assert api.spendable("bob") == "0.00"
     api.grant("bob", "200.00", "g-bob-2")  # 200: recovered
+
+    # auto_top_up.succeeded, then auto_top_up.failed (three times) and auto_top_up.disabled, on carol, whose
+    # rule is put over HTTP. Her card is saved straight through the unit of work, and the charges are the
+    # worker's (`wallet serve`'s thread): this step calls the service for both.
+    card = save_card(svc, "carol")
+    api.grant("carol", "1000.00", "g-carol")
+    api.admin("PUT", f"{ADMIN_USERS}/carol/wallet/auto-top-up", 200, {"threshold_credits": "500.00",
+                                                                       "amount_usd": "20.00"})
+    api.spend("carol", "600.00", "s-carol-1")
+    wallet = svc.container.wallet()
+    assert wallet.charge_auto_top_ups().accepted == 1
+    [intent] = [i for i in gateway.intents.values() if i.metadata.get("wallet_user_id") == "carol"]
+    assert api.stripe(gateway.succeed(intent.id)) == "granted"
+    gateway.always_decline(card.payment_method_id)
+    for n in range(3):
+        api.spend("carol", "2000.00" if n == 0 else "1.00", f"s-carol-d{n}")
+        assert wallet.charge_auto_top_ups().declined == 1
 
 
 def deliver_everything(svc: Service) -> None:
@@ -199,5 +233,5 @@ def test_every_event_type_reaches_the_endpoint_once_signed_so_standardwebhooks_v
     # Both kinds of credits.granted (an admin grant and a paid top-up) were delivered.
     alice_grants = [e for e in events if e["type"] == "credits.granted" and e["user_id"] == "alice"]
     assert len(alice_grants) == 2
-    assert all(e["user_id"] in {"alice", "bob"} for e in events)
+    assert all(e["user_id"] in {"alice", "bob", "carol"} for e in events)
     assert datetime.fromisoformat(events[0]["created_at"]).tzinfo is not None

@@ -66,8 +66,15 @@ ROUTES = [
           amount=None, reason=None, extra_fields=("description",)),
     Route("alert", f"/api/v1/admin/users/{VICTIM}/wallet/alerts", {"low_balance_credits": "1.00"},
           amount="low_balance_credits", reason=None, method="PUT"),
+    Route("auto-top-up", "/api/v1/users/me/wallet/auto-top-up", {"threshold_credits": "5.00", "amount_usd": "10.00"},
+          amount="threshold_credits", reason=None, method="PUT", extra_fields=("monthly_limit_usd",)),
+    Route("auto-top-up-admin", f"/api/v1/admin/users/{VICTIM}/wallet/auto-top-up",
+          {"threshold_credits": "5.00", "target_credits": "50.00"}, amount="target_credits", reason=None,
+          method="PUT", extra_fields=("monthly_limit_usd",)),
 ]
-ADMIN_ONLY = ("grant", "revert", "webhook-endpoint", "alert")
+ADMIN_ONLY = ("grant", "revert", "webhook-endpoint", "alert", "auto-top-up-admin")
+USERS_OWN = ("top-up", "auto-top-up")  # the token's user's own wallet: any valid token, no id in the path
+WITH_ROLE = [r for r in ROUTES if r.name not in USERS_OWN]
 # Its envelope is refused like any body; its items' values are answered per item (status "invalid").
 BATCH = Route("spend-batch", BATCH_SPENDS_PATH, {"spends": [{"user_id": VICTIM, "credits": "1.00", "reason": "use",
                                                              "idempotency_key": "batch-1"}]},
@@ -91,7 +98,7 @@ class World:
 
     def headers(self, route: Route, **extra: str) -> dict[str, str]:
         self.key_counter[0] += 1
-        who = self.svc.auth(VICTIM) if route.name == "top-up" else self.svc.auth("backend", service=True)
+        who = self.svc.auth(VICTIM) if route.name in USERS_OWN else self.svc.auth("backend", service=True)
         if route.name in ADMIN_ONLY:
             who = self.svc.auth("root", admin=True)
         return {**who, "Idempotency-Key": f"hostile-{self.key_counter[0]}", "Content-Type": "application/json",
@@ -412,8 +419,8 @@ BAD_IDS = ["%C3%A5lice", "al%20ice", "a%00b", "a%0Ab", "%E2%80%AEevil", "x" * 12
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
-# The top-up's user comes from the token; the webhook endpoint's path has no id.
-@pytest.mark.parametrize("route", [r for r in ROUTES[1:] if "/users/" in r.path or "{" in r.path], ids=lambda r: r.name)
+# The top-up's and the own rule's user comes from the token; the webhook endpoint's path has no id.
+@pytest.mark.parametrize("route", [r for r in WITH_ROLE if "/users/" in r.path or "{" in r.path], ids=lambda r: r.name)
 def test_bad_path_ids_are_4xx(world: World, route: Route, bad: str) -> None:
     path = route.path.replace(f"/users/{VICTIM}/", f"/users/{bad}/").replace("{hold}", bad).replace("{tx}", bad)
     before = world.snapshot()
@@ -656,7 +663,7 @@ def test_malformed_authorization_headers_are_401(world: World, header: str) -> N
 
 
 def test_a_valid_token_without_the_role_is_403_and_writes_nothing(world: World) -> None:
-    for route in ROUTES[1:]:
+    for route in WITH_ROLE:
         before = world.snapshot()
         headers = {**world.headers(route), **world.svc.auth("plain-user")}
         resp = world.send(route, body=json.dumps(route.valid).encode(),

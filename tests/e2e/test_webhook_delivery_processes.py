@@ -21,17 +21,24 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import stripe
 from dependency_injector import providers
 from standardwebhooks import Webhook
 
+from adapters.sql.engine import create_wallet_engine
+from adapters.sql.migrate import upgrade
+from adapters.sql.unit_of_work import sql_unit_of_work_factory
 from entrypoints.container import Container
 from entrypoints.http.auth import JwtAuthenticator
 from entrypoints.settings import Secret, Settings
+from tests.fixtures.localstripe import LOCALSTRIPE_KEY
 from tests.fixtures.webhook_receiver import Answer, Received, WebhookReceiver, closed_port
+from wallet_core.saved_cards import SavedCard
 from wallet_core.service import Wallet
 from wallet_core.webhooks_out import Delivery, WebhookEndpoint
 
@@ -281,3 +288,42 @@ def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt(
         attempts = receiver.wait_for(3)
         assert len(attempts) == 3 and len({a.headers["webhook-id"] for a in attempts}) == 1  # one event, 3 tries
         assert all(Webhook(endpoint.secret).verify(a.body, a.headers) for a in attempts)
+
+
+@pytest.mark.localstripe
+def test_wallet_worker_charges_an_automatic_top_up_at_stripe_and_stops_on_sigterm(
+    tmp_path: Path, processes: list[Process], localstripe_url: str, localstripe_client: stripe.StripeClient
+) -> None:
+    """A `wallet worker` process (the same environment as the servers) charges the automatic top-up a spend
+    recorded in another process: the saved card at localstripe, off-session, under the top-up's id."""
+    database_url = f"sqlite:///{tmp_path / 'wallet.sqlite3'}"
+    engine = create_wallet_engine(database_url)
+    upgrade(engine)  # what `wallet migrate` (or the first `wallet serve`) does
+    with library_wallet(database_url) as wallet:
+        wallet.grant("alice", "1000.00", reason="start", granted_by="test")
+        customer = localstripe_client.v1.customers.create({"metadata": {"wallet_user_id": "alice"}}).id
+        setup = localstripe_client.v1.setup_intents.create({"customer": customer, "usage": "off_session"})
+        localstripe_client.v1.setup_intents.confirm(setup.id, {"payment_method": "pm_card_visa"})
+        method = localstripe_client.v1.setup_intents.retrieve(setup.id).to_dict()["payment_method"]
+        with sql_unit_of_work_factory(engine)() as tx:  # the card as the saved-cards flow stores it
+            tx.saved_cards.set_customer("alice", customer, datetime.now(UTC))
+            tx.saved_cards.save(SavedCard("alice", customer, method, "visa", "4242", 12, 2034, datetime.now(UTC)))
+            tx.commit()
+        wallet.put_auto_top_up("alice", "500.00", amount_usd="20.00")
+        wallet.spend("alice", "600.00", idempotency_key="s-1", reason="usage")  # recorded, not charged
+
+        stripe_env = env(database_url, STRIPE_SECRET_KEY=LOCALSTRIPE_KEY, STRIPE_API_BASE=localstripe_url)
+        worker = Process(tmp_path, stripe_env, "worker", "--poll-seconds", "0.1")
+        processes.append(worker)
+        deadline = time.monotonic() + START_TIMEOUT
+        while (attempt := wallet.auto_top_up("alice").rule.last_attempt) is None or attempt.payment_intent_id is None:
+            assert time.monotonic() < deadline and worker.proc.poll() is None, worker.output()
+            time.sleep(0.1)
+
+    intent = localstripe_client.v1.payment_intents.retrieve(attempt.payment_intent_id).to_dict()
+    assert intent["status"] == "succeeded" and intent["amount"] == 2000
+    assert intent["metadata"]["wallet_top_up_id"] == attempt.top_up_id
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=20) == 0
+    assert any("automatic top-ups: 1 claimed, 1 charged" in m for m in worker.messages()), worker.output()
+    engine.dispose()

@@ -26,12 +26,16 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 def test_0009_adds_the_card_tables_to_a_database_with_wallets_and_downgrades_back(database_url: str) -> None:
     engine = create_wallet_engine(database_url)
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "0008")
+    # A wallet with credits, made by this code (which needs the newest schema), then the schema taken
+    # back to 0008 with it.
+    upgrade(engine)
     uow = sql_unit_of_work_factory(engine)
     grant_credits(user_id="alice", credits="10.00", reason="welcome", granted_by="admin", uow=uow)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0008")
 
-    upgrade(engine)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0009")
     assert current_revision(engine) == "0009"
     card = SavedCard("alice", "cus_a", "pm_a", "visa", "4242", 12, 2034, T0)
     with uow() as tx:

@@ -21,9 +21,9 @@ import stripe
 
 from adapters.stripe_gateway import StripePaymentGateway, newest_first
 from tests.fixtures.localstripe import LOCALSTRIPE_KEY, register_webhook
-from wallet_core.errors import NotFound, PaymentGatewayFailed, PaymentsNotConfigured
+from wallet_core.errors import NotFound, PaymentDeclined, PaymentGatewayFailed, PaymentsNotConfigured
 from wallet_core.money import Usd
-from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, Dispute, PaymentIntentRequest, Refund
+from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, Dispute, OffSessionCharge, PaymentIntentRequest, Refund
 
 SECRET_KEY = "sk_test_51SuperSecretIntegrationKey0123456789"
 
@@ -702,3 +702,79 @@ def test_an_empty_or_odd_id_is_not_found_without_asking_stripe(bad_id: str) -> N
             with pytest.raises(NotFound):
                 call(bad_id)
     assert seen == []
+
+
+# -- charging a saved card off-session (automatic top-up) --------------------------------------------
+
+
+def _saved_card(gateway: StripePaymentGateway, client: stripe.StripeClient, card: str) -> tuple[str, str]:
+    """(customer id, payment method id) of a card saved the way the saved-cards flow does: a Customer, a
+    SetupIntent confirmed with the card (what the user's browser does)."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    customer = gateway.create_customer(user, f"cus-{user}")
+    setup = gateway.create_setup_intent(customer, user, f"seti-{user}")
+    client.v1.setup_intents.confirm(setup.id, {"payment_method": card})
+    method = gateway.retrieve_setup_intent(setup.id).payment_method_id
+    assert method is not None
+    return customer, method
+
+
+def a_charge(customer: str, method: str, cents: int = 2000) -> OffSessionCharge:
+    top_up = f"tu_{uuid.uuid4().hex[:12]}"
+    return OffSessionCharge(
+        amount=Usd(cents),
+        currency="usd",
+        customer_id=customer,
+        payment_method_id=method,
+        metadata={META_TOP_UP_ID: top_up, META_USER_ID: "user-it"},
+        idempotency_key=top_up,
+    )
+
+
+@pytest.mark.localstripe
+def test_a_saved_card_is_charged_off_session(
+    localstripe_gateway: StripePaymentGateway, localstripe_client: stripe.StripeClient
+) -> None:
+    customer, method = _saved_card(localstripe_gateway, localstripe_client, "pm_card_visa")
+    request = a_charge(customer, method, 2000)
+    intent = localstripe_gateway.charge_off_session(request)
+    assert intent.status == "succeeded"
+    assert (intent.amount, intent.metadata) == (Usd(2000), request.metadata)
+    assert localstripe_gateway.retrieve_payment_intent(intent.id).status == "succeeded"
+    # localstripe ignores Idempotency-Key (a second send makes a second intent), so that the same key
+    # answers the same intent is Stripe's promise, checked here only as far as the key being sent (below).
+
+
+@pytest.mark.localstripe
+def test_a_card_that_declines_every_charge_is_a_payment_declined_not_an_outage(
+    localstripe_gateway: StripePaymentGateway, localstripe_client: stripe.StripeClient
+) -> None:
+    customer, method = _saved_card(localstripe_gateway, localstripe_client, "pm_card_chargeCustomerFail")
+    with pytest.raises(PaymentDeclined) as declined:
+        localstripe_gateway.charge_off_session(a_charge(customer, method))
+    assert declined.value.code == "card_declined"
+    assert not isinstance(declined.value, PaymentGatewayFailed)
+
+
+def test_an_off_session_charge_sends_customer_method_off_session_confirm_metadata_and_the_key() -> None:
+    with local_server(lambda _: Answer(body={**intent_json(amount=1234), "status": "succeeded"})) as (url, seen):
+        StripePaymentGateway(SECRET_KEY, api_base=url, max_network_retries=0).charge_off_session(
+            a_charge("cus_1", "pm_1", 1234)
+        )
+    [request] = seen
+    form = _form(request)
+    assert form["customer"] == ["cus_1"] and form["payment_method"] == ["pm_1"]
+    assert form["off_session"] == ["true"] and form["confirm"] == ["true"]
+    assert form["amount"] == ["1234"]
+    assert form[f"metadata[{META_TOP_UP_ID}]"][0].startswith("tu_")
+    assert request.headers["Idempotency-Key"] == form[f"metadata[{META_TOP_UP_ID}]"][0]
+
+
+def test_an_unreachable_stripe_is_a_gateway_failure_on_an_off_session_charge() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = StripePaymentGateway(SECRET_KEY, api_base=f"http://127.0.0.1:{port}", max_network_retries=0)
+    with pytest.raises(PaymentGatewayFailed) as failed:
+        gateway.charge_off_session(a_charge("cus_1", "pm_1"))
+    assert not isinstance(failed.value, PaymentDeclined) and failed.value.outcome_unknown

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,7 +15,7 @@ from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, in_memory_unit_of_work_factory
 from wallet_core.ledger import Account, CreditTransaction, Lot, Posting
 from wallet_core.money import Credits, Usd
-from wallet_core.payments import Dispute, PaymentEvent, PaymentIntent, Refund
+from wallet_core.payments import Dispute, OffSessionCharge, PaymentEvent, PaymentIntent, Refund
 from wallet_core.ports import PaymentGateway, StoredEvent
 from wallet_core.saved_cards import CardDetails, SetupIntent
 from wallet_core.service import Wallet
@@ -187,6 +187,9 @@ class StubGateway:
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         raise AssertionError("not used by these tests")
 
+    def charge_off_session(self, request: OffSessionCharge) -> PaymentIntent:
+        raise AssertionError("reconciliation must not charge cards")
+
     def create_customer(self, user_id: str, idempotency_key: str) -> str:
         raise AssertionError("reconciliation must not create customers")
 
@@ -241,20 +244,32 @@ def top_up(wallet: Wallet, gateway: FakePaymentGateway, usd: str, user: str = "a
     return outcome
 
 
+@dataclass(frozen=True)
+class ChargedTopUp(TopUp):
+    """A stored top-up that has its PaymentIntent (every top-up but an automatic one not yet charged)."""
+
+    payment_intent_id: str
+
+
+def charged(top_up: TopUp) -> ChargedTopUp:
+    assert top_up.payment_intent_id is not None, f"top-up {top_up.id} has no PaymentIntent yet"
+    return ChargedTopUp(**{f.name: getattr(top_up, f.name) for f in fields(TopUp)})
+
+
 def paid_top_up(
     wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore, usd: str, user: str = "alice"
-) -> TopUp:
+) -> ChargedTopUp:
     """A top-up whose credits were granted; returns its stored record."""
     return top_up_record(store, top_up(wallet, gateway, usd, user).top_up_id or "")
 
 
-def top_up_record(store: InMemoryStore, top_up_id: str) -> TopUp:
-    return store.state.top_ups[top_up_id]
+def top_up_record(store: InMemoryStore, top_up_id: str) -> ChargedTopUp:
+    return charged(store.state.top_ups[top_up_id])
 
 
-def top_up_of(store: InMemoryStore, payment_intent_id: str) -> TopUp:
+def top_up_of(store: InMemoryStore, payment_intent_id: str) -> ChargedTopUp:
     [found] = [t for t in store.state.top_ups.values() if t.payment_intent_id == payment_intent_id]
-    return found
+    return charged(found)
 
 
 def intent_event(gateway: FakePaymentGateway, payment_intent_id: str, event_type: str, *, status: str | None = None,

@@ -24,6 +24,7 @@ from wallet_core.clock import utc_now
 from wallet_core.errors import StorageUnavailable
 from wallet_core.service import Wallet
 from wallet_core.topups import TopUpPolicy
+from wallet_core.use_cases.auto_top_up import ChargeRound
 from wallet_core.use_cases.webhook_delivery import PUBLISH_BATCH, DeliveryRound
 from wallet_core.webhooks_out import DeliveryStatus, SendResult
 
@@ -274,6 +275,11 @@ class Unmigrated:
             raise LookupError('relation "event_publication" does not exist')
         return self.wallet.deliver_webhooks(limit=limit)
 
+    def charge_auto_top_ups(self, *, limit: int = 10) -> ChargeRound:
+        if not self.migrated.is_set():
+            raise LookupError('relation "auto_top_up_charges" does not exist')
+        return self.wallet.charge_auto_top_ups(limit=limit)
+
     def problem(self) -> str | None:
         return None if self.migrated.is_set() else "the database schema is not set up: run `wallet migrate`"
 
@@ -286,7 +292,7 @@ def test_a_schema_not_migrated_yet_is_said_once_without_a_traceback_then_deliver
     unmigrated = Unmigrated(hooks)
 
     with caplog.at_level(logging.INFO, logger="wallet.webhooks"):
-        worker = start(workers, unmigrated, poll_seconds=0.01, schema_problem=unmigrated.problem)
+        worker = start(workers, unmigrated, poll_seconds=0.01, schema_problem=unmigrated.problem, charger=unmigrated)
         eventually(lambda: worker.failures >= 3)
         unmigrated.migrated.set()
         eventually(lambda: len(sender.sent) == 1, timeout=10)
@@ -296,4 +302,4 @@ def test_a_schema_not_migrated_yet_is_said_once_without_a_traceback_then_deliver
     assert messages.count("webhook delivery waits: the database schema is not set up: run `wallet migrate`") == 1
     assert "webhook delivery resumes: the database schema is ready" in messages
     assert not any(r.exc_info for r in caplog.records)
-    assert not any("round failed" in m for m in messages)
+    assert not any("round failed" in m or "charging failed" in m for m in messages)

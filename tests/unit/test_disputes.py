@@ -8,6 +8,7 @@ from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore
 from tests.unit.helpers import (
     assert_no_credits_moved,
+    charged,
     debt_of,
     dispute_event,
     lots,
@@ -46,7 +47,7 @@ def _status(store: InMemoryStore, top_up: TopUp) -> TopUpStatus:
 
 
 def test_a_dispute_opened_freezes_the_credits(wallet: Wallet, paid: TopUp, store: InMemoryStore) -> None:
-    pi = paid.payment_intent_id
+    pi = charged(paid).payment_intent_id
 
     outcome = wallet.apply_payment_event(dispute_event(pi, "dp_1", 1000, "needs_response"))
 
@@ -75,7 +76,7 @@ def test_a_partial_dispute_freezes_its_share(wallet: Wallet, paid: TopUp, store:
 
 
 def test_a_dispute_won_gives_the_credits_back(wallet: Wallet, paid: TopUp, store: InMemoryStore) -> None:
-    pi = paid.payment_intent_id
+    pi = charged(paid).payment_intent_id
     wallet.apply_payment_event(dispute_event(pi, "dp_1", 1000, "needs_response"))
 
     outcome = wallet.apply_payment_event(dispute_event(pi, "dp_1", 1000, "won"))

@@ -14,6 +14,7 @@ from tests.unit.helpers import (
     T0,
     FakeClock,
     balances,
+    charged,
     dispute_event,
     new_key,
     paid_top_up,
@@ -224,7 +225,7 @@ def _plant(uow: UnitOfWorkFactory, booking_of: Callable[[WalletState], Booking])
 
 def _freeze(top_up: TopUp, dispute_id: str, credits: str) -> Callable[[WalletState], Booking]:
     return lambda state: take_back_booking(
-        state, lot_id=top_up_lot_id(top_up.payment_intent_id), credits=c(credits), to_account=Account.DISPUTED,
+        state, lot_id=top_up_lot_id(charged(top_up).payment_intent_id), credits=c(credits), to_account=Account.DISPUTED,
         kind=TransactionKind.DISPUTE, reference_id=dispute_reference(dispute_id), now=T0, reason="planted",
         metadata={"dispute_id": dispute_id, "top_up_id": top_up.id},
     )

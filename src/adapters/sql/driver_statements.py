@@ -17,7 +17,7 @@ from wallet_core.topups import OPEN_STATUSES
 
 TOP_UP_COLUMNS = (
     "id, user_id, amount_cents, currency, credits, status, payment_intent_id, created_at, idempotency_key, "
-    "refunded_cents, credits_refunded"
+    "refunded_cents, credits_refunded, automatic"
 )
 EVENT_COLUMNS = "event_id, type, payment_intent_id, top_up_id, received_at, outcome, source"
 LOT_COLUMNS = (
@@ -160,10 +160,13 @@ LOTS_BY_ID = Sql.of(
 # Both lock statements answer the wallet's alert settings too (its own low-balance threshold and alert
 # level), which the unit of work keeps for tx.alerts while the lock is held: the alerts every booking
 # checks cost no statement of their own (adapters.sql.alert_repository).
+# The lock of an existing wallet also says whether it has an automatic top-up rule (0010), so a booking
+# of a wallet without one (nearly all) reads no rule (adapters.sql.auto_top_up_repository).
 WALLET_COLUMNS = "available, held, low_balance, alert_level"
+_HAS_RULE = "(SELECT 1 FROM auto_top_up_rules AS r WHERE r.user_id = :p_user)"
 LOCK_EXISTING_WALLET = Sql.of(
-    f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user",
-    postgresql=f"SELECT {WALLET_COLUMNS} FROM wallets WHERE user_id = :p_user FOR UPDATE",
+    f"SELECT {WALLET_COLUMNS}, {_HAS_RULE} FROM wallets WHERE user_id = :p_user",
+    postgresql=f"SELECT {WALLET_COLUMNS}, {_HAS_RULE} FROM wallets WHERE user_id = :p_user FOR UPDATE",
 )
 # A user's first write: the upsert creates the row (or, when a concurrent first write just did, waits
 # for its lock and updates it), and locks it either way.
@@ -391,6 +394,11 @@ PG_BOOK_MANY = Sql.of(
 )
 
 # -- top-up status and the event log ---------------------------------------------------------------
+# An automatic top-up gets its PaymentIntent once Stripe made it (only while it has none).
+SET_TOP_UP_INTENT = Sql.of(
+    "UPDATE top_ups SET payment_intent_id = :p_intent, updated_at = :p_at "
+    "WHERE id = :p_id AND payment_intent_id IS NULL"
+)
 SET_TOP_UP_STATUS = Sql.of("UPDATE top_ups SET status = :p_status, updated_at = :p_at WHERE id = :p_id")
 # ON CONFLICT DO NOTHING: a second event with the same id is ignored, and (unlike a caught
 # IntegrityError) leaves a PostgreSQL transaction usable.
@@ -404,9 +412,10 @@ ADD_EVENT = Sql.of(
 
 # Per-user top-up limits (0006). PostgreSQL only: the user's top-up lock, held until the transaction ends.
 LOCK_TOP_UPS = Sql.of("SELECT pg_advisory_xact_lock(:p_key)")
-_OPEN = f"""top_ups WHERE user_id = :p_user AND created_at > :p_open_since
+# Automatic top-ups (0010) are the wallet's, not the user's: they count against neither limit.
+_OPEN = f"""top_ups WHERE user_id = :p_user AND created_at > :p_open_since AND automatic = 0
     AND status IN ({", ".join(f"'{status.value}'" for status in sorted(OPEN_STATUSES))})"""
-_STARTED = "top_ups WHERE user_id = :p_user AND created_at > :p_started_since"
+_STARTED = "top_ups WHERE user_id = :p_user AND created_at > :p_started_since AND automatic = 0"
 # One row: the count and the oldest creation time of each (index ix_top_ups_user_created).
 TOP_UP_ACTIVITY = Sql.of(
     f"""

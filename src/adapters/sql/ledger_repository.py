@@ -240,7 +240,11 @@ class SqlLedgerRepository:
     """The ledger as seen through `connection`; transactions are the unit of work's business."""
 
     def __init__(
-        self, connection: Connection, driver: Driver, locked_alerts: dict[str, AlertState] | None = None
+        self,
+        connection: Connection,
+        driver: Driver,
+        locked_alerts: dict[str, AlertState] | None = None,
+        locked_rules: dict[str, bool] | None = None,
     ) -> None:
         self._conn = connection
         self._sql = _statements(connection.dialect.name)
@@ -249,6 +253,9 @@ class SqlLedgerRepository:
         # The alert settings of each wallet this unit of work locked, as the lock read them (shared
         # with tx.alerts, which answers from here: adapters.sql.alert_repository).
         self._locked_alerts: dict[str, AlertState] = {} if locked_alerts is None else locked_alerts
+        # Whether each wallet this unit of work locked (an existing one) has an automatic top-up rule
+        # (shared with tx.auto_top_ups: adapters.sql.auto_top_up_repository).
+        self._locked_rules: dict[str, bool] = {} if locked_rules is None else locked_rules
 
     # -- reading -------------------------------------------------------------------------------
     def balances(self, user_id: str, at: datetime) -> tuple[Credits, Credits]:
@@ -353,7 +360,9 @@ class SqlLedgerRepository:
         """The lock, then the lots: two statements, so the lots are read after the lock is held (on
         PostgreSQL each statement sees what was committed when it began)."""
         wallet = self._driver.one(sql.LOCK_EXISTING_WALLET, {"p_user": user_id})
-        if wallet is None:
+        if wallet is not None:
+            self._locked_rules[user_id] = wallet[4] is not None
+        else:
             wallet = self._driver.one(sql.LOCK_WALLET, {"p_user": user_id, "p_at": self._driver.at(at)})
             assert wallet is not None  # an upsert with RETURNING always returns its row
         self._locked_alerts[user_id] = alert_state(wallet[2], wallet[3])

@@ -206,13 +206,16 @@ top_ups = Table(
     Column("currency", String(3), nullable=False),
     Column("credits", BigInteger, nullable=False),  # hundredths of a credit
     Column("status", String(32), nullable=False),
-    Column("payment_intent_id", String(255), nullable=False),
+    # NULL only for an automatic top-up whose charge Stripe has not answered yet (0010).
+    Column("payment_intent_id", String(255), nullable=True),
     Column("idempotency_key", String(255), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     # Money Stripe gave back so far, and the credits taken back for it (refunds/disputes, 0003).
     Column("refunded_cents", BigInteger, nullable=False, server_default=text("0")),
     Column("credits_refunded", BigInteger, nullable=False, server_default=text("0")),
+    # 1: recorded by the wallet's automatic top-up rule (0010).
+    Column("automatic", Integer, nullable=False, server_default=text("0")),
     UniqueConstraint("payment_intent_id"),
     UniqueConstraint("user_id", "idempotency_key"),
     Index("ix_top_ups_user_created", "user_id", "created_at"),  # a user's recent top-ups, for the limits (0006)
@@ -357,4 +360,45 @@ saved_cards = Table(
     Column("exp_month", Integer, nullable=False),
     Column("exp_year", Integer, nullable=False),
     Column("saved_at", UtcDateTime, nullable=False),
+)
+
+# Each wallet's automatic top-up rule (0010): threshold and target in hundredths of a credit, amounts in
+# cents; the last attempt's columns are all NULL before the rule did anything.
+auto_top_up_rules = Table(
+    "auto_top_up_rules",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("threshold", BigInteger, nullable=False),
+    Column("target", BigInteger, nullable=True),
+    Column("amount_cents", BigInteger, nullable=True),
+    Column("monthly_limit_cents", BigInteger, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("disabled_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_at", UtcDateTime, nullable=True),
+    Column("last_outcome", String(32), nullable=True),
+    Column("last_amount_cents", BigInteger, nullable=True),
+    Column("last_top_up_id", String(64), nullable=True),
+    Column("last_payment_intent_id", String(255), nullable=True),
+    Column("last_error_code", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+# The automatic top-up each wallet has in flight (0010): its primary key, the user id, is the marker
+# that makes two impossible, whatever servers race; the worker's job (due_at: when it may be claimed;
+# NULL once Stripe took the charge and only its webhook is awaited).
+auto_top_up_charges = Table(
+    "auto_top_up_charges",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("top_up_id", String(64), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("customer_id", String(255), nullable=False),
+    Column("payment_method_id", String(255), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("payment_intent_id", String(255), nullable=True),
+    UniqueConstraint("top_up_id"),
+    Index("ix_auto_top_up_charges_due", "due_at"),
 )

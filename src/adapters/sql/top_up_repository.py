@@ -1,4 +1,4 @@
-"""TopUpRepository over one SQLAlchemy connection. Reads, set_status and the lock are plain SQL sent
+"""TopUpRepository over one SQLAlchemy connection. Reads, set_status, set_payment_intent and the lock are plain SQL sent
 to the driver (adapters.sql.driver_statements); add and update are SQLAlchemy Core. Every method costs
 one statement (lock: none on SQLite)."""
 
@@ -50,7 +50,7 @@ def _advisory_key(*parts: str) -> int:
 
 def top_up_of(driver: Driver, row: Sequence[Any]) -> TopUp:
     """A TopUp from a row of driver_statements.TOP_UP_COLUMNS."""
-    top_up_id, user_id, cents, currency, credits, status, intent, created_at, key, refunded, taken_back = row
+    top_up_id, user_id, cents, currency, credits, status, intent, created_at, key, refunded, taken_back, auto = row
     return TopUp(
         id=top_up_id,
         user_id=user_id,
@@ -63,6 +63,7 @@ def top_up_of(driver: Driver, row: Sequence[Any]) -> TopUp:
         idempotency_key=key,
         refunded=Usd(refunded),
         credits_refunded=Credits(taken_back),
+        automatic=bool(auto),
     )
 
 
@@ -90,6 +91,7 @@ class SqlTopUpRepository:
                 "updated_at": top_up.created_at,
                 "refunded_cents": top_up.refunded.cents,
                 "credits_refunded": top_up.credits_refunded.minor,
+                "automatic": int(top_up.automatic),
             },
         ).first()
         if added is None:
@@ -106,6 +108,20 @@ class SqlTopUpRepository:
     def find_by_idempotency_key(self, user_id: str, key: str) -> TopUp | None:
         row = self._driver.one(sql.TOP_UP_BY_KEY, {"p_user": user_id, "p_key": key})
         return None if row is None else top_up_of(self._driver, row)
+
+    def set_payment_intent(self, top_up_id: str, payment_intent_id: str, at: datetime) -> None:
+        other = self.find_by_payment_intent(payment_intent_id)
+        if other is not None:
+            if other.id == top_up_id:
+                return
+            raise DuplicateTopUp(f"top-up {other.id} has PaymentIntent {payment_intent_id}")
+        changed = self._driver.run(
+            sql.SET_TOP_UP_INTENT, {"p_id": top_up_id, "p_intent": payment_intent_id, "p_at": self._driver.at(at)}
+        )
+        if changed == 0:
+            if self.get(top_up_id) is None:
+                raise NotFound(f"top-up {top_up_id} does not exist")
+            raise DuplicateTopUp(f"top-up {top_up_id} has another PaymentIntent already")
 
     def set_status(self, top_up_id: str, status: TopUpStatus, at: datetime) -> None:
         changed = self._driver.run(

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
 from adapters.sql.alert_repository import SqlAlertSettings
+from adapters.sql.auto_top_up_repository import SqlAutoTopUpRules
 from adapters.sql.driver import Driver
 from adapters.sql.engine import READ_ONLY, writer_queue
 from adapters.sql.event_log import SqlPaymentEventLog
@@ -30,6 +31,7 @@ from adapters.sql.webhook_repository import SqlWebhookDeliveries, SqlWebhookEndp
 from wallet_core.alerts import AlertState
 from wallet_core.errors import StorageUnavailable
 from wallet_core.money import Credits
+from wallet_core.topups import TopUpPolicy
 
 _WAIT_WORTH_CUTTING = 0.05  # seconds in the writer queue after which the busy timeout is shortened
 
@@ -51,15 +53,25 @@ class SqlUnitOfWork:
     events: SqlPaymentEventLog
     outbox: SqlOutbox
     alerts: SqlAlertSettings
+    auto_top_ups: SqlAutoTopUpRules
     endpoints: SqlWebhookEndpoints
     deliveries: SqlWebhookDeliveries
     saved_cards: SqlSavedCards
 
-    def __init__(self, engine: Engine, *, read_only: bool = False, low_balance_default: Credits | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        read_only: bool = False,
+        low_balance_default: Credits | None = None,
+        top_up_policy: TopUpPolicy | None = None,
+    ) -> None:
         self._engine = engine
         self._read_only = read_only
         self.low_balance_default = low_balance_default
+        self.top_up_policy = top_up_policy
         self._locked_alerts: dict[str, AlertState] = {}
+        self._locked_rules: dict[str, bool] = {}
         self._conn: Connection | None = None
         # SQLite: this process's writers take turns (engine.py); a reader waits for none of them.
         self._queue = None if read_only else writer_queue(engine)
@@ -86,12 +98,13 @@ class SqlUnitOfWork:
             self._leave_queue()
             raise
         driver = Driver(self._conn)
-        self.ledger = SqlLedgerRepository(self._conn, driver, self._locked_alerts)
+        self.ledger = SqlLedgerRepository(self._conn, driver, self._locked_alerts, self._locked_rules)
         self.holds = SqlHoldRepository(self._conn)
         self.top_ups = SqlTopUpRepository(self._conn, driver)
         self.events = SqlPaymentEventLog(driver)
         self.outbox = SqlOutbox(driver)
         self.alerts = SqlAlertSettings(driver, self._locked_alerts)
+        self.auto_top_ups = SqlAutoTopUpRules(driver, self._locked_rules)
         self.endpoints = SqlWebhookEndpoints(driver)
         self.deliveries = SqlWebhookDeliveries(driver)
         self.saved_cards = SqlSavedCards(driver)
@@ -161,6 +174,7 @@ class SqlUnitOfWork:
         under locks now released."""
         self.outbox.discard()
         self._locked_alerts.clear()
+        self._locked_rules.clear()
 
     def _connection(self) -> Connection:
         assert self._conn is not None, "outside the unit of work"
@@ -182,18 +196,29 @@ class SqlUnitOfWorkFactory:
     closure typed `Callable[..., SqlUnitOfWork]`, so that its call signature is a type mypy holds to
     the port `UnitOfWorkFactory`, keyword `read_only` included (tests/typecheck_ports.py)."""
 
-    def __init__(self, engine: Engine, *, low_balance_default: Credits | None = None) -> None:
+    def __init__(
+        self, engine: Engine, *, low_balance_default: Credits | None = None, top_up_policy: TopUpPolicy | None = None
+    ) -> None:
         self._engine = engine
         self._low_balance_default = low_balance_default
+        self._top_up_policy = top_up_policy
 
     def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine, read_only=read_only, low_balance_default=self._low_balance_default)
+        return SqlUnitOfWork(
+            self._engine,
+            read_only=read_only,
+            low_balance_default=self._low_balance_default,
+            top_up_policy=self._top_up_policy,
+        )
 
 
-def sql_unit_of_work_factory(engine: Engine, *, low_balance_default: Credits | None = None) -> SqlUnitOfWorkFactory:
+def sql_unit_of_work_factory(
+    engine: Engine, *, low_balance_default: Credits | None = None, top_up_policy: TopUpPolicy | None = None
+) -> SqlUnitOfWorkFactory:
     """`low_balance_default`: the low-balance threshold of wallets without their own
-    (WALLET_LOW_BALANCE_CREDITS); None: no alerts but `wallet.depleted` / `wallet.recovered` for them."""
-    return SqlUnitOfWorkFactory(engine, low_balance_default=low_balance_default)
+    (WALLET_LOW_BALANCE_CREDITS); None: no alerts but `wallet.depleted` / `wallet.recovered` for them.
+    `top_up_policy`: what automatic top-ups follow (None: off)."""
+    return SqlUnitOfWorkFactory(engine, low_balance_default=low_balance_default, top_up_policy=top_up_policy)
 
 
 def is_unavailable(error: BaseException) -> bool:

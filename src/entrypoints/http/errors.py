@@ -29,6 +29,8 @@ STATUS: dict[type[errors.WalletError], str] = {
     errors.CardSetupIncomplete: falcon.HTTP_409,
     errors.PaymentGatewayBusy: falcon.HTTP_503,
     errors.TooManyTopUps: falcon.HTTP_429,
+    errors.PaymentDeclined: falcon.HTTP_402,
+    errors.AutoTopUpInFlight: falcon.HTTP_409,
 }
 
 

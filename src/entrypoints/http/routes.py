@@ -14,6 +14,7 @@ import falcon
 
 from entrypoints.http import (
     admin_routes,
+    auto_top_up_routes,
     events_routes,
     openapi,
     schemas,
@@ -78,6 +79,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *admin_routes.OPERATIONS,
     *spend_routes.OPERATIONS,
     *events_routes.OPERATIONS,
+    *auto_top_up_routes.OPERATIONS,
     *META,
 )
 

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from wallet_core.alerts import BalanceLevel
+from wallet_core.auto_top_up import AttemptOutcome, AutoTopUpStatus
 from wallet_core.errors import InvalidInput
 from wallet_core.event_types import EVENT_TYPES
 from wallet_core.holds import MAX_HOLD_TTL, HoldStatus
@@ -574,6 +575,55 @@ ALERT = named("BalanceAlert", _object({
     "level": {"type": ["string", "null"], "enum": [*(str(lv) for lv in BalanceLevel), None],
               "description": "Where the balance stood at its last change: ok, low or depleted; null before any."},
 }))
+
+# -- automatic top-up (issue 13) ----------------------------------------------------------------------
+
+AUTO_TOP_UP_REQUEST = named("AutoTopUpRequest", {
+    "type": "object",
+    "properties": {
+        "threshold_credits": {**AMOUNT_IN, "description": "When a change leaves the spendable balance below "
+                              "this, the saved card is charged. " + AMOUNT_IN["description"]},
+        "target_credits": {**AMOUNT_IN, "description": "Top up to this balance (above the threshold): the "
+                           "credits missing, in USD rounded up to the cent, within TOP_UP_MIN_USD and "
+                           "TOP_UP_MAX_USD. Give this or amount_usd. " + AMOUNT_IN["description"]},
+        "amount_usd": {**AMOUNT_IN, "description": "Or buy this many US dollars each time, within TOP_UP_MIN_USD "
+                       "and TOP_UP_MAX_USD. " + AMOUNT_IN["description"]},
+        "monthly_limit_usd": {**AMOUNT_IN, "description": "At most this many US dollars of automatic top-ups, "
+                              "pending or paid, a calendar month (UTC); one beyond it is skipped and recorded. "
+                              + AMOUNT_IN["description"]},
+    },
+    "required": ["threshold_credits"],
+    "additionalProperties": False,
+    "examples": [{"threshold_credits": "500.00", "target_credits": "2000.00", "monthly_limit_usd": "200.00"}],
+})
+AUTO_TOP_UP_ATTEMPT: Schema = _object({
+    "at": INSTANT_OUT,
+    "outcome": {"type": "string", "enum": [str(o) for o in AttemptOutcome],
+                "description": "pending (being charged, or Stripe's webhook awaited), succeeded, failed (declined "
+                "or needs the customer), skipped_monthly_limit, canceled (the card was removed before the "
+                "charge was sent)."},
+    "amount_usd": AMOUNT_OUT,
+    "top_up_id": {**TEXT_OR_NULL, "description": "The automatic top-up; null for a skip."},
+    "payment_intent_id": {**TEXT_OR_NULL, "description": "Its PaymentIntent, once Stripe made one."},
+    "error_code": {**TEXT_OR_NULL, "description": "Stripe's code for a failure (card_declined, "
+                   "authentication_required, ...)."},
+    "error": {**TEXT_OR_NULL, "description": "What Stripe said, or why it was skipped."},
+})
+AUTO_TOP_UP = named("AutoTopUp", _object({
+    "enabled": {"type": "boolean", "description": "false once disabled after failures."},
+    "threshold_credits": AMOUNT_OUT,
+    "target_credits": {**AMOUNT_OR_NULL, "description": "Tops up to this; null for a fixed amount."},
+    "amount_usd": {**AMOUNT_OR_NULL, "description": "A fixed amount each time; null for a target."},
+    "monthly_limit_usd": {**AMOUNT_OR_NULL, "description": "null: no monthly limit."},
+    "status": {"type": "string", "enum": [str(s) for s in AutoTopUpStatus],
+               "description": "active; paused_no_payment_method (no saved card); disabled_after_failures (three "
+               "in a row: until a card is saved or the rule is put again)."},
+    "consecutive_failures": {"type": "integer", "minimum": 0},
+    "charged_this_month_usd": {**AMOUNT_OUT, "description": "Automatic top-ups this calendar month (UTC), pending "
+                               "or paid: what counts against the monthly limit."},
+    "last_attempt": {**AUTO_TOP_UP_ATTEMPT, "type": ["object", "null"],
+                     "description": "The last thing the rule did; null before it did anything."},
+}, description="A wallet's automatic top-up rule."))
 HEALTH = named("Health", _object({"status": {"const": "ok"}}))
 READY = named("Ready", _object({"status": {"const": "ready"}}))
 OPENAPI_DOCUMENT: Schema = {"type": "object", "required": ["openapi", "paths"],

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from wallet_core.auto_top_up import AutoTopUpStatus
 from wallet_core.ledger import CreditKind, CreditTransaction, Lot, Source, WalletView
 from wallet_core.money import Credits
 from wallet_core.ports import StoredEvent
@@ -25,6 +26,7 @@ from wallet_core.use_cases import (
     TopUpResult,
     WebhookOutcome,
 )
+from wallet_core.use_cases.auto_top_up import AutoTopUpView
 from wallet_core.webhooks_out import Delivery, WebhookEndpoint
 
 
@@ -294,4 +296,27 @@ def alert_view(alert: AlertView) -> dict[str, Any]:
         "default_low_balance_credits": _amount(alert.default_low_balance_credits),
         "effective_low_balance_credits": _amount(alert.effective),
         "level": None if alert.level is None else str(alert.level),
+    }
+
+
+def auto_top_up_view(view: AutoTopUpView) -> dict[str, Any]:
+    rule, last = view.rule, view.rule.last_attempt
+    return {
+        "enabled": view.status is not AutoTopUpStatus.DISABLED_AFTER_FAILURES,
+        "threshold_credits": str(rule.threshold),
+        "target_credits": _amount(rule.target),
+        "amount_usd": None if rule.amount is None else str(rule.amount),
+        "monthly_limit_usd": None if rule.monthly_limit is None else str(rule.monthly_limit),
+        "status": str(view.status),
+        "consecutive_failures": rule.consecutive_failures,
+        "charged_this_month_usd": str(view.charged_this_month),
+        "last_attempt": None if last is None else {
+            "at": last.at.isoformat().replace("+00:00", "Z"),
+            "outcome": str(last.outcome),
+            "amount_usd": str(last.amount),
+            "top_up_id": last.top_up_id,
+            "payment_intent_id": last.payment_intent_id,
+            "error_code": last.error_code,
+            "error": last.error,
+        },
     }

@@ -42,7 +42,7 @@ def apply_dispute(tx: UnitOfWork, top_up: TopUp, dispute: Dispute, now: Clock) -
     frozen = tx.ledger.find_transaction_by_reference(dispute_reference(dispute.id))
     at = now()
     state = lock_and_sweep(tx, top_up.user_id, at)
-    lot_id = top_up_lot_id(top_up.payment_intent_id)
+    lot_id = top_up_lot_id(top_up.intent_id)
     closed_reference = dispute_closed_reference(dispute.id)
     if frozen is None:
         if tx.ledger.find_transaction_by_reference(closed_reference) is not None:

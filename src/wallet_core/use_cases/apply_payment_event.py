@@ -11,6 +11,11 @@
 | setup_intent.succeeded | saves the user's card (use_cases.save_card), replacing an earlier one |
 | anything else | nothing (answered 200) |
 
+An automatic top-up (wallet_core.auto_top_up) is recorded before its PaymentIntent exists, and its
+webhook may arrive before the worker stored the intent's id: a payment_intent.* event that names no
+known intent is matched by the top-up id in its metadata to such a top-up, which gets the intent then.
+Its grant or failure also ends it being in flight and is told as auto_top_up.* too.
+
 Exactly-once rests on the ledger: each movement's reference id is unique in the database, so a
 duplicate or concurrent redelivery moves nothing more and is still acknowledged. Status only moves
 forward (wallet_core.lifecycle): late news never undoes what happened.
@@ -19,7 +24,7 @@ forward (wallet_core.lifecycle): late news never undoes what happened.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wallet_core.bookings import credit_booking
 from wallet_core.clock import Clock, utc_now
@@ -33,6 +38,7 @@ from wallet_core.payments import (
     MAX_EVENT_TYPE_LENGTH,
     MAX_OBJECT_ID_LENGTH,
     META_TOP_UP_ID,
+    META_USER_ID,
     PaymentEvent,
     PaymentIntent,
     Refund,
@@ -45,6 +51,7 @@ from wallet_core.refunds import top_up_lot_id
 from wallet_core.topups import TopUp, TopUpStatus
 from wallet_core.use_cases.apply_dispute import apply_dispute
 from wallet_core.use_cases.apply_refund import apply_refunds
+from wallet_core.use_cases.auto_top_up_trigger import auto_top_up_failed, auto_top_up_paid
 from wallet_core.use_cases.recording import book, tell
 from wallet_core.use_cases.save_card import SETUP_SUCCEEDED, apply_setup_succeeded
 from wallet_core.use_cases.wallet_lock import lock_and_sweep
@@ -100,6 +107,8 @@ def apply_payment_event(
         seen, top_up = tx.events.find_with_top_up(event.id, event.about)
         if seen is not None:
             return WebhookOutcome(event.id, event.type, PaymentEventOutcome.DUPLICATE, seen.top_up_id)
+        if top_up is None:
+            top_up = _automatic_by_metadata(tx, event, now)
         try:
             result = _apply(tx, event, top_up, refunds, now)
         except _GrantedConcurrently as race:
@@ -118,6 +127,23 @@ def apply_payment_event(
         )
         tx.commit()
     return result
+
+
+def _automatic_by_metadata(tx: UnitOfWork, event: PaymentEvent, now: Clock) -> TopUp | None:
+    """The automatic top-up a payment_intent.* event's metadata names, when it has no PaymentIntent yet
+    (the worker has not stored the one Stripe made): it gets this one now. None otherwise."""
+    intent = event.payment_intent
+    if intent is None or event.about is None:
+        return None
+    top_up_id = intent.metadata.get(META_TOP_UP_ID)
+    found = tx.top_ups.get(top_up_id) if top_up_id else None
+    if found is None or not found.automatic or found.payment_intent_id is not None:
+        return None
+    if intent.metadata.get(META_USER_ID, found.user_id) != found.user_id:
+        log.error("event %s names top-up %s of another user; not applied to it", event.id, found.id)
+        return None
+    tx.top_ups.set_payment_intent(found.id, event.about, now())
+    return replace(found, payment_intent_id=event.about)
 
 
 def _ignore_unstorable(
@@ -171,6 +197,15 @@ def _apply(
         tx.top_ups.set_status(top_up.id, target, at)
         if failed:
             tell(tx, EventType.TOP_UP_FAILED, top_up.user_id, at, _top_up_data(top_up))
+        if top_up.automatic and failed:
+            intent = event.payment_intent
+            auto_top_up_failed(
+                tx, top_up.id, at=at, payment_intent_id=event.about,
+                code=intent.last_error_code if intent is not None else None,
+                message=(intent.last_error_message if intent is not None else None) or "the payment failed",
+            )
+        elif top_up.automatic:
+            tx.auto_top_ups.finish_charge(top_up.id)  # canceled: no longer in flight, no card failure
         return outcome(PaymentEventOutcome.FAILED if failed else PaymentEventOutcome.CANCELED, top_up)
     if event.type in REFUND_EVENTS or event.dispute is not None:
         if not paid(top_up.status):
@@ -241,8 +276,8 @@ def _succeeded(
     except DuplicateReference as exc:
         raise _GrantedConcurrently(top_up.id) from exc  # this delivery changes nothing
     tx.top_ups.set_status(top_up.id, TopUpStatus.SUCCEEDED, at)
-    tell(
-        tx, EventType.TOP_UP_SUCCEEDED, top_up.user_id, at,
-        {**_top_up_data(top_up), "transaction_id": booked.id, "balance": str(booked.balance_after)},
-    )
+    data = {**_top_up_data(top_up), "transaction_id": booked.id, "balance": str(booked.balance_after)}
+    tell(tx, EventType.TOP_UP_SUCCEEDED, top_up.user_id, at, data)
+    if top_up.automatic:
+        auto_top_up_paid(tx, top_up, intent.id, data, at)
     return PaymentEventOutcome.GRANTED, top_up, top_up.credits

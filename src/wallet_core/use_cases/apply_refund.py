@@ -73,7 +73,7 @@ def _book(tx: UnitOfWork, top_up: TopUp, refund: Refund, now: Clock) -> TopUp:
         tx,
         take_back_booking(
             state,
-            lot_id=top_up_lot_id(top_up.payment_intent_id),
+            lot_id=top_up_lot_id(top_up.intent_id),
             credits=credits,
             to_account=Account.STRIPE_FUNDING,
             kind=TransactionKind.REFUND,

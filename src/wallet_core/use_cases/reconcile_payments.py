@@ -15,14 +15,14 @@ line for review, checks no more disputes, and repairs the rest.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import PaymentGatewayFailed
 from wallet_core.lifecycle import paid
 from wallet_core.payment_outcomes import PaymentEventOutcome
-from wallet_core.payments import META_TOP_UP_ID, Dispute, PaymentEvent, PaymentIntent
+from wallet_core.payments import META_TOP_UP_ID, META_USER_ID, Dispute, PaymentEvent, PaymentIntent
 from wallet_core.ports import PaymentGateway, UnitOfWorkFactory
 from wallet_core.refunds import dispute_closed_reference, dispute_reference
 from wallet_core.topups import TopUp, TopUpStatus
@@ -60,6 +60,8 @@ def reconcile_payments(
         report.checked += 1
         with uow(read_only=True) as tx:
             top_up = tx.top_ups.find_by_payment_intent(intent.id)
+            if top_up is None:
+                top_up = _automatic_without_intent(tx.top_ups.get(intent.metadata[META_TOP_UP_ID]), intent)
         if top_up is None and intent.status == "canceled":
             report.correct += 1  # never paid and canceled: one the wallet gave up when it could not record it
             continue
@@ -98,6 +100,16 @@ def reconcile_payments(
                 report.needs_review += 1
                 report.reviews.append(f"{intent.id}: Stripe's amount or currency differs from top-up {top_up.id}")
     return report
+
+
+def _automatic_without_intent(top_up: TopUp | None, intent: PaymentIntent) -> TopUp | None:
+    """An automatic top-up whose intent the worker never stored (its answer was lost), as this intent's:
+    apply_payment_event finds it by the same metadata and gives it the intent."""
+    if top_up is None or not top_up.automatic or top_up.payment_intent_id is not None:
+        return None
+    if intent.metadata.get(META_USER_ID, top_up.user_id) != top_up.user_id:
+        return None
+    return replace(top_up, payment_intent_id=intent.id)
 
 
 def _repairs(

@@ -1,5 +1,6 @@
-"""Every change to a wallet is recorded here: the ledger transaction, the outbound event it means, and
-the balance alerts it fires, in the caller's unit of work (one commit makes all of them real, or none).
+"""Every change to a wallet is recorded here: the ledger transaction, the outbound event it means, the
+balance alerts it fires and the automatic top-up it starts, in the caller's unit of work (one commit
+makes all of them real, or none).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from wallet_core.ledger import Booking, CreditTransaction
 from wallet_core.money import Credits
 from wallet_core.outbound_events import event_for_transaction, new_event
 from wallet_core.ports import UnitOfWork
+from wallet_core.use_cases.auto_top_up_trigger import note_auto_top_up
 
 
 def book(
@@ -25,7 +27,8 @@ def book(
 ) -> CreditTransaction:
     """Record `booking` (raises DuplicateReference like LedgerRepository.record), add its event
     (`event` overrides the one its kind means; `extra` adds to its data) and the alerts the new
-    balance crosses. The wallet must be locked (LedgerRepository.lock_wallet). `unspendable`: credits
+    balance crosses, and the automatic top-up a balance below the wallet's rule's threshold starts
+    (use_cases.auto_top_up_trigger). The wallet must be locked (LedgerRepository.lock_wallet). `unspendable`: credits
     the booking leaves on lots past their expiry, which the caller books out next (a revert giving
     credits back to an ended lot): the event's balance and the alerts leave them out."""
     booked = tx.ledger.record(booking)
@@ -52,6 +55,7 @@ def _tell_booked(
     if told is not None:
         tx.outbox.add(told)
     note_balance(tx, booked, balance)
+    note_auto_top_up(tx, booked.user_id, balance, booked.created_at)
 
 
 def note_balance(tx: UnitOfWork, booked: CreditTransaction, balance: Credits | None = None) -> None:

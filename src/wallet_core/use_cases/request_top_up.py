@@ -189,10 +189,10 @@ def _replay(earlier: TopUp, amount: Usd, gateway: PaymentGateway) -> TopUpResult
             f"this Idempotency-Key was used for a top-up of {earlier.amount} USD; use a new key for a different amount"
         )
     # The client secret is not stored; ask the provider for it again.
-    intent = gateway.retrieve_payment_intent(earlier.payment_intent_id)
+    intent = gateway.retrieve_payment_intent(earlier.intent_id)
     return TopUpResult(
         top_up_id=earlier.id,
-        payment_intent_id=earlier.payment_intent_id,
+        payment_intent_id=earlier.intent_id,
         amount=earlier.amount,
         credits=earlier.credits,
         status=earlier.status,

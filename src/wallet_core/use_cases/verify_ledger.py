@@ -98,9 +98,10 @@ def _payments_taken_back_beyond_their_grant(tx: UnitOfWork) -> list[Violation]:
             found.append(Violation(f"top-up:{top_up_id}", f"refunds and disputes took {taken.total} credits of a "
                                                           "top-up that does not exist"))
             continue
-        grant = tx.ledger.find_transaction_by_reference(top_up.payment_intent_id)
+        intent_id = top_up.payment_intent_id
+        grant = tx.ledger.find_transaction_by_reference(intent_id) if intent_id is not None else None
         granted = grant.credits if grant is not None else Credits(0)
-        subject = f"payment:{top_up.payment_intent_id}"
+        subject = f"payment:{intent_id or top_up.id}"
         if taken.total > granted:
             found.append(Violation(subject, f"refunds took {taken.by_refunds} and disputes froze {taken.by_disputes} "
                                             f"credits, more than the {granted} it granted"))
