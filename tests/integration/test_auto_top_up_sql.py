@@ -208,3 +208,37 @@ def test_a_booking_of_a_wallet_without_a_rule_reads_no_rule(engine: Engine, monk
     wallet.spend("bob", "1.00", idempotency_key="s-b", reason="usage")  # above its threshold: the rule only
     assert len([s for s in sent if s.startswith("SELECT user_id, threshold")]) == 1
     assert not [s for s in sent if "auto_top_up_charges" in s]
+
+
+def test_a_batch_of_spends_reads_the_rule_of_only_the_wallets_that_have_one(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's lock of its wallets (on PostgreSQL all of them in one statement) says which have a
+    rule, like the single lock: items of wallets without one send nothing about automatic top-up, and a
+    batch that takes a wallet with a rule below its threshold records its one automatic top-up."""
+    gateway = FakePaymentGateway()
+    wallet = wallet_on(engine, gateway)
+    for user in ("alice", "bob", "carol"):
+        wallet.grant(user, "100.00", reason="start", granted_by="admin", idempotency_key=f"g-{user}")
+    wallet.put_auto_top_up("bob", "50.00", amount_usd="20.00")
+    save_card(engine, gateway, "bob")
+    sent: list[str] = []
+    execute = Driver._execute
+
+    def counting(self: Driver, statement: Sql, params: Any) -> Any:
+        sent.append(statement.postgresql)
+        return execute(self, statement, params)
+
+    monkeypatch.setattr(Driver, "_execute", counting)
+    items = [
+        {"user_id": user, "credits": "10.00", "reason": "usage", "idempotency_key": f"b-{user}-{n}"}
+        for n in range(3)
+        for user in ("alice", "carol")
+    ]
+    results = wallet.spend_many(items)
+    assert {r.status.value for r in results} == {"spent"}
+    assert not [s for s in sent if s.startswith("SELECT user_id, threshold") or "auto_top_up_charges" in s]
+
+    bob = [{"user_id": "bob", "credits": "30.00", "reason": "usage", "idempotency_key": f"c-{n}"} for n in range(2)]
+    assert [r.status.value for r in wallet.spend_many(bob)] == ["spent", "spent"]  # 100 -> 70 -> 40 (< 50)
+    assert [t.amount for t in automatic_top_ups(engine, "bob")] == [Usd.parse("20.00")]

@@ -45,7 +45,7 @@ def fund(wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore) -> N
     wallet.grant("bob", "15", reason="promo", granted_by="admin")
     top_up(wallet, gateway, "1.00", "debtor")
     wallet.spend("debtor", "80", idempotency_key="debtor-spend", reason="before the refund")
-    [intent] = [t.payment_intent_id for t in store.state.top_ups.values() if t.user_id == "debtor"]
+    [intent] = [t.intent_id for t in store.state.top_ups.values() if t.user_id == "debtor"]
     refunded = gateway.refund(intent, 100)
     assert refunded is not None
     wallet.handle_stripe_webhook(*refunded)

@@ -184,7 +184,9 @@ EXISTING_WALLETS = Sql.of("", postgresql="SELECT user_id FROM wallets WHERE user
 LOCK_EXISTING_WALLETS = Sql.of(
     "",
     postgresql=f"""
-    SELECT user_id, {WALLET_COLUMNS} FROM wallets WHERE user_id = ANY(CAST(:p_users AS varchar[]))
+    SELECT user_id, {WALLET_COLUMNS},
+        (SELECT 1 FROM auto_top_up_rules AS r WHERE r.user_id = wallets.user_id)
+    FROM wallets WHERE user_id = ANY(CAST(:p_users AS varchar[]))
     ORDER BY user_id COLLATE "C" FOR UPDATE
     """,
 )

@@ -347,8 +347,9 @@ class SqlLedgerRepository:
             lot = self._lot_of(row)
             lots[lot.user_id].append(lot)
         states = {}
-        for user, available, held, low_balance, level in wallets:
+        for user, available, held, low_balance, level, has_rule in wallets:
             self._locked_alerts[user] = alert_state(low_balance, level)
+            self._locked_rules[user] = has_rule is not None
             states[user] = WalletState(user, Credits(available), Credits(held), tuple(lots[user]))
         return states
 
