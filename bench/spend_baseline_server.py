@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
-import threading
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
+import baseline_server  # bench/baseline_server.py: the webhook baseline's Store
 import falcon
 import jwt
 import waitress
@@ -33,28 +31,9 @@ SCHEMA = (
 )
 
 
-class Store:
-    """A connection per thread; spend() is the whole transaction."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.sqlite = url.startswith("sqlite:///")
-        self._local = threading.local()
-
-    def connect(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self.sqlite:
-            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), timeout=10.0, check_same_thread=False)
-            conn.isolation_level = None
-            conn.execute("PRAGMA journal_mode=WAL")
-        else:
-            import psycopg
-
-            conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"))
-        self._local.conn = conn
-        return conn
+class Store(baseline_server.Store):
+    """The webhook baseline's connections (one per thread, the same durability); spend() is the whole
+    transaction."""
 
     def _p(self, sql: str) -> str:
         return sql.replace("%s", "?") if self.sqlite else sql
