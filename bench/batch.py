@@ -24,42 +24,22 @@ exactly one spend transaction per key sent; `wallet verify` passes.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import multiprocessing as mp
 import os
 import statistics
 import tempfile
-import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import jwt
+import http_load  # bench/http_load.py: the keep-alive clients, tokens, log lines
 import run as bench_run  # bench/run.py: servers, throw-away databases, CPU clocks
+from http_load import Item, Sent, loadavg, log, token
 
 USERS = 200
 BATCH = 1000
 TARGET = 10.0
 FUND = "1000000"
-
-Item = tuple[str, bytes, dict[str, str]]  # path, body, headers
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def token(roles: list[str]) -> str:
-    now = int(time.time())
-    claims = {"sub": "bench-batch", "roles": roles, "iat": now, "exp": now + 6 * 3600}
-    return jwt.encode(claims, bench_run.JWT_SECRET, algorithm="HS256")
 
 
 # -- the load ----------------------------------------------------------------------------------
@@ -72,73 +52,9 @@ def _spent(status: int, data: bytes) -> int:
     return 0
 
 
-def _client(port: int, items: list[Item], conns: int, barrier: Any, out: Any) -> None:
-    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=600) for _ in range(conns)]
-    for c in connections:
-        c.connect()
-    lock = threading.Lock()
-    cursor = iter(items)
-    counted: Counter[str] = Counter()
-    errors: list[str] = []
-    barrier.wait()
-    start = time.monotonic()
-
-    def worker(conn: http.client.HTTPConnection) -> None:
-        local: Counter[str] = Counter()
-        try:
-            while True:
-                with lock:
-                    item = next(cursor, None)
-                if item is None:
-                    break
-                path, body, headers = item
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                local["requests"] += 1
-                local["spent"] += _spent(resp.status, data)
-                if resp.status not in (200, 201) and len(errors) < 3:
-                    errors.append(f"{resp.status} {data[:300].decode(errors='replace')}")
-        except OSError as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-        with lock:
-            counted.update(local)
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in connections]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    end = time.monotonic()
-    for c in connections:
-        c.close()
-    out.put((start, end, dict(counted), errors))
-
-
-@dataclass
-class Sent:
-    elapsed: float
-    spent: int
-    errors: list[str]
-
-
 def drive(port: int, items: list[Item], processes: int, conns: int) -> Sent:
-    """Post every item once over `processes` x `conns` keep-alive connections; timed from the barrier."""
-    ctx = mp.get_context("fork")
-    processes = min(processes, len(items))
-    barrier = ctx.Barrier(processes)
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_client, args=(port, items[i::processes], conns, barrier, out), daemon=True)
-        for i in range(processes)
-    ]
-    for p in procs:
-        p.start()
-    got = [out.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    errors = [e for g in got for e in g[3]]
-    return Sent(max(g[1] for g in got) - min(g[0] for g in got), sum(g[2].get("spent", 0) for g in got), errors)
+    """Post every item once (bench/http_load.py); `tallied` counts the spends the answers committed."""
+    return http_load.drive(port, items, processes=processes, conns=conns, tally=_spent)
 
 
 # -- one database --------------------------------------------------------------------------------
@@ -206,9 +122,9 @@ class Database:
     def send(self, items: list[Item], processes: int, conns: int, expected: int) -> Sent:
         assert self.server is not None
         sent = drive(self.server.port, items, processes, conns)
-        if sent.spent != expected or sent.errors:
-            self.problems.append(f"{sent.spent} of {expected} spent; {sent.errors[:2]}")
-            log(f"  !! {self.label}: {sent.spent} of {expected} spent; {sent.errors[:2]}")
+        if sent.tallied != expected or sent.errors:
+            self.problems.append(f"{sent.tallied} of {expected} spent; {sent.errors[:2]}")
+            log(f"  !! {self.label}: {sent.tallied} of {expected} spent; {sent.errors[:2]}")
         return sent
 
     def block(self, mode: str, singles: int, batches: int) -> None:
@@ -218,11 +134,11 @@ class Database:
         cpu0, sys0 = self.cpu(), bench_run.system_cpu()
         sent = self.send(items, processes, conns, expected)
         cpu1, sys1 = self.cpu(), bench_run.system_cpu()
-        rate = sent.spent / sent.elapsed
+        rate = sent.tallied / sent.elapsed
         self.rates.setdefault(mode, []).append(rate)
-        self.cpu_ms.setdefault(mode, []).append((cpu1 - cpu0) / max(sent.spent, 1) * 1000)
+        self.cpu_ms.setdefault(mode, []).append((cpu1 - cpu0) / max(sent.tallied, 1) * 1000)
         self.busy.setdefault(mode, []).append((sys1[0] - sys0[0]) / max(sys1[1] - sys0[1], 1))
-        log(f"  {self.label} {mode}: {sent.spent} spends in {sent.elapsed:.2f} s = {rate:.0f}/s; server CPU "
+        log(f"  {self.label} {mode}: {sent.tallied} spends in {sent.elapsed:.2f} s = {rate:.0f}/s; server CPU "
             f"{self.cpu_ms[mode][-1]:.3f} ms/spend; machine busy {self.busy[mode][-1]:.0%}; load {loadavg()}")
 
 

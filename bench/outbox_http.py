@@ -24,127 +24,26 @@ per spend and one credits.granted per grant (the funding ones included), the "wi
 
 from __future__ import annotations
 
-import http.client
 import json
-import multiprocessing as mp
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import jwt
 import run as bench_run  # bench/run.py: servers, throw-away databases, CPU clocks
+from http_load import Item, Sent, drive, loadavg, log, token  # bench/http_load.py: the 8-client load
 
 USERS = 200
-PROCESSES, CONNS = 2, 4  # 8 concurrent keep-alive clients
 TARGET = 0.9
 FUND = "1000000"  # credits per wallet, far more than a run spends
 WITH, WITHOUT = "with the outbox", "without it"
 OPS = {"spend": "spend", "admin grant": "grant"}  # name -> the route's last segment
 
-Item = tuple[str, bytes, dict[str, str]]  # path, body, headers
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-# -- the load ----------------------------------------------------------------------------------
-@dataclass
-class Sent:
-    elapsed: float
-    statuses: Counter[int]
-    errors: list[str]
-    latencies: list[float] = field(default_factory=list)  # seconds, one per request answered
-
-
-def _client(port: int, items: list[Item], conns: int, barrier: Any, out: Any) -> None:
-    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(conns)]
-    for c in connections:
-        c.connect()
-    lock = threading.Lock()
-    cursor = iter(items)
-    statuses: Counter[int] = Counter()
-    errors: list[str] = []
-    latencies: list[float] = []
-    barrier.wait()
-    start = time.monotonic()
-
-    def worker(conn: http.client.HTTPConnection) -> None:
-        local: Counter[int] = Counter()
-        took: list[float] = []
-        try:
-            while True:
-                with lock:
-                    item = next(cursor, None)
-                if item is None:
-                    break
-                path, body, headers = item
-                sent_at = time.monotonic()
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                took.append(time.monotonic() - sent_at)
-                local[resp.status] += 1
-                if resp.status != 201 and len(errors) < 3:
-                    errors.append(f"{resp.status} {data[:300].decode(errors='replace')}")
-        except OSError as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-        with lock:
-            statuses.update(local)
-            latencies.extend(took)
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in connections]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    end = time.monotonic()
-    for c in connections:
-        c.close()
-    out.put((start, end, dict(statuses), errors, latencies))
-
-
-def drive(port: int, items: list[Item]) -> Sent:
-    """Post every item once over PROCESSES x CONNS keep-alive connections; timed from the start barrier."""
-    ctx = mp.get_context("fork")
-    barrier = ctx.Barrier(PROCESSES)
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_client, args=(port, items[i::PROCESSES], CONNS, barrier, out), daemon=True)
-        for i in range(PROCESSES)
-    ]
-    for p in procs:
-        p.start()
-    got = [out.get(timeout=900) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    statuses: Counter[int] = Counter()
-    errors: list[str] = []
-    latencies: list[float] = []
-    for _, _, counted, errs, took in got:
-        statuses.update(counted)
-        errors += errs
-        latencies += took
-    return Sent(max(g[1] for g in got) - min(g[0] for g in got), statuses, errors, latencies)
-
 
 # -- one side: a server and its database ---------------------------------------------------------
-def token(roles: list[str]) -> str:
-    now = int(time.time())
-    claims = {"sub": "bench-admin", "roles": roles, "iat": now, "exp": now + 6 * 3600}
-    return jwt.encode(claims, bench_run.JWT_SECRET, algorithm="HS256")
-
-
 @dataclass
 class Side:
     name: str

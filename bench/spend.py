@@ -9,7 +9,7 @@ check, the same body and Idempotency-Key, and one transaction (insert the key, t
 balance update). Each side has its own database; both are funded first (1,000 wallets of 1,000,000
 credits; the wallet by one admin grant each), then warmed up with 200 spends.
 
-Load: 8 concurrent keep-alive clients (2 processes of 4 connections, bench/outbox_http.py's driver), spends
+Load: 8 concurrent keep-alive clients (2 processes of 4 connections, bench/http_load.py), spends
 of 1.00 credit, each with its own key, either spread over the 1,000 wallets ("spread") or all on one
 wallet ("hot"). Rounds alternate the order (wallet, baseline; baseline, wallet; ...), one block of
 `block` spends per side, scenario and round. Printed: the ratio of the median rates (wallet / baseline)
@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import outbox_http as client  # bench/outbox_http.py: the 8-client keep-alive driver and tokens
+import http_load as client  # bench/http_load.py: the 8-client keep-alive driver and tokens
 import run as bench_run  # bench/run.py: servers, throw-away databases, CPU clocks
 
 USERS = 1000
