@@ -1,5 +1,5 @@
-"""WALLET_GROUP_COMMIT: on by default for PostgreSQL, off for SQLite (docs/performance.md says why),
-either way when set, nothing but true or false; the container hands it to the wallet."""
+"""WALLET_GROUP_COMMIT: on by default (PostgreSQL and SQLite: docs/performance.md says why), off when
+set to false, nothing but true or false; the container hands it to the wallet."""
 
 from __future__ import annotations
 
@@ -23,18 +23,19 @@ def load(tmp_path: Path, **environ: str) -> Settings:
     ("url", "value", "shared"),
     [
         (PG_URL, None, True),
-        ("sqlite:///w.sqlite3", None, False),
+        ("sqlite:///w.sqlite3", None, True),
         (PG_URL, "false", False),
-        ("sqlite:///w.sqlite3", "TRUE", True),
+        ("sqlite:///w.sqlite3", "FALSE", False),
+        ("sqlite:///w.sqlite3", "true", True),
     ],
 )
-def test_spends_share_commits_by_default_on_postgresql_only(
+def test_spends_share_commits_unless_turned_off(
     tmp_path: Path, url: str, value: str | None, shared: bool
 ) -> None:
     environ = {"WALLET_DATABASE_URL": url} | ({} if value is None else {"WALLET_GROUP_COMMIT": value})
     settings = load(tmp_path, **environ)
 
-    assert settings.spends_share_commits is shared
+    assert settings.group_commit is shared
     assert f"group_commit={shared}" in repr(settings)
     container = Container()
     container.settings.override(providers.Object(settings))
