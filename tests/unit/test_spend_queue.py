@@ -267,3 +267,52 @@ def test_many_threads_spending_at_once_never_overdraw_and_answer_every_spend(pol
     assert len(booked) == 120  # exactly what ann could afford, each key once
     assert in_memory_wallet(store, FakePaymentGateway(), policy, FakeClock()).wallet("ann").balance == Credits(0)
     assert max(sizes) <= 8 and sum(sizes) == 200
+
+
+@dataclass
+class TwoGates:
+    """Units of work that wait: the first for `gates[0]`, the second for `gates[1]`."""
+
+    store: InMemoryStore
+    gates: tuple[threading.Event, ...] = field(default_factory=lambda: (threading.Event(), threading.Event()))
+    held: tuple[threading.Event, ...] = field(default_factory=lambda: (threading.Event(), threading.Event()))
+    calls: int = 0
+
+    def __call__(self, *, read_only: bool = False) -> InMemoryUnitOfWork:
+        if not read_only and self.calls < 2:
+            n, self.calls = self.calls, self.calls + 1
+            self.held[n].set()
+            assert self.gates[n].wait(10), "the test never opened the gate"
+        return in_memory_unit_of_work_factory(self.store)(read_only=read_only)
+
+
+def test_a_spend_whose_group_never_ends_is_answered_after_twice_the_timeout(policy: TopUpPolicy) -> None:
+    store = funded_store(policy)
+    uow = TwoGates(store)
+    queue = SpendQueue(uow, now=FakeClock(), groups=1, timeout=0.2)
+    answers: dict[str, Outcome] = {}
+
+    def run(n: int) -> None:
+        try:
+            answers[f"k{n}"] = spend(queue, k(n))
+        except WalletError as exc:
+            answers[f"k{n}"] = exc
+
+    threads = [threading.Thread(target=run, args=(0,))]
+    threads[0].start()
+    assert uow.held[0].wait(5)
+    for n in (1, 2):
+        threads.append(threading.Thread(target=run, args=(n,)))
+        threads[-1].start()
+        wait_until(lambda: queue.waiting == len(threads) - 1)
+    started = time.monotonic()
+    uow.gates[0].set()  # k0 is booked; k1 leads a group of k1 and k2, which hangs in the database
+    assert uow.held[1].wait(5)
+    threads[2].join(5)
+    assert 0.2 <= time.monotonic() - started < 2
+    assert isinstance(answers["k2"], StorageUnavailable) and "same Idempotency-Key" in str(answers["k2"])
+    uow.gates[1].set()  # the database answers at last: the group commits, k2 with it
+    threads[1].join(5)
+    assert isinstance(answers["k1"], SpendResult)
+    retried = spend(queue, k(2))
+    assert retried.replayed  # as the error said: the retry answers the spend that was made
