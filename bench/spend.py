@@ -52,6 +52,7 @@ class Side:
     url: str
     database: str | None
     pg_admin_url: str
+    group_commit: str | None = None  # WALLET_GROUP_COMMIT for the wallet's server; None: its default
     server: bench_run.Server | None = None
     n: int = 0
     spent: Counter[str] = field(default_factory=Counter)  # 201s per user
@@ -123,8 +124,10 @@ def start(side: Side, work: Path) -> None:
         res = bench_run.wallet_cli(side.url, "migrate", workdir=work)
         if res.returncode != 0:
             raise RuntimeError(f"wallet migrate: {res.stderr}")
-        side.server = bench_run.Server(f"spend-{side.name}", [bench_run.WALLET, "serve", *threads],
-                                       bench_run.wallet_env(side.url), port, work)
+        env = bench_run.wallet_env(side.url)
+        if side.group_commit is not None:
+            env["WALLET_GROUP_COMMIT"] = side.group_commit
+        side.server = bench_run.Server(f"spend-{side.name}", [bench_run.WALLET, "serve", *threads], env, port, work)
         fund_wallet(side)
     else:
         db = side.url.replace("postgresql+psycopg://", "postgresql://")
@@ -232,6 +235,8 @@ def main() -> int:
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--block", type=int, default=800)
+    parser.add_argument("--group-commit", choices=("true", "false"), default=None,
+                        help="WALLET_GROUP_COMMIT for the wallet's server (default: its own default)")
     args = parser.parse_args()
     if not bench_run.WALLET:
         print("bench: the `wallet` command is not installed next to this Python (pip install -e .)")
@@ -248,14 +253,14 @@ def main() -> int:
                 sides = []
                 for name in (WALLET, BASELINE):
                     url = pg.create("spend")
-                    sides.append(Side(name, url, url.rsplit("/", 1)[1], args.pg_admin_url))
+                    sides.append(Side(name, url, url.rsplit("/", 1)[1], args.pg_admin_url, args.group_commit))
                 got = run_database("PostgreSQL", sides, work, args.rounds, args.block)
                 lines += got[0]
                 checks += got[1]
             finally:
                 pg.drop_all()
         if not args.pg_only:
-            sides = [Side(name, f"sqlite:///{work / f'{name}.sqlite3'}", None, args.pg_admin_url)
+            sides = [Side(name, f"sqlite:///{work / f'{name}.sqlite3'}", None, args.pg_admin_url, args.group_commit)
                      for name in (WALLET, BASELINE)]
             got = run_database("SQLite", sides, work, args.rounds, args.block)
             lines += got[0]

@@ -79,6 +79,7 @@ class Settings:
     webhook_allow_private_urls: bool = False  # development and tests only: endpoints on private addresses
     webhook_retry_seconds: tuple[int, ...] = DEFAULT_RETRY_SECONDS
     webhook_worker: bool = True  # `wallet serve` delivers webhooks in a thread of its own
+    group_commit: bool = True  # WALLET_GROUP_COMMIT: concurrent single spends share a commit (spend_queue)
 
     @property
     def development(self) -> bool:
@@ -106,7 +107,7 @@ class Settings:
             f"top_up_limits={self.top_up_limits}, low_balance_credits={self.low_balance_credits}, "
             f"webhook_allow_private_urls={self.webhook_allow_private_urls}, "
             f"webhook_retry_seconds={','.join(map(str, self.webhook_retry_seconds))}, "
-            f"webhook_worker={self.webhook_worker})"
+            f"webhook_worker={self.webhook_worker}, group_commit={self.group_commit})"
         )
 
     @classmethod
@@ -196,6 +197,7 @@ class Settings:
             webhook_allow_private_urls=_flag(get, "WALLET_WEBHOOK_ALLOW_PRIVATE_URLS", False),
             webhook_retry_seconds=retry,
             webhook_worker=_flag(get, "WALLET_WEBHOOK_WORKER", True),
+            group_commit=_flag(get, "WALLET_GROUP_COMMIT", True),
         )
 
 

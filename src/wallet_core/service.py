@@ -68,6 +68,7 @@ from wallet_core.use_cases.auto_top_up import (
     put_rule,
 )
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
+from wallet_core.use_cases.spend_queue import SpendQueue
 from wallet_core.use_cases.webhook_delivery import (
     DeliveryRound,
     add_endpoint,
@@ -97,6 +98,7 @@ class Wallet:
         webhook_sender: WebhookSender | None = None,
         webhook_retry_seconds: tuple[int, ...] = DEFAULT_RETRY_SECONDS,
         allow_private_webhook_urls: bool = False,
+        group_commit: bool = False,
     ) -> None:
         self._uow = uow
         self._gateway = gateway
@@ -106,6 +108,8 @@ class Wallet:
         self._sender = webhook_sender
         self.webhook_retry_seconds = webhook_retry_seconds
         self.allow_private_webhook_urls = allow_private_webhook_urls
+        # Concurrent single spends of this process share a unit of work and a commit (use_cases.spend_queue).
+        self._spends = SpendQueue(uow, now=clock) if group_commit else None
 
     def close(self) -> None:
         """Release the database connections (a Wallet from open_wallet owns them)."""
@@ -274,7 +278,18 @@ class Wallet:
     ) -> SpendResult:
         """Use credits up now. Raises InsufficientCredits (nothing written) when they do not cover it.
         The key is required (None raises InvalidInput); the same key and request again returns the
-        first result (`replayed`), the same key for another request raises IdempotencyConflict."""
+        first result (`replayed`), the same key for another request raises IdempotencyConflict. With
+        group commit on, spends made at the same moment in other threads share its commit; the answer is
+        the same."""
+        if self._spends is not None:
+            return self._spends.spend(
+                user_id=user_id,
+                credits=credits,
+                idempotency_key=idempotency_key,
+                reason=reason,
+                actor=actor,
+                metadata=metadata,
+            )
         return spend_credits(
             user_id=user_id,
             credits=credits,

@@ -109,6 +109,7 @@ def _ten_concurrent_spends(svc: Service, user: str) -> None:
                              {**svc.auth("root", admin=True), "Content-Type": "application/json"})
         assert status == 201
         service_auth = svc.auth("billing", service=True)
+        commits = len(svc.commits)
         barrier = threading.Barrier(10)
         results: list[tuple[int, dict[str, Any]]] = []
         lock = threading.Lock()
@@ -127,7 +128,9 @@ def _ten_concurrent_spends(svc: Service, user: str) -> None:
             t.start()
         for t in threads:
             t.join()
+        spend_commits = len(svc.commits) - commits
         status, wallet = _request(server, "GET", "/api/v1/users/me/wallet", headers=svc.auth(user))
+    assert 1 <= spend_commits <= 5  # each spend in one commit at most; with group commit, several share one
     codes = sorted(code for code, _ in results)
     assert codes == [201] * 5 + [409] * 5, results
     assert sorted(body["balance"] for code, body in results if code == 201) == ["0.00", "1.00", "2.00", "3.00",
@@ -142,11 +145,20 @@ def test_ten_concurrent_spends_never_overdraw_on_sqlite(make_service: Callable[.
     _ten_concurrent_spends(make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,))), "spender")
 
 
+def test_ten_concurrent_spends_never_overdraw_on_sqlite_without_group_commit(
+    make_service: Callable[..., Service],
+) -> None:
+    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), group_commit=False)
+    assert svc.container.wallet()._spends is None  # WALLET_GROUP_COMMIT=false: each spend its own transaction
+    _ten_concurrent_spends(svc, "spender")
+
+
 @pytest.mark.postgres
 def test_ten_concurrent_spends_never_overdraw_on_postgresql(
     make_service: Callable[..., Service], postgres_url: str
 ) -> None:
     svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
+    assert svc.container.wallet()._spends is not None  # group commit: on by default
     _ten_concurrent_spends(svc, f"spender-{uuid.uuid4().hex[:8]}")
 
 

@@ -38,7 +38,7 @@ from wallet_core.errors import (
     StorageUnavailable,
 )
 from wallet_core.ids import check_idempotency_key, check_reason, check_user_id
-from wallet_core.ledger import Booking, CreditTransaction, TransactionKind, WalletState
+from wallet_core.ledger import Booking, CreditTransaction, Source, TransactionKind, WalletState, categories
 from wallet_core.money import Credits
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory
 from wallet_core.use_cases.idempotency import check_same_request, recorded_request, transaction_request
@@ -81,7 +81,7 @@ class BatchItemResult:
 
 
 @dataclass(frozen=True)
-class _Item:
+class SpendItem:
     """A well-formed item."""
 
     index: int
@@ -90,6 +90,7 @@ class _Item:
     reason: str
     metadata: dict[str, str]
     key: str
+    actor: str
 
     @property
     def reference(self) -> str:
@@ -124,7 +125,7 @@ def _key_of(raw: Mapping[str, object]) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def check_item(index: int, raw: object) -> _Item | BatchItemResult:
+def check_item(index: int, raw: object, actor: str) -> SpendItem | BatchItemResult:
     """The item, well formed, or its `invalid` result naming the first field that is wrong."""
     if not isinstance(raw, Mapping):
         return BatchItemResult(index, None, BatchStatus.INVALID, error=ItemError("must be an object", "item"))
@@ -142,7 +143,7 @@ def check_item(index: int, raw: object) -> _Item | BatchItemResult:
     except InvalidInput as exc:
         problem = exc.description.removeprefix(exc.field).strip()
         return BatchItemResult(index, key, BatchStatus.INVALID, error=ItemError(problem, exc.field))
-    return _Item(index, user_id, amount, reason, metadata, key)
+    return SpendItem(index, user_id, amount, reason, metadata, key, actor)
 
 
 def _check_key(value: object) -> str:
@@ -168,29 +169,48 @@ def spend_many(
     """One result per item, in request order. Raises InvalidInput when there are no items or more than
     MAX_BATCH (nothing is written), StorageUnavailable when concurrent requests took the batch's keys
     RETRIES times over."""
-    checked = [check_item(index, raw) for index, raw in enumerate(items)]
+    checked = [check_item(index, raw, actor) for index, raw in enumerate(items)]
     if not checked:
         raise InvalidInput("spends", f"must hold 1 to {MAX_BATCH} spends")
     if len(checked) > MAX_BATCH:
         raise InvalidInput("spends", f"must hold at most {MAX_BATCH} spends, not {len(checked)}")
-    valid = [item for item in checked if isinstance(item, _Item)]
+    valid = [item for item in checked if isinstance(item, SpendItem)]
     if not valid:
         return [result for result in checked if isinstance(result, BatchItemResult)]
+    answered = run_spends(valid, uow=uow, now=now).results
+    return [result if isinstance(result, BatchItemResult) else answered[result.index] for result in checked]
+
+
+@dataclass(frozen=True)
+class SpendsRun:
+    """What run_spends decided: each item's result by its index and, when asked for, the lots that paid
+    each spent or replayed item (a single spend's `sources`)."""
+
+    results: dict[int, BatchItemResult]
+    sources: dict[int, tuple[Source, ...]]
+
+
+def run_spends(
+    items: Sequence[SpendItem], *, uow: UnitOfWorkFactory, now: Clock, with_sources: bool = False
+) -> SpendsRun:
+    """Well-formed spends (distinct indexes) in one unit of work and at most one commit (none when
+    nothing is spent); run again when a concurrent request took one of their keys (DuplicateReference),
+    at most RETRIES times, then StorageUnavailable. Any other failure propagates: nothing is written."""
     for _ in range(RETRIES):
         with uow() as tx:
             try:
-                answered = _run(tx, valid, actor, now())
+                ran = _run(tx, items, now(), with_sources=with_sources)
             except DuplicateReference:
                 continue  # leaving the block rolls everything back; run it again (it replays that key)
-            if any(result.status is BatchStatus.SPENT for result in answered.values()):
+            if any(result.status is BatchStatus.SPENT for result in ran.results.values()):
                 tx.commit()
-        return [result if isinstance(result, BatchItemResult) else answered[result.index] for result in checked]
+        return ran
     raise StorageUnavailable(
         "concurrent requests kept spending this batch's idempotency keys while it ran; nothing was written, retry"
     )
 
 
-def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> dict[int, BatchItemResult]:
+def _run(tx: UnitOfWork, items: Sequence[SpendItem], at: datetime, *, with_sources: bool) -> SpendsRun:
     # Every wallet of the batch, locked in sorted order before anything is read: a concurrent request
     # can then commit one of the batch's keys for the same wallet only before the lookup below sees it.
     states = lock_and_sweep_many(tx, {item.user_id for item in items}, at)
@@ -199,10 +219,11 @@ def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> di
     # Decide every item in order, on the wallets as the items before it leave them; then record all the
     # spends at once. A key spent earlier in the batch points at its booking until it is recorded.
     answered: dict[int, BatchItemResult] = {}
+    sources: dict[int, tuple[Source, ...]] = {}
     bookings: list[Booking] = []
-    spenders: list[_Item] = []  # the item of each booking
+    spenders: list[SpendItem] = []  # the item of each booking
     in_batch: dict[str, tuple[Mapping[str, object], int]] = {}  # reference -> (request, booking's position)
-    replays: list[tuple[_Item, int]] = []  # items that repeat a spend of this batch, and its position
+    replays: list[tuple[SpendItem, int]] = []  # items that repeat a spend of this batch, and its position
     for item in items:
         asked = item.asked()
         first = in_batch.get(item.reference)
@@ -220,6 +241,9 @@ def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> di
                 answered[item.index] = BatchItemResult(
                     item.index, item.key, BatchStatus.REPLAYED, before.transaction_id, before.balance
                 )
+                if with_sources:  # as spend_credits replays: the first transaction's lots, read back
+                    full = tx.ledger.find_transaction(before.transaction_id)
+                    sources[item.index] = full.sources if full is not None else ()
             continue
         state = states[item.user_id]
         try:
@@ -231,13 +255,15 @@ def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> di
                 reference_id=item.reference,
                 now=at,
                 reason=item.reason,
-                actor=actor,
+                actor=item.actor,
                 metadata=item.metadata,
             )
         except InsufficientCredits as exc:
             balance = _spendable(state, at)
             answered[item.index] = _failed(item, BatchStatus.INSUFFICIENT_CREDITS, exc.description, balance)
             continue
+        if with_sources:
+            sources[item.index] = booking.sources(categories(state.lots))
         states[item.user_id] = after(state, booking)
         in_batch[item.reference] = (asked, len(bookings))
         bookings.append(booking)
@@ -250,7 +276,9 @@ def _run(tx: UnitOfWork, items: Sequence[_Item], actor: str, at: datetime) -> di
         answered[item.index] = BatchItemResult(
             item.index, item.key, BatchStatus.REPLAYED, first_booked.id, first_booked.balance_after
         )
-    return answered
+        if with_sources:
+            sources[item.index] = sources[spenders[position].index]
+    return SpendsRun(answered, sources)
 
 
 def _spendable(state: WalletState, at: datetime) -> Credits:
@@ -258,7 +286,7 @@ def _spendable(state: WalletState, at: datetime) -> Credits:
     return state.available - Credits(sum(lot.remaining.minor for lot in state.lots if lot.pending(at)))
 
 
-def _failed(item: _Item, status: BatchStatus, message: str, balance: Credits | None = None) -> BatchItemResult:
+def _failed(item: SpendItem, status: BatchStatus, message: str, balance: Credits | None = None) -> BatchItemResult:
     return BatchItemResult(item.index, item.key, status, balance=balance, error=ItemError(message))
 
 

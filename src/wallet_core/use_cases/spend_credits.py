@@ -93,11 +93,19 @@ def spend_credits(
             return replay(tx, earlier)
         at = now()
         state = lock_and_sweep(tx, user_id, at)
-        if state.available.minor < 0:
-            raise InsufficientCredits(f"the wallet owes {-state.available} credits; top up to spend again")
-        booking = spend_booking(
-            state, credits=amount, reference_id=reference, now=at, reason=why, actor=actor, metadata=meta
-        )
+        try:
+            if state.available.minor < 0:
+                raise InsufficientCredits(f"the wallet owes {-state.available} credits; top up to spend again")
+            booking = spend_booking(
+                state, credits=amount, reference_id=reference, now=at, reason=why, actor=actor, metadata=meta
+            )
+        except InsufficientCredits:
+            # A concurrent request with this key may have spent the credits and committed while this one
+            # waited for the lock: then this is a repeat of it, answered as one, not a refusal.
+            committed = tx.ledger.find_transaction_by_reference(reference)
+            if committed is not None:
+                return replay(tx, committed)
+            raise
         try:
             booked = book(tx, booking)
         except DuplicateReference as lost:
