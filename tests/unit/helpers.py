@@ -313,3 +313,18 @@ def history(wallet: Wallet, user: str = "alice") -> list[CreditTransaction]:
 
 def lots(store: InMemoryStore, user: str = "alice") -> list[Lot]:
     return [lot for lot in store.state.lots.values() if lot.user_id == user]
+
+
+def fund_spenders(wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore) -> None:
+    """The wallets the batch and group-commit tests spend from. ann: 100 paid + 20 promotional; bob: 15
+    promotional; cy: nothing; debtor: owes 80 (spent 80 of a 100-credit top-up then refunded in full)."""
+    top_up(wallet, gateway, "1.00", "ann")
+    wallet.grant("ann", "20", reason="promo", granted_by="admin")
+    wallet.grant("bob", "15", reason="promo", granted_by="admin")
+    top_up(wallet, gateway, "1.00", "debtor")
+    wallet.spend("debtor", "80", idempotency_key="debtor-spend", reason="before the refund")
+    [intent] = [t.intent_id for t in store.state.top_ups.values() if t.user_id == "debtor"]
+    refunded = gateway.refund(intent, 100)
+    assert refunded is not None
+    wallet.handle_stripe_webhook(*refunded)
+    assert wallet.wallet("debtor").debt.is_positive()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore
-from tests.unit.helpers import FakeClock, in_memory_wallet, top_up
+from tests.unit.helpers import FakeClock, fund_spenders, in_memory_wallet
 from wallet_core.errors import (
     DuplicateReference,
     IdempotencyConflict,
@@ -37,26 +37,11 @@ def c(text: str) -> Credits:
     return Credits.parse(text)
 
 
-def fund(wallet: Wallet, gateway: FakePaymentGateway, store: InMemoryStore) -> None:
-    """ann: 100 paid + 20 promotional; bob: 15 promotional; cy: nothing; debtor: owes 80 (spent 80 of a
-    100-credit top-up that was then refunded in full)."""
-    top_up(wallet, gateway, "1.00", "ann")
-    wallet.grant("ann", "20", reason="promo", granted_by="admin")
-    wallet.grant("bob", "15", reason="promo", granted_by="admin")
-    top_up(wallet, gateway, "1.00", "debtor")
-    wallet.spend("debtor", "80", idempotency_key="debtor-spend", reason="before the refund")
-    [intent] = [t.intent_id for t in store.state.top_ups.values() if t.user_id == "debtor"]
-    refunded = gateway.refund(intent, 100)
-    assert refunded is not None
-    wallet.handle_stripe_webhook(*refunded)
-    assert wallet.wallet("debtor").debt.is_positive()
-
-
 def new_wallet(policy: TopUpPolicy) -> tuple[Wallet, InMemoryStore]:
     store = InMemoryStore()
     gateway = FakePaymentGateway()
     wallet = in_memory_wallet(store, gateway, policy, FakeClock())
-    fund(wallet, gateway, store)
+    fund_spenders(wallet, gateway, store)
     return wallet, store
 
 

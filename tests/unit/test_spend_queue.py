@@ -16,7 +16,7 @@ import pytest
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.memory_ledger import InMemoryStore, InMemoryUnitOfWork, in_memory_unit_of_work_factory
-from tests.unit.helpers import FakeClock, in_memory_wallet, top_up
+from tests.unit.helpers import FakeClock, fund_spenders, in_memory_wallet
 from wallet_core.errors import InvalidInput, StorageUnavailable, WalletError
 from wallet_core.event_types import EventType
 from wallet_core.money import Credits
@@ -61,15 +61,7 @@ def funded_store(policy: TopUpPolicy) -> InMemoryStore:
     store = InMemoryStore()
     gateway = FakePaymentGateway()
     wallet = in_memory_wallet(store, gateway, policy, FakeClock())
-    top_up(wallet, gateway, "1.00", "ann")
-    wallet.grant("ann", "20", reason="promo", granted_by="admin")
-    wallet.grant("bob", "15", reason="promo", granted_by="admin")
-    top_up(wallet, gateway, "1.00", "debtor")
-    wallet.spend("debtor", "80", idempotency_key="debtor-spend", reason="before the refund")
-    [intent] = [t.payment_intent_id for t in store.state.top_ups.values() if t.user_id == "debtor"]
-    refunded = gateway.refund(intent, 100)
-    assert refunded is not None
-    wallet.handle_stripe_webhook(*refunded)
+    fund_spenders(wallet, gateway, store)
     return store
 
 
