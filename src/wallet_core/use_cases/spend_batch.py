@@ -206,7 +206,7 @@ def run_spends(
                 tx.commit()
         return ran
     raise StorageUnavailable(
-        "concurrent requests kept spending this batch's idempotency keys while it ran; nothing was written, retry"
+        "concurrent requests kept spending these spends' idempotency keys meanwhile; nothing was written, retry"
     )
 
 
