@@ -316,11 +316,24 @@ def test_schemathesis_without_a_token(api: Service, schema: OpenApiSchema, label
 
 @pytest.mark.parametrize("label", [op.label for op in OPERATIONS if any(p.name == "user_id" for p in op.path_params)])
 def test_schemathesis_on_a_funded_wallet(api: Service, schema: OpenApiSchema, label: str) -> None:
-    """With credits to spend, generated spends and holds succeed too (and answer what they promise)."""
+    """With credits to spend, generated spends and holds succeed too (and answer what they promise). The
+    wallet has an automatic top-up rule (its documented example), so reading or removing it can succeed
+    whatever ran before; a body's documented examples are sent too: generated bodies may all break a rule
+    the schema cannot say (a top-up rule's threshold below its target, its amount within the limits)."""
     grant = api.client.simulate_post(f"/api/v1/admin/users/{FUNDED}/wallet/grant", headers=_admin(api),
                                      json={"credits": "100000000.00", "reason": "fuel for generated spends"})
     assert grant.status_code == 201, grant.text
+    rule = api.client.simulate_put(f"/api/v1/admin/users/{FUNDED}/wallet/auto-top-up", headers=_admin(api),
+                                   json=schemas.AUTO_TOP_UP_REQUEST["examples"][0])
+    assert rule.status_code == 200, rule.text
     statuses = _run(schema, label, _admin(api), GenerationMode.POSITIVE, path_parameters={"user_id": FUNDED})
+    op = BY_LABEL[label]
+    body = op.body
+    for example in body.schema.get("examples", []) if body is not None and not body.raw else []:
+        case = schema[op.path][op.method].Case(path_parameters={"user_id": FUNDED}, body=example,
+                                               media_type=falcon.MEDIA_JSON)
+        status = case.call_and_validate(headers=_admin(api), checks=CHECKS).status_code
+        statuses[status] = statuses.get(status, 0) + 1
     assert any(200 <= s < 300 for s in statuses), statuses
 
 
