@@ -186,7 +186,9 @@ def test_a_cursor_from_another_users_history_shows_none_of_their_rows(wallet: Wa
     assert {t.user_id for t in alices.transactions} == {"alice"}
 
 
-@pytest.mark.parametrize("limit", [0, -1, 101, 1000, "abc", "", "1.5", " 5", True, False, None, 1.0, "\u0665"])
+@pytest.mark.parametrize(
+    "limit", [0, -1, 101, 1000, "abc", "", "1.5", " 5", True, False, None, 1.0, "\u0665", "00100", "9" * 5000]
+)
 def test_invalid_page_sizes_are_refused(wallet: Wallet, limit: object) -> None:
     with pytest.raises(InvalidInput) as err:
         _page(wallet, limit)

@@ -9,6 +9,7 @@ from wallet_core.errors import InvalidInput
 from wallet_core.event_types import EVENT_TYPES
 from wallet_core.ids import check_user_id
 from wallet_core.outbound_events import WalletEvent
+from wallet_core.paging import check_page_size
 from wallet_core.ports import UnitOfWorkFactory
 from wallet_core.use_cases.webhook_delivery import publish_and_queue
 
@@ -30,7 +31,7 @@ def list_events(
     limit: object = 100,
 ) -> EventPage:
     start = _cursor(after)
-    size = _limit(limit)
+    size = check_page_size(limit, MAX_PAGE)
     if type is not None and type not in EVENT_TYPES:
         raise InvalidInput("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}")
     user = check_user_id(user_id) if user_id is not None else None
@@ -50,9 +51,3 @@ def _cursor(value: str | None) -> int:
     return int(value)
 
 
-def _limit(value: object) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 4:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
-        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE}")
-    return value

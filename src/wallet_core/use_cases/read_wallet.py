@@ -11,6 +11,7 @@ from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import InvalidInput
 from wallet_core.ids import _ID_PATTERN, check_user_id
 from wallet_core.ledger import CreditTransaction, TransactionCursor, WalletView
+from wallet_core.paging import check_page_size
 from wallet_core.ports import UnitOfWorkFactory
 
 RECENT = 20
@@ -45,21 +46,13 @@ def list_transactions(
     *, user_id: str, uow: UnitOfWorkFactory, limit: object = RECENT, cursor: str | None = None
 ) -> HistoryPage:
     user_id = check_user_id(user_id)
-    size = _limit(limit)
+    size = check_page_size(limit, MAX_PAGE)
     before = decode_cursor(cursor) if cursor else None
     with uow(read_only=True) as tx:
         rows = tx.ledger.transactions(user_id, size + 1, before)
     more = len(rows) > size
     rows = rows[:size]
     return HistoryPage(rows, encode_cursor(rows[-1]) if more else None)
-
-
-def _limit(value: object) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
-        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE}")
-    return value
 
 
 def encode_cursor(row: CreditTransaction) -> str:

@@ -19,6 +19,7 @@ from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import InvalidInput, NotFound
 from wallet_core.ids import check_user_id
 from wallet_core.outbound_events import WalletEvent
+from wallet_core.paging import check_page_size
 from wallet_core.ports import UnitOfWork, UnitOfWorkFactory, WebhookSender
 from wallet_core.webhooks_out import (
     DELIVERY_TIMEOUT_SECONDS,
@@ -38,6 +39,7 @@ from wallet_core.webhooks_out import (
 LEASE = timedelta(seconds=DELIVERY_TIMEOUT_SECONDS * 6)  # far longer than one attempt may take
 BATCH = 50
 PUBLISH_BATCH = 1000
+MAX_DELIVERIES_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -183,14 +185,11 @@ def list_deliveries(
         if not isinstance(status, str) or status not in {s.value for s in DeliveryStatus}:
             raise InvalidInput("status", "must be pending, delivered or failed")
         chosen = DeliveryStatus(status)
-    if isinstance(limit, str) and limit.isascii() and limit.isdigit() and len(limit) <= 4:
-        limit = int(limit)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
-        raise InvalidInput("limit", "must be a whole number from 1 to 500")
+    size = check_page_size(limit, MAX_DELIVERIES_PAGE)
     with uow(read_only=True) as tx:
         if tx.endpoints.get(endpoint_id) is None:
             raise NotFound(f"no webhook endpoint {endpoint_id}")
-        return tx.deliveries.for_endpoint(endpoint_id, status=chosen, limit=limit)
+        return tx.deliveries.for_endpoint(endpoint_id, status=chosen, limit=size)
 
 
 def redeliver(*, event_id: str, uow: UnitOfWorkFactory, now: Clock = utc_now) -> int:
