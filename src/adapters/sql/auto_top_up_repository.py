@@ -19,12 +19,12 @@ safe.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from adapters.sql.driver import Driver, Sql
+from adapters.sql.lease_claim import LeaseClaim
 from wallet_core.auto_top_up import AttemptOutcome, AutoCharge, AutoTopUpAttempt, AutoTopUpRule
 from wallet_core.errors import AutoTopUpInFlight
 from wallet_core.money import Credits, Usd
@@ -41,10 +41,6 @@ CHARGE_COLUMNS = (
 
 def _params(columns: str) -> str:
     return ", ".join(f":{c.strip()}" for c in columns.split(","))
-
-
-def _of(table: str, columns: str) -> str:
-    return ", ".join(f"{table}.{c.strip()}" for c in columns.split(","))
 
 
 _RULE = Sql.of(f"SELECT {RULE_COLUMNS} FROM auto_top_up_rules WHERE user_id = :p_user")
@@ -77,32 +73,7 @@ _SAVE_CHARGE = Sql.of(
     """
 )
 _FINISH_CHARGE = Sql.of(f"DELETE FROM auto_top_up_charges WHERE top_up_id = :p_top_up RETURNING {CHARGE_COLUMNS}")
-_DUE = (
-    "SELECT user_id, due_at FROM auto_top_up_charges WHERE due_at <= :p_at "
-    "ORDER BY due_at, {id} LIMIT :p_limit"
-)
-_PG_CLAIM = Sql(
-    sqlite="",
-    postgresql=Sql.of(
-        f"""
-        WITH due AS ({_DUE.format(id='user_id COLLATE "C"')} FOR UPDATE SKIP LOCKED)
-        UPDATE auto_top_up_charges SET attempts = auto_top_up_charges.attempts + 1, due_at = :p_lease
-        FROM due WHERE auto_top_up_charges.user_id = due.user_id
-        RETURNING {_of("auto_top_up_charges", CHARGE_COLUMNS)}, due.due_at
-        """
-    ).postgresql,
-)
-_SQLITE_DUE = Sql(sqlite=Sql.of(_DUE.format(id="user_id")).sqlite, postgresql="")
-_SQLITE_LEASE = Sql(
-    sqlite=Sql.of(
-        f"""
-        UPDATE auto_top_up_charges SET attempts = attempts + 1, due_at = :p_lease
-        WHERE user_id IN (SELECT value FROM json_each(:p_ids))
-        RETURNING {CHARGE_COLUMNS}
-        """
-    ).sqlite,
-    postgresql="",
-)
+_CLAIM = LeaseClaim.of(table="auto_top_up_charges", columns=CHARGE_COLUMNS, due="due_at")
 _CHARGED = ", ".join(f"'{s.value}'" for s in sorted(CHARGED_STATUSES))
 # What the wallet's automatic top-ups since a time charge, pending or paid (ix_top_ups_user_created).
 _CHARGED_SINCE = Sql.of(
@@ -190,17 +161,7 @@ class SqlAutoTopUpRules:
             raise AutoTopUpInFlight(f"wallet {charge.user_id} has an automatic top-up in flight")
 
     def claim_charges(self, at: datetime, lease_until: datetime, limit: int) -> list[AutoCharge]:
-        params = {"p_at": self._driver.at(at), "p_lease": self._driver.at(lease_until), "p_limit": limit}
-        if self._driver.postgresql:
-            rows = self._driver.all(_PG_CLAIM, params)
-            rows.sort(key=lambda r: (r[-1], r[0]))  # as due: oldest first
-            return [self._charge_of(r[:-1]) for r in rows]
-        due = self._driver.all(_SQLITE_DUE, params)
-        if not due:
-            return []
-        order = {user_id: n for n, (user_id, _) in enumerate(due)}
-        rows = self._driver.all(_SQLITE_LEASE, {**params, "p_ids": json.dumps(list(order))})
-        return sorted((self._charge_of(r) for r in rows), key=lambda c: order[c.user_id])
+        return [self._charge_of(row) for row in _CLAIM.claim(self._driver, at, lease_until, limit)]
 
     def save_charge(self, charge: AutoCharge) -> bool:
         return self._driver.run(_SAVE_CHARGE, self._charge_params(charge)) > 0

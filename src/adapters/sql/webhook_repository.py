@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.sql.driver import Driver, Sql
+from adapters.sql.lease_claim import LeaseClaim
 from wallet_core.errors import NotFound
 from wallet_core.webhooks_out import Delivery, DeliveryStatus, WebhookEndpoint
 
@@ -27,10 +28,6 @@ DELIVERY_COLUMNS = (
     "id, event_id, event_type, endpoint_id, status, attempts, next_attempt_at, last_status_code, last_error, "
     "delivered_at, created_at"
 )
-
-
-def _of(table: str, columns: str) -> str:
-    return ", ".join(f"{table}.{c.strip()}" for c in columns.split(","))
 
 
 # -- endpoints -----------------------------------------------------------------------------------------
@@ -73,36 +70,10 @@ _SAVE_DELIVERY = Sql.of(
     WHERE id = :id
     """
 )
-# Due deliveries (partial index ix_webhook_deliveries_due: `status = 'pending'` spelled literally),
-# oldest due first.
-_DUE = (
-    "SELECT id, next_attempt_at FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= :p_at "
-    "ORDER BY next_attempt_at, {id} LIMIT :p_limit"
-)
-# PostgreSQL: pick, lock (skipping what other workers hold) and lease in one statement; it answers each
-# delivery as leased, with when it was due (the order they are handed out in).
-_PG_CLAIM = Sql(
-    sqlite="",
-    postgresql=Sql.of(
-        f"""
-        WITH due AS ({_DUE.format(id='id COLLATE "C"')} FOR UPDATE SKIP LOCKED)
-        UPDATE webhook_deliveries SET attempts = webhook_deliveries.attempts + 1, next_attempt_at = :p_lease
-        FROM due WHERE webhook_deliveries.id = due.id
-        RETURNING {_of("webhook_deliveries", DELIVERY_COLUMNS)}, due.next_attempt_at
-        """
-    ).postgresql,
-)
-# SQLite (the writer lock held): pick, then lease the ones picked.
-_SQLITE_DUE = Sql(sqlite=Sql.of(_DUE.format(id="id")).sqlite, postgresql="")
-_SQLITE_LEASE = Sql(
-    sqlite=Sql.of(
-        f"""
-        UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = :p_lease
-        WHERE id IN (SELECT value FROM json_each(:p_ids))
-        RETURNING {DELIVERY_COLUMNS}
-        """
-    ).sqlite,
-    postgresql="",
+# Due deliveries, oldest due first, claimed with a lease (adapters.sql.lease_claim); the partial index
+# ix_webhook_deliveries_due needs `status = 'pending'` spelled literally.
+_CLAIM = LeaseClaim.of(
+    table="webhook_deliveries", columns=DELIVERY_COLUMNS, due="next_attempt_at", pending="status = 'pending'"
 )
 # An endpoint's deliveries, newest first (ix_webhook_deliveries_endpoint_created).
 _FOR_ENDPOINT = (
@@ -181,17 +152,7 @@ class SqlWebhookDeliveries:
         self._driver.run(_ADD_DELIVERY, self._row(delivery))
 
     def claim(self, at: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
-        params = {"p_at": self._driver.at(at), "p_lease": self._driver.at(lease_until), "p_limit": limit}
-        if self._driver.postgresql:
-            rows = self._driver.all(_PG_CLAIM, params)
-            claimed = [(self._driver.time(row[-1]), self._delivery_of(row[:-1])) for row in rows]
-        else:
-            due = {row[0]: self._driver.time(row[1]) for row in self._driver.all(_SQLITE_DUE, params)}
-            if not due:
-                return []
-            leased = self._driver.all(_SQLITE_LEASE, {**params, "p_ids": json.dumps(list(due))})
-            claimed = [(due[row[0]], self._delivery_of(row)) for row in leased]
-        return [d for _, d in sorted(claimed, key=lambda pair: (pair[0], pair[1].id))]
+        return [self._delivery_of(row) for row in _CLAIM.claim(self._driver, at, lease_until, limit)]
 
     def save(self, delivery: Delivery) -> None:
         if self._driver.run(_SAVE_DELIVERY, self._row(delivery)) == 0:
