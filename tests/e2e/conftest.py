@@ -16,9 +16,11 @@ from sqlalchemy import event
 
 from adapters.fake_gateway import FakePaymentGateway
 from adapters.sql.migrate import alembic_config
+from adapters.stripe_gateway import StripePaymentGateway
 from entrypoints.container import Container, migrate
 from entrypoints.http.app import create_app
 from entrypoints.settings import Secret, Settings
+from tests.fixtures.localstripe import LOCALSTRIPE_KEY
 
 JWT_SECRET = "e2e-jwt-secret-that-is-long-enough-0123456789"
 WEBHOOK_SECRET = "whsec_e2e_test_secret"
@@ -141,3 +143,45 @@ def service_on_each_database(request: pytest.FixtureRequest, make_service: Calla
     """`service`, once on a SQLite file and once on a fresh PostgreSQL database."""
     url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
     return make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=url)
+
+
+def parallel(jobs: list[Callable[[], None]], *, timeout: float = 120.0) -> None:
+    """Run each job in its own thread, all at once; wait up to `timeout` seconds for each, fail if one is
+    still running, and re-raise the first job's error in the caller's thread."""
+    errors: list[BaseException] = []
+
+    def run(job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,), daemon=True) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a request thread is still running"
+    if errors:
+        raise errors[0]
+
+
+LOCALSTRIPE_HOOK_SECRET = "whsec_e2e_localstripe"  # what the service below checks Stripe's webhooks with
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def localstripe_service(
+    request: pytest.FixtureRequest, make_service: Callable[..., Service], sqlite_url: str, localstripe_url: str
+) -> Service:
+    """The REST app on SQLite and on a fresh PostgreSQL database, with the real Stripe adapter pointed at
+    localstripe; Stripe's webhooks are signed with LOCALSTRIPE_HOOK_SECRET."""
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
+    built = make_service(
+        None,
+        database_url=url,
+        stripe_secret_key=Secret(LOCALSTRIPE_KEY),
+        stripe_webhook_secrets=(Secret(LOCALSTRIPE_HOOK_SECRET),),
+        stripe_api_base=localstripe_url,
+    )
+    assert isinstance(built.container.gateway(), StripePaymentGateway)  # the real one, not a fake
+    return built

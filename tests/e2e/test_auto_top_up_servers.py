@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ import jwt
 import pytest
 import stripe
 
+from tests.e2e.conftest import parallel
 from tests.fixtures.localstripe import LOCALSTRIPE_KEY, register_webhook
 
 pytestmark = pytest.mark.localstripe
@@ -270,25 +270,6 @@ def intents_at_stripe(cluster: Cluster, customer_id: str) -> list[dict[str, Any]
     return [pi.to_dict() for pi in listed.auto_paging_iter() if pi.customer == customer_id]
 
 
-def parallel(jobs: list[Callable[[], None]]) -> None:
-    errors: list[BaseException] = []
-
-    def run(job: Callable[[], None]) -> None:
-        try:
-            job()
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(job,), daemon=True) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a request thread is still running"
-    if errors:
-        raise errors[0]
-
-
 def verify(cluster: Cluster) -> None:
     done = cluster.cli("verify")
     assert done.returncode == 0 and done.stdout.startswith("ledger OK"), done.stdout + done.stderr
@@ -321,7 +302,7 @@ def concurrent_spends_below_the_threshold_make_one_charge(cluster: Cluster) -> N
     put_rule(cluster, user, {"threshold_credits": str(threshold), "target_credits": str(target)}, on=1)
     assert intents_at_stripe(cluster, customer) == []
 
-    parallel([partial(spend, cluster, user, str(each), f"use-{i}", i) for i in range(count)])
+    parallel([partial(spend, cluster, user, str(each), f"use-{i}", i) for i in range(count)], timeout=60)
 
     crossed_at = start - each * ((start - threshold) // each + 1)  # the first balance below the threshold
     missing = target - crossed_at

@@ -42,6 +42,7 @@ from sqlalchemy import text
 
 from adapters.sql.engine import create_wallet_engine
 from adapters.sql.unit_of_work import SqlUnitOfWork
+from tests.e2e.conftest import parallel
 from wallet_core.money import Credits, Usd
 from wallet_core.topups import TopUp, TopUpStatus
 
@@ -203,25 +204,6 @@ def _deliver_until_ok(port: int, payment: Payment, event_id: str, deadline: floa
     raise AssertionError(f"{payment.payment_intent_id} never answered 200; last: {last!r}")
 
 
-def _parallel(jobs: list[Callable[[], None]]) -> None:
-    errors: list[BaseException] = []
-
-    def run(job: Callable[[], None]) -> None:
-        try:
-            job()
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(job,), daemon=True) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a request thread is still running"
-    if errors:
-        raise errors[0]
-
-
 # -- databases ---------------------------------------------------------------------------------
 @pytest.fixture
 def fresh_pg_url(fresh_postgres_url: str) -> str:
@@ -365,7 +347,7 @@ def _kill_mid_burst_then_redeliver(database_url: str, cwd: Path, tag: str) -> No
                 with lock:
                     second_answers[p.payment_intent_id] = outcome
 
-        _parallel([partial(redeliver, share) for share in shares])
+        parallel([partial(redeliver, share) for share in shares])
         assert len(second_answers) == BURST
         # Answered "granted" before the kill: the redelivery is a duplicate. Never granted twice.
         for pi in first_answers:
@@ -424,7 +406,7 @@ def test_three_servers_concurrent_duplicate_webhooks_grant_each_payment_once(fre
                     with lock:
                         answers[p.payment_intent_id].append((status, body.get("outcome", body)))
                 jobs.append(deliver)
-        _parallel(jobs)
+        parallel(jobs)
 
     for pi, got in answers.items():
         assert [s for s, _ in got] == [200] * 10, (pi, got)
@@ -486,7 +468,7 @@ def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_f
             with lock:
                 into[i] = result
 
-        _parallel([partial(spend, i, ports[i % 3], first) for i in range(60)])
+        parallel([partial(spend, i, ports[i % 3], first) for i in range(60)])
         codes = Counter(code for code, _ in first.values())
         assert codes == Counter({201: 50, 409: 10}), first
         assert sorted(body["balance"] for code, body in first.values() if code == 201) == sorted(
@@ -498,7 +480,7 @@ def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_f
         # body; the refused ones are still refused (nothing left); nothing moves.
         again: dict[int, tuple[int, Any]] = {}
         barrier = threading.Barrier(60)
-        _parallel([partial(spend, i, ports[(i + 1) % 3], again) for i in range(60)])
+        parallel([partial(spend, i, ports[(i + 1) % 3], again) for i in range(60)])
         for i, (code, body) in first.items():
             if code == 201:
                 assert again[i] == (200, body), (i, body, again[i])
@@ -518,7 +500,7 @@ def test_three_servers_concurrent_spends_never_overdraw_and_retries_answer_the_f
             with lock:
                 same.append(result)
 
-        _parallel([partial(same_key, ports[n % 3]) for n in range(9)])
+        parallel([partial(same_key, ports[n % 3]) for n in range(9)])
         assert sorted(code for code, _ in same) == [200] * 8 + [201], same
         assert len({json.dumps(body, sort_keys=True) for _, body in same}) == 1, same
         assert _balance(ports[0], same_key_user)["balance"] == "3.00"

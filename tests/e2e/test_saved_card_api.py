@@ -11,39 +11,27 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import stripe
 
-from adapters.stripe_gateway import StripePaymentGateway
 from entrypoints.settings import Secret
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import LOCALSTRIPE_HOOK_SECRET, Service
 from tests.fixtures.localstripe import LOCALSTRIPE_KEY
 
 pytestmark = pytest.mark.localstripe
 
-HOOK_SECRET = "whsec_e2e_saved_cards"
+HOOK_SECRET = LOCALSTRIPE_HOOK_SECRET
 CARD = "/api/v1/users/me/wallet/payment-method"
 SETUP = f"{CARD}/setup"
 HOOK = "/webhooks/stripe"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def svc(
-    request: pytest.FixtureRequest, make_service: Callable[..., Service], sqlite_url: str, localstripe_url: str
-) -> Iterator[Service]:
-    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
-    built = make_service(
-        None,
-        database_url=url,
-        stripe_secret_key=Secret(LOCALSTRIPE_KEY),
-        stripe_webhook_secrets=(Secret(HOOK_SECRET),),
-        stripe_api_base=localstripe_url,
-    )
-    assert isinstance(built.container.gateway(), StripePaymentGateway)  # the real one, not a fake
-    yield built
+@pytest.fixture
+def svc(localstripe_service: Service) -> Service:
+    return localstripe_service
 
 
 def a_user() -> str:
