@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from wallet_core.clock import Clock, utc_now
 from wallet_core.errors import InvalidInput, WebhooksNotConfigured
@@ -59,6 +60,7 @@ from wallet_core.use_cases import (
     spend_many,
     start_card_setup,
 )
+from wallet_core.use_cases.apply_payment_event import event_wallet, groupable
 from wallet_core.use_cases.auto_top_up import (
     AutoTopUpView,
     ChargeRound,
@@ -68,6 +70,7 @@ from wallet_core.use_cases.auto_top_up import (
     put_rule,
 )
 from wallet_core.use_cases.expire_credits import BATCH as EXPIRY_BATCH
+from wallet_core.use_cases.holds import hold_wallet
 from wallet_core.use_cases.spend_queue import SpendQueue
 from wallet_core.use_cases.webhook_delivery import (
     DeliveryRound,
@@ -79,7 +82,10 @@ from wallet_core.use_cases.webhook_delivery import (
     remove_endpoint,
     rotate_secret,
 )
+from wallet_core.use_cases.write_group import WalletOf, WriteGroup
 from wallet_core.webhooks_out import DEFAULT_RETRY_SECONDS, Delivery, WebhookEndpoint
+
+R = TypeVar("R")
 
 
 class Wallet:
@@ -108,8 +114,17 @@ class Wallet:
         self._sender = webhook_sender
         self.webhook_retry_seconds = webhook_retry_seconds
         self.allow_private_webhook_urls = allow_private_webhook_urls
-        # Concurrent single spends of this process share a unit of work and a commit (use_cases.spend_queue).
+        # Concurrent single spends of this process share a unit of work and a commit (use_cases.spend_queue);
+        # so do grants, holds, captures, releases and payment events (use_cases.write_group).
         self._spends = SpendQueue(uow, now=clock) if group_commit else None
+        self._writes = WriteGroup(uow) if group_commit else None
+
+    def _write(self, run: Callable[[UnitOfWorkFactory], R], *, wallet: WalletOf = None) -> R:
+        """`run` on a unit of work of its own, or with group commit on, in one shared with the writes
+        made at the same moment in other threads (use_cases.write_group; the answer is the same)."""
+        if self._writes is None:
+            return run(self._uow)
+        return self._writes.run(run, wallet=wallet)
 
     def close(self) -> None:
         """Release the database connections (a Wallet from open_wallet owns them)."""
@@ -182,7 +197,12 @@ class Wallet:
 
     def apply_payment_event(self, event: PaymentEvent) -> WebhookOutcome:
         """Apply a payment event the gateway already verified (handle_stripe_webhook does both)."""
-        return apply_payment_event(event, uow=self._uow, gateway=self._gateway, now=self._now)
+        def apply(uow: UnitOfWorkFactory) -> WebhookOutcome:
+            return apply_payment_event(event, uow=uow, gateway=self._gateway, now=self._now)
+
+        if not groupable(event):
+            return apply(self._uow)  # it may ask Stripe: never inside a group's transaction
+        return self._write(apply, wallet=event_wallet(event))
 
     # -- saving a card (for automatic top-up) ----------------------------------------------------
 
@@ -227,18 +247,21 @@ class Wallet:
         Stripe); with `expires_at` (timezone-aware) they stop counting then; with `effective_at` they
         count only from then (pending until; at most a year ahead); `priority` 0-100 (default 50):
         lower numbers are spent first among lots of their category."""
-        return grant_credits(
-            user_id=user_id,
-            credits=credits,
-            reason=reason,
-            granted_by=granted_by,
-            uow=self._uow,
-            idempotency_key=idempotency_key,
-            expires_at=expires_at,
-            effective_at=effective_at,
-            priority=priority,
-            category=category,
-            now=self._now,
+        return self._write(
+            lambda uow: grant_credits(
+                user_id=user_id,
+                credits=credits,
+                reason=reason,
+                granted_by=granted_by,
+                uow=uow,
+                idempotency_key=idempotency_key,
+                expires_at=expires_at,
+                effective_at=effective_at,
+                priority=priority,
+                category=category,
+                now=self._now,
+            ),
+            wallet=user_id,
         )
 
     def revert(
@@ -323,27 +346,38 @@ class Wallet:
         actor: str = "library",
     ) -> HoldResult:
         """Reserve credits before the cost is known; capture or release the hold later."""
-        return place_hold(
-            user_id=user_id,
-            credits=credits,
-            idempotency_key=idempotency_key,
-            reason=reason,
-            actor=actor,
-            uow=self._uow,
-            expires_in_seconds=expires_in_seconds,
-            metadata=metadata,
-            now=self._now,
+        return self._write(
+            lambda uow: place_hold(
+                user_id=user_id,
+                credits=credits,
+                idempotency_key=idempotency_key,
+                reason=reason,
+                actor=actor,
+                uow=uow,
+                expires_in_seconds=expires_in_seconds,
+                metadata=metadata,
+                now=self._now,
+            ),
+            wallet=user_id,
         )
 
     def capture(
         self, hold_id: str, credits: object = None, *, actor: str = "library", reason: str | None = None
     ) -> HoldResult:
         """Spend `credits` of an open hold (all of it when None) and give the rest back."""
-        return capture_hold(hold_id=hold_id, credits=credits, actor=actor, uow=self._uow, reason=reason, now=self._now)
+        return self._write(
+            lambda uow: capture_hold(
+                hold_id=hold_id, credits=credits, actor=actor, uow=uow, reason=reason, now=self._now
+            ),
+            wallet=hold_wallet(hold_id),
+        )
 
     def release(self, hold_id: str, *, actor: str = "library", reason: str | None = None) -> HoldResult:
         """Give an open hold's credits back."""
-        return release_hold(hold_id=hold_id, actor=actor, uow=self._uow, reason=reason, now=self._now)
+        return self._write(
+            lambda uow: release_hold(hold_id=hold_id, actor=actor, uow=uow, reason=reason, now=self._now),
+            wallet=hold_wallet(hold_id),
+        )
 
     # -- operations ----------------------------------------------------------------------------
 

@@ -85,6 +85,18 @@ class WebhookOutcome:
     credits_granted: Credits | None = None
 
 
+def groupable(event: PaymentEvent) -> bool:
+    """Whether the event may be applied in a group's transaction (use_cases.write_group): a payment's
+    success, failure or cancelation, which asks Stripe nothing."""
+    return event.type in (SUCCEEDED, FAILED, CANCELED) and unstorable_value(event) is None
+
+
+def event_wallet(event: PaymentEvent) -> str | None:
+    """The wallet a payment event's metadata names (the one it will lock), for a group's lock order."""
+    intent = event.payment_intent
+    return intent.metadata.get(META_USER_ID) if intent is not None else None
+
+
 def apply_payment_event(
     event: PaymentEvent,
     *,

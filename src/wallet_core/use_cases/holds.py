@@ -8,6 +8,7 @@ but it can still be released.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -122,6 +123,21 @@ def place_hold(
         tx.holds.add(hold)
         tx.commit()
     return _result(hold, booked, sources=booking.sources(categories(state.lots)))
+
+
+def hold_wallet(hold_id: str) -> Callable[[UnitOfWork], str | None]:
+    """The wallet of a hold (None: no such hold), read in a group's transaction for its lock order
+    (use_cases.write_group)."""
+
+    def wallet(tx: UnitOfWork) -> str | None:
+        try:
+            checked = check_user_id(hold_id, "hold_id")
+        except InvalidInput:
+            return None  # refused by the capture itself, before it reads anything
+        hold = tx.holds.get(checked)
+        return hold.user_id if hold is not None else None
+
+    return wallet
 
 
 def capture_hold(
