@@ -29,16 +29,16 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns():016x}{n:04x}{os.urandom(6).hex()}"
 
 
-_INVISIBLE_TROUBLE = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x2028, 0x2029}
+# Control characters (C0, DEL, C1), lone surrogates (not storable as UTF-8), the line and paragraph
+# separators, and the bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069).
+_TROUBLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028-\u202e\u2066-\u2069]")
 
 
 def has_control_characters(value: str) -> bool:
     """Control characters, lone surrogates (not storable as UTF-8), line/paragraph separators and
-    bidi overrides (which make an audit line read differently from what it holds)."""
-    return any(
-        ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) <= 0xDFFF or ord(ch) in _INVISIBLE_TROUBLE
-        for ch in value
-    )
+    bidi overrides (which make an audit line read differently from what it holds). One regular
+    expression search: every id, reason and key of every request goes through here."""
+    return _TROUBLE.search(value) is not None
 
 
 def derived_id(prefix: str, *parts: str) -> str:

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 SUCCEEDED = "payment_intent.succeeded"
 FAILED = "payment_intent.payment_failed"
 CANCELED = "payment_intent.canceled"
+_GROUPABLE = frozenset({SUCCEEDED, FAILED, CANCELED})
 REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated", "charge.refund.updated"})
 # An update is applied like the others (the dispute as it stands now): it freezes the credits of a
 # dispute whose `created` was missed, and is `dispute_open` otherwise.
@@ -87,8 +88,8 @@ class WebhookOutcome:
 
 def groupable(event: PaymentEvent) -> bool:
     """Whether the event may be applied in a group's transaction (use_cases.write_group): a payment's
-    success, failure or cancelation, which asks Stripe nothing."""
-    return event.type in (SUCCEEDED, FAILED, CANCELED) and unstorable_value(event) is None
+    success, failure or cancelation, which asks Stripe nothing (nor does an unstorable one, only logged)."""
+    return event.type in _GROUPABLE
 
 
 def event_wallet(event: PaymentEvent) -> str | None:
