@@ -169,6 +169,9 @@ class Server:
         return self.exit_code
 
 
+GROUP_COMMIT: str | None = None  # --group-commit: WALLET_GROUP_COMMIT for the wallet's servers; None: the default
+
+
 def wallet_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WALLET_", "STRIPE_"))}
     env.update(
@@ -177,6 +180,8 @@ def wallet_env(database_url: str) -> dict[str, str]:
         WALLET_ENV="production",
         WALLET_JWT_SECRET=JWT_SECRET,
     )
+    if GROUP_COMMIT is not None:
+        env["WALLET_GROUP_COMMIT"] = GROUP_COMMIT
     return env
 
 
@@ -1066,7 +1071,11 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="no profile when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (databases, server logs)")
     parser.add_argument("--out", help="also write the report to this file")
+    parser.add_argument("--group-commit", choices=("true", "false"), default=None,
+                        help="WALLET_GROUP_COMMIT for the wallet's servers (default: the wallet's default, true)")
     args = parser.parse_args()
+    global GROUP_COMMIT
+    GROUP_COMMIT = args.group_commit
     p = QUICK if args.quick else FULL
     parts = set(args.only.split(","))
     if not WALLET:
