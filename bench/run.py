@@ -169,7 +169,7 @@ class Server:
         return self.exit_code
 
 
-GROUP_COMMIT: str | None = None  # --group-commit: WALLET_GROUP_COMMIT for the wallet's servers; None: the default
+GROUP_WRITES: str | None = None  # --group-writes: WALLET_GROUP_WRITES for the wallet's servers; None: the default
 
 
 def wallet_env(database_url: str) -> dict[str, str]:
@@ -180,8 +180,8 @@ def wallet_env(database_url: str) -> dict[str, str]:
         WALLET_ENV="production",
         WALLET_JWT_SECRET=JWT_SECRET,
     )
-    if GROUP_COMMIT is not None:
-        env["WALLET_GROUP_COMMIT"] = GROUP_COMMIT
+    if GROUP_WRITES is not None:
+        env["WALLET_GROUP_WRITES"] = GROUP_WRITES
     return env
 
 
@@ -1071,11 +1071,11 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="no profile when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (databases, server logs)")
     parser.add_argument("--out", help="also write the report to this file")
-    parser.add_argument("--group-commit", choices=("true", "false"), default=None,
-                        help="WALLET_GROUP_COMMIT for the wallet's servers (default: the wallet's default, true)")
+    parser.add_argument("--group-writes", choices=("auto", "true", "false"), default=None,
+                        help="WALLET_GROUP_WRITES for the wallet's servers (default: the wallet's, auto)")
     args = parser.parse_args()
-    global GROUP_COMMIT
-    GROUP_COMMIT = args.group_commit
+    global GROUP_WRITES
+    GROUP_WRITES = args.group_writes
     p = QUICK if args.quick else FULL
     parts = set(args.only.split(","))
     if not WALLET:

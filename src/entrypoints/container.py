@@ -93,6 +93,7 @@ class Container(containers.DeclarativeContainer):
         webhook_retry_seconds=providers.Callable(lambda s: s.webhook_retry_seconds, settings),
         allow_private_webhook_urls=providers.Callable(lambda s: s.webhook_allow_private_urls, settings),
         group_commit=providers.Callable(lambda s: s.group_commit, settings),
+        group_writes=providers.Callable(lambda s: s.writes_grouped, settings),
     )
 
 

@@ -105,6 +105,7 @@ class Wallet:
         webhook_retry_seconds: tuple[int, ...] = DEFAULT_RETRY_SECONDS,
         allow_private_webhook_urls: bool = False,
         group_commit: bool = False,
+        group_writes: bool | None = None,
     ) -> None:
         self._uow = uow
         self._gateway = gateway
@@ -115,9 +116,11 @@ class Wallet:
         self.webhook_retry_seconds = webhook_retry_seconds
         self.allow_private_webhook_urls = allow_private_webhook_urls
         # Concurrent single spends of this process share a unit of work and a commit (use_cases.spend_queue);
-        # so do grants, holds, captures, releases and payment events (use_cases.write_group).
+        # with `group_writes` (None: as group_commit), so do grants, holds, captures, releases and payment
+        # events (use_cases.write_group).
         self._spends = SpendQueue(uow, now=clock) if group_commit else None
-        self._writes = WriteGroup(uow) if group_commit else None
+        grouped = group_commit if group_writes is None else group_writes
+        self._writes = WriteGroup(uow) if grouped else None
 
     def _write(self, run: Callable[[UnitOfWorkFactory], R], *, wallet: WalletOf = None) -> R:
         """`run` on a unit of work of its own, or with group commit on, in one shared with the writes
