@@ -290,15 +290,21 @@ def replay_runner(url: str, engine: Engine, sent: list[Sent], d0: Delivery, user
     sqlite = isinstance(conn, sqlite3.Connection)
     found = {m.group(0) for _, params, _ in sent for m in re.finditer(r"ctx_[0-9a-f]+", repr(params))}
     assert len(found) == 1, found
-    olds = grant_ids(d0, found.pop())
+    # The outbound events the grant told (outbound_events.py: evt_ and 32 hex digits), in their
+    # parameters or, on PostgreSQL, in the text of the INSERT sent with the COMMIT.
+    told = sorted({m.group(0) for text, params, _ in sent
+                   for m in re.finditer(r"evt_[0-9a-f]{32}", text + repr(params))})
+    olds = (*grant_ids(d0, found.pop()), *told)
     pattern = re.compile("|".join(re.escape(v) for v in sorted(olds, key=len, reverse=True)))
     clock = cpu_clock(conn)
 
     def run() -> float:
         batch = []
         for d in pending(engine, [users[i % len(users)] for i in range(block)]):
-            new = dict(zip(olds, grant_ids(d, f"ctx_{next(_seq):032x}"), strict=True))
-            batch.append([(text, remap(params, pattern, new), many) for text, params, many in sent])
+            fresh = (*grant_ids(d, f"ctx_{next(_seq):032x}"), *(f"evt_{next(_seq):032x}" for _ in told))
+            new = dict(zip(olds, fresh, strict=True))
+            batch.append([(remap(text, pattern, new), remap(params, pattern, new), many)
+                          for text, params, many in sent])
         before = count_rows(engine)
         t0, client0 = clock(), time.thread_time()
         for statements in batch:
