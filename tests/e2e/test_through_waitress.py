@@ -181,3 +181,76 @@ def test_swagger_ui_and_its_bundled_files_are_served_over_the_socket(service: Se
             conn.close()
     assert script.status == 200
     assert body == (SWAGGER_UI_PY_ROOT / "static" / "swagger-ui-bundle.js").read_bytes()
+
+
+def _writes_at_once(svc: Service, tag: str) -> int:
+    """24 top-ups paid at once (each webhook delivered twice), 12 admin grants and 12 holds, all at once
+    over the socket: every payment granted once, every grant and hold booked once, balances exact, the
+    ledger checks out. The number of commits their requests made."""
+    users = [f"{tag}-{n % 6}" for n in range(24)]  # 4 open top-ups each (at most 5 may be)
+    with serving(svc) as server:
+        paid = []
+        for user in users:
+            status, top_up = _request(server, "POST", "/api/v1/users/me/wallet/top-up",
+                                      json.dumps({"amount_usd": "1.00"}),
+                                      {**svc.auth(user), "Content-Type": "application/json"})
+            assert status == 201
+            paid.append(svc.gateway.succeed(top_up["payment_intent_id"]))
+        admin = {**svc.auth("root", admin=True), "Content-Type": "application/json"}
+        for user in set(users):  # the holds' 20.00, so none waits for a payment
+            status, _ = _request(server, "POST", f"/api/v1/admin/users/{user}/wallet/grant",
+                                 json.dumps({"credits": "20.00", "reason": "funding"}), admin)
+            assert status == 201
+        calls: list[tuple[str, str, str | bytes, dict[str, str]]] = [
+            ("POST", "/webhooks/stripe", payload, {"Stripe-Signature": signature, "Content-Type": "application/json"})
+            for payload, signature in paid * 2
+        ]
+        calls += [("POST", f"/api/v1/admin/users/{tag}-{n % 6}/wallet/grant",
+                   json.dumps({"credits": "2.50", "reason": "promo"}), {**admin, "Idempotency-Key": f"{tag}-g{n}"})
+                  for n in range(12)]
+        billing = {**svc.auth("billing", service=True), "Content-Type": "application/json"}
+        calls += [("POST", f"/api/v1/admin/users/{tag}-{n % 6}/wallet/holds",
+                   json.dumps({"credits": "10.00", "reason": "job"}), {**billing, "Idempotency-Key": f"{tag}-h{n}"})
+                  for n in range(12)]
+        commits = len(svc.commits)
+        barrier = threading.Barrier(len(calls))
+        results: list[tuple[int, Any]] = []
+        lock = threading.Lock()
+
+        def call(method: str, path: str, body: str | bytes, headers: dict[str, str]) -> None:
+            barrier.wait()
+            answer = _request(server, method, path, body, headers)
+            with lock:
+                results.append(answer)
+
+        threads = [threading.Thread(target=call, args=c) for c in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        made = len(svc.commits) - commits
+        wallets = {u: _request(server, "GET", "/api/v1/users/me/wallet", headers=svc.auth(u))[1] for u in set(users)}
+    assert sorted({code for code, _ in results}) == [200, 201], results
+    outcomes = [body["outcome"] for code, body in results if code == 200]
+    assert outcomes.count("granted") == 24 and set(outcomes) <= {"granted", "duplicate", "already_granted"}
+    for user, wallet in wallets.items():
+        # 20.00, then 4 top-ups of 100.00 and 2 grants of 2.50; 2 holds of 10.00 held apart
+        assert (wallet["balance"], wallet["held"]) == ("405.00", "20.00"), (user, wallet)
+    assert verify_ledger(uow=svc.container.unit_of_work()) == []
+    return made
+
+
+def test_writes_at_once_share_commits_on_sqlite(make_service: Callable[..., Service]) -> None:
+    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))
+    assert svc.container.wallet()._writes is not None  # WALLET_GROUP_WRITES=auto: on, on SQLite
+    made = _writes_at_once(svc, "writer")
+    assert made < 24 + 12 + 12  # 48 writes (the 24 repeated deliveries commit nothing): some shared a commit
+
+
+@pytest.mark.postgres
+def test_writes_at_once_on_postgresql_each_in_its_own_transaction(
+    make_service: Callable[..., Service], postgres_url: str
+) -> None:
+    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
+    assert svc.container.wallet()._writes is None  # auto: off on PostgreSQL
+    assert _writes_at_once(svc, f"writer-{uuid.uuid4().hex[:8]}") == 24 + 12 + 12
