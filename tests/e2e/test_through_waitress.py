@@ -95,9 +95,11 @@ def test_twenty_concurrent_deliveries_grant_once_on_sqlite(make_service: Callabl
 
 @pytest.mark.postgres
 def test_twenty_concurrent_deliveries_grant_once_on_postgresql(
-    make_service: Callable[..., Service], postgres_url: str
+    make_service: Callable[..., Service], fresh_postgres_url: str
 ) -> None:
-    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
+    # A database of its own: the fake gateway's PaymentIntent ids start again at 1 in every test, so on
+    # the session's database this met pi_fake_1 of an earlier test (when integration tests ran first).
+    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=fresh_postgres_url)
     _twenty_concurrent_deliveries(svc)
 
 
@@ -249,8 +251,9 @@ def test_writes_at_once_share_commits_on_sqlite(make_service: Callable[..., Serv
 
 @pytest.mark.postgres
 def test_writes_at_once_on_postgresql_each_in_its_own_transaction(
-    make_service: Callable[..., Service], postgres_url: str
+    make_service: Callable[..., Service], fresh_postgres_url: str
 ) -> None:
-    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=postgres_url)
+    # A database of its own: the fake gateway's PaymentIntent ids start again at 1 in every test.
+    svc = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)), database_url=fresh_postgres_url)
     assert svc.container.wallet()._writes is None  # auto: off on PostgreSQL
     assert _writes_at_once(svc, f"writer-{uuid.uuid4().hex[:8]}") == 24 + 12 + 12

@@ -432,7 +432,10 @@ def test_the_new_methods_cost_one_statement_each_and_audit_four(
             costs["top_ups.update unknown"] = len(sent)
         finally:
             event.remove(empty_engine, "before_cursor_execute", count)
-    assert costs == {"top_ups.update": 1, "events.add": 1, "events.add again": 1, "events.find": 1,
+    # PostgreSQL defers the event log's INSERT (Driver.defer): it is sent with the next statement's turn
+    # (here events.find's) or with the COMMIT, not on its own.
+    added = 0 if empty_engine.dialect.name == "postgresql" else 1
+    assert costs == {"top_ups.update": 1, "events.add": added, "events.add again": added, "events.find": 1,
                      "events.find_with_top_up": 1, "events.for_payment_intent": 1, "audit": 4,
                      "top_ups.update unknown": 1}
 

@@ -41,7 +41,7 @@ POLICY = TopUpPolicy(Usd(100), Usd(50_000), Decimal(100))
 
 @pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
 def engine(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[Engine]:
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else sqlite_url
+    url = request.getfixturevalue("fresh_postgres_url") if request.param == "postgresql" else sqlite_url
     made = create_wallet_engine(url, pool_size=8, max_overflow=8)
     upgrade(made)
     try:

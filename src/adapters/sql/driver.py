@@ -71,6 +71,7 @@ class Driver:
         self._sa = connection
         self.postgresql = connection.dialect.name == "postgresql"
         self._bind_time, self._read_time = _time_conversions(connection.dialect)
+        self._deferred: list[bytes] = []  # PostgreSQL: writes to send with the next statement (defer)
 
     # -- values ------------------------------------------------------------------------------------
     def at(self, value: datetime | None) -> Any:
@@ -115,25 +116,53 @@ class Driver:
             self._lost(error)
             raise
 
+    def defer(self, statement: bytes) -> None:
+        """PostgreSQL: send `statement` (no parameters: every value in it made by `literal`) in the same
+        message as the next one: before the next statement of the transaction, or with its COMMIT
+        (run_and_commit, commit_deferred). For a write whose answer nobody reads (an INSERT ... ON
+        CONFLICT DO NOTHING): it costs no round trip of its own, and anything read after it sees it. A
+        failure surfaces there, and the transaction then rolls back as it would have."""
+        self._deferred.append(statement)
+
+    def forget_deferred(self) -> None:
+        """The transaction ended (rolled back): what was deferred is not sent."""
+        self._deferred = []
+
     def run_and_commit(self, statement: bytes) -> None:
-        """PostgreSQL: `statement` (no parameters: every value in it made by `literal`) and COMMIT, sent
-        as one simple query, so they cost one round trip and none of the driver's per-statement work.
-        The transaction ends here; SQLAlchemy's commit, which the caller still makes for its own
-        bookkeeping, finds it ended and sends nothing (psycopg commits only a transaction in progress).
-        When the statement fails, COMMIT is not run and the transaction is left failed, to be rolled back."""
-        conn = self._driver()
+        """PostgreSQL: what was deferred, `statement` (no parameters: every value in it made by
+        `literal`) and COMMIT, sent as one simple query, so they cost one round trip and none of the
+        driver's per-statement work. The transaction ends here; SQLAlchemy's commit, which the caller
+        still makes for its own bookkeeping, finds it ended and sends nothing (psycopg commits only a
+        transaction in progress). When a statement fails, COMMIT is not run and the transaction is left
+        failed, to be rolled back."""
+        conn = self._connection()
+        message, self._deferred = b"; ".join([*self._deferred, statement, b"COMMIT"]), []
         try:
-            conn.execute(statement + b"; COMMIT", prepare=False)
+            conn.execute(message, prepare=False)
         except Exception as error:
             self._lost(error)
             raise
+
+    def commit_deferred(self) -> bool:
+        """PostgreSQL: what was deferred and COMMIT, in one message (as run_and_commit). False, having
+        done nothing, when nothing was deferred (the caller then commits itself)."""
+        if not self._deferred:
+            return False
+        conn = self._connection()
+        message, self._deferred = b"; ".join([*self._deferred, b"COMMIT"]), []
+        try:
+            conn.execute(message, prepare=False)
+        except Exception as error:
+            self._lost(error)
+            raise
+        return True
 
     def literal(self, value: str) -> bytes:
         """PostgreSQL: `value` as a quoted string literal, escaped by libpq (PQescapeLiteral) for this
         connection's encoding."""
         from psycopg.pq import Escaping  # imported only where PostgreSQL is in use
 
-        escaped: bytes = Escaping(self._driver().pgconn).escape_literal(value.encode())
+        escaped: bytes = Escaping(self._connection().pgconn).escape_literal(value.encode())
         return escaped
 
     def _execute(self, sql: Sql, params: Mapping[str, Any]) -> Any:
@@ -145,6 +174,18 @@ class Driver:
             raise
 
     def _driver(self) -> Any:
+        """The driver connection for a statement: what was deferred is sent first."""
+        conn = self._connection()
+        if self._deferred:
+            message, self._deferred = b"; ".join(self._deferred), []
+            try:
+                conn.execute(message, prepare=False)
+            except Exception as error:
+                self._lost(error)
+                raise
+        return conn
+
+    def _connection(self) -> Any:
         if not self._sa.in_transaction():
             self._sa.begin()  # SQLite's "begin" hook sends BEGIN IMMEDIATE (adapters.sql.engine)
         return self._sa.connection.driver_connection

@@ -15,6 +15,11 @@ from wallet_core.topups import TopUp
 _EVENT_WIDTH = len(sql.EVENT_COLUMNS.split(","))
 
 
+# sql.ADD_EVENT with its values written in (Driver.literal), for Driver.defer.
+_INSERT_EVENT = f"INSERT INTO payment_events ({sql.EVENT_COLUMNS}) VALUES (".encode()  # noqa: S608 - constant columns
+_ON_CONFLICT = b") ON CONFLICT (event_id) DO NOTHING"
+
+
 class SqlPaymentEventLog:
     """The payment event log as seen through the unit of work's driver connection."""
 
@@ -37,6 +42,19 @@ class SqlPaymentEventLog:
         )
 
     def add(self, event: StoredEvent) -> None:
+        """On PostgreSQL the INSERT is deferred (Driver.defer): it travels with the COMMIT, or with the
+        next statement of the transaction, not in a round trip of its own."""
+        if self._driver.postgresql:
+            literal = self._driver.literal
+
+            def text(value: str | None) -> bytes:
+                return b"NULL" if value is None else literal(value)
+
+            at = literal(self._driver.at(event.received_at).isoformat()) + b"::timestamptz"
+            values = (text(event.event_id), text(event.type), text(event.payment_intent_id), text(event.top_up_id),
+                      at, text(event.outcome), text(event.source))
+            self._driver.defer(_INSERT_EVENT + b", ".join(values) + _ON_CONFLICT)
+            return
         self._driver.run(
             sql.ADD_EVENT,
             {

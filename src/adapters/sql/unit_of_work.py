@@ -73,6 +73,7 @@ class SqlUnitOfWork:
         self._locked_alerts: dict[str, AlertState] = {}
         self._locked_rules: dict[str, bool] = {}
         self._conn: Connection | None = None
+        self._driver: Driver | None = None
         # SQLite: this process's writers take turns (engine.py); a reader waits for none of them.
         self._queue = None if read_only else writer_queue(engine)
         self._queued = False
@@ -97,7 +98,7 @@ class SqlUnitOfWork:
         except BaseException:
             self._leave_queue()
             raise
-        driver = Driver(self._conn)
+        driver = self._driver = Driver(self._conn)
         self.ledger = SqlLedgerRepository(self._conn, driver, self._locked_alerts, self._locked_rules)
         self.holds = SqlHoldRepository(self._conn)
         self.top_ups = SqlTopUpRepository(self._conn, driver)
@@ -157,9 +158,11 @@ class SqlUnitOfWork:
         try:
             with translate_storage_errors():
                 # The transaction's events: one INSERT (a refused one stops the commit), sent with the
-                # COMMIT on PostgreSQL (adapters.sql.outbox_repository).
+                # COMMIT on PostgreSQL (adapters.sql.outbox_repository), as are writes the driver deferred.
                 if not self.outbox.flush_and_commit():
                     self.outbox.flush()
+                    assert self._driver is not None
+                    self._driver.commit_deferred()  # PostgreSQL: deferred writes, then COMMIT, in one message
                 conn.commit()  # the next statement begins a new transaction
         finally:
             self._transaction_ended()
@@ -173,6 +176,8 @@ class SqlUnitOfWork:
         """Drop what lived as long as the transaction: events not written, and the alert settings read
         under locks now released."""
         self.outbox.discard()
+        if self._driver is not None:
+            self._driver.forget_deferred()
         self._locked_alerts.clear()
         self._locked_rules.clear()
 
