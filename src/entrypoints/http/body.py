@@ -85,7 +85,8 @@ def loads(text: str | bytes) -> Any:
     return value
 
 
-json_handler = falcon.media.JSONHandler(loads=loads)
+# Answers as json.dumps(media, ensure_ascii=False) (Falcon's default), with one encoder for every answer.
+json_handler = falcon.media.JSONHandler(dumps=json.JSONEncoder(ensure_ascii=False).encode, loads=loads)
 
 
 def _malformed(exc: ValueError) -> falcon.HTTPBadRequest:
@@ -151,6 +152,8 @@ def read_raw(req: falcon.Request) -> bytes:
 
 def read_query(req: falcon.Request, names: set[str]) -> dict[str, str]:
     """The query string's parameters, each at most once, refusing unknown ones with 422."""
+    if not req.params:  # most requests: nothing to refuse, nothing to copy
+        return {}
     unknown = sorted(set(req.params) - names)
     if unknown:
         raise InvalidInput("query", f"has unknown parameter(s): {', '.join(unknown)[:200]}")
