@@ -1,6 +1,7 @@
 """`schemas.validate` reads each schema once and keeps what it read (issue 14). A request must get the
 very answer it got when the schema was read on every call: the same field, the same message, from the
-same first problem. `_reference` is that earlier validator, verbatim, to compare against."""
+same first problem. `_reference` is that earlier validator, verbatim, to compare against. And `loads`
+skips its walk over plain ASCII bodies: it must refuse exactly what the walk refused."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from entrypoints.http import body as body_module
 from entrypoints.http import schemas
 from entrypoints.http.routes import OPERATIONS
 from wallet_core.errors import InvalidInput
@@ -118,3 +120,27 @@ def test_a_schema_made_on_the_fly_is_read_as_it_is_now() -> None:
     assert _outcome(schemas.validate, {"n": 1}, schema) is None
     other: dict[str, Any] = {"type": "object", "properties": {"n": {"type": "string"}}, "additionalProperties": False}
     assert _outcome(schemas.validate, {"n": 1}, other) == ("n", "n must be a string")
+
+
+def _loads_checking_always(text: str | bytes) -> object:
+    value = body_module.loads(text)  # refuses what it finds itself
+    body_module._check_text(value)  # and nothing the walk would have refused may have got through
+    return value
+
+
+@pytest.mark.parametrize("text", [
+    '{"credits": "1.00", "reason": "bench"}', '{"reason": "\\ud800"}', '{"reason": "\\u00e9\\ud83d\\ude00"}',
+    '{"reason": "\\\\ud800"}', '{"reason": "caf\u00e9"}', '{"reason": "\ud800"}', "[" * 32 + "]" * 32,
+    "[" * 33 + "]" * 33, "[" * 34 + "]" * 34, '{"a": ' * 32 + "1" + "}" * 32, '{"a": ' * 33 + "1" + "}" * 33,
+    '{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', b'{"reason": "\\ud800"}', b'{"reason": "\xed\xa0\x80"}',
+])
+def test_a_body_is_refused_or_read_as_when_every_string_and_level_was_walked(text: str | bytes) -> None:
+    def outcome(read: Any) -> object:
+        try:
+            return read(text)
+        except body_module.JsonRefused as exc:
+            return f"refused: {exc}"
+        except ValueError as exc:
+            return f"malformed: {type(exc).__name__}"
+
+    assert outcome(body_module.loads) == outcome(_loads_checking_always)

@@ -81,8 +81,17 @@ def loads(text: str | bytes) -> Any:
         raise JsonRefused(f"it nests deeper than {MAX_DEPTH} levels") from None
     except ArithmeticError:  # decimal's signals: whatever number slips past _decimal is refused, not a 500
         raise JsonRefused("a number is out of any range") from None
-    _check_text(value)
+    if not _plain(text):
+        _check_text(value)
     return value
+
+
+def _plain(text: str | bytes) -> bool:
+    """Text `_check_text` could find nothing wrong in, seen without parsing it: ASCII (so no surrogate as
+    such) without a \\u escape (so none written as one), and too few brackets for anything to nest
+    deeper than MAX_DEPTH. Most bodies; a walk over what they parse to is then saved."""
+    return (isinstance(text, str) and text.isascii() and "\\u" not in text
+            and text.count("{") + text.count("[") <= MAX_DEPTH)
 
 
 # Answers as json.dumps(media, ensure_ascii=False) (Falcon's default), with one encoder for every answer.
