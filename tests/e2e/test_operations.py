@@ -414,6 +414,26 @@ def test_the_redacting_filter_hides_configured_values_and_secret_shapes() -> Non
     assert json.loads(_render(redactor, JsonFormatter(), "hello %s", "world"))["message"] == "hello world"
 
 
+@pytest.mark.parametrize(("text", "hidden"), [
+    ("key sk_live_51Habcdefghijklmnop.", "51Habcdefghijklmnop"),
+    ("key rk_test_51Habcdefghijkl", "51Habcdefghijkl"),
+    ("whsec_someoneelses0123 given", "someoneelses0123"),
+    ("authorization: bearer opaque-token-abc123", "opaque-token-abc123"),
+    ("AUTHORIZATION: BEARER opaque-token-abc123", "opaque-token-abc123"),
+    ("bEaReR\topaque-token-abc123", "opaque-token-abc123"),
+    ("token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
+    ("seti_1Nabc_secret_xyz789", "xyz789"),
+    ("dsn mysql://u:other-pass@h/db", "other-pass"),
+])
+def test_each_secret_shape_is_redacted_alone_in_a_line(text: str, hidden: str) -> None:
+    """Each shape on its own (the filter first tests, cheaply, whether a line may hold any)."""
+    redactor = Redactor()
+    for fmt in (JsonFormatter(), TextFormatter()):
+        out = _render(redactor, fmt, "%s", text)
+        assert hidden not in out and "[REDACTED]" in out, out
+    assert hidden not in redactor(text)
+
+
 def test_a_logged_traceback_is_redacted_in_json_and_text_lines() -> None:
     redactor = Redactor()
     redactor.add("configured-secret-in-a-traceback")

@@ -81,11 +81,21 @@ def loads(text: str | bytes) -> Any:
         raise JsonRefused(f"it nests deeper than {MAX_DEPTH} levels") from None
     except ArithmeticError:  # decimal's signals: whatever number slips past _decimal is refused, not a 500
         raise JsonRefused("a number is out of any range") from None
-    _check_text(value)
+    if not _plain(text):
+        _check_text(value)
     return value
 
 
-json_handler = falcon.media.JSONHandler(loads=loads)
+def _plain(text: str | bytes) -> bool:
+    """Text `_check_text` could find nothing wrong in, seen without parsing it: ASCII (so no surrogate as
+    such) without a \\u escape (so none written as one), and too few brackets for anything to nest
+    deeper than MAX_DEPTH. Most bodies; a walk over what they parse to is then saved."""
+    return (isinstance(text, str) and text.isascii() and "\\u" not in text
+            and text.count("{") + text.count("[") <= MAX_DEPTH)
+
+
+# Answers as json.dumps(media, ensure_ascii=False) (Falcon's default), with one encoder for every answer.
+json_handler = falcon.media.JSONHandler(dumps=json.JSONEncoder(ensure_ascii=False).encode, loads=loads)
 
 
 def _malformed(exc: ValueError) -> falcon.HTTPBadRequest:
@@ -151,6 +161,8 @@ def read_raw(req: falcon.Request) -> bytes:
 
 def read_query(req: falcon.Request, names: set[str]) -> dict[str, str]:
     """The query string's parameters, each at most once, refusing unknown ones with 422."""
+    if not req.params:  # most requests: nothing to refuse, nothing to copy
+        return {}
     unknown = sorted(set(req.params) - names)
     if unknown:
         raise InvalidInput("query", f"has unknown parameter(s): {', '.join(unknown)[:200]}")

@@ -80,6 +80,19 @@ class Metrics:
                               "and grants by an admin (replays not counted)", ["source"], registry=r)
         self.webhooks = Counter("wallet_webhook_events", "Stripe webhook deliveries, by event type and outcome",
                                 ["type", "outcome"], registry=r)
+        # (route, method, status) -> its request counter and duration histogram: `labels()` looks a
+        # child up under a lock and checks its labels on every call; the labels are bounded (route
+        # templates, _METHODS, status codes), so are these.
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """A request was answered: counted by route, method and status, its duration observed."""
+        children = self._answered.get((route, method, status))
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.duration.labels(route, method))
+            self._answered[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def webhook_applied(self, outcome: WebhookOutcome) -> None:
         """A verified Stripe event was applied: count it by type and outcome, and the top-up it granted."""
@@ -144,8 +157,7 @@ class ObservabilityMiddleware:
             method = req.method if req.method in _METHODS else "OTHER"
             status = resp.status_code
             resp.set_header(REQUEST_ID_HEADER, req.context.request_id)  # error handlers may have replaced headers
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.duration.labels(route, method).observe(elapsed)
+            self.metrics.answered(route, method, status, elapsed)
             if route.startswith("/webhooks/") and status >= 400:
                 self.metrics.webhook_refused(status)
             access_log.info(

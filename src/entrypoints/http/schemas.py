@@ -648,22 +648,11 @@ _TYPE_WORDS = {
 }
 
 
-def _is(value: object, kind: str) -> bool:
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "null":
-        return value is None
-    if isinstance(value, bool):
-        return False
-    if kind == "integer":
-        return isinstance(value, int)
-    return isinstance(value, (int, float, Decimal))  # number
+_KIND_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "boolean": (), "null": (type(None),),
+    "integer": (int,),
+}
+_NUMBER_TYPES: tuple[type, ...] = (int, float, Decimal)  # "number" (and any other word)
 
 
 def _name(key: str) -> str:
@@ -672,39 +661,87 @@ def _name(key: str) -> str:
     return key if plain else json.dumps(key[:40])
 
 
-def validate(value: object, schema: Schema, where: str = "body") -> None:
-    """Raise InvalidInput (422) naming the first place where `value` breaks `schema`'s structure."""
-    kinds = schema.get("type")
-    if kinds is not None:
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        if not any(_is(value, k) for k in kinds):
-            words = " or ".join(_TYPE_WORDS[k] for k in kinds if k != "null")
-            hint = schema.get("description", "")
-            raise InvalidInput(where, f"must be {words}" + (f": {hint}" if hint and "properties" not in schema else ""))
-    if isinstance(value, str) and _UNSAFE.search(value):
-        raise InvalidInput(where, "must not contain control, line-separator or bidirectional-override characters")
-    if "const" in schema and value != schema["const"]:
-        raise InvalidInput(where, f"must be {json.dumps(schema['const'])}")
-    if isinstance(value, dict):
-        properties: dict[str, Schema] = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
+class _Prepared:
+    """What `validate` reads from one schema, read once (issue 14: the same walk, the same checks in the
+    same order and the same messages, ~2x faster than reading the dict on every request)."""
+
+    __slots__ = ("booleans", "extra", "items", "kinds", "properties", "required", "schema", "sub_default", "types")
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        kinds = schema.get("type")
+        self.kinds: list[str] | None = None if kinds is None else [kinds] if isinstance(kinds, str) else list(kinds)
+        # A bool is of the schema's type only when it admits "boolean" (true is no integer here); any
+        # other value when it is an instance of one of the types' classes.
+        self.booleans = self.kinds is not None and "boolean" in self.kinds
+        self.types = tuple(t for k in self.kinds or () for t in _KIND_TYPES.get(k, _NUMBER_TYPES))
+        self.properties: dict[str, Schema] = schema.get("properties", {})
+        self.extra = schema.get("additionalProperties", True)
+        self.sub_default = self.extra if isinstance(self.extra, dict) else None
+        self.required: tuple[str, ...] = tuple(schema.get("required", ()))
+        items = schema.get("items")
+        self.items = items if isinstance(items, dict) else None
+
+    def type_error(self, where: str) -> InvalidInput:
+        assert self.kinds is not None
+        words = " or ".join(_TYPE_WORDS[k] for k in self.kinds if k != "null")
+        hint = self.schema.get("description", "")
+        shown = f": {hint}" if hint and "properties" not in self.schema else ""
+        return InvalidInput(where, f"must be {words}{shown}")
+
+    def check(self, value: object, where: str) -> None:
+        if self.kinds is not None:
+            if not (self.booleans if isinstance(value, bool) else isinstance(value, self.types)):
+                raise self.type_error(where)
+        if isinstance(value, str):
+            if _UNSAFE.search(value):
+                raise InvalidInput(where, "must not contain control, line-separator or bidirectional-override "
+                                   "characters")
+        if "const" in self.schema and value != self.schema["const"]:
+            raise InvalidInput(where, f"must be {json.dumps(self.schema['const'])}")
+        if isinstance(value, dict):
+            self._check_object(value, where)
+        elif isinstance(value, list) and self.items is not None:
+            items = _prepared(self.items)
+            for index, item in enumerate(value):
+                items.check(item, f"{where}[{index}]")
+
+    def _check_object(self, value: dict[Any, Any], where: str) -> None:
+        properties = self.properties
         prefix = "" if where == "body" else f"{where}."
-        unknown = sorted(k for k in value if k not in properties) if extra is False else []
-        if unknown:
-            raise InvalidInput(where, f"has unknown field(s): {', '.join(_name(k) for k in unknown)}"[:240])
-        for name in schema.get("required", ()):
+        if self.extra is False:
+            unknown = sorted(k for k in value if k not in properties)
+            if unknown:
+                raise InvalidInput(where, f"has unknown field(s): {', '.join(_name(k) for k in unknown)}"[:240])
+        for name in self.required:
             if name not in value:
                 raise InvalidInput(f"{prefix}{name}", "is required")
         for key, item in value.items():
-            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            sub = properties.get(key, self.sub_default)
             if _UNSAFE.search(key):
                 raise InvalidInput(where, "must not have names with control, line-separator or "
                                    "bidirectional-override characters")
             if sub is not None:
-                validate(item, sub, f"{prefix}{_name(key)}")
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for index, item in enumerate(value):
-            validate(item, schema["items"], f"{where}[{index}]")
+                _prepared(sub).check(item, f"{prefix}{_name(key)}")
+
+
+_PREPARED: dict[int, _Prepared] = {}  # id(schema) -> it prepared; the schemas are this module's constants
+_MAX_PREPARED = 512  # past this (schemas made on the fly), a schema is prepared on each call instead
+
+
+def _prepared(schema: Schema) -> _Prepared:
+    found = _PREPARED.get(id(schema))
+    if found is not None and found.schema is schema:
+        return found
+    prepared = _Prepared(schema)
+    if len(_PREPARED) < _MAX_PREPARED:
+        _PREPARED[id(schema)] = prepared  # it holds the schema, so the id is not reused meanwhile
+    return prepared
+
+
+def validate(value: object, schema: Schema, where: str = "body") -> None:
+    """Raise InvalidInput (422) naming the first place where `value` breaks `schema`'s structure."""
+    _prepared(schema).check(value, where)
 
 
 def keywords(schema: object) -> set[str]:
