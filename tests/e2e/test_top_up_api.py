@@ -86,6 +86,22 @@ def test_a_stripe_failure_answers_502_and_records_nothing(service: Service) -> N
     assert service.gateway.intents == {}
 
 
+def test_a_payment_intent_already_recorded_for_another_top_up_is_a_409_not_a_500(
+    make_service: Callable[..., Service],
+) -> None:
+    """Stripe never hands out one PaymentIntent twice, but a gateway that did (two fake gateways on one
+    database both start at pi_fake_1) must not make the wallet answer 500: the second top-up is refused
+    as a conflict and nothing is recorded for it."""
+    first = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))
+    made = first.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=first.auth("ann"))
+    assert made.status_code == 201
+    again = make_service(FakePaymentGateway(webhook_secrets=(WEBHOOK_SECRET,)))  # the same SQLite file
+    resp = again.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=again.auth("bob"))
+    assert resp.status_code == 409, resp.text
+    assert resp.json["title"] == "Duplicate top-up"
+    assert again.commits == []
+
+
 def test_a_timed_out_stripe_call_without_a_key_leaves_its_intent_canceled_and_records_nothing(service: Service) -> None:
     service.gateway.time_out_next_create()
     resp = service.client.simulate_post(TOP_UP, json={"amount_usd": "10.00"}, headers=service.auth("dave"))

@@ -31,6 +31,7 @@ STATUS: dict[type[errors.WalletError], str] = {
     errors.TooManyTopUps: falcon.HTTP_429,
     errors.PaymentDeclined: falcon.HTTP_402,
     errors.AutoTopUpInFlight: falcon.HTTP_409,
+    errors.DuplicateTopUp: falcon.HTTP_409,  # Stripe answered with a PaymentIntent another top-up has
 }
 
 

@@ -128,7 +128,8 @@ OPERATIONS = (
         responses={
             201: Reply("The pending top-up, with the client secret for Stripe.js.", schemas.TOP_UP),
             200: Reply("A retry with the same Idempotency-Key: the same top-up.", schemas.TOP_UP),
-            409: error("The Idempotency-Key was used before for a different amount."),
+            409: error("The Idempotency-Key was used before for a different amount, or Stripe answered with a "
+                       "PaymentIntent another top-up already has (nothing was recorded)."),
             429: Reply("Too many top-ups: this user has too many waiting for payment, or started too many in "
                        "the last hour; nothing was written. `retry_after_seconds` and the Retry-After header say "
                        "when to retry.", schemas.ERROR,
