@@ -135,26 +135,14 @@ class Driver:
         still makes for its own bookkeeping, finds it ended and sends nothing (psycopg commits only a
         transaction in progress). When a statement fails, COMMIT is not run and the transaction is left
         failed, to be rolled back."""
-        conn = self._connection()
-        message, self._deferred = b"; ".join([*self._deferred, statement, b"COMMIT"]), []
-        try:
-            conn.execute(message, prepare=False)
-        except Exception as error:
-            self._lost(error)
-            raise
+        self._send([statement, b"COMMIT"])
 
     def commit_deferred(self) -> bool:
         """PostgreSQL: what was deferred and COMMIT, in one message (as run_and_commit). False, having
         done nothing, when nothing was deferred (the caller then commits itself)."""
         if not self._deferred:
             return False
-        conn = self._connection()
-        message, self._deferred = b"; ".join([*self._deferred, b"COMMIT"]), []
-        try:
-            conn.execute(message, prepare=False)
-        except Exception as error:
-            self._lost(error)
-            raise
+        self._send([b"COMMIT"])
         return True
 
     def literal(self, value: str) -> bytes:
@@ -164,6 +152,14 @@ class Driver:
 
         escaped: bytes = Escaping(self._connection().pgconn).escape_literal(value.encode())
         return escaped
+
+    def literal_or_null(self, value: str | None) -> bytes:
+        """`literal`, or NULL for None."""
+        return b"NULL" if value is None else self.literal(value)
+
+    def time_literal(self, value: datetime) -> bytes:
+        """PostgreSQL: a datetime as a timestamptz literal, as `at` stores it."""
+        return self.literal(self.at(value).isoformat()) + b"::timestamptz"
 
     def _execute(self, sql: Sql, params: Mapping[str, Any]) -> Any:
         conn = self._driver()
@@ -175,15 +171,19 @@ class Driver:
 
     def _driver(self) -> Any:
         """The driver connection for a statement: what was deferred is sent first."""
-        conn = self._connection()
         if self._deferred:
-            message, self._deferred = b"; ".join(self._deferred), []
-            try:
-                conn.execute(message, prepare=False)
-            except Exception as error:
-                self._lost(error)
-                raise
-        return conn
+            self._send([])
+        return self._connection()
+
+    def _send(self, statements: list[bytes]) -> None:
+        """What was deferred, then `statements`, as one simple query (no parameters)."""
+        conn = self._connection()
+        message, self._deferred = b"; ".join([*self._deferred, *statements]), []
+        try:
+            conn.execute(message, prepare=False)
+        except Exception as error:
+            self._lost(error)
+            raise
 
     def _connection(self) -> Any:
         if not self._sa.in_transaction():

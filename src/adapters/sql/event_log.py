@@ -45,14 +45,9 @@ class SqlPaymentEventLog:
         """On PostgreSQL the INSERT is deferred (Driver.defer): it travels with the COMMIT, or with the
         next statement of the transaction, not in a round trip of its own."""
         if self._driver.postgresql:
-            literal = self._driver.literal
-
-            def text(value: str | None) -> bytes:
-                return b"NULL" if value is None else literal(value)
-
-            at = literal(self._driver.at(event.received_at).isoformat()) + b"::timestamptz"
+            text = self._driver.literal_or_null
             values = (text(event.event_id), text(event.type), text(event.payment_intent_id), text(event.top_up_id),
-                      at, text(event.outcome), text(event.source))
+                      self._driver.time_literal(event.received_at), text(event.outcome), text(event.source))
             self._driver.defer(_INSERT_EVENT + b", ".join(values) + _ON_CONFLICT)
             return
         self._driver.run(

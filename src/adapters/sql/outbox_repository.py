@@ -136,7 +136,7 @@ class SqlOutbox:
                     literal(e.id),
                     literal(e.type.value),
                     literal(e.user_id),
-                    literal(self._driver.at(e.created_at).isoformat()) + b"::timestamptz",
+                    self._driver.time_literal(e.created_at),
                     literal(_json(e)),
                 )
             )
