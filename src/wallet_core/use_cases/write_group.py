@@ -93,19 +93,18 @@ class WriteGroup(CommitQueue[Write[Any], Any]):
         return cast(R, self.submit(Write(run, wallet)))
 
     def _book(self, group: list[Ticket[Write[Any], Any]]) -> None:
-        left = list(group)
         offenders: list[Ticket[Write[Any], Any]] = []
+        left = list(group)
         while len(left) > 1 and len(offenders) < ABANDONS:
             offender = self._together(left)
             if offender is None:
-                left = []
                 break
             self.abandoned += 1
             offenders.append(offender)
             left = [ticket for ticket in left if ticket is not offender and not ticket.answered]
-        arrival = {id(ticket): index for index, ticket in enumerate(group)}
-        for ticket in sorted([*left, *offenders], key=lambda t: arrival[id(t)]):
-            _alone(ticket, self._uow)
+        for ticket in group:  # whatever no group answered (the offenders, or all left): alone, in arrival order
+            if not ticket.answered:
+                _alone(ticket, self._uow)
 
     def _together(self, group: list[Ticket[Write[Any], Any]]) -> Ticket[Write[Any], Any] | None:
         """Run the group in one unit of work and commit it, answering every ticket; or roll it back and
