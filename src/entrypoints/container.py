@@ -105,7 +105,7 @@ def migrate(container: Container) -> None:
 
 
 def _embedded(container: Container) -> bool:
-    return container.settings().database_url.startswith("sqlite")
+    return container.settings().embedded
 
 
 def migrate_if_embedded(container: Container) -> None:

@@ -85,10 +85,15 @@ class Settings:
     group_writes: bool | None = None
 
     @property
+    def embedded(self) -> bool:
+        """SQLite: the zero-configuration database, in the process."""
+        return self.database_url.startswith("sqlite")
+
+    @property
     def writes_grouped(self) -> bool:
         if self.group_writes is not None:
             return self.group_writes
-        return self.group_commit and self.database_url.startswith("sqlite")
+        return self.group_commit and self.embedded
 
     @property
     def development(self) -> bool:
